@@ -1,0 +1,207 @@
+"""Command line: ``python -m benchmark {list,stats,run,leaderboard,download}``.
+
+Parsing and error messages only; the work happens in the runner, the data registry and the reports.
+Invalid names or options exit with code 2 and list the valid choices.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from benchmark.config import PROFILES, SPLITS, ConfigError, Environment, read_user_config, resolve
+from benchmark.data.dataset import DataError
+from benchmark.data.registry import SPECS, check_dataset_name, dataset_names, load_dataset
+from benchmark.splits import SplitError, make_split
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad user input: printed without a traceback, exit code 2."""
+
+
+def _names(value: str, valid: list[str], what: str) -> list[str]:
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if not names:
+        raise UsageError(f"--{what}: give at least one name; choose from {', '.join(valid)}")
+    return names
+
+
+def _datasets(value: str) -> list[str]:
+    names = list(SPECS) if value.strip() == "all" else _names(value, dataset_names(), "datasets")
+    for name in names:
+        try:
+            check_dataset_name(name)
+        except KeyError as error:
+            raise UsageError(f"--datasets: {error.args[0]}") from error
+    return names
+
+
+def _schemes(value: str) -> list[str]:
+    from identifiers.registry import expand
+
+    try:
+        return expand(value)
+    except KeyError as error:
+        raise UsageError(f"--identifiers: {error.args[0]}") from error
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from identifiers.registry import get_scheme, schemes
+    from recommenders.backbones import PRESETS
+
+    if args.params:
+        try:
+            cls = get_scheme(args.params)
+        except KeyError as error:
+            raise UsageError(f"--params: {error.args[0]}") from error
+        print(f"{cls.name} ({cls.paradigm}): {cls.citation}\n")
+        print((cls.Params.__doc__ or "").strip())
+        for profile in PROFILES:
+            print(f"\nprofile {profile}: {cls.resolve_params(profile, {})}")
+        return 0
+    print("datasets:")
+    for spec in SPECS.values():
+        print(f"  {spec.name:<12} {spec.fmt:<10} {spec.description}")
+    print("  amazon2014:<Category>   raw Amazon 2014 reviews_<Category>_5.json.gz + meta_<Category>.json.gz")
+    print("\nidentifier schemes:")
+    for name, cls in schemes().items():
+        print(f"  {name:<10} {cls.paradigm:<10} {cls.citation}")
+    print("\nbackbones:")
+    for name, preset in PRESETS.items():
+        print(f"  {name:<12} {preset.description}")
+    print("  <name or path>   any T5 / Qwen checkpoint loadable with from_pretrained")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    for name in _datasets(args.datasets):
+        dataset = load_dataset(name, args.data_dir, args.k_core)
+        stats = dataset.stats()
+        print(f"{name}: {stats['users']:,} users, {stats['items']:,} items, {stats['interactions']:,} interactions, "
+              f"density {stats['density']:.5f}, mean history length {stats['mean_history_length']:.2f}, "
+              f"timestamps {'yes' if stats['has_timestamps'] else 'no'}, "
+              f"categories {'yes' if stats['has_categories'] else 'no'}")
+        for protocol in SPLITS:
+            try:
+                split = make_split(dataset, protocol, args.max_history).stats()
+            except SplitError as error:
+                print(f"  {protocol:<9} not available: {error}")
+                continue
+            print(f"  {protocol:<9} train interactions {split['train_interactions']:,}, valid {split['valid_examples']:,}, "
+                  f"test {split['test_examples']:,}, cold test targets {100 * split['cold_test_share']:.2f}% "
+                  f"(valid {100 * split['cold_valid_share']:.2f}%)")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from benchmark.runner import resolve_device, run_all
+    from identifiers.registry import get_scheme
+    from recommenders.backbones import BackboneError, check_backbone
+
+    datasets, schemes = _datasets(args.datasets), _schemes(args.identifiers)
+    user = read_user_config(args.config) if args.config else {}
+    env = Environment(device=args.device, data_dir=args.data_dir, results_dir=args.results_dir,
+                      reports_dir=args.reports_dir, cache_dir=args.cache_dir, progress=not args.no_progress)
+    try:
+        resolve_device(args.device)
+    except (ValueError, RuntimeError) as error:
+        raise UsageError(f"--device: {error}") from error
+    if args.backbone is not None:
+        try:
+            check_backbone(args.backbone)
+        except BackboneError as error:
+            raise UsageError(f"--backbone: {error}") from error
+    seeds = [int(s) for s in args.seed.split(",")] if args.seed else [None]
+    cli = {"split": args.split, "backbone": args.backbone, "max_history": args.max_history, "k_core": args.k_core}
+    configs = [resolve(d, get_scheme(s), seed, args.profile, user, cli) for d in datasets for seed in seeds
+               for s in schemes]
+    for config in {(c.dataset, c.k_core, c.split, c.max_history): c for c in configs}.values():
+        make_split(load_dataset(config.dataset, env.data_dir, config.k_core), config.split, config.max_history)
+    paths = run_all(configs, env, force=args.force)
+    print(f"{len(paths)} record(s) under {args.results_dir}/; build tables with `python -m benchmark leaderboard`")
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from benchmark.reports.leaderboard import build_leaderboard
+
+    written = build_leaderboard(Path(args.results_dir), Path(args.reports_dir))
+    if not written:
+        raise UsageError(f"no run records under {args.results_dir}/; run `python -m benchmark run` first")
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from benchmark.data.download import download
+
+    for name in _names(args.datasets, dataset_names(), "datasets"):
+        print(f"{name}: files in {download(name, Path(args.data_dir or 'datasets'))}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,stats,run,leaderboard,download}")
+
+    def data_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", default=None,
+                       help="folder holding the datasets' folders (default: $GENREC_DATA_DIR or ./datasets)")
+
+    p = sub.add_parser("list", help="datasets, identifier schemes and backbones")
+    p.add_argument("--params", metavar="SCHEME", help="show one scheme's hyper-parameters per profile")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("stats", help="dataset statistics and, per split, the share of cold test targets")
+    p.add_argument("--datasets", required=True, help="comma-separated dataset names, or all")
+    p.add_argument("--k-core", type=int, default=5)
+    p.add_argument("--max-history", type=int, default=20)
+    data_options(p)
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("run", help="train and evaluate schemes on datasets; one record per run")
+    p.add_argument("--identifiers", required=True, help="comma-separated scheme names, or all")
+    p.add_argument("--datasets", default="synthetic", help="comma-separated dataset names (default: synthetic)")
+    p.add_argument("--profile", default="quick", choices=PROFILES)
+    p.add_argument("--seed", default=None, help="seed, or comma-separated seeds (default: from the config)")
+    p.add_argument("--split", default=None, choices=SPLITS)
+    p.add_argument("--backbone", default=None, help="backbone preset or from_pretrained name/path")
+    p.add_argument("--max-history", type=int, default=None)
+    p.add_argument("--k-core", type=int, default=None)
+    p.add_argument("--config", default=None, help="YAML overriding benchmark/defaults.yaml (run/train/schemes)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--results-dir", default="results")
+    p.add_argument("--reports-dir", default="reports")
+    p.add_argument("--cache-dir", default=".cache", help="embeddings, CF encoders and epoch checkpoints")
+    p.add_argument("--force", action="store_true", help="re-run configs whose record exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    data_options(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("leaderboard", help="tables (md, csv, tex) from the run records")
+    p.add_argument("--results-dir", default="results")
+    p.add_argument("--reports-dir", default="reports")
+    p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("download", help="fetch a dataset's files from its public source")
+    p.add_argument("datasets", help="comma-separated dataset names, e.g. beauty or amazon2014:Beauty")
+    data_options(p)
+    p.set_defaults(func=cmd_download)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (UsageError, ConfigError, DataError, SplitError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

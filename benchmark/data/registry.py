@@ -1,0 +1,79 @@
+"""Datasets by name: where their files live under a data directory and which loader reads them."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from benchmark.data import loaders
+from benchmark.data.dataset import DataError, Dataset, kcore
+from benchmark.data.synthetic import SyntheticConfig, generate
+
+DATA_DIR_ENV = "GENREC_DATA_DIR"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A named dataset: its source format, its folder relative to the data directory, its origin."""
+
+    name: str
+    fmt: str
+    subdir: str
+    description: str
+    reader: Callable[[Path, str], Dataset]
+
+
+SPECS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in (
+        DatasetSpec("synthetic", "synthetic", "", "embedded generator (category tree, long tail, habits, releases)",
+                    lambda _folder, name: generate(SyntheticConfig(), name=name)),
+        DatasetSpec("beauty", "p5", "amazon2014-p5/beauty", "Amazon 2014 Beauty 5-core (P5 split files)", loaders.load_p5),
+        DatasetSpec("toys", "p5", "amazon2014-p5/toys", "Amazon 2014 Toys_and_Games 5-core (P5)", loaders.load_p5),
+        DatasetSpec("sports", "p5", "amazon2014-p5/sports", "Amazon 2014 Sports_and_Outdoors 5-core (P5)", loaders.load_p5),
+        DatasetSpec("office", "lcrec", "amazon-lcrec/office", "Amazon 2014 Office_Products 5-core (LC-Rec json)",
+                    loaders.load_lcrec),
+        DatasetSpec("scientific", "lcrec", "amazon-lcrec/scientific",
+                    "Amazon 2018 Industrial_and_Scientific (LC-Rec json)", loaders.load_lcrec),
+        DatasetSpec("ml-100k", "recbole", "movielens-100k", "MovieLens 100K (RecBole atomic files)", loaders.load_recbole),
+    )
+}
+AMAZON_RAW_PREFIX = "amazon2014:"
+
+
+def dataset_names() -> list[str]:
+    """Every name ``load_dataset`` accepts (plus ``amazon2014:<Category>`` for raw Amazon files)."""
+    return list(SPECS)
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
+    """The data directory: the argument, else ``$GENREC_DATA_DIR``, else ``./datasets``."""
+    return Path(data_dir or os.environ.get(DATA_DIR_ENV) or "datasets")
+
+
+def check_dataset_name(name: str) -> None:
+    """Raise ``KeyError`` with the valid choices when ``name`` is not a known dataset."""
+    if name in SPECS or (name.startswith(AMAZON_RAW_PREFIX) and len(name) > len(AMAZON_RAW_PREFIX)):
+        return
+    raise KeyError(f"unknown dataset '{name}'; choose from {', '.join(SPECS)} or {AMAZON_RAW_PREFIX}<Category>")
+
+
+def load_raw(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
+    """Read a dataset as its source has it, without k-core filtering."""
+    check_dataset_name(name)
+    root = resolve_data_dir(data_dir)
+    if name.startswith(AMAZON_RAW_PREFIX):
+        category = name[len(AMAZON_RAW_PREFIX):]
+        return loaders.load_amazon2014(root / "amazon2014", category, name)
+    spec = SPECS[name]
+    folder = root / spec.subdir
+    if spec.fmt != "synthetic" and not folder.is_dir():
+        raise DataError(f"dataset '{name}': folder {folder} not found; pass --data-dir (or set {DATA_DIR_ENV}) "
+                        f"to a directory holding {spec.subdir}/, or run `python -m benchmark download {name}`")
+    return spec.reader(folder, name)
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, k_core: int = 5) -> Dataset:
+    """Read a dataset and apply ``k_core`` filtering to users and items."""
+    return kcore(load_raw(name, data_dir), k_core)

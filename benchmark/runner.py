@@ -1,0 +1,119 @@
+"""The loop over dataset x scheme x seed: dataset -> split -> identifiers -> model -> training -> evaluation.
+
+Each finished run is one atomic JSON record; a run whose record exists is skipped unless ``force``, so a
+killed sweep resumes where it stopped (and a killed training resumes from its last epoch checkpoint).
+"""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from benchmark.config import Environment, RunConfig
+from benchmark.data.dataset import Dataset
+from benchmark.data.registry import load_dataset
+from benchmark.evaluate import evaluate
+from benchmark.records import (SCHEMA_VERSION, hardware, now, peak_memory_mb, record_path, versions,
+                               write_json_atomic)
+from benchmark.splits import Split, make_split
+from identifiers.base import RunContext
+from identifiers.registry import get_scheme
+from recommenders import trainer
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; otherwise the named device, which must exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine; use cpu or auto")
+    return device
+
+
+@lru_cache(maxsize=8)
+def cached_dataset(name: str, data_dir: str | None, k_core: int) -> Dataset:
+    return load_dataset(name, data_dir, k_core)
+
+
+@lru_cache(maxsize=16)
+def cached_split(name: str, data_dir: str | None, k_core: int, protocol: str, max_history: int) -> Split:
+    return make_split(cached_dataset(name, data_dir, k_core), protocol, max_history)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def run_all(configs: list[RunConfig], env: Environment, force: bool = False) -> list[Path]:
+    """Run every config whose record is missing (all with ``force``); return the record paths."""
+    paths = []
+    bar = tqdm(configs, desc="runs", disable=not env.progress)
+    for config in bar:
+        path = record_path(env.results_dir, config)
+        paths.append(path)
+        if path.exists() and not force:
+            tqdm.write(f"skip {config.run_name}: record exists ({path})")
+            continue
+        bar.set_postfix_str(config.run_name)
+        record = run_one(config, env)
+        write_json_atomic(path, record)
+        summary = record["metrics"]["all"] if record["status"] == "ok" else {}
+        tqdm.write(f"done {config.run_name}: " + (", ".join(f"{k} {summary[k]:.4f}" for k in ("recall@10", "ndcg@10"))
+                                                  if summary else f"not applicable ({record['reason']})"))
+    return paths
+
+
+def run_one(config: RunConfig, env: Environment) -> dict[str, Any]:
+    """Execute one experiment and return its record."""
+    device = resolve_device(env.device)
+    seed_everything(config.seed)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    dataset = cached_dataset(config.dataset, env.data_dir, config.k_core)
+    split = cached_split(config.dataset, env.data_dir, config.k_core, config.split, config.max_history)
+    record: dict[str, Any] = {
+        "schema": SCHEMA_VERSION, "run_name": config.run_name, "config_hash": config.hash(),
+        "config": config.to_dict(), "environment": asdict(env), "dataset": dataset.stats(), "split": split.stats(),
+        "seed": config.seed, "versions": versions(), "hardware": hardware(device), "started_at": now(),
+    }
+    ctx = RunContext(config=config, dataset=dataset, valid=split.valid, warm=split.warm, device=device,
+                     cache_dir=Path(env.cache_dir), progress=env.progress)
+    scheme = get_scheme(config.scheme)(config.params, ctx)
+    reason = scheme.not_applicable(dataset)
+    if reason:
+        return {**record, "status": "not_applicable", "reason": reason, "finished_at": now()}
+
+    start = time.perf_counter()
+    model = scheme.build(split.train)
+    fit_seconds = time.perf_counter() - start
+    checkpoint = Path(env.cache_dir) / "checkpoints" / f"{config.hash()}.pt"
+    report = trainer.fit(model, split.train, split.valid, split.warm, config.train, config.ks, config.eval_batch_size,
+                         device, config.seed, env.progress, checkpoint=checkpoint, desc=config.scheme)
+    selection = model.select_on_validation(
+        split, lambda m: evaluate(m, split.valid.subset(config.train.max_valid_examples, config.seed), split.warm,
+                                  config.ks, config.eval_batch_size, device))
+    valid = evaluate(model, split.valid, split.warm, config.ks, config.eval_batch_size, device, env.progress,
+                     desc="validation")
+    test = evaluate(model, split.test, split.warm, config.ks, config.eval_batch_size, device, env.progress,
+                    desc="test")
+    checkpoint.unlink(missing_ok=True)
+    n_test = max(1, len(split.test))
+    return {
+        **record, "status": "ok", "reason": None,
+        "identifier": {"paradigm": scheme.paradigm, "citation": scheme.citation, **scheme.statistics()},
+        "training": asdict(report), "selection": selection,
+        "metrics": test.metrics(config.ks), "valid_metrics": valid.metrics(config.ks),
+        "timings": {"identifier_fit_s": fit_seconds, "train_s": report.seconds, "inference_s": test.seconds,
+                    "inference_ms_per_user": 1000.0 * test.seconds / n_test},
+        "memory": peak_memory_mb(device), "per_user": test.per_user(), "finished_at": now(),
+    }

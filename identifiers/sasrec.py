@@ -1,0 +1,28 @@
+"""SASRec baseline (Kang & McAuley, "Self-Attentive Sequential Recommendation", ICDM 2018).
+
+Trained with cross-entropy over all items (see :mod:`recommenders.sasrec`), early stopping on validation.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from benchmark.splits import TrainData
+from identifiers.base import Scheme
+from identifiers.registry import register
+from recommenders.base import Recommender
+from recommenders.sasrec import SASRec, SASRecParams
+
+
+@register("sasrec")
+class SASRecScheme(Scheme):
+    """Item-ID sequential baseline; its trained model is also the CF encoder of E4SRec, LETTER and SETRec."""
+
+    paradigm = "baseline"
+    citation = "Kang & McAuley, Self-Attentive Sequential Recommendation, ICDM 2018."
+    Params = SASRecParams
+    uses_backbone = False
+    profiles = {"smoke": {"hidden": 32, "layers": 1}, "paper": {"hidden": 64, "layers": 2}}
+    train_profiles = {"quick": {"epochs": 60, "patience": 5}, "paper": {"epochs": 300, "patience": 20}}
+
+    def build(self, data: TrainData) -> Recommender:
+        return SASRec(data.n_items, self.ctx.config.max_history, SASRecParams(**asdict(self.params)))

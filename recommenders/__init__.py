@@ -1,0 +1,1 @@
+"""Shared recommender machinery: backbones, the three generation paradigms, SASRec and the trainer."""

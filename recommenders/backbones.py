@@ -1,0 +1,73 @@
+"""Backbone presets: language models built from a config (random init), or loaded with ``from_pretrained``.
+
+No weights are downloaded at run time: a preset builds a randomly initialised model of a known shape, and
+any other name is passed to ``from_pretrained`` (a local path, or a hub name when the weights are cached).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import T5Config, T5ForConditionalGeneration
+
+
+@dataclass(frozen=True)
+class BackbonePreset:
+    """A named architecture: its family (``t5``) and the config fields that define it."""
+
+    name: str
+    family: str
+    description: str
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+PRESETS: dict[str, BackbonePreset] = {
+    p.name: p
+    for p in (
+        BackbonePreset("t5-tiny", "t5", "T5 encoder-decoder, 2+2 layers, d_model 64 (CPU tests), random init",
+                       dict(d_model=64, d_kv=32, d_ff=256, num_layers=2, num_decoder_layers=2, num_heads=2,
+                            dropout_rate=0.1)),
+        BackbonePreset("t5-tiger", "t5", "TIGER's from-scratch T5: 4+4 layers, d_model 128, 6 heads of 64, FF 1024",
+                       dict(d_model=128, d_kv=64, d_ff=1024, num_layers=4, num_decoder_layers=4, num_heads=6,
+                            dropout_rate=0.1)),
+        BackbonePreset("t5-small", "t5", "T5-small shape (60M), random init; pass a path for pretrained weights",
+                       dict(d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_decoder_layers=6, num_heads=8,
+                            dropout_rate=0.1)),
+    )
+}
+
+
+class BackboneError(ValueError):
+    """The backbone name is neither a preset nor a loadable checkpoint."""
+
+
+def build_t5(name: str, vocab_size: int, pad_id: int = 0, eos_id: int = 1,
+             decoder_start_id: int = 0) -> T5ForConditionalGeneration:
+    """A T5 with ``vocab_size`` tokens: a preset (random init) or a checkpoint resized to the vocabulary."""
+    if name in PRESETS:
+        preset = PRESETS[name]
+        if preset.family != "t5":
+            raise BackboneError(f"backbone '{name}' is a {preset.family} model; this scheme needs a T5 backbone")
+        config = T5Config(vocab_size=vocab_size, pad_token_id=pad_id, eos_token_id=eos_id,
+                          decoder_start_token_id=decoder_start_id, feed_forward_proj="relu",
+                          tie_word_embeddings=False, **preset.config)
+        return T5ForConditionalGeneration(config)
+    try:
+        model = T5ForConditionalGeneration.from_pretrained(name)
+    except (OSError, ValueError) as error:
+        presets = ", ".join(p for p, v in PRESETS.items() if v.family == "t5")
+        where = "local path" if Path(name).exists() else "name (no weights are downloaded here)"
+        raise BackboneError(f"backbone '{name}': not a preset ({presets}) and not loadable as a {where}: "
+                            f"{error}") from error
+    model.resize_token_embeddings(vocab_size)
+    model.config.pad_token_id, model.config.eos_token_id = pad_id, eos_id
+    model.config.decoder_start_token_id = decoder_start_id
+    return model
+
+
+def check_backbone(name: str) -> None:
+    """Raise :class:`BackboneError` unless ``name`` is a preset or an existing local path / cached name."""
+    if name in PRESETS or Path(name).exists():
+        return
+    raise BackboneError(f"unknown backbone '{name}'; choose from {', '.join(PRESETS)} or a from_pretrained path")

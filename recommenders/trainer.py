@@ -1,0 +1,111 @@
+"""The one training loop: AdamW, bf16 autocast on GPU, validation-based early stopping, resumable.
+
+After every epoch the model is scored on (a fixed subset of) the validation examples; the best epoch's
+weights are restored at the end. The state after each epoch is written atomically to ``checkpoint`` so a
+killed run resumes from its last finished epoch.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from benchmark.config import TrainConfig
+from benchmark.evaluate import evaluate
+from benchmark.metrics import metric_value
+from benchmark.splits import Examples, TrainData
+from recommenders.base import Recommender, iterate
+
+
+@dataclass
+class TrainReport:
+    """What training did: epochs run, the selected epoch and its validation value, the curve, seconds."""
+
+    epochs_run: int = 0
+    best_epoch: int = -1
+    best_valid: float = float("-inf")
+    curve: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA when enabled, a no-op elsewhere."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+
+
+def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, cfg: TrainConfig,
+        ks: tuple[int, ...], eval_batch_size: int, device: torch.device, seed: int, progress: bool = True,
+        checkpoint: Path | None = None, desc: str = "train") -> TrainReport:
+    """Train ``model`` on ``data`` with early stopping on ``cfg.valid_metric`` over ``valid``."""
+    report = TrainReport()
+    model.to(device)
+    model.prepare(data)
+    if not model.trainable or cfg.epochs <= 0:
+        return report
+    valid = valid.subset(cfg.max_valid_examples, seed)
+    metric_k = int(cfg.valid_metric.split("@")[1])
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                                  weight_decay=cfg.weight_decay)
+    best_state, bad, start_epoch = None, 0, 0
+    if checkpoint is not None and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        best_state, bad, start_epoch = state["best_state"], state["bad"], state["epoch"] + 1
+        report = state["report"]
+    rng = np.random.default_rng(seed + start_epoch)
+    start = time.perf_counter() - report.seconds
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        examples = model.training_examples(data)
+        total = (len(examples) + cfg.batch_size - 1) // cfg.batch_size
+        losses = []
+        bar = tqdm(iterate(examples, cfg.batch_size, device, rng), total=total, disable=not progress,
+                   desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False)
+        for batch in bar:
+            with autocast(device, cfg.amp):
+                loss = model.loss(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        result = evaluate(model, valid, warm, (metric_k,), eval_batch_size, device)
+        value = metric_value(cfg.valid_metric, result.ranks)
+        report.curve.append({"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else 0.0,
+                             cfg.valid_metric: value})
+        report.epochs_run = epoch + 1
+        if value > report.best_valid:
+            report.best_valid, report.best_epoch, bad = value, epoch + 1, 0
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        else:
+            bad += 1
+        if progress:
+            tqdm.write(f"{desc} epoch {epoch + 1}: loss {report.curve[-1]['loss']:.4f} "
+                       f"valid {cfg.valid_metric} {value:.4f} (best {report.best_valid:.4f} @ {report.best_epoch})")
+        report.seconds = time.perf_counter() - start
+        if checkpoint is not None:
+            save_atomic(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                      "best_state": best_state, "bad": bad, "epoch": epoch,
+                                      "report": copy.deepcopy(report)})
+        if bad >= cfg.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def save_atomic(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
