@@ -136,3 +136,80 @@ class Scheme(ABC):
     def statistics(self) -> dict[str, Any]:
         """Identifier statistics for the run record (new tokens, code length, collisions, usage)."""
         return {}
+
+
+@dataclass
+class ItemCodes:
+    """Sequence-paradigm identifiers: ``codes[i]`` is item ``i``'s token sequence.
+
+    Tokens are ids in ``[0, vocab_size)`` of the scheme's own vocabulary (the recommender maps them to
+    backbone tokens); shorter codes are right-padded with -1. Codes must be unique, so every generated
+    code names exactly one item. ``level_sizes`` (tokens per position, for fixed-length level-wise codes
+    such as RQ-VAE's) enables per-level usage statistics; ``raw_codes`` are the codes before
+    de-duplication, for the collision statistics.
+    """
+
+    codes: torch.Tensor
+    vocab_size: int
+    level_sizes: list[int] | None = None
+    raw_codes: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.codes.dim() != 2 or self.codes.dtype != torch.long:
+            raise ValueError("ItemCodes.codes must be a LongTensor [n_items, L]")
+        if int(self.codes.max()) >= self.vocab_size or int(self.codes.min()) < -1:
+            raise ValueError(f"ItemCodes.codes must lie in [0, {self.vocab_size}) or be -1 padding")
+        if len(torch.unique(self.codes, dim=0)) != len(self.codes):
+            raise ValueError("ItemCodes.codes are not unique: de-duplicate before building the recommender")
+
+    @property
+    def n_items(self) -> int:
+        return self.codes.shape[0]
+
+    def lengths(self) -> torch.Tensor:
+        return (self.codes >= 0).sum(dim=1)
+
+
+def collision_rate(codes: torch.Tensor) -> float:
+    """Share of items whose code is shared with at least one other item."""
+    _, inverse, counts = torch.unique(codes, dim=0, return_inverse=True, return_counts=True)
+    return float((counts[inverse] > 1).float().mean())
+
+
+def code_statistics(codes: ItemCodes) -> dict[str, Any]:
+    """New tokens, code length, collision rates before/after de-duplication and codebook usage per level."""
+    lengths = codes.lengths().float()
+    stats: dict[str, Any] = {
+        "new_tokens": codes.vocab_size,
+        "code_length_max": int(codes.codes.shape[1]),
+        "code_length_mean": float(lengths.mean()),
+        "collision_rate_before_dedup": collision_rate(codes.raw_codes) if codes.raw_codes is not None else 0.0,
+        "collision_rate_after_dedup": collision_rate(codes.codes),
+    }
+    if codes.level_sizes:
+        stats["codebook_usage_per_level"] = [
+            float(len(torch.unique(codes.codes[:, level][codes.codes[:, level] >= 0])) / size)
+            for level, size in enumerate(codes.level_sizes)
+        ]
+    return stats
+
+
+class SequenceScheme(Scheme):
+    """Sequence paradigm: ``tokenize`` gives every item a short code of discrete tokens; a generative
+    backbone learns to emit the next item's code, decoded by beam search constrained to valid codes."""
+
+    paradigm = "sequence"
+
+    @abstractmethod
+    def tokenize(self, data: TrainData) -> ItemCodes:
+        """Fit the tokenizer on training data and item content; return every item's code."""
+
+    def build(self, data: TrainData) -> Recommender:
+        from recommenders.sequence import GenerativeRecommender
+
+        self.codes = self.tokenize(data)
+        return GenerativeRecommender(self.codes, self.ctx.config.backbone, self.ctx.config.max_history,
+                                     beam_size=getattr(self.params, "beam_size", 20))
+
+    def statistics(self) -> dict[str, Any]:
+        return code_statistics(self.codes)
