@@ -22,7 +22,8 @@ class SASRecScheme(Scheme):
     Params = SASRecParams
     uses_backbone = False
     profiles = {"smoke": {"hidden": 32, "layers": 1}, "paper": {"hidden": 64, "layers": 2}}
-    train_profiles = {"quick": {"epochs": 60, "patience": 5}, "paper": {"epochs": 300, "patience": 20}}
+    train_profiles = {"smoke": {"epochs": 15, "lr": 0.005, "patience": 15}, "quick": {"epochs": 60, "patience": 5},
+                      "paper": {"epochs": 300, "patience": 20}}
 
     def build(self, data: TrainData) -> Recommender:
         return SASRec(data.n_items, self.ctx.config.max_history, SASRecParams(**asdict(self.params)))
