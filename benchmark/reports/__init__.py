@@ -1,0 +1,1 @@
+"""Reports built from the run records: the leaderboard tables (md, csv, tex)."""
