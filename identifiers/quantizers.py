@@ -1,0 +1,244 @@
+"""Quantizers: components that turn continuous item vectors into short tuples of discrete codes.
+
+A :class:`Quantizer` is fitted on item vectors and ``encode``s any vector to ``n_levels`` codes, level ``l``
+in ``[0, codebook_sizes[l])``. :class:`RQVAE` is the residual-quantised variational auto-encoder of TIGER
+(Rajput et al., "Recommender Systems with Generative Retrieval", NeurIPS 2023; RQ-VAE after Zeghidour et
+al., "SoundStream", 2021 and Lee et al., "Autoregressive Image Generation using Residual Quantization",
+CVPR 2022). Its loss is a dict of named terms so that LETTER (Wang et al., "Learnable Item Tokenization for
+Generative Recommendation", CIKM 2024) can add its collaborative and diversity regularisers through
+``fit(..., extra_loss_fn=...)`` or by overriding :meth:`RQVAE.loss_terms`.
+:func:`deduplicate` appends TIGER's extra code level that makes colliding codes unique.
+"""
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+from vector_quantize_pytorch import ResidualVQ
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """How a quantizer is trained: ``epochs`` passes over the vectors in shuffled mini-batches of
+    ``batch_size``, optimiser ``optimizer`` (``adagrad`` as in TIGER, or ``adam``) at learning rate ``lr``;
+    ``seed`` fixes the k-means initialisation and the batch order."""
+
+    epochs: int = 500
+    batch_size: int = 1024
+    lr: float = 0.4
+    optimizer: str = "adagrad"
+    seed: int = 0
+
+
+@dataclass
+class FitReport:
+    """What fitting did: per-epoch mean of every loss term (``history``), the loss terms of the trained model
+    on all training vectors (``final``, eval mode), the number of training vectors and the seconds spent."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    final: dict[str, float] = field(default_factory=dict)
+    n_vectors: int = 0
+    seconds: float = 0.0
+
+
+class Quantizer(nn.Module, ABC):
+    """Maps vectors ``[n, input_dim]`` to codes ``[n, n_levels]``; level ``l`` has ``codebook_sizes[l]`` codes."""
+
+    def __init__(self, codebook_sizes: list[int]) -> None:
+        super().__init__()
+        self.codebook_sizes = list(codebook_sizes)
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.codebook_sizes)
+
+    @abstractmethod
+    def fit(self, x: torch.Tensor, cfg: FitConfig, progress: bool = True) -> FitReport:
+        """Train on the vectors ``x``."""
+
+    @abstractmethod
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The codes ``LongTensor [n, n_levels]`` of the vectors ``x``."""
+
+
+@dataclass
+class RQVAEOutput:
+    """One forward pass: latent ``z = E(x)``, its quantisation ``z_q = sum_d e_{c_d}`` (passed to the decoder
+    with a straight-through gradient towards ``z``), reconstruction ``x_hat = D(z_q)``, codes ``[b, L]``,
+    residuals ``r_d`` and chosen code vectors ``e_{c_d}`` (both ``[L, b, latent_dim]``; the code vectors carry
+    the gradient to the codebooks)."""
+
+    latent: torch.Tensor
+    quantized: torch.Tensor
+    reconstruction: torch.Tensor
+    codes: torch.Tensor
+    residuals: torch.Tensor
+    code_vectors: torch.Tensor
+
+
+ExtraLossFn = Callable[["RQVAE", RQVAEOutput, torch.Tensor], dict[str, torch.Tensor]]
+
+
+class RQVAE(Quantizer):
+    """TIGER's RQ-VAE: MLP encoder, residual quantiser with ``n_levels`` codebooks, mirrored MLP decoder.
+
+    Encoder ``input_dim -> hidden_dims -> latent_dim`` (ReLU between layers; TIGER: 512, 256, 128 and a 32-d
+    latent); decoder the mirror image. Residual quantisation (TIGER eq. in §3.1): ``r_0 = z``,
+    ``c_d = argmin_k ||r_d - e^d_k||``, ``r_{d+1} = r_d - e^d_{c_d}``; the codebooks are
+    ``vector_quantize_pytorch.ResidualVQ`` codebooks, learned by gradient (no EMA) and initialised by k-means
+    on the first forward pass in training mode. Loss (per item, averaged over the batch)::
+
+        ||x - x_hat||^2 + sum_d ( ||sg[r_d] - e_{c_d}||^2 + beta * ||r_d - sg[e_{c_d}]||^2 )
+    """
+
+    def __init__(self, input_dim: int, latent_dim: int = 32, hidden_dims: tuple[int, ...] = (512, 256, 128),
+                 n_levels: int = 3, codebook_size: int = 256, beta: float = 0.25, kmeans_init: bool = True,
+                 kmeans_iters: int = 10) -> None:
+        super().__init__([codebook_size] * n_levels)
+        self.beta = beta
+        self.encoder = _mlp([input_dim, *hidden_dims, latent_dim])
+        self.decoder = _mlp([latent_dim, *reversed(hidden_dims), input_dim])
+        self.quantizer = ResidualVQ(dim=latent_dim, num_quantizers=n_levels, codebook_size=codebook_size,
+                                    kmeans_init=kmeans_init, kmeans_iters=kmeans_iters, learnable_codebook=True,
+                                    ema_update=False, rotation_trick=False, commitment_weight=0.0)
+
+    def forward(self, x: torch.Tensor) -> RQVAEOutput:
+        latent = self.encoder(x)
+        _, codes, _ = self.quantizer(latent.detach())
+        codebooks = self.quantizer.codebooks
+        residuals, code_vectors, residual = [], [], latent
+        for level in range(self.n_levels):
+            vector = codebooks[level][codes[:, level]]
+            residuals.append(residual)
+            code_vectors.append(vector)
+            residual = residual - vector.detach()
+        code_vectors_t = torch.stack(code_vectors)
+        quantized = code_vectors_t.sum(dim=0)
+        straight_through = latent + (quantized - latent).detach()
+        return RQVAEOutput(latent, quantized, self.decoder(straight_through), codes, torch.stack(residuals),
+                           code_vectors_t)
+
+    def loss_terms(self, x: torch.Tensor, out: RQVAEOutput) -> dict[str, torch.Tensor]:
+        """TIGER's loss terms: ``reconstruction``, ``codebook`` (moves codes to residuals) and ``commitment``
+        (beta-weighted; moves residuals to codes); each a squared distance summed over features."""
+        return {
+            "reconstruction": _sq_dist(x, out.reconstruction),
+            "codebook": _sq_dist(out.residuals.detach(), out.code_vectors) * self.n_levels,
+            "commitment": self.beta * _sq_dist(out.residuals, out.code_vectors.detach()) * self.n_levels,
+        }
+
+    def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The loss terms of a forward pass on ``x``; their sum is the training loss."""
+        return self.loss_terms(x, self(x))
+
+    def fit(self, x: torch.Tensor, cfg: FitConfig, progress: bool = True,
+            extra_loss_fn: ExtraLossFn | None = None) -> FitReport:
+        """Train on ``x`` (rows = items) for ``cfg.epochs`` epochs of shuffled mini-batches.
+
+        The codebooks are k-means initialised on all of ``x`` before the first step (TIGER initialises on
+        the first batch; with batches of 1,024 and catalogues of a few thousand training items this is a
+        comparable sample, and it avoids k-means seeing fewer vectors than codes). ``extra_loss_fn(model,
+        output, index)`` may add named loss terms for the batch whose rows are ``x[index]``.
+        """
+        start = time.perf_counter()
+        device = next(self.parameters()).device
+        x = x.to(device=device, dtype=torch.float32)
+        torch.manual_seed(cfg.seed)
+        generator = torch.Generator().manual_seed(cfg.seed)
+        self.train()
+        with torch.no_grad():
+            self.quantizer(self.encoder(x))
+        optimizer = _optimizer(cfg, self.parameters())
+        report = FitReport(n_vectors=len(x))
+        bar = tqdm(range(cfg.epochs), desc="rq-vae", disable=not progress, leave=False)
+        for _ in bar:
+            totals: dict[str, float] = {}
+            order = torch.randperm(len(x), generator=generator).to(device)
+            for index in order.split(cfg.batch_size):
+                batch = x[index]
+                out = self(batch)
+                terms = self.loss_terms(batch, out)
+                if extra_loss_fn is not None:
+                    terms.update(extra_loss_fn(self, out, index))
+                loss = torch.stack(list(terms.values())).sum()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                for name, value in terms.items():
+                    totals[name] = totals.get(name, 0.0) + float(value.detach()) * len(index)
+            epoch = {name: value / len(x) for name, value in totals.items()}
+            report.history.append(epoch)
+            bar.set_postfix(loss=f"{sum(epoch.values()):.4f}")
+        report.final = self.evaluate(x)
+        report.seconds = time.perf_counter() - start
+        return report
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, batch_size: int = 4096) -> dict[str, float]:
+        """Mean loss terms over ``x`` in eval mode, plus ``codebook_usage`` (share of codes used per level)."""
+        self.eval()
+        totals: dict[str, float] = {}
+        codes = []
+        for batch in x.split(batch_size):
+            out = self(batch)
+            codes.append(out.codes)
+            for name, value in self.loss_terms(batch, out).items():
+                totals[name] = totals.get(name, 0.0) + float(value) * len(batch)
+        result = {name: value / max(1, len(x)) for name, value in totals.items()}
+        all_codes = torch.cat(codes)
+        for level, size in enumerate(self.codebook_sizes):
+            result[f"codebook_usage_level{level}"] = len(torch.unique(all_codes[:, level])) / size
+        return result
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+        self.eval()
+        device = next(self.parameters()).device
+        x = x.to(device=device, dtype=torch.float32)
+        codes = [self.quantizer(self.encoder(batch))[1] for batch in x.split(batch_size)]
+        return torch.cat(codes).long().cpu()
+
+
+def deduplicate(codes: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """TIGER's extra code level: items sharing a code get ``0, 1, 2, ...`` (in item order), the others ``0``.
+
+    Returns the codes with the extra level appended (``[n, L + 1]``) and the extra level's size (the largest
+    number of items sharing one code; 1 when there is no collision).
+    """
+    _, inverse = torch.unique(codes, dim=0, return_inverse=True)
+    groups = inverse.numpy()
+    order = np.argsort(groups, kind="stable")
+    sorted_groups = groups[order]
+    starts = np.searchsorted(sorted_groups, sorted_groups, side="left")
+    rank = np.empty(len(groups), dtype=np.int64)
+    rank[order] = np.arange(len(groups)) - starts
+    extra = torch.from_numpy(rank)
+    return torch.cat([codes, extra[:, None]], dim=1), int(rank.max()) + 1
+
+
+def _mlp(dims: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
+        layers.append(nn.Linear(d_in, d_out))
+        if i < len(dims) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def _sq_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Squared Euclidean distance over the last dimension, averaged over every other dimension."""
+    return (a - b).pow(2).sum(dim=-1).mean()
+
+
+def _optimizer(cfg: FitConfig, parameters) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adagrad":
+        return torch.optim.Adagrad(parameters, lr=cfg.lr, initial_accumulator_value=0.1)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=cfg.lr)
+    raise ValueError(f"unknown optimizer '{cfg.optimizer}'; choose from adagrad, adam")

