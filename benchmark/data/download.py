@@ -1,0 +1,154 @@
+"""Fetch datasets from their public sources into the data-directory layout the registry reads.
+
+``download(name, data_dir)`` writes each file to ``<file>.part`` and renames it when complete, so an
+interrupted download never leaves a truncated file behind; files already present are skipped. Sources:
+
+* ``beauty``, ``toys``, ``sports``: P5 sequence files from IDGenRec (commit a297185);
+* ``office``: LC-Rec json from APAO (commit aa08fcf);
+* ``ml-100k``: RecBole atomic files from the RecBole repository;
+* ``amazon2014:<Category>``: raw Amazon 2014 5-core reviews and metadata (McAuley, SNAP).
+"""
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+from urllib.error import URLError
+from urllib.request import urlopen
+
+from tqdm import tqdm
+
+from benchmark.data.dataset import DataError
+from benchmark.data.registry import AMAZON_RAW_PREFIX, SPECS
+
+AMAZON2014_URL = "http://snap.stanford.edu/data/amazon/productGraph/categoryFiles/"
+IDGENREC_URL = "https://raw.githubusercontent.com/agiresearch/IDGenRec/a297185/rec_datasets/"
+APAO_URL = "https://raw.githubusercontent.com/yuyq18/APAO/aa08fcf/data/"
+RECBOLE_URL = "https://raw.githubusercontent.com/RUCAIBox/RecBole/master/recbole/dataset_example/ml-100k/"
+AMAZON2014_SUBDIR = "amazon2014"
+CHUNK_BYTES = 1 << 16
+TIMEOUT_S = 60
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of a dataset: its URL, its name on disk, whether the loader needs it, and an optional check
+    ``accept(downloaded_file, folder)`` that decides whether to keep it."""
+
+    url: str
+    filename: str
+    required: bool = True
+    accept: Callable[[Path, Path], bool] | None = None
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a dataset's files go (relative to the data directory) and where they come from."""
+
+    subdir: str
+    files: tuple[RemoteFile, ...]
+
+
+def _is_p5_item_text(path: Path, folder: Path) -> bool:
+    """True when every line of ``path`` is ``ITEM_ID text`` with an item id from ``user_sequence.txt``."""
+    try:
+        sequences = (folder / "user_sequence.txt").read_text(encoding="utf-8")
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return False
+    items = {item for line in sequences.splitlines() for item in line.split()[1:]}
+    rows = [line.split(maxsplit=1) for line in lines if line.strip()]
+    return bool(rows) and all(len(row) == 2 and row[0] in items for row in rows)
+
+
+def _p5(folder: str) -> tuple[RemoteFile, ...]:
+    return (RemoteFile(f"{IDGENREC_URL}{folder}/user_sequence.txt", "user_sequence.txt"),
+            RemoteFile(f"{IDGENREC_URL}{folder}/item_generative_indexing_phase_0.txt", "item_text.txt",
+                       required=False, accept=_is_p5_item_text))
+
+
+DOWNLOADABLE: dict[str, Source] = {
+    "beauty": Source(SPECS["beauty"].subdir, _p5("Beauty")),
+    "toys": Source(SPECS["toys"].subdir, _p5("Toys")),
+    "sports": Source(SPECS["sports"].subdir, _p5("Sports")),
+    "office": Source(SPECS["office"].subdir, (
+        RemoteFile(f"{APAO_URL}Office/Office.inter.json", "Office.inter.json"),
+        RemoteFile(f"{APAO_URL}Office/Office.item.json", "Office.item.json"),
+    )),
+    "ml-100k": Source(SPECS["ml-100k"].subdir, (
+        RemoteFile(f"{RECBOLE_URL}ml-100k.inter", "ml-100k.inter"),
+        RemoteFile(f"{RECBOLE_URL}ml-100k.item", "ml-100k.item", required=False),
+        RemoteFile(f"{RECBOLE_URL}ml-100k.user", "ml-100k.user", required=False),
+    )),
+}
+
+
+def downloadable_names() -> list[str]:
+    """Every name ``download`` accepts (``<Category>`` stands for any Amazon 2014 category)."""
+    return [*DOWNLOADABLE, f"{AMAZON_RAW_PREFIX}<Category>"]
+
+
+def amazon2014_source(category: str) -> Source:
+    """The raw Amazon 2014 5-core reviews (required) and metadata (optional) of one category."""
+    if not re.fullmatch(r"[A-Za-z0-9_]+", category):
+        raise DataError(f"invalid Amazon 2014 category '{category}'; expected a name like Beauty or Toys_and_Games")
+    return Source(AMAZON2014_SUBDIR, (
+        RemoteFile(f"{AMAZON2014_URL}reviews_{category}_5.json.gz", f"reviews_{category}_5.json.gz"),
+        RemoteFile(f"{AMAZON2014_URL}meta_{category}.json.gz", f"meta_{category}.json.gz", required=False),
+    ))
+
+
+def source(name: str) -> Source:
+    """The download source of a dataset name; ``DataError`` listing the valid names otherwise."""
+    if name.startswith(AMAZON_RAW_PREFIX):
+        return amazon2014_source(name[len(AMAZON_RAW_PREFIX):])
+    if name not in DOWNLOADABLE:
+        raise DataError(f"no download source for '{name}'; downloadable: {', '.join(downloadable_names())}")
+    return DOWNLOADABLE[name]
+
+
+def download(name: str, data_dir: Path) -> Path:
+    """Fetch the files of ``name`` into its folder under ``data_dir`` and return that folder.
+
+    Files already present are kept. A failed required file raises ``DataError``; a failed optional file
+    (item text, metadata) only prints a warning, and the loader then gives items empty text.
+    """
+    spec = source(name)
+    folder = Path(data_dir) / spec.subdir
+    folder.mkdir(parents=True, exist_ok=True)
+    for remote in spec.files:
+        target = folder / remote.filename
+        if target.exists():
+            continue
+        try:
+            fetch(remote, target)
+        except DataError as error:
+            if remote.required:
+                raise
+            print(f"warning: optional file skipped: {error}", file=sys.stderr)
+    return folder
+
+
+def fetch(remote: RemoteFile, target: Path) -> None:
+    """Stream ``remote.url`` to ``target.part`` with a progress bar, then rename it to ``target``."""
+    part = target.with_name(target.name + ".part")
+    try:
+        with urlopen(remote.url, timeout=TIMEOUT_S) as response, open(part, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=target.name,
+                      disable=None) as bar:
+                while chunk := response.read(CHUNK_BYTES):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+    except (URLError, OSError, http.client.HTTPException) as error:
+        part.unlink(missing_ok=True)
+        raise DataError(f"could not download {remote.url} ({error}); download it by hand and place it in "
+                        f"{target.parent} as {target.name}") from error
+    if remote.accept is not None and not remote.accept(part, target.parent):
+        part.unlink()
+        raise DataError(f"{remote.url} is not in the expected format; not saved as {target}")
+    os.replace(part, target)

@@ -1,0 +1,343 @@
+"""Readers for each source format; each builds raw items/interactions tables and calls ``build_dataset``.
+
+Formats (see the README's Data section for the folder layout):
+
+* P5 sequence files: ``user_sequence.txt`` and optional ``item_text.txt`` (order only, no timestamps);
+* LC-Rec json: ``X.inter.json`` and ``X.item.json`` (order only);
+* RecBole atomic files: ``X.inter`` and optional ``X.item`` (timestamps when the header has ``timestamp``);
+* raw Amazon 2014 (McAuley): ``reviews_<Category>_5.json.gz`` and optional ``meta_<Category>.json.gz``.
+
+Every malformed input raises :class:`DataError` naming the file, the 1-based line and what was expected.
+"""
+from __future__ import annotations
+
+import ast
+import gzip
+import html
+import json
+import re
+import zlib
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+
+from benchmark.data.dataset import DataError, Dataset, build_dataset
+
+P5_SEQUENCE_LINE = "'USER_ID ITEM_ID [ITEM_ID ...]'"
+P5_ITEM_LINE = "'ITEM_ID TEXT'"
+RECBOLE_CATEGORY_ROOT = "Movies"
+RECBOLE_TITLE_FIELDS = ("movie_title", "title")
+RECBOLE_YEAR_FIELDS = ("release_year", "year")
+RECBOLE_GENRE_FIELDS = ("class", "genre")
+AMAZON_META_LINE = "a Python dict literal (or JSON object) with an 'asin' key"
+_ASIN_KEY = re.compile(r"""["']asin["']\s*:\s*["']([^"']+)["']""")
+
+
+def load_p5(folder: Path, name: str) -> Dataset:
+    """P5 files: ``user_sequence.txt`` (``USER_ID ITEM ITEM ...`` per line, chronological) and optional
+    ``item_text.txt`` (``ITEM_ID text``; the text becomes the title). Interactions carry positions only."""
+    seq_path = _require(folder / "user_sequence.txt", f"P5 user sequences, one line per user: {P5_SEQUENCE_LINE}")
+    users: list[str] = []
+    items: list[str] = []
+    positions: list[int] = []
+    first_line: dict[str, int] = {}
+    for lineno, line in _lines(seq_path):
+        tokens = line.split()
+        if not tokens:
+            continue
+        if len(tokens) < 2:
+            raise _bad_line(seq_path, lineno, P5_SEQUENCE_LINE, line)
+        user = tokens[0]
+        if user in first_line:
+            raise DataError(f"{seq_path} line {lineno}: user '{user}' already has a sequence on line "
+                            f"{first_line[user]}; expected one line per user")
+        first_line[user] = lineno
+        users.extend([user] * (len(tokens) - 1))
+        items.extend(tokens[1:])
+        positions.extend(range(len(tokens) - 1))
+    interactions = pd.DataFrame({"user": users, "item": items, "position": positions})
+
+    raw_ids: list[str] = []
+    titles: list[str] = []
+    text_path = folder / "item_text.txt"
+    if text_path.is_file():
+        for _, line in _lines(text_path):
+            parts = line.split(maxsplit=1)
+            if parts:
+                raw_ids.append(parts[0])
+                titles.append(parts[1] if len(parts) == 2 else "")
+    return _build(name, seq_path, pd.DataFrame({"raw_id": raw_ids, "title": titles}, dtype=object), interactions)
+
+
+def load_lcrec(folder: Path, name: str) -> Dataset:
+    """LC-Rec json: exactly one ``*.inter.json`` (``{"user": [item, ...]}``, chronological) and one
+    ``*.item.json`` (``{"item": {"title", "description", "brand", "categories"}}``). Ids become strings."""
+    inter_path = _single(folder, "*.inter.json", 'LC-Rec interactions {"USER_ID": [ITEM_ID, ...]}')
+    item_path = _single(folder, "*.item.json",
+                        'LC-Rec item text {"ITEM_ID": {"title", "description", "brand", "categories"}}')
+    sequences = _load_json(inter_path)
+    if not isinstance(sequences, dict):
+        raise DataError(f"{inter_path}: expected a JSON object mapping user ids to item lists, "
+                        f"got {type(sequences).__name__}")
+    users: list[str] = []
+    items: list[str] = []
+    for user, sequence in sequences.items():
+        if not isinstance(sequence, list) or not all(_is_id(item) for item in sequence):
+            raise DataError(f"{inter_path}: user '{user}': expected a list of item ids (int or str), "
+                            f"got {_snippet(json.dumps(sequence))}")
+        users.extend([str(user)] * len(sequence))
+        items.extend(str(item) for item in sequence)
+    interactions = pd.DataFrame({"user": users, "item": items})
+    interactions["position"] = interactions.groupby("user", sort=False).cumcount()
+
+    metadata = _load_json(item_path)
+    if not isinstance(metadata, dict):
+        raise DataError(f"{item_path}: expected a JSON object mapping item ids to their fields, "
+                        f"got {type(metadata).__name__}")
+    rows = []
+    for raw_id, fields in metadata.items():
+        if not isinstance(fields, dict):
+            raise DataError(f"{item_path}: item '{raw_id}': expected an object with title, description, brand, "
+                            f"categories, got {_snippet(json.dumps(fields))}")
+        categories = fields.get("categories")
+        rows.append({"raw_id": str(raw_id), "title": _text(fields.get("title")),
+                     "description": _text(fields.get("description")), "brand": _text(fields.get("brand")),
+                     "categories": categories if isinstance(categories, (str, list)) else ""})
+    return _build(name, inter_path, pd.DataFrame(rows, columns=["raw_id", "title", "description", "brand",
+                                                                "categories"]), interactions)
+
+
+def load_recbole(folder: Path, name: str) -> Dataset:
+    """RecBole atomic files: exactly one ``*.inter`` (``user_id``, ``item_id``, optional ``timestamp``; other
+    columns such as ratings are ignored) and an optional ``.item`` file of the same stem. Columns are found by
+    header name. Items get title ``movie_title``, categories ``("Movies", first genre)`` and a description
+    listing all genres and the release year."""
+    inter_path = _single(folder, "*.inter", "RecBole interactions with a header like "
+                                            "'user_id:token<TAB>item_id:token<TAB>timestamp:float'")
+    columns, linenos = _read_atomic(inter_path)
+    interactions = pd.DataFrame({"user": _field(columns, "user_id", inter_path),
+                                 "item": _field(columns, "item_id", inter_path)})
+    if "timestamp" in columns:
+        interactions["timestamp"] = _numbers(columns["timestamp"], linenos, inter_path, "timestamp")
+
+    item_path = inter_path.with_suffix(".item")
+    items = pd.DataFrame({"raw_id": []})
+    if item_path.is_file():
+        item_columns, _ = _read_atomic(item_path)
+        raw_ids = _field(item_columns, "item_id", item_path)
+        titles = _first_field(item_columns, RECBOLE_TITLE_FIELDS, len(raw_ids))
+        years = _first_field(item_columns, RECBOLE_YEAR_FIELDS, len(raw_ids))
+        genres = [value.split() for value in _first_field(item_columns, RECBOLE_GENRE_FIELDS, len(raw_ids))]
+        items = pd.DataFrame({"raw_id": raw_ids, "title": titles,
+                              "description": [_movie_description(g, year) for g, year in zip(genres, years)],
+                              "categories": [(RECBOLE_CATEGORY_ROOT, g[0]) if g else () for g in genres]})
+    return _build(name, inter_path, items, interactions)
+
+
+def load_amazon2014(folder: Path, category: str, name: str) -> Dataset:
+    """Raw Amazon 2014 (McAuley) files in ``folder``: ``reviews_<category>_5.json.gz`` (JSON lines with
+    ``reviewerID``, ``asin``, ``unixReviewTime``) and optional ``meta_<category>.json.gz`` (Python dict
+    literals with ``asin``, ``title``, ``description``, ``brand``, ``price``, ``categories``).
+
+    The first category list is the item's path. Its root (the most common first element, i.e. the dataset's
+    own top category such as "Beauty") is dropped because it is the same for nearly every item, and LC-Rec
+    files omit it too; items filed under another root keep their full path. Meta lines of items nobody
+    reviewed are only checked for an ``asin`` key, not parsed, which keeps loading fast.
+    """
+    reviews_path = folder / f"reviews_{category}_5.json.gz"
+    if not reviews_path.is_file():
+        raise DataError(f"{name}: Amazon 2014 5-core reviews file {reviews_path} not found; run "
+                        f"`python -m benchmark download amazon2014:{category}` or place the file there")
+    users: list[str] = []
+    items: list[str] = []
+    times: list[float] = []
+    for lineno, line in _gzip_lines(reviews_path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{reviews_path} line {lineno} column {error.colno}: invalid JSON ({error.msg})") from error
+        try:
+            user, item, time = str(record["reviewerID"]), str(record["asin"]), float(record["unixReviewTime"])
+        except (TypeError, KeyError, ValueError) as error:
+            raise _bad_line(reviews_path, lineno, "a JSON object with 'reviewerID', 'asin' and a numeric "
+                                                  "'unixReviewTime'", line) from error
+        users.append(user)
+        items.append(item)
+        times.append(time)
+    interactions = pd.DataFrame({"user": users, "item": items, "timestamp": times})
+
+    meta_path = folder / f"meta_{category}.json.gz"
+    rows = []
+    if meta_path.is_file():
+        wanted = set(items)
+        for lineno, line in _gzip_lines(meta_path):
+            if not line.strip():
+                continue
+            match = _ASIN_KEY.search(line)
+            if match is None:
+                raise _bad_line(meta_path, lineno, AMAZON_META_LINE, line)
+            if match.group(1) not in wanted:
+                continue
+            record = _parse_meta(meta_path, lineno, line)
+            rows.append({"raw_id": str(record["asin"]), "title": _text(record.get("title")),
+                         "description": _text(record.get("description")), "brand": _text(record.get("brand")),
+                         "price": record.get("price"), "categories": _first_path(record.get("categories"))})
+    metadata = pd.DataFrame(rows, columns=["raw_id", "title", "description", "brand", "price", "categories"])
+    metadata["categories"] = _drop_common_root(list(metadata["categories"]))
+    return _build(name, reviews_path, metadata, interactions)
+
+
+def _build(name: str, source: Path, items: pd.DataFrame, interactions: pd.DataFrame) -> Dataset:
+    if interactions.empty:
+        raise DataError(f"{source}: no interactions found; expected at least one user with an item")
+    return build_dataset(name, items, interactions)
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise DataError(f"{path} not found; expected {what}")
+    return path
+
+
+def _single(folder: Path, pattern: str, what: str) -> Path:
+    matches = sorted(folder.glob(pattern))
+    if not matches:
+        raise DataError(f"{folder / pattern} not found; expected one file of {what}")
+    if len(matches) > 1:
+        raise DataError(f"{folder}: expected exactly one {pattern} file, found {', '.join(m.name for m in matches)}")
+    return matches[0]
+
+
+def _decode(data: bytes, path: Path) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        lineno = data[:error.start].count(b"\n") + 1
+        raise DataError(f"{path} line {lineno}: expected UTF-8 text ({error.reason})") from error
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(1-based line number, line)`` for a UTF-8 text file, line endings stripped."""
+    for lineno, line in enumerate(_decode(path.read_bytes(), path).split("\n"), start=1):
+        yield lineno, line.rstrip("\r")
+
+
+def _gzip_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(1-based line number, line)`` for a gzip-compressed UTF-8 text file."""
+    try:
+        with gzip.open(path, "rb") as handle:
+            for lineno, raw in enumerate(handle, start=1):
+                try:
+                    yield lineno, raw.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    raise DataError(f"{path} line {lineno}: expected UTF-8 text ({error.reason})") from error
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+        raise DataError(f"{path}: expected a complete gzip file ({error}); delete it and download it again") from error
+
+
+def _load_json(path: Path) -> object:
+    try:
+        return json.loads(_decode(path.read_bytes(), path))
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path} line {error.lineno} column {error.colno}: invalid JSON ({error.msg})") from error
+
+
+def _read_atomic(path: Path) -> tuple[dict[str, list[str]], list[int]]:
+    """Columns of a RecBole atomic file by field name (``:type`` stripped), and each row's line number."""
+    lines = _lines(path)
+    header = next((line for _, line in lines if line.strip()), None)
+    if header is None:
+        raise DataError(f"{path}: file is empty; expected a tab-separated header like "
+                        "'user_id:token<TAB>item_id:token'")
+    names = [field.split(":", 1)[0].strip() for field in header.split("\t")]
+    rows: list[list[str]] = []
+    linenos: list[int] = []
+    for lineno, line in lines:
+        if not line.strip():
+            continue
+        values = line.split("\t")
+        if len(values) != len(names):
+            raise _bad_line(path, lineno, f"{len(names)} tab-separated fields ({', '.join(names)}), "
+                                          f"found {len(values)}", line)
+        rows.append(values)
+        linenos.append(lineno)
+    columns = [list(column) for column in zip(*rows)] if rows else [[] for _ in names]
+    return dict(zip(names, columns)), linenos
+
+
+def _field(columns: dict[str, list[str]], name: str, path: Path) -> list[str]:
+    if name not in columns:
+        raise DataError(f"{path}: header lacks the field '{name}'; fields present: {', '.join(columns)}")
+    return columns[name]
+
+
+def _first_field(columns: dict[str, list[str]], names: tuple[str, ...], length: int) -> list[str]:
+    """The first present column among ``names``, else empty strings."""
+    return next((columns[name] for name in names if name in columns), [""] * length)
+
+
+def _numbers(values: list[str], linenos: list[int], path: Path, field: str) -> pd.Series:
+    numbers = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").astype(float)
+    bad = numbers.isna().to_numpy().nonzero()[0]
+    if len(bad):
+        row = bad[0]
+        raise DataError(f"{path} line {linenos[row]}: expected a number in field '{field}', got {values[row]!r}")
+    return numbers
+
+
+def _parse_meta(path: Path, lineno: int, line: str) -> dict:
+    try:
+        record = ast.literal_eval(line)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise _bad_line(path, lineno, AMAZON_META_LINE, line) from error
+    if not isinstance(record, dict) or "asin" not in record:
+        raise _bad_line(path, lineno, AMAZON_META_LINE, line)
+    return record
+
+
+def _first_path(value: object) -> tuple[str, ...]:
+    """The first list of a 2014 ``categories`` field (a list of category paths)."""
+    if isinstance(value, list) and value and isinstance(value[0], list):
+        return tuple(part for part in map(_text, value[0]) if part)
+    return ()
+
+
+def _drop_common_root(paths: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+    roots = Counter(path[0] for path in paths if path)
+    if not roots:
+        return paths
+    root = roots.most_common(1)[0][0]
+    return [path[1:] if len(path) > 1 and path[0] == root else path for path in paths]
+
+
+def _movie_description(genres: list[str], year: str) -> str:
+    parts = [f"Genres: {', '.join(genres)}" if genres else "", f"Year: {year.strip()}" if year.strip() else ""]
+    return ". ".join(part for part in parts if part)
+
+
+def _text(value: object) -> str:
+    """A text field as one string: lists are joined, ``None`` is empty, HTML entities are decoded."""
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return " ".join(part for part in map(_text, value) if part)
+    return html.unescape(str(value)).strip()
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _snippet(text: str, limit: int = 80) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _bad_line(path: Path, lineno: int, expected: str, line: str) -> DataError:
+    return DataError(f"{path} line {lineno}: expected {expected}, got {_snippet(line.rstrip())}")
