@@ -213,3 +213,122 @@ class SequenceScheme(Scheme):
 
     def statistics(self) -> dict[str, Any]:
         return code_statistics(self.codes)
+
+
+def _options_from_params(options_cls: type, params: Any, **fixed: Any) -> Any:
+    """An options dataclass of a paradigm's recommender, its fields taken from ``params`` where they exist."""
+    values = {f.name: getattr(params, f.name) for f in dataclasses.fields(options_cls) if hasattr(params, f.name)}
+    return options_cls(**{**values, **fixed})
+
+
+@dataclass
+class ItemVectors:
+    """Embedding-paradigm identifiers: ``vectors[i]`` is item ``i``'s single continuous token, ``[n_items, d]``.
+
+    The recommender feeds a history as the sequence of its items' vectors (after a learned projection into
+    the backbone's width) and scores every item with a linear head, so no code has to be decoded.
+    """
+
+    vectors: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.vectors.dim() != 2 or not self.vectors.is_floating_point():
+            raise ValueError("ItemVectors.vectors must be a FloatTensor [n_items, d]")
+        if not bool(torch.isfinite(self.vectors).all()):
+            raise ValueError("ItemVectors.vectors contain NaN or infinite values")
+
+    @property
+    def n_items(self) -> int:
+        return self.vectors.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.vectors.shape[1]
+
+
+@dataclass
+class ItemTokenSets:
+    """Set-paradigm identifiers: every item is an unordered set of continuous tokens, one per named dimension.
+
+    The tokens are produced inside the recommender (trained with it) from per-item inputs fixed here:
+    ``cf`` ``[n_items, d_cf]`` gives one token, dimension ``cf`` (collaborative filtering); ``semantic``
+    ``[n_items, d_sem]`` gives ``n_semantic`` tokens ``sem_1 .. sem_n`` through one shared tokenizer. Either
+    source may be None (an ablation), not both. :attr:`dimensions` lists the token names in the order the
+    recommender indexes them; that order is an index only, tokens of one item carry no order.
+    """
+
+    cf: torch.Tensor | None
+    semantic: torch.Tensor | None
+    n_semantic: int = 0
+
+    def __post_init__(self) -> None:
+        if self.cf is None and self.semantic is None:
+            raise ValueError("ItemTokenSets needs at least one of cf and semantic")
+        if (self.semantic is None) != (self.n_semantic == 0):
+            raise ValueError("ItemTokenSets: give n_semantic > 0 exactly when semantic inputs are given")
+        sizes = {source.shape[0] for source in (self.cf, self.semantic) if source is not None}
+        for source in (self.cf, self.semantic):
+            if source is not None and (source.dim() != 2 or not source.is_floating_point()):
+                raise ValueError("ItemTokenSets inputs must be FloatTensors [n_items, d]")
+        if len(sizes) != 1:
+            raise ValueError(f"ItemTokenSets: cf and semantic cover different item counts {sorted(sizes)}")
+
+    @property
+    def n_items(self) -> int:
+        return (self.cf if self.cf is not None else self.semantic).shape[0]
+
+    @property
+    def dimensions(self) -> list[str]:
+        """Token names, e.g. ``["cf", "sem_1", "sem_2"]``."""
+        return (["cf"] if self.cf is not None else []) + [f"sem_{j + 1}" for j in range(self.n_semantic)]
+
+
+class EmbeddingScheme(Scheme):
+    """Embedding paradigm: ``tokenize`` gives every item one vector; a backbone encodes the history of
+    vectors and a linear head scores all items (cross-entropy over the catalogue, no decoding).
+
+    ``Params`` fields named like those of :class:`recommenders.embedding.EmbeddingOptions` configure the
+    recommender.
+    """
+
+    paradigm = "embedding"
+
+    @abstractmethod
+    def tokenize(self, data: TrainData) -> ItemVectors:
+        """Fit the item vectors on training data and item content; return one vector per item."""
+
+    def build(self, data: TrainData) -> Recommender:
+        from recommenders.embedding import EmbeddingOptions, EmbeddingRecommender
+
+        self.vectors = self.tokenize(data)
+        options = _options_from_params(EmbeddingOptions, self.params)
+        return EmbeddingRecommender(self.vectors, self.ctx.config.backbone, self.ctx.config.max_history, options)
+
+    def statistics(self) -> dict[str, Any]:
+        return {"new_tokens": 0, "code_length_max": 1, "vector_dim": self.vectors.dim}
+
+
+class SetScheme(Scheme):
+    """Set paradigm: ``tokenize`` gives every item an unordered set of continuous tokens; the backbone
+    generates one vector per token dimension in a single pass and each is grounded to all items.
+
+    ``Params`` fields named like those of :class:`recommenders.set.SetOptions` configure the recommender;
+    knobs chosen on validation are scored with the run's ``train.valid_metric``.
+    """
+
+    paradigm = "set"
+
+    @abstractmethod
+    def tokenize(self, data: TrainData) -> ItemTokenSets:
+        """Fit the token inputs on training data and item content; return them for every item."""
+
+    def build(self, data: TrainData) -> Recommender:
+        from recommenders.set import SetOptions, SetRecommender
+
+        self.tokens = self.tokenize(data)
+        options = _options_from_params(SetOptions, self.params, selection_metric=self.ctx.config.train.valid_metric)
+        return SetRecommender(self.tokens, self.ctx.config.backbone, self.ctx.config.max_history, options)
+
+    def statistics(self) -> dict[str, Any]:
+        return {"new_tokens": 0, "code_length_max": len(self.tokens.dimensions),
+                "dimensions": self.tokens.dimensions}

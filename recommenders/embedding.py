@@ -1,0 +1,71 @@
+"""The embedding paradigm on a T5 backbone: one continuous vector per item, a linear item head.
+
+As in E4SRec (Li et al., 2023, Sec. 3): the history is the sequence of its items' vectors, each linearly
+projected into the backbone's width (the ID-injection step) and fed to the encoder as ``inputs_embeds``
+with the padding mask; the decoder runs one step from its start token and its last hidden state is
+scored against every item by a linear item head, trained with softmax cross-entropy over all items, so
+every item gets a score in one forward pass and no identifier has to be decoded. The optional text
+prompt of the paper is left out.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from identifiers.base import ItemVectors
+from recommenders.backbones import build_t5
+from recommenders.base import HistoryBatch, Recommender
+
+BACKBONE_VOCAB = 2
+"""Token ids the T5 keeps: 0 (pad / decoder start) and 1 (eos); items enter as embeddings, not tokens."""
+
+
+@dataclass(frozen=True)
+class EmbeddingOptions:
+    """Options of :class:`EmbeddingRecommender` (a scheme's ``Params`` may carry any of them).
+
+    freeze_vectors: keep the item vectors fixed (E4SRec freezes its SASRec ID embeddings); when False they
+        are fine-tuned with the model. Default True.
+    """
+
+    freeze_vectors: bool = True
+
+
+class EmbeddingRecommender(Recommender):
+    """Item vectors -> linear projection -> T5 encoder; one decoder step -> linear head over all items."""
+
+    def __init__(self, vectors: ItemVectors, backbone: str, max_history: int,
+                 options: EmbeddingOptions = EmbeddingOptions()) -> None:
+        super().__init__(vectors.n_items)
+        self.options = options
+        self.max_history = max_history
+        self.t5 = build_t5(backbone, BACKBONE_VOCAB)
+        d_model = self.t5.config.d_model
+        self.item_vectors = nn.Embedding.from_pretrained(vectors.vectors.float().clone(),
+                                                         freeze=options.freeze_vectors)
+        self.input_proj = nn.Linear(vectors.dim, d_model)
+        self.item_head = nn.Linear(d_model, vectors.n_items, bias=False)
+
+    def encode(self, batch: HistoryBatch) -> torch.Tensor:
+        """``[B, d_model]`` user representation: the decoder's hidden state after its start token.
+
+        The history is the last ``max_history`` items of the batch.
+        """
+        items, mask = batch.items[:, -self.max_history:], batch.mask[:, -self.max_history:]
+        inputs = self.input_proj(self.item_vectors(items)) * mask[..., None]
+        encoded = self.t5.encoder(inputs_embeds=inputs, attention_mask=mask.long()).last_hidden_state
+        start = torch.full((len(items), 1), self.t5.config.decoder_start_token_id, dtype=torch.long,
+                           device=items.device)
+        decoded = self.t5.decoder(input_ids=start, encoder_hidden_states=encoded,
+                                  encoder_attention_mask=mask.long(), use_cache=False)
+        return decoded.last_hidden_state[:, -1]
+
+    def score(self, batch: HistoryBatch) -> torch.Tensor:
+        return self.item_head(self.encode(batch))
+
+    def loss(self, batch: HistoryBatch) -> torch.Tensor:
+        """Softmax cross-entropy of the target over all items."""
+        return F.cross_entropy(self.score(batch).float(), batch.targets)

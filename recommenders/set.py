@@ -1,0 +1,260 @@
+"""The set paradigm on a T5 backbone, as in SETRec (Lin et al., "Order-agnostic Identifier for Large
+Language Model-based Generative Recommendation", SIGIR 2025, Sec. 3).
+
+Every item is an unordered set of continuous tokens, one per dimension: a CF token (the item's
+collaborative embedding through a linear projection) and N semantic tokens from one shared autoencoder
+over the item's semantic embedding (Eq. 3-4). The pieces:
+
+* **Sparse attention** (Sec. 3.2.2), :func:`setrec_attention_mask`: the encoder input is the history's
+  items, N+1 tokens each. A token attends to itself and to every token of every earlier item, never to
+  the other tokens of its own item nor to later items, so no token of an item depends on another one
+  (order-agnostic within items, causal across items). The mask reaches T5 as a 4D additive mask, which
+  ``transformers`` 5 passes to the attention layers unchanged (``masking_utils`` returns a 4D mask as it
+  is). In addition the encoder's relative position bias uses *item* positions, so all tokens of one item
+  sit at the same position, as in the authors' T5 code (:func:`share_positions_within_items`).
+* **Query-guided simultaneous generation** (Eq. 5): one learnable query vector per dimension is the
+  decoder input (``inputs_embeds``); a diagonal decoder self-attention mask lets each query see only
+  itself and the encoder, so all N+1 output vectors come from one decoder pass and none depends on another.
+* **Per-dimension loss** (Eq. 6): for dimension j, a softmax over all items of the dot product between the
+  generated vector j and every item's j-th token, cross-entropy on the target; the mean over dimensions
+  (as the authors' code) plus ``alpha`` times the autoencoder's reconstruction MSE (Eq. 8).
+* **Grounding** (Eq. 7): score(item) = CF score + beta * sum_j semantic score_j, with beta chosen on
+  validation from ``beta_grid`` after training (beta = 1 while training selects the epoch).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MethodType
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmark.metrics import metric_value
+from benchmark.splits import Split
+from identifiers.base import ItemTokenSets
+from recommenders.backbones import build_t5
+from recommenders.base import HistoryBatch, Recommender
+from recommenders.embedding import BACKBONE_VOCAB
+
+TRAINING_BETA = 1.0
+"""Weight of the semantic scores while training (validation for early stopping), before beta is chosen."""
+
+
+@dataclass(frozen=True)
+class SetOptions:
+    """Options of :class:`SetRecommender` (a scheme's ``Params`` may carry any of them).
+
+    semantic_layers: hidden widths of the semantic autoencoder's encoder (the decoder mirrors them).
+    semantic_dropout: dropout inside the autoencoder.
+    alpha: weight of the reconstruction loss (tokenizer strength, Eq. 8).
+    beta_grid: candidate weights of the semantic scores in the grounding (Eq. 7), chosen on validation.
+    learnable_queries: learn the query vectors; False keeps them at their random initialisation.
+    sparse_mask: the sparse attention mask; False lets every history token attend to every other one.
+    selection_metric: validation metric that chooses beta (``recall@K`` or ``ndcg@K``).
+    """
+
+    semantic_layers: tuple[int, ...] = (512, 256, 128)
+    semantic_dropout: float = 0.0
+    alpha: float = 0.7
+    beta_grid: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
+    learnable_queries: bool = True
+    sparse_mask: bool = True
+    selection_metric: str = "ndcg@10"
+
+
+def setrec_attention_mask(n_items_in_history: int, n_tokens_per_item: int, item_mask: torch.Tensor) -> torch.Tensor:
+    """``[B, T, T]`` sparse attention mask of Sec. 3.2.2, True where query token q may attend key token k.
+
+    The encoder input holds ``n_items_in_history`` items of ``n_tokens_per_item`` tokens each, item after
+    item (``T = n_items_in_history * n_tokens_per_item``); ``item_mask`` ``[B, n_items_in_history]`` marks
+    real (not padded) items. Token q attends to itself and to every token of a real item strictly before
+    its own item; tokens of one item never see each other.
+    """
+    length = n_items_in_history * n_tokens_per_item
+    item_of = torch.arange(length, device=item_mask.device) // n_tokens_per_item
+    earlier = item_of[None, :] < item_of[:, None]
+    real_keys = item_mask.bool().repeat_interleave(n_tokens_per_item, dim=1)
+    itself = torch.eye(length, dtype=torch.bool, device=item_mask.device)
+    return (earlier[None] & real_keys[:, None, :]) | itself[None]
+
+
+def full_attention_mask(n_items_in_history: int, n_tokens_per_item: int, item_mask: torch.Tensor) -> torch.Tensor:
+    """``[B, T, T]`` mask of the ``sparse_mask=False`` ablation: every token sees every real token and itself."""
+    length = n_items_in_history * n_tokens_per_item
+    real_keys = item_mask.bool().repeat_interleave(n_tokens_per_item, dim=1)
+    itself = torch.eye(length, dtype=torch.bool, device=item_mask.device)
+    return real_keys[:, None, :] | itself[None]
+
+
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``[B, 1, Q, K]`` additive attention mask (0 where allowed, the dtype's minimum elsewhere).
+
+    A 4D mask is what ``transformers`` 5 hands to T5's attention layers as it is; the additive form is
+    correct for both the eager and the SDPA attention paths (both add it to the scores and the position bias).
+    """
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return mask.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+
+
+def share_positions_within_items(attention: nn.Module, tokens_per_item: int) -> None:
+    """Make a T5 attention layer's relative position bias use item positions (token index // tokens per item).
+
+    All tokens of one item then share a position, so the bias cannot order them (the authors' T5 code does
+    the same). Patched on the one layer that computes the bias (T5 shares it across layers).
+    """
+
+    def compute_bias(self: nn.Module, query_length: int, key_length: int, device: torch.device | None = None,
+                     past_seen_tokens: int = 0) -> torch.Tensor:
+        device = device if device is not None else self.relative_attention_bias.weight.device
+        context = (torch.arange(query_length, device=device) + past_seen_tokens) // tokens_per_item
+        memory = torch.arange(key_length, device=device) // tokens_per_item
+        bucket = self._relative_position_bucket(memory[None, :] - context[:, None], bidirectional=not self.is_decoder,
+                                                num_buckets=self.relative_attention_num_buckets,
+                                                max_distance=self.relative_attention_max_distance)
+        return self.relative_attention_bias(bucket).permute([2, 0, 1]).unsqueeze(0)
+
+    attention.compute_bias = MethodType(compute_bias, attention)
+
+
+def mlp(dims: list[int], dropout: float) -> nn.Sequential:
+    """Linear layers of the given widths with ReLU and dropout between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i, (width_in, width_out) in enumerate(zip(dims[:-1], dims[1:])):
+        if i:
+            layers += [nn.ReLU(), nn.Dropout(dropout)]
+        layers.append(nn.Linear(width_in, width_out))
+    return nn.Sequential(*layers)
+
+
+class SemanticTokenizer(nn.Module):
+    """The shared autoencoder of Eq. 3-4: a semantic embedding -> N token vectors -> its reconstruction."""
+
+    def __init__(self, in_dim: int, n_tokens: int, token_dim: int, layers: tuple[int, ...], dropout: float) -> None:
+        super().__init__()
+        self.n_tokens, self.token_dim = n_tokens, token_dim
+        dims = [in_dim, *layers, n_tokens * token_dim]
+        self.encoder = mlp(dims, dropout)
+        self.decoder = mlp(dims[::-1], dropout)
+
+    def forward(self, semantic: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[n, N, token_dim]`` tokens (Eq. 3) and ``[n, in_dim]`` reconstruction (Eq. 4)."""
+        codes = self.encoder(semantic)
+        return codes.view(len(semantic), self.n_tokens, self.token_dim), self.decoder(codes)
+
+
+class SetRecommender(Recommender):
+    """SETRec on a T5: set tokens with the sparse mask -> encoder; one query per dimension -> decoder."""
+
+    def __init__(self, tokens: ItemTokenSets, backbone: str, max_history: int,
+                 options: SetOptions = SetOptions()) -> None:
+        super().__init__(tokens.n_items)
+        self.options = options
+        self.max_history = max_history
+        self.dimensions = tokens.dimensions
+        self.has_cf = tokens.cf is not None
+        self.beta = TRAINING_BETA
+        self.t5 = build_t5(backbone, BACKBONE_VOCAB)
+        d_model = self.t5.config.d_model
+        self.cf_inputs: nn.Embedding | None = None
+        self.cf_proj: nn.Linear | None = None
+        if tokens.cf is not None:
+            self.cf_inputs = nn.Embedding.from_pretrained(tokens.cf.float().clone(), freeze=True)
+            self.cf_proj = nn.Linear(tokens.cf.shape[1], d_model)
+        self.semantic_tokenizer: SemanticTokenizer | None = None
+        if tokens.semantic is not None:
+            self.register_buffer("semantic_inputs", tokens.semantic.float().clone())
+            self.semantic_tokenizer = SemanticTokenizer(tokens.semantic.shape[1], tokens.n_semantic, d_model,
+                                                        tuple(options.semantic_layers), options.semantic_dropout)
+        queries = torch.randn(len(self.dimensions), d_model) * 0.02
+        if options.learnable_queries:
+            self.queries = nn.Parameter(queries)
+        else:
+            self.register_buffer("queries", queries)
+        share_positions_within_items(self.t5.encoder.block[0].layer[0].SelfAttention, len(self.dimensions))
+
+    @property
+    def tokens_per_item(self) -> int:
+        return len(self.dimensions)
+
+    def item_tokens(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Every item's token set ``[n_items, N+1, d_model]`` and the semantic reconstruction (or None)."""
+        parts, reconstruction = [], None
+        if self.cf_inputs is not None:
+            parts.append(self.cf_proj(self.cf_inputs.weight)[:, None])
+        if self.semantic_tokenizer is not None:
+            semantic_tokens, reconstruction = self.semantic_tokenizer(self.semantic_inputs)
+            parts.append(semantic_tokens)
+        return torch.cat(parts, dim=1), reconstruction
+
+    def attention_mask(self, item_mask: torch.Tensor) -> torch.Tensor:
+        """``[B, T, T]`` encoder mask: sparse (Sec. 3.2.2) or, for the ablation, full attention."""
+        make = setrec_attention_mask if self.options.sparse_mask else full_attention_mask
+        return make(item_mask.shape[1], self.tokens_per_item, item_mask)
+
+    def generate(self, batch: HistoryBatch, tokens: torch.Tensor) -> torch.Tensor:
+        """``[B, N+1, d_model]``: one generated vector per dimension, all from one decoder pass (Eq. 5).
+
+        The history is the last ``max_history`` items of the batch, N+1 tokens each.
+        """
+        items, mask = batch.items[:, -self.max_history:], batch.mask[:, -self.max_history:]
+        batch_size, length = items.shape
+        history = tokens[items] * mask[..., None, None]
+        inputs = history.reshape(batch_size, length * self.tokens_per_item, -1)
+        encoded = self.t5.encoder(inputs_embeds=inputs,
+                                  attention_mask=additive_mask(self.attention_mask(mask), inputs.dtype))
+        queries = self.queries.to(inputs.dtype).expand(batch_size, -1, -1)
+        only_itself = torch.eye(self.tokens_per_item, dtype=torch.bool, device=inputs.device)
+        real_tokens = mask.repeat_interleave(self.tokens_per_item, dim=1)
+        decoded = self.t5.decoder(inputs_embeds=queries,
+                                  attention_mask=additive_mask(only_itself.expand(batch_size, -1, -1), queries.dtype),
+                                  encoder_hidden_states=encoded.last_hidden_state,
+                                  encoder_attention_mask=real_tokens.long(), use_cache=False)
+        return decoded.last_hidden_state
+
+    def dimension_scores(self, batch: HistoryBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``[B, N+1, n_items]`` per-dimension scores and the semantic reconstruction of every item (or None)."""
+        tokens, reconstruction = self.item_tokens()
+        generated = self.generate(batch, tokens)
+        return torch.einsum("bjd,njd->bjn", generated, tokens.to(generated.dtype)), reconstruction
+
+    def grounding_weights(self, beta: float, device: torch.device) -> torch.Tensor:
+        """Eq. 7 weights per dimension: 1 for CF, beta for each semantic dimension (1 without a CF token)."""
+        semantic = beta if self.has_cf else 1.0
+        weights = [1.0] * int(self.has_cf) + [semantic] * (self.tokens_per_item - int(self.has_cf))
+        return torch.tensor(weights, device=device)
+
+    def score(self, batch: HistoryBatch) -> torch.Tensor:
+        scores, _ = self.dimension_scores(batch)
+        return ground(scores.float(), self.grounding_weights(self.beta, scores.device))
+
+    def loss(self, batch: HistoryBatch) -> torch.Tensor:
+        """Mean over dimensions of the all-item cross-entropy (Eq. 6) + alpha * reconstruction MSE (Eq. 8)."""
+        scores, reconstruction = self.dimension_scores(batch)
+        targets = batch.targets.repeat_interleave(self.tokens_per_item)
+        loss = F.cross_entropy(scores.float().flatten(0, 1), targets)
+        if reconstruction is not None:
+            seen = batch.items[:, -self.max_history:][batch.mask[:, -self.max_history:]]
+            loss = loss + self.options.alpha * F.mse_loss(reconstruction[seen].float(), self.semantic_inputs[seen])
+        return loss
+
+    def select_on_validation(self, split: Split, evaluate_fn: Callable[[Recommender], Any]) -> dict[str, Any]:
+        """Choose beta of Eq. 7 on validation (first best in grid order); return it and the value per beta."""
+        if not self.has_cf or self.tokens_per_item == 1:
+            return {}
+        values: dict[float, float] = {}
+        best = None
+        for beta in map(float, self.options.beta_grid):
+            self.beta = beta
+            values[beta] = metric_value(self.options.selection_metric, evaluate_fn(self).ranks)
+            if best is None or values[beta] > values[best]:
+                best = beta
+        self.beta = best
+        return {"beta": self.beta, "metric": self.options.selection_metric,
+                "valid": {str(beta): value for beta, value in values.items()}}
+
+
+def ground(dimension_scores: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Eq. 7: ``[B, n_items]`` item scores, the per-dimension scores ``[B, N+1, n_items]`` summed with ``weights``."""
+    return (dimension_scores * weights[None, :, None]).sum(dim=1)

@@ -1,0 +1,56 @@
+"""The registry contract, checked for every registered scheme, and a smoke run of each."""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+from pathlib import Path
+
+import pytest
+
+from benchmark.config import PROFILES, Environment, resolve
+from benchmark.runner import run_one
+from identifiers.base import PARADIGMS, Scheme
+from identifiers.registry import expand, get_scheme, register, schemes
+
+ALL = list(schemes())
+
+
+def test_baselines_are_registered() -> None:
+    assert {"pop", "sasrec"} <= set(ALL)
+    assert expand("all") == ALL
+    assert expand("sasrec,pop,sasrec") == ["sasrec", "pop"]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_scheme_contract(name: str) -> None:
+    cls = get_scheme(name)
+    assert issubclass(cls, Scheme) and cls.name == name
+    assert cls.paradigm in PARADIGMS
+    assert cls.citation.strip(), "every scheme cites its paper"
+    assert inspect.getmodule(cls).__doc__, "every scheme module has a docstring"
+    assert dataclasses.is_dataclass(cls.Params) and cls.Params.__doc__
+    for profile in PROFILES:
+        params = cls.resolve_params(profile, {})
+        assert set(params) == {f.name for f in dataclasses.fields(cls.Params)}
+        resolve("synthetic", cls, 0, profile)
+
+
+def test_duplicate_registration_is_rejected() -> None:
+    with pytest.raises(ValueError, match="registered twice"):
+        register("pop")(type("Other", (Scheme,), {"build": lambda self, data: None}))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_smoke_run(name: str, tmp_path: Path) -> None:
+    config = resolve("synthetic", get_scheme(name), 0, "smoke")
+    record = run_one(config, Environment(device="cpu", cache_dir=str(tmp_path), progress=False))
+    if record["status"] == "not_applicable":
+        assert record["reason"]
+        return
+    assert record["status"] == "ok"
+    for segment in ("all", "warm"):
+        for key, value in record["metrics"][segment].items():
+            assert math.isfinite(value) and value >= 0, key
+    assert record["metrics"]["all"]["count"] == record["split"]["test_examples"]
+    assert record["identifier"]["paradigm"] == get_scheme(name).paradigm
