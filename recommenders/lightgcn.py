@@ -1,0 +1,175 @@
+"""LightGCN (He, Deng, Wang, Li, Zhang & Wang, "LightGCN: Simplifying and Powering Graph Convolution Network
+for Recommendation", SIGIR 2020) on the training interactions, as the CF encoder of TokenRec.
+
+The graph is the user-item bipartite graph of the **training** sequences only (:func:`interaction_pairs`;
+repeated interactions count once). Its adjacency ``A = [[0, R], [R^T, 0]]`` is normalised symmetrically,
+``A_hat = D^{-1/2} A D^{-1/2}`` (Eq. 7-8; a node without edges gets a zero row), and stored as a
+``torch.sparse`` tensor. Propagation has no weights and no non-linearity (Eq. 3): ``E^{(k+1)} = A_hat E^{(k)}``,
+and the final representation is the layer mean ``E = 1 / (K + 1) * sum_k E^{(k)}`` (Eq. 4 with
+``alpha_k = 1 / (K + 1)``). Training minimises BPR (Eq. 15): ``-ln sigma(y_ui - y_uj)`` over each training
+pair ``(u, i)`` with one item ``j`` drawn uniformly among those ``u`` did not interact with in training, plus
+``reg`` times the squared norm of the batch's layer-0 embeddings (averaged over the batch, as the authors'
+code), Adam at ``lr``. Items without training interactions keep their (scaled) random layer-0 embedding.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from benchmark.splits import TrainData
+
+NEGATIVE_RESAMPLING_ROUNDS = 10
+"""Redraws of negatives that hit a training positive; the rare survivors after that are kept."""
+
+
+@dataclass(frozen=True)
+class LightGCNConfig:
+    """LightGCN settings (paper values in brackets): embedding ``dim`` [64], propagation ``layers`` K [3],
+    BPR ``epochs`` [up to 1,000 with early stopping], ``batch_size`` [2,048], Adam ``lr`` [0.001], L2 ``reg`` on
+    the layer-0 embeddings [1e-4], ``init_std`` of their normal initialisation [0.1 in the authors' code]."""
+
+    dim: int = 64
+    layers: int = 3
+    epochs: int = 200
+    batch_size: int = 2048
+    lr: float = 0.001
+    reg: float = 1e-4
+    init_std: float = 0.1
+
+
+@dataclass
+class LightGCNResult:
+    """Final (layer-mean) representations ``users [n_users, dim]`` and ``items [n_items, dim]`` on the CPU, the
+    mean BPR loss per epoch and the seconds spent."""
+
+    users: torch.Tensor
+    items: torch.Tensor
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def interaction_pairs(data: TrainData) -> tuple[np.ndarray, np.ndarray]:
+    """Unique ``(user, item)`` pairs of the training sequences (user = sequence index), sorted by user, item."""
+    lengths = [len(seq) for seq in data.sequences]
+    if sum(lengths) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    users = np.repeat(np.arange(len(data.sequences), dtype=np.int64), lengths)
+    items = np.concatenate([np.asarray(seq, dtype=np.int64) for seq in data.sequences])
+    pairs = np.unique(np.stack([users, items], axis=1), axis=0)
+    return pairs[:, 0], pairs[:, 1]
+
+
+def normalized_adjacency(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> torch.Tensor:
+    """``D^{-1/2} A D^{-1/2}`` of the bipartite graph, a coalesced sparse ``[n_users + n_items]^2`` tensor.
+
+    Users are nodes ``0 .. n_users - 1``, item ``i`` is node ``n_users + i``; the pairs must be unique.
+    """
+    n_nodes = n_users + n_items
+    rows = np.concatenate([users, items + n_users])
+    cols = np.concatenate([items + n_users, users])
+    degree = np.bincount(rows, minlength=n_nodes).astype(np.float64)
+    inv_sqrt = np.zeros(n_nodes)
+    inv_sqrt[degree > 0] = degree[degree > 0] ** -0.5
+    values = torch.as_tensor(inv_sqrt[rows] * inv_sqrt[cols], dtype=torch.float32)
+    index = torch.as_tensor(np.stack([rows, cols]), dtype=torch.long)
+    return torch.sparse_coo_tensor(index, values, (n_nodes, n_nodes), check_invariants=True).coalesce()
+
+
+class LightGCN(nn.Module):
+    """Layer-0 embeddings of all users and items, propagated ``layers`` times over a fixed normalised graph."""
+
+    def __init__(self, adjacency: torch.Tensor, n_users: int, n_items: int, config: LightGCNConfig) -> None:
+        super().__init__()
+        self.n_users, self.n_items, self.config = n_users, n_items, config
+        self.register_buffer("adjacency", adjacency, persistent=False)
+        self.embedding = nn.Embedding(n_users + n_items, config.dim)
+        nn.init.normal_(self.embedding.weight, std=config.init_std)
+
+    def propagate(self) -> torch.Tensor:
+        """``[n_users + n_items, dim]`` layer mean ``1 / (K + 1) sum_k A_hat^k E^{(0)}`` (Eq. 3-4)."""
+        layer = self.embedding.weight
+        total = layer
+        for _ in range(self.config.layers):
+            layer = torch.sparse.mm(self.adjacency, layer)
+            total = total + layer
+        return total / (self.config.layers + 1)
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final user ``[n_users, dim]`` and item ``[n_items, dim]`` representations."""
+        return self.propagate().split([self.n_users, self.n_items])
+
+    def bpr_loss(self, users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+        """Eq. 15: mean BPR loss of the triples plus ``reg`` * squared layer-0 norms / batch size."""
+        user_final, item_final = self()
+        u, pos, neg = user_final[users], item_final[positives], item_final[negatives]
+        ranking = -F.logsigmoid((u * pos).sum(-1) - (u * neg).sum(-1)).mean()
+        ego = self.embedding.weight
+        squared = (ego[users].pow(2).sum() + ego[self.n_users + positives].pow(2).sum()
+                   + ego[self.n_users + negatives].pow(2).sum())
+        return ranking + self.config.reg * 0.5 * squared / len(users)
+
+
+def sample_negatives(users: np.ndarray, n_items: int, positive_keys: np.ndarray,
+                     rng: np.random.Generator) -> np.ndarray:
+    """One item per user drawn uniformly, redrawn while it is one of the user's training items.
+
+    ``positive_keys`` are the sorted ``user * n_items + item`` keys of the training pairs.
+    """
+    negatives = rng.integers(0, n_items, len(users))
+    for _ in range(NEGATIVE_RESAMPLING_ROUNDS):
+        hit = np.isin(users * n_items + negatives, positive_keys, assume_unique=False)
+        if not hit.any():
+            break
+        negatives[hit] = rng.integers(0, n_items, int(hit.sum()))
+    return negatives
+
+
+def fit_lightgcn(data: TrainData, config: LightGCNConfig, device: torch.device, seed: int,
+                 progress: bool = True) -> LightGCNResult:
+    """Train LightGCN with BPR on the training interactions of ``data``; return the final representations."""
+    start = time.perf_counter()
+    users, items = interaction_pairs(data)
+    n_users, n_items = len(data.sequences), data.n_items
+    torch.manual_seed(seed)
+    model = LightGCN(normalized_adjacency(users, items, n_users, n_items), n_users, n_items, config).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    rng = np.random.default_rng(seed)
+    keys = np.sort(users * n_items + items)
+    result = LightGCNResult(users=torch.empty(0), items=torch.empty(0))
+    for _ in tqdm(range(config.epochs if len(users) else 0), desc="lightgcn", disable=not progress, leave=False):
+        order = rng.permutation(len(users))
+        negatives = sample_negatives(users[order], n_items, keys, rng)
+        total = 0.0
+        for begin in range(0, len(order), config.batch_size):
+            index = order[begin:begin + config.batch_size]
+            batch = [torch.as_tensor(a, device=device) for a in
+                     (users[index], items[index], negatives[begin:begin + config.batch_size])]
+            loss = model.bpr_loss(*batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(index)
+        result.losses.append(total / len(users))
+    model.eval()
+    with torch.no_grad():
+        user_final, item_final = model()
+    result.users, result.items = user_final.cpu().clone(), item_final.cpu().clone()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def lightgcn_cache_key(data: TrainData, config: LightGCNConfig, seed: int) -> str:
+    """A key naming everything that determines the trained representations: the training interactions,
+    the catalogue size, the settings and the seed."""
+    digest = hashlib.sha256()
+    digest.update(repr((data.n_items, len(data.sequences), sorted(asdict(config).items()), seed)).encode())
+    for seq in data.sequences:
+        digest.update(np.asarray(seq, dtype=np.int64).tobytes() + b"|")
+    return digest.hexdigest()[:16]

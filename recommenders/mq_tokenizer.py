@@ -1,0 +1,195 @@
+"""The Masked Vector-Quantized tokenizer (MQ-Tokenizer) of TokenRec (Qu, Fan, Zhao & Li, "TokenRec: Learning
+to Tokenize ID for LLM-based Generative Recommendation", arXiv:2406.10450, 2024).
+
+An item's collaborative representation ``x`` (``[d]``, e.g. from LightGCN) becomes K discrete tokens:
+
+1. **Masking**: during training every element of ``x`` is zeroed independently with probability ``rho``
+   (:func:`random_mask`), so the tokens cannot depend on any single coordinate; encoding (after training)
+   reads the whole vector.
+2. **K-way encoder**: K separate MLP encoders map the (masked) vector to K sub-vectors ``z_k`` of width
+   ``code_dim``.
+3. **K codebooks**: ``z_k`` is replaced by its nearest (Euclidean) entry of codebook ``C_k`` (``M`` entries);
+   its index is token k of the item. The codebooks are parallel, not residual, so the K tokens of an item
+   carry no order among them. They are initialised by k-means on the sub-vectors of all training vectors.
+4. **K-to-1 decoder**: an MLP reconstructs ``x`` from the concatenated quantised sub-vectors, the gradient
+   passing the quantiser by the straight-through estimator (van den Oord et al., "Neural Discrete
+   Representation Learning", NeurIPS 2017).
+
+Loss per item (VQ-VAE, van den Oord et al. 2017, Eq. 3; summed over the K codebooks, averaged over items)::
+
+    ||x - x_hat||^2 + sum_k ( ||sg[z_k] - e_k||^2 + beta * ||z_k - sg[e_k]||^2 )
+
+The reconstruction target is the unmasked ``x`` (a masked auto-encoder).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from identifiers.quantizers import FitConfig, FitReport, Quantizer
+from recommenders.set import mlp
+
+ADAMW_WEIGHT_DECAY = 0.01
+"""Weight decay of the ``adamw`` optimiser (as in the TokenRec authors' tokenizer training)."""
+OPTIMIZERS = ("adamw", "adam", "adagrad")
+
+
+def random_mask(x: torch.Tensor, ratio: float,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero every element of ``x`` independently with probability ``ratio``.
+
+    Returns the masked tensor (same shape) and the boolean mask, True where an element was zeroed.
+    """
+    masked = torch.rand(x.shape, generator=generator, device=x.device) < ratio
+    return x.masked_fill(masked, 0.0), masked
+
+
+def squared_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Squared Euclidean distance over the last dimension, averaged over every other dimension."""
+    return (a - b).pow(2).sum(dim=-1).mean()
+
+
+def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator) -> torch.Tensor:
+    """``[k, d]`` centres of Lloyd's k-means on ``x`` ``[n, d]``, initialised at ``k`` random rows.
+
+    With fewer rows than centres some rows are drawn more than once; an empty cluster keeps its centre.
+    """
+    n = len(x)
+    start = torch.randperm(n, generator=generator)[:k] if n >= k else torch.randint(0, n, (k,), generator=generator)
+    centres = x[start.to(x.device)].clone()
+    for _ in range(iters):
+        assignment = torch.cdist(x, centres).argmin(dim=1)
+        sums = torch.zeros_like(centres).index_add_(0, assignment, x)
+        counts = torch.bincount(assignment, minlength=k).to(x.dtype)
+        filled = counts > 0
+        centres[filled] = sums[filled] / counts[filled, None]
+    return centres
+
+
+def make_optimizer(cfg: FitConfig, parameters) -> torch.optim.Optimizer:
+    """AdamW (weight decay 0.01), Adam or Adagrad at ``cfg.lr``, by ``cfg.optimizer``."""
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=ADAMW_WEIGHT_DECAY)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=cfg.lr)
+    if cfg.optimizer == "adagrad":
+        return torch.optim.Adagrad(parameters, lr=cfg.lr, initial_accumulator_value=0.1)
+    raise ValueError(f"unknown optimizer '{cfg.optimizer}'; choose from {', '.join(OPTIMIZERS)}")
+
+
+@dataclass
+class MQOutput:
+    """One forward pass: sub-vectors ``latents`` and chosen code vectors ``code_vectors`` (both ``[b, K, c]``),
+    ``codes`` ``[b, K]``, the reconstruction ``[b, d]`` and the element mask ``[b, d]`` (all False in eval)."""
+
+    latents: torch.Tensor
+    code_vectors: torch.Tensor
+    codes: torch.Tensor
+    reconstruction: torch.Tensor
+    mask: torch.Tensor
+
+
+class MQTokenizer(Quantizer):
+    """Masking, K-way MLP encoder, K parallel codebooks of ``codebook_size`` entries, K-to-1 MLP decoder."""
+
+    def __init__(self, input_dim: int, n_codebooks: int = 3, codebook_size: int = 256, code_dim: int = 64,
+                 hidden_dims: tuple[int, ...] = (128, 256), mask_ratio: float = 0.1, beta: float = 0.25,
+                 kmeans_iters: int = 10) -> None:
+        super().__init__([codebook_size] * n_codebooks)
+        self.input_dim, self.code_dim = input_dim, code_dim
+        self.mask_ratio, self.beta, self.kmeans_iters = mask_ratio, beta, kmeans_iters
+        self.encoders = nn.ModuleList(mlp([input_dim, *hidden_dims, code_dim], 0.0) for _ in range(n_codebooks))
+        self.codebooks = nn.Parameter(torch.empty(n_codebooks, codebook_size, code_dim)
+                                      .uniform_(-1.0 / codebook_size, 1.0 / codebook_size))
+        self.decoder = mlp([n_codebooks * code_dim, *reversed(hidden_dims), input_dim], 0.0)
+
+    def latents(self, x: torch.Tensor) -> torch.Tensor:
+        """``[b, K, code_dim]``: sub-vector k from encoder k."""
+        return torch.stack([encoder(x) for encoder in self.encoders], dim=1)
+
+    def quantize(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Nearest entry of codebook k for sub-vector k: codes ``[b, K]`` and code vectors ``[b, K, code_dim]``."""
+        distances = torch.cdist(latents.transpose(0, 1), self.codebooks.to(latents.dtype))
+        codes = distances.argmin(dim=2).T
+        levels = torch.arange(self.n_levels, device=codes.device)
+        return codes, self.codebooks[levels[None, :], codes]
+
+    def forward(self, x: torch.Tensor) -> MQOutput:
+        if self.training:
+            x, mask = random_mask(x, self.mask_ratio)
+        else:
+            mask = torch.zeros_like(x, dtype=torch.bool)
+        latents = self.latents(x)
+        codes, code_vectors = self.quantize(latents.detach())
+        straight_through = latents + (code_vectors - latents).detach()
+        return MQOutput(latents, code_vectors, codes, self.decoder(straight_through.flatten(1)), mask)
+
+    def loss_terms(self, x: torch.Tensor, out: MQOutput) -> dict[str, torch.Tensor]:
+        """``reconstruction`` of the unmasked ``x``, ``codebook`` and beta-weighted ``commitment`` terms (each a
+        squared distance summed over features, averaged over items; the VQ terms summed over codebooks)."""
+        return {
+            "reconstruction": squared_distance(x, out.reconstruction),
+            "codebook": squared_distance(out.latents.detach(), out.code_vectors) * self.n_levels,
+            "commitment": self.beta * squared_distance(out.latents, out.code_vectors.detach()) * self.n_levels,
+        }
+
+    @torch.no_grad()
+    def init_codebooks(self, x: torch.Tensor, generator: torch.Generator) -> None:
+        """k-means initialisation of every codebook on the sub-vectors of all rows of ``x`` (unmasked)."""
+        was_training = self.training
+        self.eval()
+        latents = self.latents(x)
+        for level in range(self.n_levels):
+            self.codebooks[level] = kmeans(latents[:, level], self.codebook_sizes[level], self.kmeans_iters, generator)
+        self.train(was_training)
+
+    def fit(self, x: torch.Tensor, cfg: FitConfig, progress: bool = True) -> FitReport:
+        """Train on ``x`` (rows = items) for ``cfg.epochs`` epochs of shuffled mini-batches, after k-means
+        initialisation of the codebooks; ``cfg.optimizer`` is ``adamw`` (weight decay 0.01), ``adam`` or
+        ``adagrad``."""
+        start = time.perf_counter()
+        device = self.codebooks.device
+        x = x.to(device=device, dtype=torch.float32)
+        torch.manual_seed(cfg.seed)
+        generator = torch.Generator().manual_seed(cfg.seed)
+        self.init_codebooks(x, generator)
+        optimizer = make_optimizer(cfg, self.parameters())
+        report = FitReport(n_vectors=len(x))
+        self.train()
+        for _ in tqdm(range(cfg.epochs), desc="mq-tokenizer", disable=not progress, leave=False):
+            totals: dict[str, float] = {}
+            for index in torch.randperm(len(x), generator=generator).to(device).split(cfg.batch_size):
+                batch = x[index]
+                terms = self.loss_terms(batch, self(batch))
+                loss = torch.stack(list(terms.values())).sum()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                for name, value in terms.items():
+                    totals[name] = totals.get(name, 0.0) + float(value.detach()) * len(index)
+            report.history.append({name: value / len(x) for name, value in totals.items()})
+        report.final = self.evaluate(x)
+        report.seconds = time.perf_counter() - start
+        return report
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor) -> dict[str, float]:
+        """Loss terms over ``x`` in eval mode (no masking) and ``codebook_usage_level{k}``."""
+        self.eval()
+        x = x.to(device=self.codebooks.device, dtype=torch.float32)
+        out = self(x)
+        result = {name: float(value) for name, value in self.loss_terms(x, out).items()}
+        for level, size in enumerate(self.codebook_sizes):
+            result[f"codebook_usage_level{level}"] = len(torch.unique(out.codes[:, level])) / size
+        return result
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``LongTensor [n, K]`` (CPU): token k of each row is its nearest entry of codebook k (no masking)."""
+        self.eval()
+        x = x.to(device=self.codebooks.device, dtype=torch.float32)
+        return self.quantize(self.latents(x))[0].long().cpu()

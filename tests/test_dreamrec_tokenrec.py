@@ -1,0 +1,219 @@
+"""DreamRec (guided diffusion, embedding paradigm) and TokenRec (LightGCN + MQ-Tokenizer + generative
+retrieval, set paradigm): noise schedules, the sampler, masking and quantisation, LightGCN's graph, and one
+training step of each scheme on tiny data."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark.config import resolve
+from benchmark.data.synthetic import SyntheticConfig, generate
+from benchmark.splits import TrainData, make_split
+from identifiers.base import ItemVectors, RunContext
+from identifiers.dreamrec import DreamRecOptions, DreamRecRecommender
+from identifiers.quantizers import FitConfig
+from identifiers.registry import get_scheme
+from recommenders.base import HistoryBatch, iterate
+from recommenders.diffusion import SCHEDULES, GaussianDiffusion, beta_schedule
+from recommenders.lightgcn import LightGCN, LightGCNConfig, fit_lightgcn, interaction_pairs, normalized_adjacency
+from recommenders.mq_tokenizer import MQTokenizer, random_mask
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    dataset = generate(SyntheticConfig(n_users=150, n_items=120))
+    return dataset, make_split(dataset, "loo", 10)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def scheme(tiny, cache: Path, name: str):
+    dataset, split = tiny
+    cls = get_scheme(name)
+    ctx = RunContext(config=resolve("synthetic", cls, 0, "smoke"), dataset=dataset, valid=split.valid,
+                     warm=split.warm, device=torch.device("cpu"), cache_dir=cache, progress=False)
+    return cls(cls.resolve_params("smoke", {}), ctx)
+
+
+def first_batch(tiny, size: int = 16) -> HistoryBatch:
+    return next(iterate(tiny[1].valid, size, "cpu"))
+
+
+def train_one_step(model, batch: HistoryBatch) -> None:
+    """Loss is finite, and one AdamW step changes the trainable parameters."""
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    before = [p.detach().clone() for p in model.parameters() if p.requires_grad]
+    loss = model.loss(batch)
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    after = [p.detach() for p in model.parameters() if p.requires_grad]
+    assert any(not torch.equal(a, b) for a, b in zip(before, after))
+
+
+# ----------------------------------------------------------------------------------------------- DreamRec
+
+@pytest.mark.parametrize("name", SCHEDULES)
+@pytest.mark.parametrize("timesteps", [8, 500])
+def test_alpha_bar_is_monotone_decreasing_in_unit_interval(name: str, timesteps: int) -> None:
+    diffusion = GaussianDiffusion(timesteps, name)
+    alpha_bar = diffusion.alpha_bar
+    assert alpha_bar.shape == (timesteps,)
+    assert bool((alpha_bar > 0).all()) and bool((alpha_bar < 1).all())
+    assert bool((alpha_bar[1:] < alpha_bar[:-1]).all())
+    assert bool((beta_schedule(name, timesteps) > 0).all())
+    if name != "linear" or timesteps >= 500:
+        assert float(alpha_bar[-1]) < 0.01, "the forward process ends close to pure noise"
+
+
+def test_q_sample_matches_the_closed_form() -> None:
+    diffusion = GaussianDiffusion(50, "cosine")
+    x0, noise = torch.randn(6, 8), torch.randn(6, 8)
+    t = torch.tensor([0, 1, 10, 25, 48, 49])
+    xt = diffusion.q_sample(x0, t, noise)
+    assert xt.shape == (6, 8)
+    a = diffusion.alpha_bar[t][:, None]
+    assert torch.allclose(xt, a.sqrt() * x0 + (1 - a).sqrt() * noise, atol=1e-6)
+
+
+def tiny_dreamrec(weight: float = 2.0) -> DreamRecRecommender:
+    torch.manual_seed(0)
+    options = DreamRecOptions(timesteps=6, schedule="exp", guidance_weight=weight)
+    return DreamRecRecommender(ItemVectors(torch.randn(30, 8)), "t5-tiny", 4, options, seed=7).eval()
+
+
+def test_sampler_is_finite_batched_and_deterministic_per_generator() -> None:
+    model = tiny_dreamrec()
+    guidance = torch.randn(5, 8)
+    first = model.sample(guidance, torch.Generator().manual_seed(3))
+    again = model.sample(guidance, torch.Generator().manual_seed(3))
+    other = model.sample(guidance, torch.Generator().manual_seed(4))
+    assert first.shape == (5, 8) and bool(torch.isfinite(first).all())
+    assert torch.equal(first, again)
+    assert not torch.allclose(first, other)
+
+
+def test_guidance_weight_zero_is_the_conditional_path() -> None:
+    model = tiny_dreamrec()
+    x, c, t = torch.randn(4, 8), torch.randn(4, 8), torch.tensor([0, 2, 3, 5])
+    with torch.no_grad():
+        assert torch.allclose(model.guided_prediction(x, c, t, 0.0), model.denoise(x, c, t), atol=1e-6)
+        unconditional = model.denoise(x, model.null_guidance.expand_as(c), t)
+        expected = 3 * model.denoise(x, c, t) - 2 * unconditional
+        assert torch.allclose(model.guided_prediction(x, c, t, 2.0), expected, atol=1e-5)
+    sampled = model.sample(c, torch.Generator().manual_seed(1), weight=0.0)
+    conditional = model.diffusion.p_sample_loop(lambda xt, step: model.denoise(xt, c, step), (4, 8),
+                                                torch.Generator().manual_seed(1), c.device)
+    assert torch.allclose(sampled, conditional, atol=1e-5)
+
+
+def test_dreamrec_trains_and_scores_all_items(tiny, cache: Path) -> None:
+    dreamrec = scheme(tiny, cache, "dreamrec")
+    model = dreamrec.build(tiny[1].train)
+    batch = first_batch(tiny)
+    train_one_step(model, batch)
+    model.eval()
+    with torch.no_grad():
+        scores = model.score(batch)
+        assert scores.shape == (len(batch.targets), model.n_items) and bool(torch.isfinite(scores).all())
+        assert torch.equal(scores, model.score(batch)), "evaluation sampling is seeded"
+    assert dreamrec.statistics()["vector_dim"] == dreamrec.params.item_dim
+
+
+# ----------------------------------------------------------------------------------------------- TokenRec
+
+def test_random_mask_zeroes_the_given_share() -> None:
+    x = torch.rand(400, 50) + 1.0
+    masked, mask = random_mask(x, 0.3, torch.Generator().manual_seed(0))
+    assert masked.shape == x.shape and mask.shape == x.shape and mask.dtype == torch.bool
+    assert bool((masked[mask] == 0).all()) and torch.equal(masked[~mask], x[~mask])
+    assert abs(float(mask.float().mean()) - 0.3) < 0.02
+    assert not bool(random_mask(x, 0.0)[1].any())
+
+
+def test_mq_tokenizer_gives_k_codes_per_item_in_range() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(60, 12)
+    tokenizer = MQTokenizer(12, n_codebooks=3, codebook_size=8, code_dim=4, hidden_dims=(16,), mask_ratio=0.2)
+    tokenizer.train()
+    out = tokenizer(x)
+    assert out.mask.shape == (60, 12) and bool(out.mask.any())
+    assert out.latents.shape == out.code_vectors.shape == (60, 3, 4) and out.reconstruction.shape == (60, 12)
+    report = tokenizer.fit(x, FitConfig(epochs=3, batch_size=32, lr=1e-3, optimizer="adamw", seed=0), progress=False)
+    assert len(report.history) == 3 and all(np.isfinite(v) for v in report.final.values())
+    codes = tokenizer.encode(x)
+    assert codes.shape == (60, 3) and codes.dtype == torch.long
+    assert int(codes.min()) >= 0 and int(codes.max()) < 8
+    assert torch.equal(codes, tokenizer.encode(x)), "encoding does not mask"
+
+
+def test_lightgcn_normalisation_and_one_propagation_by_hand() -> None:
+    # u0 - {i0, i1}, u1 - {i1}; item i2 has no training interaction. Degrees: u0 2, u1 1, i0 1, i1 2, i2 0.
+    data = TrainData(sequences=[np.array([0, 1, 1]), np.array([1])], n_items=3, max_history=5)
+    users, items = interaction_pairs(data)
+    assert list(zip(users.tolist(), items.tolist())) == [(0, 0), (0, 1), (1, 1)]
+    adjacency = normalized_adjacency(users, items, 2, 3)
+    h = 2 ** -0.5
+    expected = torch.tensor([[0, 0, h, 0.5, 0],
+                             [0, 0, 0, h, 0],
+                             [h, 0, 0, 0, 0],
+                             [0.5, h, 0, 0, 0],
+                             [0, 0, 0, 0, 0]])
+    assert torch.allclose(adjacency.to_dense(), expected, atol=1e-6)
+    model = LightGCN(adjacency, 2, 3, LightGCNConfig(dim=5, layers=1))
+    with torch.no_grad():
+        model.embedding.weight.copy_(torch.eye(5))
+        user_final, item_final = model()
+    assert torch.allclose(torch.cat([user_final, item_final]), (torch.eye(5) + expected) / 2, atol=1e-6)
+    assert torch.equal(item_final[2], torch.tensor([0, 0, 0, 0, 0.5])), "an isolated item is not propagated"
+
+
+def test_lightgcn_graph_holds_training_interactions_only(tiny) -> None:
+    train = tiny[1].train
+    users, items = interaction_pairs(train)
+    expected = {(u, int(i)) for u, seq in enumerate(train.sequences) for i in seq}
+    assert set(zip(users.tolist(), items.tolist())) == expected
+    dense = normalized_adjacency(users, items, len(train.sequences), train.n_items).to_dense()
+    valid = tiny[1].valid
+    unseen = [(int(u), int(t)) for u, t in zip(valid.users, valid.targets)
+              if int(t) not in set(train.sequences[u].tolist())]
+    assert unseen, "the tiny split has validation targets new to their user"
+    assert all(float(dense[u, len(train.sequences) + t]) == 0.0 for u, t in unseen)
+    result = fit_lightgcn(train, LightGCNConfig(dim=8, layers=2, epochs=4, batch_size=512), torch.device("cpu"), 0,
+                          progress=False)
+    assert result.users.shape == (len(train.sequences), 8) and result.items.shape == (train.n_items, 8)
+    assert result.losses[-1] < result.losses[0]
+
+
+def test_tokenrec_trains_scores_all_items_and_any_user(tiny, cache: Path) -> None:
+    tokenrec = scheme(tiny, cache, "tokenrec")
+    model = tokenrec.build(tiny[1].train)
+    params = tokenrec.params
+    assert tokenrec.codes.shape == (tiny[1].train.n_items, params.n_codebooks)
+    assert int(tokenrec.codes.min()) >= 0 and int(tokenrec.codes.max()) < params.codebook_size
+    batch = first_batch(tiny)
+    train_one_step(model, batch)
+    model.eval()
+    with torch.no_grad():
+        scores = model.score(batch)
+        assert scores.shape == (len(batch.targets), model.n_items) and bool(torch.isfinite(scores).all())
+        stranger = HistoryBatch(users=torch.full_like(batch.users, 10 ** 6), items=batch.items, mask=batch.mask,
+                                targets=batch.targets)
+        assert stranger.users.max() >= len(tiny[1].train.sequences), "a user id absent from training"
+        assert torch.equal(model.score(stranger), scores)
+    stats = tokenrec.statistics()
+    assert stats["new_tokens"] == params.n_codebooks * params.codebook_size
+    assert stats["code_length_max"] == params.n_codebooks
+
+
+def test_registry_paradigms() -> None:
+    assert get_scheme("dreamrec").paradigm == "embedding"
+    assert get_scheme("tokenrec").paradigm == "set"
