@@ -53,6 +53,7 @@ class RunConfig:
     max_history: int
     ks: tuple[int, ...]
     eval_batch_size: int
+    text_vocab_size: int
     train: TrainConfig
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -140,7 +141,8 @@ def resolve(dataset: str, scheme_cls: type, seed: int | None, profile: str, user
     return RunConfig(dataset=dataset, scheme=scheme_cls.name, backbone=backbone, seed=int(run["seed"]),
                      profile=profile, split=run["split"], k_core=int(run["k_core"]),
                      max_history=int(run["max_history"]), ks=tuple(int(k) for k in run["ks"]),
-                     eval_batch_size=int(run["eval_batch_size"]), train=TrainConfig(**train), params=params)
+                     eval_batch_size=int(run["eval_batch_size"]), text_vocab_size=int(run["text_vocab_size"]),
+                     train=TrainConfig(**train), params=params)
 
 
 def _check_train(train: dict[str, Any]) -> None:

@@ -72,7 +72,8 @@ def versions() -> dict[str, str]:
 
 def hardware(device: torch.device) -> dict[str, Any]:
     info: dict[str, Any] = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                            "cpu_count": os.cpu_count(), "device": str(device), "torch_threads": torch.get_num_threads()}
+                            "cpu_count": os.cpu_count(), "device": str(device),
+                            "torch_threads": torch.get_num_threads()}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info

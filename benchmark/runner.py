@@ -20,8 +20,7 @@ from benchmark.config import Environment, RunConfig
 from benchmark.data.dataset import Dataset
 from benchmark.data.registry import load_dataset
 from benchmark.evaluate import evaluate
-from benchmark.records import (SCHEMA_VERSION, hardware, now, peak_memory_mb, record_path, versions,
-                               write_json_atomic)
+from benchmark.records import SCHEMA_VERSION, hardware, now, peak_memory_mb, record_path, versions, write_json_atomic
 from benchmark.splits import Split, make_split
 from identifiers.base import RunContext
 from identifiers.registry import get_scheme

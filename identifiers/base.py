@@ -23,6 +23,7 @@ from benchmark.splits import Examples, TrainData
 from recommenders import trainer
 from recommenders.base import Recommender
 from recommenders.sasrec import SASRec, SASRecParams, cf_cache_key
+from recommenders.text import TextVocabulary, text_vocabulary
 
 PARADIGMS = ("baseline", "sequence", "embedding", "set")
 
@@ -57,6 +58,11 @@ class RunContext:
         folder = self.cache_dir / kind
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"{key}{suffix}"
+
+    def text_vocabulary(self) -> TextVocabulary:
+        """The backbone's text vocabulary: its own tokenizer, or BPE fitted on every item's text for a preset."""
+        cfg = self.config
+        return text_vocabulary(cfg.backbone, self.dataset.item_texts(), cfg.text_vocab_size, self.cache_dir)
 
     def fit(self, model: Recommender, data: TrainData, train_cfg=None, desc: str = "train") -> trainer.TrainReport:
         """Train ``model`` with the shared loop, early stopping on this run's validation examples."""
@@ -121,7 +127,8 @@ class Scheme(ABC):
                               (f"config schemes.{cls.name}", overrides or {})):
             for key, value in values.items():
                 if key not in valid:
-                    raise ConfigError(f"{where}: unknown parameter '{key}'; valid: {', '.join(sorted(valid)) or 'none'}")
+                    raise ConfigError(f"{where}: unknown parameter '{key}'; "
+                                      f"valid: {', '.join(sorted(valid)) or 'none'}")
                 merged[key] = value
         return merged
 
@@ -142,9 +149,10 @@ class Scheme(ABC):
 class ItemCodes:
     """Sequence-paradigm identifiers: ``codes[i]`` is item ``i``'s token sequence.
 
-    Tokens are ids in ``[0, vocab_size)`` of the scheme's own vocabulary (the recommender maps them to
-    backbone tokens); shorter codes are right-padded with -1. Codes must be unique, so every generated
-    code names exactly one item. ``level_sizes`` (tokens per position, for fixed-length level-wise codes
+    Tokens are ids in ``[0, vocab_size)``: of the scheme's own new tokens (the recommender appends them to
+    the backbone's vocabulary), or, when ``text_vocab`` is given, of the backbone's text vocabulary (words;
+    ``vocab_size`` is then its size). Shorter codes are right-padded with -1. Codes must be unique, so every
+    generated code names exactly one item. ``level_sizes`` (tokens per position, for fixed-length level-wise codes
     such as RQ-VAE's) enables per-level usage statistics; ``raw_codes`` are the codes before
     de-duplication, for the collision statistics.
     """
@@ -153,8 +161,11 @@ class ItemCodes:
     vocab_size: int
     level_sizes: list[int] | None = None
     raw_codes: torch.Tensor | None = None
+    text_vocab: TextVocabulary | None = None
 
     def __post_init__(self) -> None:
+        if self.text_vocab is not None and self.vocab_size != self.text_vocab.size:
+            raise ValueError(f"ItemCodes over a text vocabulary need vocab_size {self.text_vocab.size}")
         if self.codes.dim() != 2 or self.codes.dtype != torch.long:
             raise ValueError("ItemCodes.codes must be a LongTensor [n_items, L]")
         if int(self.codes.max()) >= self.vocab_size or int(self.codes.min()) < -1:
@@ -170,6 +181,14 @@ class ItemCodes:
         return (self.codes >= 0).sum(dim=1)
 
 
+def code_table(codes: list[list[int]]) -> torch.Tensor:
+    """``LongTensor [n, max length]`` of variable-length codes, right-padded with -1."""
+    table = torch.full((len(codes), max(1, max(map(len, codes), default=1))), -1, dtype=torch.long)
+    for row, code in enumerate(codes):
+        table[row, :len(code)] = torch.tensor(code, dtype=torch.long)
+    return table
+
+
 def collision_rate(codes: torch.Tensor) -> float:
     """Share of items whose code is shared with at least one other item."""
     _, inverse, counts = torch.unique(codes, dim=0, return_inverse=True, return_counts=True)
@@ -180,12 +199,14 @@ def code_statistics(codes: ItemCodes) -> dict[str, Any]:
     """New tokens, code length, collision rates before/after de-duplication and codebook usage per level."""
     lengths = codes.lengths().float()
     stats: dict[str, Any] = {
-        "new_tokens": codes.vocab_size,
+        "new_tokens": 0 if codes.text_vocab is not None else codes.vocab_size,
         "code_length_max": int(codes.codes.shape[1]),
         "code_length_mean": float(lengths.mean()),
         "collision_rate_before_dedup": collision_rate(codes.raw_codes) if codes.raw_codes is not None else 0.0,
         "collision_rate_after_dedup": collision_rate(codes.codes),
     }
+    if codes.text_vocab is not None:
+        stats["text_vocabulary"] = codes.text_vocab.source
     if codes.level_sizes:
         stats["codebook_usage_per_level"] = [
             float(len(torch.unique(codes.codes[:, level][codes.codes[:, level] >= 0])) / size)
@@ -196,7 +217,11 @@ def code_statistics(codes: ItemCodes) -> dict[str, Any]:
 
 class SequenceScheme(Scheme):
     """Sequence paradigm: ``tokenize`` gives every item a short code of discrete tokens; a generative
-    backbone learns to emit the next item's code, decoded by beam search constrained to valid codes."""
+    backbone learns to emit the next item's code, decoded by beam search constrained to valid codes.
+
+    ``Params`` fields named like those of :class:`recommenders.sequence.SequenceOptions` (``beam_size``,
+    ``temperature``) configure the recommender.
+    """
 
     paradigm = "sequence"
 
@@ -205,17 +230,17 @@ class SequenceScheme(Scheme):
         """Fit the tokenizer on training data and item content; return every item's code."""
 
     def build(self, data: TrainData) -> Recommender:
-        from recommenders.sequence import GenerativeRecommender
+        from recommenders.sequence import GenerativeRecommender, SequenceOptions
 
         self.codes = self.tokenize(data)
         return GenerativeRecommender(self.codes, self.ctx.config.backbone, self.ctx.config.max_history,
-                                     beam_size=getattr(self.params, "beam_size", 20))
+                                     options_from_params(SequenceOptions, self.params))
 
     def statistics(self) -> dict[str, Any]:
         return code_statistics(self.codes)
 
 
-def _options_from_params(options_cls: type, params: Any, **fixed: Any) -> Any:
+def options_from_params(options_cls: type, params: Any, **fixed: Any) -> Any:
     """An options dataclass of a paradigm's recommender, its fields taken from ``params`` where they exist."""
     values = {f.name: getattr(params, f.name) for f in dataclasses.fields(options_cls) if hasattr(params, f.name)}
     return options_cls(**{**values, **fixed})
@@ -301,7 +326,7 @@ class EmbeddingScheme(Scheme):
         from recommenders.embedding import EmbeddingOptions, EmbeddingRecommender
 
         self.vectors = self.tokenize(data)
-        options = _options_from_params(EmbeddingOptions, self.params)
+        options = options_from_params(EmbeddingOptions, self.params)
         return EmbeddingRecommender(self.vectors, self.ctx.config.backbone, self.ctx.config.max_history, options)
 
     def statistics(self) -> dict[str, Any]:
@@ -326,7 +351,7 @@ class SetScheme(Scheme):
         from recommenders.set import SetOptions, SetRecommender
 
         self.tokens = self.tokenize(data)
-        options = _options_from_params(SetOptions, self.params, selection_metric=self.ctx.config.train.valid_metric)
+        options = options_from_params(SetOptions, self.params, selection_metric=self.ctx.config.train.valid_metric)
         return SetRecommender(self.tokens, self.ctx.config.backbone, self.ctx.config.max_history, options)
 
     def statistics(self) -> dict[str, Any]:

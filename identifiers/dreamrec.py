@@ -57,7 +57,6 @@ from identifiers.registry import register
 from recommenders.backbones import build_t5
 from recommenders.base import HistoryBatch, Recommender
 from recommenders.diffusion import SCHEDULES, GaussianDiffusion, SinusoidalTimeEmbedding, guided
-from recommenders.embedding import BACKBONE_VOCAB
 
 DENOISERS = ("linear", "mlp")
 
@@ -118,7 +117,7 @@ class DreamRecRecommender(Recommender):
         self.seed = seed
         dim = vectors.dim
         self.item_embeddings = nn.Parameter(vectors.vectors.float().clone())
-        self.encoder = build_t5(backbone, BACKBONE_VOCAB).get_encoder()
+        self.encoder = build_t5(backbone).get_encoder()
         d_model = self.encoder.config.d_model
         self.input_proj = nn.Linear(dim, d_model)
         self.guidance_proj = nn.Linear(d_model, dim)

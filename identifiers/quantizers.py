@@ -7,7 +7,8 @@ al., "SoundStream", 2021 and Lee et al., "Autoregressive Image Generation using 
 CVPR 2022). Its loss is a dict of named terms so that LETTER (Wang et al., "Learnable Item Tokenization for
 Generative Recommendation", CIKM 2024) can add its collaborative and diversity regularisers through
 ``fit(..., extra_loss_fn=...)`` or by overriding :meth:`RQVAE.loss_terms`.
-:func:`deduplicate` appends TIGER's extra code level that makes colliding codes unique.
+:func:`deduplicate` appends TIGER's extra code level that makes colliding codes unique; :func:`level_codes`
+turns level-wise codes into the tokens of :class:`~identifiers.base.ItemCodes`.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 from vector_quantize_pytorch import ResidualVQ
+
+from identifiers.base import ItemCodes
 
 
 @dataclass(frozen=True)
@@ -222,6 +225,23 @@ def deduplicate(codes: torch.Tensor) -> tuple[torch.Tensor, int]:
     return torch.cat([codes, extra[:, None]], dim=1), int(rank.max()) + 1
 
 
+def level_codes(raw: torch.Tensor, codebook_size: int, extra_level: bool) -> ItemCodes:
+    """Level-wise codes ``[n, L]`` as tokens (level ``l``'s code ``c`` is token ``l * codebook_size + c``).
+
+    With ``extra_level`` (TIGER), or whenever codes collide, :func:`deduplicate` appends a level that tells
+    colliding items apart, with as many tokens as the largest group sharing a code.
+    """
+    n_levels = raw.shape[1]
+    level_sizes = [codebook_size] * n_levels
+    codes = raw
+    if extra_level or len(torch.unique(raw, dim=0)) < len(raw):
+        codes, extra_size = deduplicate(raw)
+        level_sizes.append(extra_size)
+    offsets = torch.tensor(np.cumsum([0, *level_sizes[:-1]]), dtype=torch.long)
+    return ItemCodes(codes + offsets, vocab_size=sum(level_sizes), level_sizes=level_sizes,
+                     raw_codes=raw + offsets[:n_levels])
+
+
 def _mlp(dims: list[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
@@ -242,3 +262,44 @@ def _optimizer(cfg: FitConfig, parameters) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(parameters, lr=cfg.lr)
     raise ValueError(f"unknown optimizer '{cfg.optimizer}'; choose from adagrad, adam")
+
+
+def constrained_kmeans(x: np.ndarray, k: int, min_size: int, max_size: int, iters: int,
+                       rng: np.random.Generator) -> np.ndarray:
+    """Cluster labels ``[n]`` of ``x`` ``[n, d]`` into ``k`` clusters of ``min_size .. max_size`` points.
+
+    Lloyd's iterations (Bradley, Bennett & Demiriz, "Constrained K-Means Clustering", 2000, the problem
+    LETTER solves with the ``k-means-constrained`` package) with a capacity-constrained assignment step: in
+    rounds, every unassigned point proposes its nearest centre that still has room below ``max_size`` and
+    each centre accepts its closest proposers up to that room; then clusters under ``min_size`` take, one at
+    a time, the point whose move costs least from a cluster above ``min_size``. Requires
+    ``k * min_size <= n <= k * max_size``.
+    """
+    n = len(x)
+    if not k * min_size <= n <= k * max_size:
+        raise ValueError(f"cannot split {n} points into {k} clusters of {min_size}..{max_size}")
+    centres = x[rng.choice(n, k, replace=False)]
+    labels = np.zeros(n, dtype=np.int64)
+    for _ in range(iters):
+        distances = ((x[:, None, :] - centres[None]) ** 2).sum(-1)
+        labels = np.full(n, -1)
+        sizes = np.zeros(k, dtype=np.int64)
+        while (labels < 0).any():
+            points = np.flatnonzero(labels < 0)
+            choice = np.where(sizes < max_size, distances[points], np.inf).argmin(axis=1)
+            for centre in np.unique(choice):
+                proposers = points[choice == centre]
+                accepted = proposers[np.argsort(distances[proposers, centre], kind="stable")]
+                accepted = accepted[:max_size - sizes[centre]]
+                labels[accepted] = centre
+                sizes[centre] += len(accepted)
+        while (sizes < min_size).any():
+            centre = int(np.argmin(sizes))
+            donors = sizes[labels] > min_size
+            cost = np.where(donors, distances[:, centre] - distances[np.arange(n), labels], np.inf)
+            point = int(np.argmin(cost))
+            sizes[labels[point]] -= 1
+            labels[point] = centre
+            sizes[centre] += 1
+        centres = np.stack([x[labels == c].mean(axis=0) for c in range(k)])
+    return labels

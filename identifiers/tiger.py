@@ -22,7 +22,7 @@ import torch
 from benchmark.splits import TrainData
 from identifiers.base import ItemCodes, SequenceScheme
 from identifiers.encoders import get_encoder, item_embeddings
-from identifiers.quantizers import RQVAE, FitConfig, FitReport, deduplicate
+from identifiers.quantizers import RQVAE, ExtraLossFn, FitConfig, FitReport, level_codes
 from identifiers.registry import register
 
 
@@ -98,23 +98,26 @@ class TIGER(SequenceScheme):
     }
 
     def tokenize(self, data: TrainData) -> ItemCodes:
+        embeddings, train_items = self.content_embeddings(data)
+        self.rqvae, self.fit_report = self.fit_rqvae(embeddings[train_items], self.params.latent_dim)
+        return level_codes(self.rqvae.encode(embeddings), self.params.codebook_size, extra_level=True)
+
+    def content_embeddings(self, data: TrainData) -> tuple[torch.Tensor, np.ndarray]:
+        """Text embeddings of every item (cached) and the ids of the training items."""
+        encoder = get_encoder(self.params.encoder, self.ctx.device)
+        self.encoder_name = encoder.name
+        return torch.from_numpy(item_embeddings(self.ctx, encoder)), np.flatnonzero(data.item_counts() > 0)
+
+    def fit_rqvae(self, x: torch.Tensor, latent_dim: int,
+                  extra_loss_fn: ExtraLossFn | None = None) -> tuple[RQVAE, FitReport]:
+        """An RQ-VAE with this scheme's settings and the run seed, trained on ``x``."""
         p, ctx = self.params, self.ctx
-        encoder = get_encoder(p.encoder, ctx.device)
-        embeddings = torch.from_numpy(item_embeddings(ctx, encoder))
-        train_items = np.flatnonzero(data.item_counts() > 0)
         torch.manual_seed(ctx.seed)
-        self.rqvae = RQVAE(embeddings.shape[1], p.latent_dim, tuple(p.hidden_dims), p.n_levels, p.codebook_size,
-                           p.beta, p.kmeans_init, p.kmeans_iters).to(ctx.device)
+        rqvae = RQVAE(x.shape[1], latent_dim, tuple(p.hidden_dims), p.n_levels, p.codebook_size, p.beta,
+                      p.kmeans_init, p.kmeans_iters).to(ctx.device)
         fit = FitConfig(epochs=p.rqvae_epochs, batch_size=p.rqvae_batch_size, lr=p.rqvae_lr,
                         optimizer=p.rqvae_optimizer, seed=ctx.seed)
-        self.fit_report: FitReport = self.rqvae.fit(embeddings[train_items], fit, progress=ctx.progress)
-        self.encoder_name = encoder.name
-        raw = self.rqvae.encode(embeddings)
-        codes, extra_size = deduplicate(raw)
-        level_sizes = [p.codebook_size] * p.n_levels + [extra_size]
-        offsets = torch.tensor(np.cumsum([0, *level_sizes[:-1]]), dtype=torch.long)
-        return ItemCodes(codes + offsets, vocab_size=sum(level_sizes), level_sizes=level_sizes,
-                         raw_codes=raw + offsets[:p.n_levels])
+        return rqvae, rqvae.fit(x, fit, progress=ctx.progress, extra_loss_fn=extra_loss_fn)
 
     def statistics(self) -> dict[str, Any]:
         """Code statistics plus the text encoder and the RQ-VAE's final losses on the training items."""
@@ -127,3 +130,4 @@ class TIGER(SequenceScheme):
             "rqvae_quantization_loss": final["codebook"] + final["commitment"],
             "rqvae_fit_s": self.fit_report.seconds,
         }
+

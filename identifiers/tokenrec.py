@@ -63,9 +63,8 @@ from identifiers.base import Scheme, collision_rate
 from identifiers.quantizers import FitConfig
 from identifiers.registry import register
 from recommenders import trainer
-from recommenders.backbones import build_t5
+from recommenders.backbones import build_t5, new_token_offset
 from recommenders.base import HistoryBatch, Recommender
-from recommenders.embedding import BACKBONE_VOCAB
 from recommenders.lightgcn import LightGCNConfig, fit_lightgcn, lightgcn_cache_key
 from recommenders.mq_tokenizer import OPTIMIZERS, MQTokenizer
 
@@ -139,7 +138,7 @@ class TokenRecOptions:
 class TokenRecRecommender(Recommender):
     """History item tokens -> T5 encoder; one decoder step -> projection -> cosine to every item's CF vector.
 
-    Token k of an item with code ``c_k`` is backbone token ``2 + k * M + c_k`` (ids 0 and 1 are pad and eos).
+    Token k of an item with code ``c_k`` is new token ``k * M + c_k`` of the backbone (after its text vocabulary).
     """
 
     def __init__(self, codes: torch.Tensor, codebook_size: int, item_representations: torch.Tensor, backbone: str,
@@ -148,10 +147,11 @@ class TokenRecRecommender(Recommender):
         self.options = options
         self.max_history = max_history
         self.n_codebooks = codes.shape[1]
-        offsets = BACKBONE_VOCAB + codebook_size * torch.arange(self.n_codebooks)
+        new_tokens = self.n_codebooks * codebook_size
+        self.t5 = build_t5(backbone, new_tokens=new_tokens)
+        offsets = new_token_offset(self.t5, new_tokens) + codebook_size * torch.arange(self.n_codebooks)
         self.register_buffer("token_ids", codes.long() + offsets[None])
         self.register_buffer("item_representations", F.normalize(item_representations.float(), dim=-1))
-        self.t5 = build_t5(backbone, BACKBONE_VOCAB + self.n_codebooks * codebook_size)
         d_model = self.t5.config.d_model
         self.projection = nn.Sequential(nn.Linear(d_model, options.projection_hidden), nn.ReLU(),
                                         nn.Dropout(options.projection_dropout),

@@ -42,16 +42,26 @@ class BackboneError(ValueError):
     """The backbone name is neither a preset nor a loadable checkpoint."""
 
 
-def build_t5(name: str, vocab_size: int, pad_id: int = 0, eos_id: int = 1,
-             decoder_start_id: int = 0) -> T5ForConditionalGeneration:
-    """A T5 with ``vocab_size`` tokens: a preset (random init) or a checkpoint resized to the vocabulary."""
+PAD_ID, EOS_ID = 0, 1
+"""T5's pad (also the decoder start) and end-of-sequence ids, kept by every preset and checkpoint."""
+
+
+def build_t5(name: str, new_tokens: int = 0, text_vocab_size: int = 2) -> T5ForConditionalGeneration:
+    """A T5 whose vocabulary is its text vocabulary followed by ``new_tokens`` new tokens.
+
+    A preset is randomly initialised with ``text_vocab_size`` text tokens (2 = only pad and end of
+    sequence, for schemes whose items enter as new tokens or vectors; the size of
+    :mod:`recommenders.text`'s fitted vocabulary for text identifiers). A checkpoint keeps its own text
+    vocabulary and gets ``new_tokens`` rows appended. New token ``t`` is id
+    :func:`new_token_offset` ``+ t`` either way.
+    """
     if name in PRESETS:
         preset = PRESETS[name]
         if preset.family != "t5":
             raise BackboneError(f"backbone '{name}' is a {preset.family} model; this scheme needs a T5 backbone")
-        config = T5Config(vocab_size=vocab_size, pad_token_id=pad_id, eos_token_id=eos_id,
-                          decoder_start_token_id=decoder_start_id, feed_forward_proj="relu",
-                          tie_word_embeddings=False, **preset.config)
+        config = T5Config(vocab_size=text_vocab_size + new_tokens, pad_token_id=PAD_ID, eos_token_id=EOS_ID,
+                          decoder_start_token_id=PAD_ID, feed_forward_proj="relu", tie_word_embeddings=False,
+                          **preset.config)
         return T5ForConditionalGeneration(config)
     try:
         model = T5ForConditionalGeneration.from_pretrained(name)
@@ -60,10 +70,16 @@ def build_t5(name: str, vocab_size: int, pad_id: int = 0, eos_id: int = 1,
         where = "local path" if Path(name).exists() else "name (no weights are downloaded here)"
         raise BackboneError(f"backbone '{name}': not a preset ({presets}) and not loadable as a {where}: "
                             f"{error}") from error
-    model.resize_token_embeddings(vocab_size)
-    model.config.pad_token_id, model.config.eos_token_id = pad_id, eos_id
-    model.config.decoder_start_token_id = decoder_start_id
+    if new_tokens:
+        model.resize_token_embeddings(model.get_input_embeddings().num_embeddings + new_tokens)
+    model.config.pad_token_id, model.config.eos_token_id = PAD_ID, EOS_ID
+    model.config.decoder_start_token_id = PAD_ID
     return model
+
+
+def new_token_offset(model: T5ForConditionalGeneration, new_tokens: int) -> int:
+    """The id of new token 0 in a model built by :func:`build_t5` with ``new_tokens`` new tokens."""
+    return model.get_input_embeddings().num_embeddings - new_tokens
 
 
 def check_backbone(name: str) -> None:

@@ -19,9 +19,6 @@ from identifiers.base import ItemVectors
 from recommenders.backbones import build_t5
 from recommenders.base import HistoryBatch, Recommender
 
-BACKBONE_VOCAB = 2
-"""Token ids the T5 keeps: 0 (pad / decoder start) and 1 (eos); items enter as embeddings, not tokens."""
-
 
 @dataclass(frozen=True)
 class EmbeddingOptions:
@@ -42,7 +39,7 @@ class EmbeddingRecommender(Recommender):
         super().__init__(vectors.n_items)
         self.options = options
         self.max_history = max_history
-        self.t5 = build_t5(backbone, BACKBONE_VOCAB)
+        self.t5 = build_t5(backbone)
         d_model = self.t5.config.d_model
         self.item_vectors = nn.Embedding.from_pretrained(vectors.vectors.float().clone(),
                                                          freeze=options.freeze_vectors)

@@ -4,30 +4,69 @@ As in TIGER (Rajput et al., "Recommender Systems with Generative Retrieval", Neu
 input is the codes of the history items, oldest first, and the decoder emits the target item's code; items
 are ranked by beam search constrained to valid codes (:mod:`recommenders.decoding`).
 
-Token mapping: backbone token 0 is the pad (also T5's decoder start), 1 is EOS, scheme token ``t`` is
-``t + 2``. The encoder input is the history's code tokens concatenated without pads, then EOS. The decoder
-target is the code, plus EOS when code lengths vary (see :func:`recommenders.decoding.code_sequences`).
+Token mapping: backbone token 0 is the pad (also T5's decoder start), 1 is EOS. Codes made of new tokens
+(TIGER, CID, ...) are appended to the backbone's vocabulary (:func:`~recommenders.backbones.build_t5`);
+codes made of words (BIGRec's titles, IDGenRec's textual IDs) are the ids of the backbone's text vocabulary
+(:mod:`recommenders.text`) and each history item is followed by a separator word. The encoder input is the
+history's tokens concatenated without pads, then EOS. The decoder target is the code, plus EOS when code
+lengths vary (see :func:`recommenders.decoding.code_sequences`).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+from transformers import T5ForConditionalGeneration
 
-from recommenders.backbones import build_t5
+from recommenders.backbones import EOS_ID, PAD_ID, build_t5, new_token_offset
 from recommenders.base import HistoryBatch, Recommender
 from recommenders.decoding import CodeTrie, beam_search
 
 if TYPE_CHECKING:
     from identifiers.base import ItemCodes
 
-PAD_TOKEN, EOS_TOKEN, TOKEN_OFFSET = 0, 1, 2
 IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class SequenceOptions:
+    """Options of :class:`GenerativeRecommender` (a scheme's ``Params`` may carry any of them).
+
+    beam_size: beams of the constrained beam search (at least the largest K evaluated is used).
+    temperature: tau of the token cross-entropy on ``logits / tau``; 1 is T5's objective, tau < 1 is
+        LETTER's ranking-guided generation loss (Wang et al., CIKM 2024, Sec. 3.3), which weights hard
+        negative tokens more and tightens the link between generation and ranking.
+    constrained: restrict decoding to valid codes (False only to measure invalid generations).
+    """
+
+    beam_size: int = 20
+    temperature: float = 1.0
+    constrained: bool = True
+
+
+@dataclass
+class HistoryLayout:
+    """Where every encoder position comes from: token ``positions[b, s]`` of the history-token row of item
+    ``items[b, s]`` where ``real[b, s]``; position ``lengths[b]`` holds EOS, later ones are padding."""
+
+    items: torch.Tensor
+    positions: torch.Tensor
+    real: torch.Tensor
+    lengths: torch.Tensor
+
+    def attention_mask(self) -> torch.Tensor:
+        """``[B, S]`` 1 up to and including the EOS position."""
+        width = self.items.shape[1]
+        return (torch.arange(width, device=self.items.device)[None, :] <= self.lengths[:, None]).long()
 
 
 class GenerativeRecommender(Recommender):
     """A T5 generating item codes; ``rank`` is (constrained) beam search with ``max(beam_size, k)`` beams.
+
+    ``backbone`` is a preset or checkpoint name, or an already built T5 whose vocabulary ends with the
+    codes' new tokens (or holds the codes' text vocabulary).
 
     Subclasses change the objective by overriding :meth:`sequence_loss`, which receives the per-token
     logits of :meth:`token_logits`. ``invalid_generation_rate`` is the share of generated sequences since
@@ -36,34 +75,65 @@ class GenerativeRecommender(Recommender):
 
     output = "ranking"
 
-    def __init__(self, codes: ItemCodes, backbone: str, max_history: int, beam_size: int = 20,
-                 constrained: bool = True) -> None:
+    def __init__(self, codes: ItemCodes, backbone: str | T5ForConditionalGeneration, max_history: int,
+                 options: SequenceOptions = SequenceOptions()) -> None:
         super().__init__(codes.n_items)
+        if options.temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {options.temperature}")
         self.max_history = max_history
-        self.beam_size = beam_size
-        self.constrained = constrained
-        self.backbone = build_t5(backbone, codes.vocab_size + TOKEN_OFFSET, pad_id=PAD_TOKEN, eos_id=EOS_TOKEN,
-                                 decoder_start_id=PAD_TOKEN)
-        tokens = torch.where(codes.codes >= 0, codes.codes + TOKEN_OFFSET, -1)
-        self.trie = CodeTrie(tokens, eos_id=EOS_TOKEN, vocab_size=codes.vocab_size + TOKEN_OFFSET)
-        self.register_buffer("item_tokens", tokens, persistent=False)
+        self.options = options
+        self.text = codes.text_vocab is not None
+        if isinstance(backbone, T5ForConditionalGeneration):
+            self.backbone = backbone
+        elif self.text:
+            self.backbone = build_t5(backbone, text_vocab_size=codes.text_vocab.size)
+        else:
+            self.backbone = build_t5(backbone, new_tokens=codes.vocab_size)
         self.generated = 0
         self.invalid = 0
+        self.set_codes(codes)
+
+    def set_codes(self, codes: ItemCodes) -> None:
+        """Use ``codes`` (same vocabulary) from now on: rebuilds the trie and the history tokens."""
+        if codes.n_items != self.n_items or (codes.text_vocab is not None) != self.text:
+            raise ValueError("set_codes needs codes of the same items and the same kind of vocabulary")
+        offset = 0 if self.text else new_token_offset(self.backbone, codes.vocab_size)
+        tokens = torch.where(codes.codes >= 0, codes.codes + offset, -1)
+        device = next(self.backbone.parameters()).device
+        self.trie = CodeTrie(tokens, eos_id=EOS_ID, vocab_size=self.backbone.config.vocab_size).to(device)
+        history = tokens
+        if self.text:
+            history = torch.cat([tokens, torch.full((len(tokens), 1), -1, dtype=torch.long)], dim=1)
+            history[torch.arange(len(tokens)), (tokens >= 0).sum(dim=1)] = codes.text_vocab.separator_id
+        self.register_buffer("item_tokens", tokens.to(device), persistent=False)
+        self.register_buffer("history_tokens", history.to(device), persistent=False)
+
+    def history_layout(self, batch: HistoryBatch, table: torch.Tensor | None = None) -> HistoryLayout:
+        """The encoder positions of the batch's last ``max_history`` items' tokens, oldest first, no pads.
+
+        ``table`` (default: :attr:`history_tokens`) holds each item's history-token row, -1 padded; the
+        batch's items index its rows.
+        """
+        table = self.history_tokens if table is None else table
+        items, present = batch.items[:, -self.max_history:], batch.mask[:, -self.max_history:]
+        width = table.shape[1]
+        valid = ((table[items] >= 0) & present[..., None]).flatten(1)
+        lengths = valid.sum(dim=1)
+        span = int(lengths.max()) + 1
+        target = torch.where(valid, valid.cumsum(dim=1) - 1, span)
+        source = torch.arange(valid.shape[1], device=items.device).expand_as(valid)
+        slots = torch.zeros(len(items), span + 1, dtype=torch.long, device=items.device)
+        slots = slots.scatter(1, target, source)[:, :span]
+        real = torch.arange(span, device=items.device)[None, :] < lengths[:, None]
+        return HistoryLayout(items=items.gather(1, slots // width), positions=slots % width, real=real,
+                             lengths=lengths)
 
     def encoder_inputs(self, batch: HistoryBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """``input_ids [B, S]`` (history codes oldest first, pads removed, then EOS; right-padded) and mask."""
-        items, present = batch.items[:, -self.max_history:], batch.mask[:, -self.max_history:]
-        tokens = self.item_tokens[items].flatten(1)
-        valid = (tokens >= 0) & present.repeat_interleave(self.item_tokens.shape[1], dim=1)
-        lengths = valid.sum(dim=1)
-        width = int(lengths.max()) + 1
-        position = torch.where(valid, valid.cumsum(dim=1) - 1, width)
-        input_ids = torch.zeros(len(tokens), width + 1, dtype=torch.long, device=tokens.device)
-        input_ids.scatter_(1, position, tokens.clamp_min(0))
-        input_ids = input_ids[:, :width]
-        input_ids[torch.arange(len(tokens), device=tokens.device), lengths] = EOS_TOKEN
-        mask = torch.arange(width, device=tokens.device)[None, :] <= lengths[:, None]
-        return input_ids, mask.long()
+        """``input_ids [B, S]`` (history tokens oldest first, pads removed, then EOS; right-padded) and mask."""
+        layout = self.history_layout(batch)
+        input_ids = torch.where(layout.real, self.history_tokens[layout.items, layout.positions], PAD_ID)
+        input_ids[torch.arange(len(input_ids), device=input_ids.device), layout.lengths] = EOS_ID
+        return input_ids, layout.attention_mask()
 
     def encode(self, batch: HistoryBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder output ``[B, S, d]`` and its attention mask ``[B, S]``."""
@@ -75,11 +145,11 @@ class GenerativeRecommender(Recommender):
         sequences = self.trie.sequences[targets]
         return sequences.masked_fill(sequences < 0, IGNORE_INDEX)
 
-    def seq2seq_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                       labels: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced logits ``[B, T, vocab]`` of any backbone-token input / label pair (-100 = ignore)."""
+    def seq2seq_logits(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor, labels: torch.Tensor,
+                       inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced logits ``[B, T, vocab]`` of any input (ids or embeddings) and labels (-100 = ignore)."""
         decoder_input_ids = self.backbone.prepare_decoder_input_ids_from_labels(labels)
-        return self.backbone(input_ids=input_ids, attention_mask=attention_mask,
+        return self.backbone(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                              decoder_input_ids=decoder_input_ids).logits
 
     def token_logits(self, batch: HistoryBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,8 +159,9 @@ class GenerativeRecommender(Recommender):
         return self.seq2seq_logits(input_ids, mask, labels), labels
 
     def sequence_loss(self, logits: torch.Tensor, labels: torch.Tensor, batch: HistoryBatch) -> torch.Tensor:
-        """Token-level cross-entropy over the code tokens (T5's objective); override for other losses."""
-        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
+        """Token-level cross-entropy of ``logits / temperature`` over the code tokens; override for other losses."""
+        scaled = logits.flatten(0, 1).float() / self.options.temperature
+        return F.cross_entropy(scaled, labels.flatten(), ignore_index=IGNORE_INDEX)
 
     def loss(self, batch: HistoryBatch) -> torch.Tensor:
         return self.sequence_loss(*self.token_logits(batch), batch)
@@ -98,8 +169,8 @@ class GenerativeRecommender(Recommender):
     @torch.no_grad()
     def rank(self, batch: HistoryBatch, k: int) -> torch.Tensor:
         hidden, mask = self.encode(batch)
-        result = beam_search(self.backbone, hidden, mask, self.trie, max(self.beam_size, k), k,
-                             constrained=self.constrained)
+        result = beam_search(self.backbone, hidden, mask, self.trie, max(self.options.beam_size, k), k,
+                             constrained=self.options.constrained)
         self.generated += result.n_generated
         self.invalid += result.n_invalid
         return result.items

@@ -36,7 +36,6 @@ from benchmark.splits import Split
 from identifiers.base import ItemTokenSets
 from recommenders.backbones import build_t5
 from recommenders.base import HistoryBatch, Recommender
-from recommenders.embedding import BACKBONE_VOCAB
 
 TRAINING_BETA = 1.0
 """Weight of the semantic scores while training (validation for early stopping), before beta is chosen."""
@@ -155,7 +154,7 @@ class SetRecommender(Recommender):
         self.dimensions = tokens.dimensions
         self.has_cf = tokens.cf is not None
         self.beta = TRAINING_BETA
-        self.t5 = build_t5(backbone, BACKBONE_VOCAB)
+        self.t5 = build_t5(backbone)
         d_model = self.t5.config.d_model
         self.cf_inputs: nn.Embedding | None = None
         self.cf_proj: nn.Linear | None = None

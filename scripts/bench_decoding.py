@@ -28,9 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmark.splits import PAD, Examples  # noqa: E402
 from identifiers.base import ItemCodes  # noqa: E402
 from recommenders.base import HistoryBatch  # noqa: E402
-from recommenders.decoding import (BeamResult, CodeTrie, constrained_beam_search,  # noqa: E402
-                                   reference_generate, unconstrained_beam_search)
-from recommenders.sequence import GenerativeRecommender  # noqa: E402
+from recommenders.decoding import (  # noqa: E402
+    BeamResult,
+    CodeTrie,
+    constrained_beam_search,
+    reference_generate,
+    unconstrained_beam_search,
+)
+from recommenders.sequence import GenerativeRecommender, SequenceOptions  # noqa: E402
 
 Search = Callable[..., BeamResult]
 
@@ -130,7 +135,8 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(args.seed)
     k = args.k or args.beam
     codes = random_codes(args.items, args.levels, args.codebook, args.dedup, rng)
-    model = GenerativeRecommender(codes, args.backbone, args.history, beam_size=args.beam).to(device).eval()
+    options = SequenceOptions(beam_size=args.beam)
+    model = GenerativeRecommender(codes, args.backbone, args.history, options).to(device).eval()
     examples = random_histories(args.users, args.items, args.history, rng)
     reference_examples = examples.subset(args.reference_users, args.seed)
     trie: CodeTrie = model.trie

@@ -1,12 +1,18 @@
 """Shared fixtures: small datasets built in memory, and isolated result/cache folders."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
+from benchmark.config import resolve
 from benchmark.data.dataset import Dataset, build_dataset
 from benchmark.data.synthetic import SyntheticConfig, generate
+from benchmark.splits import Split, make_split
+from identifiers.base import RunContext
 
 
 def make_dataset(sequences: dict[str, list[str]], timestamps: dict[str, list[int]] | None = None,
@@ -27,3 +33,13 @@ def make_dataset(sequences: dict[str, list[str]], timestamps: dict[str, list[int
 def small_synthetic() -> Dataset:
     """A small synthetic dataset (fast, same structure as the default one)."""
     return generate(SyntheticConfig(n_users=150, n_items=120), name="synthetic-small")
+
+
+def make_context(scheme: type, dataset: Dataset, cache_dir: Path, seed: int = 0, split: Split | None = None,
+                 **run: object) -> RunContext:
+    """A CPU :class:`RunContext` for ``scheme`` in the smoke profile (leave-one-out split, history 10 unless
+    ``split`` is given); ``run`` overrides run-level keys such as ``backbone``."""
+    split = split or make_split(dataset, "loo", 10)
+    return RunContext(config=resolve("synthetic", scheme, seed, "smoke", cli=dict(run)), dataset=dataset,
+                      valid=split.valid, warm=split.warm, device=torch.device("cpu"), cache_dir=cache_dir,
+                      progress=False)

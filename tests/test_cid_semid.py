@@ -15,12 +15,7 @@ from identifiers.base import ItemCodes, RunContext
 from identifiers.cid import CID, cooccurrence_graph
 from identifiers.registry import get_scheme
 from identifiers.semid import UNKNOWN, SemID, item_paths
-
-
-def context(scheme: type, dataset: Dataset, tmp_path: Path, seed: int = 0) -> RunContext:
-    split = make_split(dataset, "loo", 10)
-    return RunContext(config=resolve("synthetic", scheme, seed, "smoke"), dataset=dataset, valid=split.valid,
-                      warm=split.warm, device=torch.device("cpu"), cache_dir=tmp_path, progress=False)
+from tests.conftest import make_context
 
 
 def cid_codes(ctx: RunContext, data: TrainData, **params) -> tuple[CID, ItemCodes]:
@@ -59,7 +54,7 @@ def test_cid_separates_two_communities_and_codes_cold_items(small_synthetic: Dat
     sequences = community_sequences(rng, groups, users=40, length=6)
     sequences += [np.array([3, 14]), np.array([22])]
     data = TrainData(sequences=sequences, n_items=23, max_history=10)
-    ctx = context(CID, small_synthetic, tmp_path)
+    ctx = make_context(CID, small_synthetic, tmp_path)
     scheme, codes = cid_codes(ctx, data, n_clusters=3, max_leaf=10, eigen_solver=solver)
     first = codes.codes[:, 0]
     assert len(set(first[:10].tolist())) == 1 and len(set(first[10:20].tolist())) == 1
@@ -76,10 +71,10 @@ def test_cid_separates_two_communities_and_codes_cold_items(small_synthetic: Dat
 
 def test_cid_uses_only_the_training_sequences(small_synthetic: Dataset, tmp_path: Path) -> None:
     split = make_split(small_synthetic, "loo", 10)
-    scheme, codes = cid_codes(context(CID, small_synthetic, tmp_path), split.train)
+    scheme, codes = cid_codes(make_context(CID, small_synthetic, tmp_path), split.train)
     assert scheme.statistics()["isolated_items"] >= int((~split.warm).sum())
     other_dataset = semid_dataset([("A",), ("B",), ("C",)])
-    _, same = cid_codes(context(CID, other_dataset, tmp_path), split.train)
+    _, same = cid_codes(make_context(CID, other_dataset, tmp_path), split.train)
     assert torch.equal(codes.codes, same.codes)
 
 
@@ -88,7 +83,7 @@ def test_cid_recursive_levels_disconnected_graph_and_determinism(small_synthetic
     groups = [range(0, 30), range(30, 60), range(60, 64)]
     sequences = community_sequences(rng, groups, users=90, length=8)
     data = TrainData(sequences=sequences, n_items=70, max_history=10)
-    ctx = context(CID, small_synthetic, tmp_path)
+    ctx = make_context(CID, small_synthetic, tmp_path)
     scheme, codes = cid_codes(ctx, data, n_clusters=4, max_leaf=8)
     assert_prefix_free(codes)
     stats = scheme.statistics()
@@ -101,7 +96,7 @@ def test_cid_recursive_levels_disconnected_graph_and_determinism(small_synthetic
 
 
 def test_cid_on_synthetic_split_and_parameter_checks(small_synthetic: Dataset, tmp_path: Path) -> None:
-    ctx = context(CID, small_synthetic, tmp_path)
+    ctx = make_context(CID, small_synthetic, tmp_path)
     split = make_split(small_synthetic, "loo", 10)
     scheme, codes = cid_codes(ctx, split.train)
     assert codes.n_items == small_synthetic.n_items
@@ -124,7 +119,7 @@ def semid_dataset(paths: list[tuple[str, ...]]) -> Dataset:
 
 
 def semid_codes(dataset: Dataset, tmp_path: Path, **params) -> tuple[SemID, ItemCodes]:
-    ctx = context(SemID, dataset, tmp_path)
+    ctx = make_context(SemID, dataset, tmp_path)
     scheme = SemID({**ctx.config.params, **params}, ctx)
     assert scheme.not_applicable(dataset) is None
     scheme.codes = scheme.tokenize(make_split(dataset, "loo", 10).train)
@@ -161,7 +156,7 @@ def test_semid_not_applicable_without_categories(tmp_path: Path) -> None:
     items = pd.DataFrame({"raw_id": ["a", "b", "c"], "title": ["x", "y", "z"]})
     inter = pd.DataFrame({"user": ["u"] * 3 + ["v"] * 3, "item": ["a", "b", "c", "c", "b", "a"]})
     dataset = build_dataset("titles-only", items, inter)
-    reason = SemID({}, context(SemID, dataset, tmp_path)).not_applicable(dataset)
+    reason = SemID({}, make_context(SemID, dataset, tmp_path)).not_applicable(dataset)
     assert reason and "categories" in reason
 
 

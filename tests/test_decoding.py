@@ -7,11 +7,18 @@ import pytest
 import torch
 
 from identifiers.base import ItemCodes
-from recommenders.backbones import build_t5
+from recommenders.backbones import EOS_ID, build_t5
 from recommenders.base import HistoryBatch
-from recommenders.decoding import (BeamResult, CodeTrie, beam_search, code_sequences, constrained_beam_search,
-                                   reference_generate, unconstrained_beam_search)
-from recommenders.sequence import EOS_TOKEN, GenerativeRecommender
+from recommenders.decoding import (
+    BeamResult,
+    CodeTrie,
+    beam_search,
+    code_sequences,
+    constrained_beam_search,
+    reference_generate,
+    unconstrained_beam_search,
+)
+from recommenders.sequence import GenerativeRecommender, SequenceOptions
 
 
 @pytest.fixture(autouse=True)
@@ -119,7 +126,7 @@ def test_beam_search_matches_generate_reference(variable: bool) -> None:
     torch.manual_seed(0)
     codes = random_codes(40, 3, 4, variable, seed=3)
     trie = CodeTrie(codes, eos_id=1, vocab_size=6)
-    model = build_t5("t5-tiny", 6).eval()
+    model = build_t5("t5-tiny", new_tokens=4).eval()
     hidden, mask = encoded(model, 6)
     for beam, k in ((4, 3), (10, 10), (50, 50)):
         fast = constrained_beam_search(model, hidden, mask, trie, beam, k)
@@ -134,7 +141,7 @@ def test_beam_search_matches_generate_reference(variable: bool) -> None:
 
 def test_unconstrained_search_reports_invalid_generations() -> None:
     torch.manual_seed(0)
-    model = build_t5("t5-tiny", 6).eval()
+    model = build_t5("t5-tiny", new_tokens=4).eval()
     hidden, mask = encoded(model, 6)
     everything = torch.tensor(list(itertools.product(range(6), repeat=2)))
     full = CodeTrie(everything)
@@ -152,7 +159,7 @@ def test_generative_recommender_trains_and_ranks() -> None:
     torch.manual_seed(0)
     raw = random_codes(30, 3, 4, True, seed=5)
     codes = ItemCodes(codes=torch.where(raw >= 0, raw - 2, -1), vocab_size=4)
-    model = GenerativeRecommender(codes, "t5-tiny", max_history=4, beam_size=6)
+    model = GenerativeRecommender(codes, "t5-tiny", max_history=4, options=SequenceOptions(beam_size=6))
     assert not any(key.startswith("trie.") or key == "item_tokens" for key in model.state_dict())
     items = torch.tensor([[0, 0, 3, 7], [1, 2, 3, 4], [0, 0, 0, 5]])
     batch = HistoryBatch(users=torch.arange(3), items=items, mask=torch.tensor(
@@ -160,7 +167,7 @@ def test_generative_recommender_trains_and_ranks() -> None:
         targets=torch.tensor([8, 9, len(codes.codes) - 1]))
     input_ids, mask = model.encoder_inputs(batch)
     tokens = [[t + 2 for t in codes.codes[i].tolist() if t >= 0] for i in range(len(codes.codes))]
-    expected = tokens[3] + tokens[7] + [EOS_TOKEN]
+    expected = tokens[3] + tokens[7] + [EOS_ID]
     assert input_ids[0, :len(expected)].tolist() == expected and int(mask[0].sum()) == len(expected)
     assert int(mask[2].sum()) == len(tokens[5]) + 1 and input_ids.shape[1] == int(mask.sum(1).max())
     logits, labels = model.token_logits(batch)

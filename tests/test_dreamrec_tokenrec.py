@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.config import resolve
 from benchmark.data.synthetic import SyntheticConfig, generate
 from benchmark.splits import TrainData, make_split
-from identifiers.base import ItemVectors, RunContext
+from identifiers.base import ItemVectors
 from identifiers.dreamrec import DreamRecOptions, DreamRecRecommender
 from identifiers.quantizers import FitConfig
 from identifiers.registry import get_scheme
@@ -20,6 +19,7 @@ from recommenders.base import HistoryBatch, iterate
 from recommenders.diffusion import SCHEDULES, GaussianDiffusion, beta_schedule
 from recommenders.lightgcn import LightGCN, LightGCNConfig, fit_lightgcn, interaction_pairs, normalized_adjacency
 from recommenders.mq_tokenizer import MQTokenizer, random_mask
+from tests.conftest import make_context
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +36,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def scheme(tiny, cache: Path, name: str):
     dataset, split = tiny
     cls = get_scheme(name)
-    ctx = RunContext(config=resolve("synthetic", cls, 0, "smoke"), dataset=dataset, valid=split.valid,
-                     warm=split.warm, device=torch.device("cpu"), cache_dir=cache, progress=False)
+    ctx = make_context(cls, dataset, cache, split=split)
     return cls(cls.resolve_params("smoke", {}), ctx)
 
 

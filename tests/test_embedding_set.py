@@ -10,14 +10,20 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.config import resolve
 from benchmark.data.synthetic import SyntheticConfig, generate
 from benchmark.splits import make_split
-from identifiers.base import ItemTokenSets, ItemVectors, RunContext
+from identifiers.base import ItemTokenSets, ItemVectors
 from identifiers.registry import get_scheme
 from recommenders.base import HistoryBatch, iterate
-from recommenders.set import (SetOptions, SetRecommender, additive_mask, full_attention_mask, ground,
-                              setrec_attention_mask)
+from recommenders.set import (
+    SetOptions,
+    SetRecommender,
+    additive_mask,
+    full_attention_mask,
+    ground,
+    setrec_attention_mask,
+)
+from tests.conftest import make_context
 
 N_ITEMS = 30
 
@@ -34,17 +40,11 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
-def context(tiny, cache: Path, scheme_cls: type) -> RunContext:
-    dataset, split = tiny
-    return RunContext(config=resolve("synthetic", scheme_cls, 0, "smoke"), dataset=dataset, valid=split.valid,
-                      warm=split.warm, device=torch.device("cpu"), cache_dir=cache, progress=False)
-
-
 def scheme(tiny, cache: Path, name: str, **overrides):
     cls = get_scheme(name)
     if name == "setrec":
         overrides = {"semantic_encoder": "tfidf", "n_semantic": 2, **overrides}
-    return cls(cls.resolve_params("smoke", overrides), context(tiny, cache, cls))
+    return cls(cls.resolve_params("smoke", overrides), make_context(cls, tiny[0], cache, split=tiny[1]))
 
 
 def small_set_model(n_semantic: int = 2, sparse_mask: bool = True, cf: bool = True) -> SetRecommender:

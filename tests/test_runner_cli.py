@@ -101,7 +101,8 @@ def test_list_and_stats(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize("argv, message", [
     (["run", "--identifiers", "nope"], "unknown identifier scheme 'nope'; choose from pop, sasrec"),
     (["run", "--identifiers", "pop", "--datasets", "nowhere"], "unknown dataset 'nowhere'; choose from synthetic"),
-    (["stats", "--datasets", "beauty", "--data-dir", "/nonexistent"], "folder /nonexistent/amazon2014-p5/beauty not found"),
+    (["stats", "--datasets", "beauty", "--data-dir", "/nonexistent"],
+     "folder /nonexistent/amazon2014-p5/beauty not found"),
     (["run", "--identifiers", "pop", "--device", "cuda:7"], "--device"),
     (["run", "--identifiers", "pop", "--backbone", "gpt-17"], "unknown backbone 'gpt-17'; choose from t5-tiny"),
     (["list", "--params", "nope"], "unknown identifier scheme"),

@@ -1,25 +1,17 @@
 """TIGER's building blocks (text encoders, RQ-VAE, de-duplication) and its tokenizer on a small dataset."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
-from benchmark.config import resolve
 from benchmark.data.dataset import Dataset
 from benchmark.splits import Split, make_split
 from identifiers import encoders
-from identifiers.base import RunContext
 from identifiers.quantizers import RQVAE, FitConfig, deduplicate
 from identifiers.tiger import TIGER
-
-
-def make_context(dataset: Dataset, split: Split, cache_dir: Path) -> RunContext:
-    return RunContext(config=resolve("synthetic", TIGER, 0, "smoke"), dataset=dataset, valid=split.valid,
-                      warm=split.warm, device=torch.device("cpu"), cache_dir=cache_dir, progress=False)
+from tests.conftest import make_context
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +31,7 @@ def temporal_split(small_synthetic: Dataset) -> Split:
 
 
 def test_tfidf_encoder_is_deterministic_and_cached(small_synthetic, temporal_split, tmp_path, monkeypatch) -> None:
-    ctx = make_context(small_synthetic, temporal_split, tmp_path)
+    ctx = make_context(TIGER, small_synthetic, tmp_path, split=temporal_split)
     first = encoders.item_embeddings(ctx, "tfidf")
     assert first.shape[0] == small_synthetic.n_items and first.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-5)
@@ -102,7 +94,7 @@ def test_tiger_tokenize(small_synthetic, temporal_split, tmp_path, monkeypatch) 
     train = temporal_split.train
     warm_items = np.flatnonzero(train.item_counts() > 0)
     assert 0 < len(warm_items) < small_synthetic.n_items
-    ctx = make_context(small_synthetic, temporal_split, tmp_path)
+    ctx = make_context(TIGER, small_synthetic, tmp_path, split=temporal_split)
     scheme = TIGER(ctx.config.params, ctx)
     p = scheme.params
 

@@ -29,14 +29,17 @@ SPECS: dict[str, DatasetSpec] = {
     for spec in (
         DatasetSpec("synthetic", "synthetic", "", "embedded generator (category tree, long tail, habits, releases)",
                     lambda _folder, name: generate(SyntheticConfig(), name=name)),
-        DatasetSpec("beauty", "p5", "amazon2014-p5/beauty", "Amazon 2014 Beauty 5-core (P5 split files)", loaders.load_p5),
+        DatasetSpec("beauty", "p5", "amazon2014-p5/beauty", "Amazon 2014 Beauty 5-core (P5 split files)",
+                    loaders.load_p5),
         DatasetSpec("toys", "p5", "amazon2014-p5/toys", "Amazon 2014 Toys_and_Games 5-core (P5)", loaders.load_p5),
-        DatasetSpec("sports", "p5", "amazon2014-p5/sports", "Amazon 2014 Sports_and_Outdoors 5-core (P5)", loaders.load_p5),
+        DatasetSpec("sports", "p5", "amazon2014-p5/sports", "Amazon 2014 Sports_and_Outdoors 5-core (P5)",
+                    loaders.load_p5),
         DatasetSpec("office", "lcrec", "amazon-lcrec/office", "Amazon 2014 Office_Products 5-core (LC-Rec json)",
                     loaders.load_lcrec),
         DatasetSpec("scientific", "lcrec", "amazon-lcrec/scientific",
                     "Amazon 2018 Industrial_and_Scientific (LC-Rec json)", loaders.load_lcrec),
-        DatasetSpec("ml-100k", "recbole", "movielens-100k", "MovieLens 100K (RecBole atomic files)", loaders.load_recbole),
+        DatasetSpec("ml-100k", "recbole", "movielens-100k", "MovieLens 100K (RecBole atomic files)",
+                    loaders.load_recbole),
     )
 }
 AMAZON_RAW_PREFIX = "amazon2014:"

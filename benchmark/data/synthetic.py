@@ -20,13 +20,17 @@ import pandas as pd
 from benchmark.data.dataset import Dataset, build_dataset
 
 TREE: dict[str, dict[str, list[str]]] = {
-    "Kitchen": {"Cookware": ["frying pan", "stock pot", "wok"], "Cutlery": ["chef knife", "fork set", "knife sharpener"],
+    "Kitchen": {"Cookware": ["frying pan", "stock pot", "wok"],
+                "Cutlery": ["chef knife", "fork set", "knife sharpener"],
                 "Storage": ["glass jar", "food container", "spice rack"]},
-    "Outdoors": {"Camping": ["dome tent", "sleeping bag", "camp lantern"], "Cycling": ["bike helmet", "bike light", "tire pump"],
+    "Outdoors": {"Camping": ["dome tent", "sleeping bag", "camp lantern"],
+                 "Cycling": ["bike helmet", "bike light", "tire pump"],
                  "Fishing": ["fishing rod", "spinning reel", "soft lure"]},
-    "Electronics": {"Audio": ["headphones", "bluetooth speaker", "earbuds"], "Computing": ["keyboard", "wireless mouse", "monitor"],
+    "Electronics": {"Audio": ["headphones", "bluetooth speaker", "earbuds"],
+                    "Computing": ["keyboard", "wireless mouse", "monitor"],
                     "Power": ["wall charger", "battery pack", "usb cable"]},
-    "Beauty": {"Skincare": ["moisturizer", "facial cleanser", "vitamin serum"], "Hair": ["shampoo", "conditioner", "hair brush"],
+    "Beauty": {"Skincare": ["moisturizer", "facial cleanser", "vitamin serum"],
+               "Hair": ["shampoo", "conditioner", "hair brush"],
                "Makeup": ["lipstick", "mascara", "liquid foundation"]},
 }
 ADJECTIVES: dict[str, list[str]] = {

@@ -1,0 +1,376 @@
+"""IDGenRec of Tan, Xu, Hua, Ge, Li, Zhang, Zhao & Zhang, "IDGenRec: LLM-RecSys Alignment with Textual ID
+Learning", SIGIR 2024 (arXiv:2403.19021), sequence paradigm with learned textual identifiers.
+
+An **ID generator** (a T5 over the backbone's text vocabulary) reads an item's text and writes a short
+textual ID made of words; the **recommender** (the run's T5) reads the history's IDs and generates the
+next item's ID under a prefix-tree constraint. The two are trained alternately (Sec. 3.3):
+
+* **ID generation** (Sec. 3.2): beam search over the generator (``id_beams`` candidates, at most
+  ``id_max_tokens`` tokens), each candidate normalised to its words (punctuation dropped, as the authors'
+  code); items, in catalogue order, take their best candidate that no earlier item holds, so IDs are
+  unique. An item whose candidates are all taken keeps its best one with `` (2)``, `` (3)`` ... appended
+  (the authors instead re-run diverse beam search with a growing diversity penalty, which transformers 5
+  no longer ships).
+* **Recommender phase**: the generator is frozen and the recommender is trained on the hard IDs
+  (token cross-entropy), early stopping on validation.
+* **ID-generator phase**: the recommender is frozen; every history item's ID is written *softly*: at each
+  ID position the generator's distribution over the vocabulary times the recommender's token embedding
+  matrix (``p_t^T E``) replaces the token's embedding, so the recommender's loss on the target's ID
+  back-propagates into the generator. ``soft_ids="greedy"`` decodes the soft IDs greedily with gradient
+  (the authors' ``generate_with_grad``); ``"teacher_forced"`` (the cheaper CPU option) reads the
+  distributions of the current hard IDs in one teacher-forced pass, no sequential decoding.
+* After every ID-generator phase all IDs are regenerated and the recommender switches to them.
+
+``alternation="id_first"`` (the authors' script) runs ``rounds`` times an ID-generator phase followed by a
+recommender phase; ``"rec_first"`` starts with a recommender phase and ends with one (``rounds`` recommender
+and ``rounds - 1`` ID-generator phases), which gives the generator a trained recommender to learn from when
+both start from random weights. Either way there are ``rounds`` recommender phases: the last is the run's
+training (early stopping on validation, resumable); earlier ones run ``rec_epochs`` epochs each, also
+early-stopped on validation.
+
+**Generator initialisation.** The authors start the generator from a public T5-small fine-tuned on tag
+generation for articles. No model hub is reachable here, so unless ``generator_backbone`` is a checkpoint
+path, the generator is first trained for ``tag_epochs`` on a self-supervised stand-in of that task: item
+text in, its ``tag_words`` highest TF-IDF words (over the catalogue's item texts) out. Item text of every
+item is catalogue content, so cold items get IDs too.
+
+Hyper-parameters (field: default = quick profile [paper / authors' script]): ``id_max_tokens`` 6 [max_length
+10], ``text_max_tokens`` 64 [256], ``id_beams`` 10 [10], ``generator_backbone`` t5-tiny [pretrained T5-small;
+``paper`` profile: the t5-small preset], ``tag_words`` 3, ``tag_epochs`` 30, ``tag_lr`` 1e-3 [not applicable],
+``rounds`` 2 [3], ``alternation`` rec_first [id_first], ``rec_epochs`` 5 [10], ``id_epochs`` 1 [1], ``id_lr``
+1e-4 [1e-8], ``id_batch_size`` 64 [12], ``id_examples`` 2000 [all], ``soft_ids`` teacher_forced [greedy],
+``beam_size`` 20 [20]; ``tag_batch_size`` 32.
+
+Differences from the paper, by design of this benchmark: both models are T5s of the run (random init unless
+checkpoints are given), there is no prompt and no user ID (the authors' ``prompt_no_user_id`` variant), and
+model selection is early stopping on validation.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.feature_extraction.text import TfidfVectorizer
+from torch import nn
+from tqdm import tqdm
+
+from benchmark.config import ConfigError
+from benchmark.splits import TrainData
+from identifiers.base import ItemCodes, SequenceScheme, code_table, options_from_params
+from identifiers.registry import register
+from recommenders.backbones import EOS_ID, PAD_ID, build_t5
+from recommenders.base import HistoryBatch, Recommender, iterate
+from recommenders.sequence import IGNORE_INDEX, GenerativeRecommender, SequenceOptions
+from recommenders.text import TextVocabulary, disambiguate
+
+ALTERNATIONS = ("id_first", "rec_first")
+SOFT_IDS = ("greedy", "teacher_forced")
+WORD = re.compile(r"\b\w+\b")
+GENERATION_BATCH = 256
+EXAMPLE_IDS = 10
+
+
+@dataclass
+class IDGenRecParams:
+    """IDGenRec hyper-parameters (defaults = quick profile; paper / authors' script values in brackets).
+
+    id_max_tokens: most tokens of a textual ID [generation max_length 10].
+    text_max_tokens: item text tokens read by the ID generator [256].
+    id_beams: beam-search candidates per item when assigning unique IDs [10].
+    generator_backbone: T5 preset or checkpoint of the ID generator [T5-small pretrained on tag generation].
+    tag_words: TF-IDF words per item in the generator's tag pre-training (stand-in for the pretrained tag
+        generator; 0 skips it, e.g. for a tag-generation checkpoint) [not applicable].
+    tag_epochs: epochs of that pre-training [not applicable].
+    tag_lr: AdamW learning rate of that pre-training [not applicable].
+    tag_batch_size: items per step of that pre-training [not applicable].
+    rounds: alternation rounds [3].
+    alternation: ``id_first`` (ID-generator phase, then recommender phase, per round) or ``rec_first``
+        [id_first].
+    rec_epochs: epochs of each recommender phase before the last (the last is the run's training) [10].
+    id_epochs: epochs of each ID-generator phase [1].
+    id_lr: AdamW learning rate of the ID generator in its phase [1e-8].
+    id_batch_size: training examples per ID-generator step [12].
+    id_examples: training examples drawn (fixed subset) for each ID-generator epoch; 0 = all [all].
+    soft_ids: ``greedy`` (decode with gradient) or ``teacher_forced`` (one pass over the current IDs)
+        [greedy].
+    beam_size: beams of the constrained beam search that decodes recommendations [20].
+    """
+
+    id_max_tokens: int = 6
+    text_max_tokens: int = 64
+    id_beams: int = 10
+    generator_backbone: str = "t5-tiny"
+    tag_words: int = 3
+    tag_epochs: int = 30
+    tag_lr: float = 1e-3
+    tag_batch_size: int = 32
+    rounds: int = 2
+    alternation: str = "rec_first"
+    rec_epochs: int = 5
+    id_epochs: int = 1
+    id_lr: float = 1e-4
+    id_batch_size: int = 64
+    id_examples: int = 2000
+    soft_ids: str = "teacher_forced"
+    beam_size: int = 20
+
+
+class IDGenerator(nn.Module):
+    """A T5 writing a textual ID for an item's text; ``texts`` ``[n_items, T]`` are the items' token ids."""
+
+    def __init__(self, backbone: str, vocab: TextVocabulary, texts: list[list[int]]) -> None:
+        super().__init__()
+        self.t5 = build_t5(backbone, text_vocab_size=vocab.size)
+        table = code_table([ids or [EOS_ID] for ids in texts])
+        self.register_buffer("texts", table.clamp_min(PAD_ID), persistent=False)
+        self.register_buffer("text_mask", (table >= 0).long(), persistent=False)
+
+    def inputs(self, items: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.texts[items], "attention_mask": self.text_mask[items]}
+
+    def teacher_forced(self, items: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """``[U, L, V]`` distributions at each position of the given codes (-1 padded), teacher-forced."""
+        labels = codes.masked_fill(codes < 0, IGNORE_INDEX)
+        decoder_input_ids = self.t5.prepare_decoder_input_ids_from_labels(labels)
+        return self.t5(**self.inputs(items), decoder_input_ids=decoder_input_ids).logits.float().softmax(-1)
+
+    def greedy(self, items: torch.Tensor, max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Greedy decoding with gradient: ``[U, L, V]`` distributions and the ID lengths (EOS excluded)."""
+        inputs = self.inputs(items)
+        encoded = self.t5.get_encoder()(**inputs).last_hidden_state
+        decoded = torch.full((len(items), 1), PAD_ID, dtype=torch.long, device=items.device)
+        lengths = torch.full((len(items),), max_tokens, dtype=torch.long, device=items.device)
+        finished = torch.zeros(len(items), dtype=torch.bool, device=items.device)
+        steps = []
+        for step in range(max_tokens):
+            logits = self.t5(encoder_outputs=(encoded,), attention_mask=inputs["attention_mask"],
+                             decoder_input_ids=decoded).logits[:, -1].float()
+            if step == 0:
+                logits = logits.index_fill(1, torch.tensor([EOS_ID], device=items.device), float("-inf"))
+            probs = logits.softmax(-1)
+            steps.append(probs)
+            token = probs.argmax(-1)
+            ends = (token == EOS_ID) & ~finished
+            lengths = torch.where(ends, step, lengths)
+            finished |= ends
+            decoded = torch.cat([decoded, token[:, None]], dim=1)
+            if bool(finished.all()):
+                break
+        return torch.stack(steps, dim=1), lengths
+
+    @torch.no_grad()
+    def candidates(self, items: torch.Tensor, beams: int, max_tokens: int) -> list[list[list[int]]]:
+        """Per item, ``beams`` beam-search outputs (best first) as token lists without special tokens; no
+        token repeats within an output (the authors' diverse beam search is not in transformers 5)."""
+        out = self.t5.generate(**self.inputs(items), num_beams=beams, num_return_sequences=beams,
+                               max_new_tokens=max_tokens, min_new_tokens=1, no_repeat_ngram_size=1, do_sample=False)
+        rows = []
+        for sequence in out.tolist():
+            tokens = sequence[1:]
+            tokens = tokens[:tokens.index(EOS_ID)] if EOS_ID in tokens else tokens
+            rows.append([t for t in tokens if t != PAD_ID])
+        return [rows[i * beams:(i + 1) * beams] for i in range(len(items))]
+
+
+def keyword_tags(texts: list[str], n_words: int) -> list[str]:
+    """Each text's ``n_words`` highest TF-IDF words (fitted on ``texts``), best first, ties by word."""
+    vectorizer = TfidfVectorizer(token_pattern=r"(?u)\b[^\W\d_][^\W\d_]+\b", stop_words="english",
+                                 sublinear_tf=True)
+    matrix = vectorizer.fit_transform(texts).tocsr()
+    words = vectorizer.get_feature_names_out()
+    tags = []
+    for row in range(matrix.shape[0]):
+        start, end = matrix.indptr[row], matrix.indptr[row + 1]
+        pairs = sorted(zip(-matrix.data[start:end], words[matrix.indices[start:end]]))
+        tags.append(" ".join(word for _, word in pairs[:n_words]))
+    return tags
+
+
+@register("idgenrec")
+class IDGenRec(SequenceScheme):
+    """Textual IDs written by an ID generator from item text, learned alternately with the recommender."""
+
+    citation = ("Tan, Xu, Hua, Ge, Li, Zhang, Zhao & Zhang, IDGenRec: LLM-RecSys Alignment with Textual ID "
+                "Learning, SIGIR 2024.")
+    Params = IDGenRecParams
+    profiles = {
+        "smoke": {"id_max_tokens": 4, "text_max_tokens": 24, "id_beams": 4, "tag_epochs": 2, "rec_epochs": 1,
+                  "id_examples": 128, "id_batch_size": 64},
+        "paper": {"id_max_tokens": 10, "text_max_tokens": 256, "generator_backbone": "t5-small", "tag_epochs": 30,
+                  "rounds": 3, "alternation": "id_first", "rec_epochs": 10, "id_lr": 1e-8, "id_batch_size": 12,
+                  "id_examples": 0, "soft_ids": "greedy"},
+    }
+    train_profiles = {"quick": {"epochs": 20, "patience": 4}}
+
+    def _check(self) -> None:
+        p = self.params
+        for name, value, valid in (("alternation", p.alternation, ALTERNATIONS), ("soft_ids", p.soft_ids, SOFT_IDS)):
+            if value not in valid:
+                raise ConfigError(f"schemes.idgenrec.{name} '{value}': choose from {', '.join(valid)}")
+        for name in ("id_max_tokens", "text_max_tokens", "id_beams", "rounds", "id_batch_size"):
+            if getattr(p, name) < 1:
+                raise ConfigError(f"schemes.idgenrec.{name} must be at least 1, got {getattr(p, name)}")
+
+    def build(self, data: TrainData) -> Recommender:
+        """Pre-train the generator, then alternate; returns the recommender for its last (the run's) phase."""
+        self._check()
+        p, ctx = self.params, self.ctx
+        start = time.perf_counter()
+        self.vocab = ctx.text_vocabulary()
+        texts = ctx.dataset.item_texts()
+        torch.manual_seed(ctx.seed)
+        self.generator = IDGenerator(p.generator_backbone, self.vocab,
+                                     self.vocab.encode(texts, p.text_max_tokens)).to(ctx.device)
+        self.log: dict[str, Any] = {"tag_losses": self.pretrain_generator(texts), "rounds": []}
+        self.codes = self.generate_ids()
+        model = GenerativeRecommender(self.codes, ctx.config.backbone, ctx.config.max_history,
+                                      options_from_params(SequenceOptions, p))
+        examples = data.next_item_examples().subset(p.id_examples, ctx.seed)
+        rec_train = dataclasses.replace(ctx.config.train, epochs=p.rec_epochs)
+        for round_ in range(p.rounds):
+            last = round_ == p.rounds - 1
+            entry: dict[str, Any] = {"round": round_ + 1}
+            if p.alternation == "rec_first":
+                if last:
+                    break
+                entry["rec_best_valid"] = ctx.fit(model, data, rec_train, desc=f"idgenrec rec {round_ + 1}").best_valid
+            entry["id_losses"] = self.id_phase(model, examples, round_)
+            previous, self.codes = self.codes, self.generate_ids()
+            entry["ids_changed_share"] = float((_padded(previous.codes, self.codes.codes) != _padded(
+                self.codes.codes, previous.codes)).any(dim=1).float().mean())
+            model.set_codes(self.codes)
+            if p.alternation == "id_first" and not last:
+                entry["rec_best_valid"] = ctx.fit(model, data, rec_train, desc=f"idgenrec rec {round_ + 1}").best_valid
+            self.log["rounds"].append(entry)
+        self.log["alternation_seconds"] = time.perf_counter() - start
+        return model
+
+    def tokenize(self, data: TrainData) -> ItemCodes:
+        """The current IDs (after :meth:`build`, the IDs of the final alternation round)."""
+        return self.codes
+
+    def pretrain_generator(self, texts: list[str]) -> list[float]:
+        """Train the generator to write each item's TF-IDF keyword tags; the mean loss per epoch."""
+        p, ctx = self.params, self.ctx
+        if p.tag_words < 1 or p.tag_epochs < 1:
+            return []
+        tags = code_table([ids + [EOS_ID] for ids in self.vocab.encode(keyword_tags(texts, p.tag_words),
+                                                                        p.id_max_tokens)]).to(ctx.device)
+        optimizer = torch.optim.AdamW(self.generator.parameters(), lr=p.tag_lr)
+        generator = torch.Generator().manual_seed(ctx.seed)
+        losses = []
+        self.generator.train()
+        for _ in tqdm(range(p.tag_epochs), desc="idgenrec tag pre-training", disable=not ctx.progress, leave=False):
+            total = 0.0
+            for items in torch.randperm(len(tags), generator=generator).to(ctx.device).split(p.tag_batch_size):
+                labels = tags[items].masked_fill(tags[items] < 0, IGNORE_INDEX)
+                loss = self.generator.t5(**self.generator.inputs(items), labels=labels).loss
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * len(items)
+            losses.append(total / len(tags))
+        return losses
+
+    def generate_ids(self) -> ItemCodes:
+        """Unique textual IDs of all items, assigned in catalogue order from the generator's beams (an item
+        whose beams hold no word falls back to the first words of its text)."""
+        p, ctx = self.params, self.ctx
+        self.generator.eval()
+        taken: set[tuple[int, ...]] = set()
+        codes, first, later = [], 0, 0
+        n_items = len(ctx.items)
+        for start in range(0, n_items, GENERATION_BATCH):
+            items = torch.arange(start, min(start + GENERATION_BATCH, n_items), device=ctx.device)
+            for item, beams in zip(items.tolist(), self.generator.candidates(items, p.id_beams, p.id_max_tokens)):
+                words = [w for w in map(self.words, beams) if w] or [self.words(self.generator.texts[item].tolist())]
+                free = [rank for rank, w in enumerate(words) if w not in taken]
+                choice = words[free[0]] if free else words[0]
+                first += bool(free) and free[0] == 0
+                later += bool(free) and free[0] > 0
+                taken.add(choice)
+                codes.append(list(choice))
+        unique, suffixed = disambiguate(codes, self.vocab)
+        self.assignment = {"first_beam": first, "later_beam": later, "suffixed": suffixed}
+        return ItemCodes(codes=code_table(unique), vocab_size=self.vocab.size, raw_codes=code_table(codes),
+                         text_vocab=self.vocab)
+
+    def words(self, tokens: list[int]) -> tuple[int, ...]:
+        """A generated ID normalised to its words (punctuation dropped) and re-tokenised."""
+        text = " ".join(WORD.findall(self.vocab.decode(tokens)))
+        return tuple(self.vocab.encode([text], self.params.id_max_tokens)[0]) if text else ()
+
+    def id_phase(self, model: GenerativeRecommender, examples, round_: int) -> list[float]:
+        """Train the generator through soft IDs with the recommender frozen; the mean loss per epoch."""
+        p, ctx = self.params, self.ctx
+        model.to(ctx.device).train()
+        self.generator.train()
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        optimizer = torch.optim.AdamW(self.generator.parameters(), lr=p.id_lr)
+        embedding = model.backbone.get_input_embeddings().weight
+        codes = self.codes.codes.to(ctx.device)
+        rng = np.random.default_rng(ctx.seed + round_)
+        losses = []
+        for epoch in range(p.id_epochs):
+            total = 0.0
+            batches = iterate(examples, p.id_batch_size, ctx.device, rng)
+            for batch in tqdm(batches, total=-(-len(examples) // p.id_batch_size), disable=not ctx.progress,
+                              desc=f"idgenrec id {round_ + 1}.{epoch + 1}", leave=False):
+                loss = self.soft_id_loss(model, batch, codes, embedding)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if ctx.config.train.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(self.generator.parameters(), ctx.config.train.grad_clip)
+                optimizer.step()
+                total += float(loss.detach()) * len(batch.targets)
+            losses.append(total / len(examples))
+        for parameter in model.parameters():
+            parameter.requires_grad_(True)
+        return losses
+
+    def soft_id_loss(self, model: GenerativeRecommender, batch: HistoryBatch, codes: torch.Tensor,
+                     embedding: torch.Tensor) -> torch.Tensor:
+        """The recommender's loss on the target ID when every history ID is written as ``p_t^T E``."""
+        history = batch.items[:, -model.max_history:]
+        unique, inverse = torch.unique(history, return_inverse=True)
+        if self.params.soft_ids == "greedy":
+            probs, lengths = self.generator.greedy(unique, self.params.id_max_tokens)
+        else:
+            probs = self.generator.teacher_forced(unique, codes[unique])
+            lengths = (codes[unique] >= 0).sum(dim=1)
+        soft = probs @ embedding[:probs.shape[-1]].float()
+        width = soft.shape[1]
+        positions = torch.arange(width + 1, device=soft.device)[None, :]
+        rows = torch.cat([soft, torch.zeros_like(soft[:, :1])], dim=1)
+        separator = embedding[self.vocab.separator_id].float()
+        rows = torch.where((positions == lengths[:, None])[..., None], separator, rows)
+        table = torch.where(positions <= lengths[:, None], 0, -1)
+        local = HistoryBatch(users=batch.users, items=inverse.view_as(history),
+                             mask=batch.mask[:, -model.max_history:], targets=batch.targets)
+        layout = model.history_layout(local, table)
+        inputs = rows[layout.items, layout.positions] * layout.real[..., None]
+        at_eos = (torch.arange(inputs.shape[1], device=inputs.device)[None, :] == layout.lengths[:, None])
+        inputs = torch.where(at_eos[..., None], embedding[EOS_ID].float(), inputs)
+        labels = model.target_labels(batch.targets)
+        logits = model.seq2seq_logits(None, layout.attention_mask(), labels, inputs_embeds=inputs)
+        return model.sequence_loss(logits, labels, batch)
+
+    def statistics(self) -> dict[str, Any]:
+        """Code statistics, the alternation log, how IDs were assigned and a few example IDs."""
+        texts = self.ctx.dataset.item_texts()
+        examples = {texts[i][:80]: self.vocab.decode(self.codes.codes[i].tolist())
+                    for i in range(min(EXAMPLE_IDS, len(texts)))}
+        return {**super().statistics(), "alternation": self.log, "id_assignment": self.assignment,
+                "example_ids": examples}
+
+
+def _padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a`` right-padded with -1 to the width of ``b`` (when narrower)."""
+    return F.pad(a, (0, max(0, b.shape[1] - a.shape[1])), value=-1)

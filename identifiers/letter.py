@@ -1,0 +1,203 @@
+"""LETTER of Wang, Bao, Lin, Zhang, Li, Feng, Ng & Chua, "Learnable Item Tokenization for Generative
+Recommendation", CIKM 2024 (arXiv:2405.07314), instantiated on TIGER (sequence paradigm).
+
+LETTER trains TIGER's RQ-VAE (:class:`identifiers.quantizers.RQVAE`, the semantic regulariser L_Sem) with
+two more terms, ``L = L_Sem + alpha L_CF + beta L_Div`` (Sec. 3.2):
+
+* **Collaborative regulariser** L_CF: contrastive alignment of each item's quantised latent
+  ``z_hat_i = z_i + sg(sum_l e_{c_l} - z_i)`` (straight-through) with its CF embedding ``h_i`` from the
+  SASRec trained on the training split (:meth:`~identifiers.base.RunContext.cf_encoder`), in-batch softmax
+  over inner products: ``-1/B sum_i log exp<z_hat_i, h_i> / sum_j exp<z_hat_i, h_j>``. As in the released
+  code there is no projection: the latent width must equal SASRec's ``hidden``.
+* **Diversity regulariser** L_Div: at the start of every epoch the code vectors of each level are grouped
+  into ``diversity_clusters`` clusters by constrained k-means (:func:`identifiers.quantizers.constrained_kmeans`;
+  sizes within 0.39 .. 2.34 times the mean, LETTER's 10 .. 60 for 256 codes in 10 clusters); for an item
+  with code ``c`` at a level, a random other code ``e+`` of ``c``'s cluster is the positive of a softmax over
+  ``<e_c, e_j>`` for all codes ``j != c``; cross-entropy, averaged over items and levels.
+* **Collisions** (the released ``generate_indices``): items sharing a full code are re-assigned at the last
+  level only, each group to distinct last-level codes not held by another item of the same prefix, choosing
+  the assignment of least total squared distance to the group's last residuals (the authors spread a group
+  with Sinkhorn-balanced assignment, eps = 0.003, of which this is the exact limit). Only if a prefix runs
+  out of codes does TIGER's extra level (:func:`identifiers.quantizers.level_codes`) tell the rest apart.
+* **Ranking-guided generation loss** (Sec. 3.3): the recommender's token cross-entropy on ``logits / tau``
+  (:class:`recommenders.sequence.SequenceOptions`); tau < 1 weights hard negatives more.
+
+The record reports collision rate and codebook usage of LETTER's codes beside those of a TIGER reference
+quantiser: the same RQ-VAE, seed and data trained without L_CF and L_Div (``tiger_reference``).
+
+Hyper-parameters beyond TIGER's (field: default = quick profile [paper / released code]): ``cf_weight``
+alpha 0.02 [paper's best 0.02; scripts 0.01 and 0.1], ``diversity_weight`` beta 1e-4 [1e-4],
+``diversity_clusters`` K 10 [10; at most half the codebook size here], ``temperature`` tau 0.7 [released
+scripts 1.0; the paper's temperature study favours values below 1], ``latent_dim`` 64 [32 = their SASRec
+width; here the ``sasrec`` scheme's ``hidden`` of the profile], ``n_levels`` 3 [4; ``paper`` profile 4].
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+
+from benchmark.config import ConfigError
+from benchmark.splits import TrainData
+from identifiers.base import ItemCodes, code_statistics
+from identifiers.quantizers import RQVAE, RQVAEOutput, constrained_kmeans, level_codes
+from identifiers.registry import register
+from identifiers.tiger import TIGER, TIGERParams
+
+CLUSTER_SIZE_RANGE = (0.39, 2.34)
+"""Cluster sizes of the diversity clustering relative to the mean size (LETTER: 10 and 60 of 25.6)."""
+
+
+@dataclass
+class LETTERParams(TIGERParams):
+    """LETTER hyper-parameters: TIGER's (see :class:`identifiers.tiger.TIGERParams`) plus, paper values in
+    brackets:
+
+    cf_weight: alpha, weight of the collaborative regulariser L_CF [0.02 best in the paper's study].
+    diversity_weight: beta, weight of the diversity regulariser L_Div [1e-4].
+    diversity_clusters: K, constrained k-means clusters of each level's code vectors [10].
+    temperature: tau of the ranking-guided generation loss [1.0 in the released scripts; below 1 helps].
+    latent_dim: must equal the CF encoder's width, the ``sasrec`` scheme's ``hidden`` [32 with their SASRec].
+    """
+
+    latent_dim: int = 64
+    cf_weight: float = 0.02
+    diversity_weight: float = 1e-4
+    diversity_clusters: int = 10
+    temperature: float = 0.7
+
+
+class Regularizers:
+    """LETTER's L_CF and L_Div for :meth:`RQVAE.fit`'s ``extra_loss_fn``; re-clusters every ``batches_per_epoch``."""
+
+    def __init__(self, cf: torch.Tensor, params: LETTERParams, batches_per_epoch: int, seed: int) -> None:
+        self.cf, self.params, self.batches_per_epoch = cf, params, batches_per_epoch
+        self.rng = np.random.default_rng(seed)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.calls = 0
+        self.clusters: torch.Tensor | None = None
+
+    def __call__(self, model: RQVAE, out: RQVAEOutput, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.calls % self.batches_per_epoch == 0:
+            self.clusters = self.cluster(model.quantizer.codebooks.detach())
+        self.calls += 1
+        quantized = out.latent + (out.quantized - out.latent).detach()
+        logits = quantized @ self.cf[index].T
+        collaborative = F.cross_entropy(logits, torch.arange(len(index), device=logits.device))
+        codebooks = model.quantizer.codebooks
+        diversity = torch.stack([self.diversity(codebooks[level], out.codes[:, level], self.clusters[level])
+                                 for level in range(model.n_levels)]).mean()
+        return {"collaborative": self.params.cf_weight * collaborative,
+                "diversity": self.params.diversity_weight * diversity}
+
+    def cluster(self, codebooks: torch.Tensor) -> torch.Tensor:
+        """``[L, M]`` constrained k-means cluster of every code vector of every level."""
+        size = codebooks.shape[1]
+        k = min(self.params.diversity_clusters, size // 2)
+        low, high = (max(2, int(np.floor(r * size / k))) for r in CLUSTER_SIZE_RANGE)
+        high = max(high, -(-size // k))
+        labels = [constrained_kmeans(level.cpu().numpy(), k, min(low, size // k), high, 10, self.rng)
+                  for level in codebooks]
+        return torch.as_tensor(np.stack(labels), device=codebooks.device)
+
+    def diversity(self, codebook: torch.Tensor, codes: torch.Tensor, clusters: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy towards a random same-cluster code over ``<e_c, e_j>``, ``j != c``."""
+        positives = same_cluster_positives(codes, clusters, self.generator)
+        rows = torch.arange(len(codes), device=codes.device)
+        logits = (codebook[codes] @ codebook.T).index_put((rows, codes), torch.tensor(float("-inf"),
+                                                                                      device=codes.device))
+        return F.cross_entropy(logits, positives)
+
+
+def same_cluster_positives(codes: torch.Tensor, clusters: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """For each code, a uniformly drawn other code of its cluster (clusters need at least two codes)."""
+    order = torch.argsort(clusters, stable=True)
+    counts = torch.bincount(clusters, minlength=int(clusters.max()) + 1)
+    starts = torch.cumsum(counts, 0) - counts
+    rank_of = torch.empty_like(order)
+    rank_of[order] = torch.arange(len(order), device=order.device) - starts[clusters[order]]
+    cluster = clusters[codes]
+    draw = torch.rand(len(codes), generator=generator).to(codes.device)
+    offset = (draw * (counts[cluster] - 1)).long()
+    offset = offset + (offset >= rank_of[codes]).long()
+    return order[starts[cluster] + offset]
+
+
+def reassign_last_level(raw: torch.Tensor, residuals: np.ndarray, codebook: np.ndarray) -> tuple[torch.Tensor, int]:
+    """Distinct last-level codes for items sharing a full code: per prefix, the colliding items take codes
+    no other item of that prefix holds, by least total squared distance of their last-level residuals
+    (a prefix with too few free codes is left as it is). Returns the codes and how many items moved."""
+    codes = raw.clone()
+    _, group, counts = torch.unique(raw, dim=0, return_inverse=True, return_counts=True)
+    colliding = counts[group] > 1
+    _, prefix = torch.unique(raw[:, :-1], dim=0, return_inverse=True)
+    moved = 0
+    for value in torch.unique(prefix[colliding]).tolist():
+        members = torch.nonzero(prefix == value).squeeze(1)
+        movers = members[colliding[members]]
+        held = set(raw[members[~colliding[members]], -1].tolist())
+        free = np.array([c for c in range(len(codebook)) if c not in held])
+        if len(free) < len(movers):
+            continue
+        cost = ((residuals[movers.numpy()][:, None, :] - codebook[free][None]) ** 2).sum(-1)
+        rows, cols = linear_sum_assignment(cost)
+        codes[movers[torch.as_tensor(rows)], -1] = torch.as_tensor(free[cols])
+        moved += int((codes[movers, -1] != raw[movers, -1]).sum())
+    return codes, moved
+
+
+@register("letter")
+class LETTER(TIGER):
+    """TIGER's RQ-VAE with LETTER's collaborative and diversity regularisers and ranking-guided loss."""
+
+    citation = ("Wang, Bao, Lin, Zhang, Li, Feng, Ng & Chua, Learnable Item Tokenization for Generative "
+                "Recommendation, CIKM 2024.")
+    Params = LETTERParams
+    profiles = {
+        "smoke": {**TIGER.profiles["smoke"], "latent_dim": 32, "diversity_clusters": 4},
+        "quick": {},
+        "paper": {**TIGER.profiles["paper"], "n_levels": 4},
+    }
+
+    def tokenize(self, data: TrainData) -> ItemCodes:
+        p, ctx = self.params, self.ctx
+        cf = ctx.cf_encoder(data).item_embeddings().detach().float()
+        if cf.shape[1] != p.latent_dim:
+            raise ConfigError(f"schemes.letter.latent_dim is {p.latent_dim} but the CF encoder (sasrec hidden) has "
+                              f"{cf.shape[1]} dimensions; LETTER aligns them without a projection, set them equal")
+        embeddings, train_items = self.content_embeddings(data)
+        train = torch.as_tensor(train_items)
+        batches = -(-len(train_items) // p.rqvae_batch_size)
+        regularizers = Regularizers(cf[train].to(ctx.device), p, batches, ctx.seed)
+        self.rqvae, self.fit_report = self.fit_rqvae(embeddings[train], p.latent_dim, regularizers)
+        raw = self.rqvae.encode(embeddings)
+        self.reference = self.tiger_reference(embeddings, train)
+        reassigned, self.reassigned_items = self.reassign_collisions(raw, embeddings)
+        codes = level_codes(reassigned, p.codebook_size, extra_level=False)
+        codes.raw_codes = raw + torch.arange(p.n_levels) * p.codebook_size
+        return codes
+
+    def tiger_reference(self, embeddings: torch.Tensor, train: torch.Tensor) -> dict[str, Any]:
+        """Collision rate and codebook usage of the same RQ-VAE trained without L_CF and L_Div."""
+        rqvae, _ = self.fit_rqvae(embeddings[train], self.params.latent_dim)
+        stats = code_statistics(level_codes(rqvae.encode(embeddings), self.params.codebook_size, extra_level=False))
+        return {"collision_rate_before_dedup": stats["collision_rate_before_dedup"],
+                "codebook_usage_per_level": stats["codebook_usage_per_level"][:self.params.n_levels]}
+
+    @torch.no_grad()
+    def reassign_collisions(self, raw: torch.Tensor, embeddings: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """:func:`reassign_last_level` with the trained RQ-VAE's last residuals and codebook."""
+        self.rqvae.eval()
+        out = self.rqvae(embeddings.to(next(self.rqvae.parameters()).device))
+        codebook = self.rqvae.quantizer.codebooks[-1].detach().cpu().numpy()
+        return reassign_last_level(raw, out.residuals[-1].cpu().numpy(), codebook)
+
+    def statistics(self) -> dict[str, Any]:
+        last = self.fit_report.history[-1] if self.fit_report.history else {}
+        return {**super().statistics(), "reassigned_items": self.reassigned_items,
+                "tiger_reference": self.reference,
+                "rqvae_collaborative_loss": last.get("collaborative"), "rqvae_diversity_loss": last.get("diversity")}

@@ -1,0 +1,253 @@
+"""STORE of Liu, Zhu, Fan, Zhao & Wu, "STORE: Streamlining Semantic Tokenization and Generative
+Recommendation with A Single LLM", arXiv:2409.07276v1, 2024 (sequence paradigm).
+
+One backbone (the run's T5, with its text vocabulary, :mod:`recommenders.text`) both tokenizes items and
+recommends; there is no separate embedding model or RQ-VAE. Four generative tasks:
+
+* **Text-to-token, tokenization stage** (the dense tokenizer): the encoder reads the item's text; the
+  decoder reads ``n_tokens`` placeholder tokens ``<dense_1> .. <dense_L>`` and its last hidden states at
+  them are the item's L dense tokens. The decoder's causal mask makes the placeholders a cascade (dense
+  token j sees the text and dense tokens < j), STORE's cascaded attention.
+* **Token-to-text reconstruction**: the encoder reads the L dense tokens as ``inputs_embeds`` and the
+  decoder regenerates the item text; trained jointly with the dense tokenizer (an auto-encoder through one
+  LLM) on the training items' texts for ``tokenizer_epochs``.
+* Discretisation is non-parametric, as in the paper: per token position, PCA to ``pca_dim`` and k-means
+  into ``codebook_size`` clusters, fitted on the training items; every item (cold ones too: their text is
+  catalogue content) takes the nearest centroid. Position j's cluster c is new token ``j * M + c``; items
+  that still share a code get TIGER's extra disambiguation level (the paper does not say how it resolves
+  collisions).
+* **Token-to-token recommendation**: history codes in, the next item's code out (token cross-entropy,
+  constrained beam search at inference), trained with the run's training section and early stopping, and
+  jointly with two item tasks on (up to ``item_task_items``) target items of every batch:
+  **text-to-token** (item text in, its discrete code out; weight ``text_to_token_weight``, the auxiliary
+  alignment task) and **token-to-text** (code in, item text out; ``token_to_text_weight``).
+
+After training, ``text_to_token_accuracy`` in the record is the share of items whose code the backbone
+itself generates from the item text (constrained beam search, top 1): the LLM is the tokenizer.
+
+Hyper-parameters (field: default = quick profile [paper]): ``n_tokens`` 3, ``codebook_size`` 64 [not
+stated in the sources available to us], ``pca_dim`` 32 [PCA of the 1024-d dense tokens], ``text_max_tokens``
+48, ``tokenizer_epochs`` 20, ``tokenizer_lr`` 1e-3, ``tokenizer_batch_size`` 64, ``text_to_token_weight`` 1.0,
+``token_to_text_weight`` 1.0 [task weights not stated], ``item_task_items`` 64, ``beam_size`` 20. The paper
+fine-tunes OPT-style LLMs; here the run's T5 is trained in full.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.cluster import KMeans
+from sklearn.decomposition import PCA
+from tqdm import tqdm
+from transformers import T5ForConditionalGeneration
+
+from benchmark.config import ConfigError
+from benchmark.splits import TrainData
+from identifiers.base import ItemCodes, SequenceScheme, code_table, options_from_params
+from identifiers.quantizers import level_codes
+from identifiers.registry import register
+from recommenders.backbones import EOS_ID, PAD_ID, build_t5, new_token_offset
+from recommenders.base import HistoryBatch, Recommender
+from recommenders.decoding import beam_search
+from recommenders.sequence import IGNORE_INDEX, GenerativeRecommender, SequenceOptions
+
+ACCURACY_ITEMS = 1000
+"""Most items on which the record's text-to-token accuracy is measured."""
+
+
+@dataclass
+class STOREParams:
+    """STORE hyper-parameters (defaults = quick profile; paper values in brackets where known).
+
+    n_tokens: L, dense (and discrete) tokens per item [not stated].
+    codebook_size: k-means clusters per token position [not stated].
+    pca_dim: PCA dimensions before k-means [PCA of the LLM's dense tokens].
+    text_max_tokens: item text tokens read and reconstructed.
+    tokenizer_epochs: epochs of the tokenization stage (dense tokenizer + reconstruction) over training items.
+    tokenizer_lr: AdamW learning rate of that stage.
+    tokenizer_batch_size: items per step of that stage.
+    text_to_token_weight: weight of the auxiliary text-to-token task in recommendation training [not stated].
+    token_to_text_weight: weight of the token-to-text task in recommendation training [not stated].
+    item_task_items: most distinct target items per batch used by the two item tasks.
+    beam_size: beams of the constrained beam search that decodes recommendations.
+    """
+
+    n_tokens: int = 3
+    codebook_size: int = 64
+    pca_dim: int = 32
+    text_max_tokens: int = 48
+    tokenizer_epochs: int = 20
+    tokenizer_lr: float = 1e-3
+    tokenizer_batch_size: int = 64
+    text_to_token_weight: float = 1.0
+    token_to_text_weight: float = 1.0
+    item_task_items: int = 64
+    beam_size: int = 20
+
+
+class ItemTexts:
+    """Every item's text as encoder input (tokens + EOS) and as decoder labels (tokens + EOS, -100 padded)."""
+
+    def __init__(self, texts: list[list[int]], device: torch.device) -> None:
+        table = code_table([ids + [EOS_ID] for ids in texts]).to(device)
+        self.input_ids = table.clamp_min(PAD_ID)
+        self.mask = (table >= 0).long()
+        self.labels = table.masked_fill(table < 0, IGNORE_INDEX)
+
+
+class DenseTokenizer:
+    """The tokenization stage on a T5: text -> L dense tokens (cascade of placeholders) -> text again."""
+
+    def __init__(self, model: T5ForConditionalGeneration, texts: ItemTexts, n_tokens: int) -> None:
+        self.model, self.texts = model, texts
+        first = new_token_offset(model, n_tokens)
+        self.placeholders = torch.arange(first, first + n_tokens, device=texts.input_ids.device)
+
+    def dense(self, items: torch.Tensor) -> torch.Tensor:
+        """``[U, L, d]`` dense tokens of the items' texts."""
+        decoder_input_ids = self.placeholders.expand(len(items), -1)
+        out = self.model(input_ids=self.texts.input_ids[items], attention_mask=self.texts.mask[items],
+                         decoder_input_ids=decoder_input_ids, output_hidden_states=True)
+        return out.decoder_hidden_states[-1]
+
+    def reconstruction_loss(self, items: torch.Tensor) -> torch.Tensor:
+        """Token-to-text: cross-entropy of the item text generated from its dense tokens."""
+        dense = self.dense(items)
+        mask = torch.ones(dense.shape[:2], dtype=torch.long, device=dense.device)
+        return self.model(inputs_embeds=dense, attention_mask=mask, labels=self.texts.labels[items]).loss
+
+
+class STORERecommender(GenerativeRecommender):
+    """Token-to-token generation trained jointly with the text-to-token and token-to-text item tasks."""
+
+    def __init__(self, codes: ItemCodes, model: T5ForConditionalGeneration, max_history: int,
+                 options: SequenceOptions, texts: ItemTexts,
+                 weights: tuple[float, float], task_items: int) -> None:
+        super().__init__(codes, model, max_history, options)
+        self.texts, self.weights, self.task_items = texts, weights, task_items
+
+    def code_inputs(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder input of the items' codes alone: code tokens then EOS, right-padded."""
+        tokens = self.item_tokens[items]
+        lengths = (tokens >= 0).sum(dim=1)
+        ids = torch.cat([tokens.clamp_min(PAD_ID), torch.full_like(tokens[:, :1], PAD_ID)], dim=1)
+        ids[torch.arange(len(ids), device=ids.device), lengths] = EOS_ID
+        mask = torch.arange(ids.shape[1], device=ids.device)[None, :] <= lengths[:, None]
+        return ids, mask.long()
+
+    def loss(self, batch: HistoryBatch) -> torch.Tensor:
+        loss = super().loss(batch)
+        items = torch.unique(batch.targets)
+        items = items[torch.randperm(len(items), device=items.device)[:self.task_items]]
+        text_to_token, token_to_text = self.weights
+        if text_to_token > 0:
+            labels = self.target_labels(items)
+            logits = self.seq2seq_logits(self.texts.input_ids[items], self.texts.mask[items], labels)
+            loss = loss + text_to_token * F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),
+                                                          ignore_index=IGNORE_INDEX)
+        if token_to_text > 0:
+            ids, mask = self.code_inputs(items)
+            loss = loss + token_to_text * self.backbone(input_ids=ids, attention_mask=mask,
+                                                        labels=self.texts.labels[items]).loss
+        return loss
+
+    @torch.no_grad()
+    def text_to_token_accuracy(self, items: torch.Tensor) -> float:
+        """Share of ``items`` whose code the backbone generates first from the item text (constrained)."""
+        self.eval()
+        hits = 0
+        for chunk in items.split(256):
+            hidden = self.backbone.get_encoder()(input_ids=self.texts.input_ids[chunk],
+                                                 attention_mask=self.texts.mask[chunk]).last_hidden_state
+            result = beam_search(self.backbone, hidden, self.texts.mask[chunk], self.trie, self.options.beam_size, 1)
+            hits += int((result.items[:, 0] == chunk).sum())
+        return hits / max(1, len(items))
+
+
+@register("store")
+class STORE(SequenceScheme):
+    """One T5 tokenizes items (text -> dense -> k-means tokens) and recommends (token -> token)."""
+
+    citation = ("Liu, Zhu, Fan, Zhao & Wu, STORE: Streamlining Semantic Tokenization and Generative "
+                "Recommendation with A Single LLM, arXiv:2409.07276, 2024.")
+    Params = STOREParams
+    profiles = {
+        "smoke": {"n_tokens": 2, "codebook_size": 16, "pca_dim": 8, "text_max_tokens": 24, "tokenizer_epochs": 2,
+                  "item_task_items": 32},
+        "paper": {"n_tokens": 4, "codebook_size": 256, "text_max_tokens": 128, "tokenizer_epochs": 50},
+    }
+    train_profiles = {"quick": {"epochs": 30, "patience": 4}}
+
+    def _check(self) -> None:
+        p = self.params
+        for name in ("n_tokens", "codebook_size", "pca_dim", "text_max_tokens", "tokenizer_batch_size"):
+            if getattr(p, name) < 1:
+                raise ConfigError(f"schemes.store.{name} must be at least 1, got {getattr(p, name)}")
+
+    def build(self, data: TrainData) -> Recommender:
+        self._check()
+        p, ctx = self.params, self.ctx
+        vocab = ctx.text_vocabulary()
+        self.texts = ItemTexts(vocab.encode(ctx.dataset.item_texts(), p.text_max_tokens), ctx.device)
+        torch.manual_seed(ctx.seed)
+        model = build_t5(ctx.config.backbone, new_tokens=p.n_tokens, text_vocab_size=vocab.size).to(ctx.device)
+        train_items = torch.as_tensor(np.flatnonzero(data.item_counts() > 0), device=ctx.device)
+        tokenizer = DenseTokenizer(model, self.texts, p.n_tokens)
+        self.stage = {"reconstruction_losses": self.train_tokenizer(tokenizer, train_items)}
+        self.codes = self.discretize(tokenizer, train_items)
+        model.resize_token_embeddings(model.get_input_embeddings().num_embeddings + self.codes.vocab_size)
+        self.model = STORERecommender(self.codes, model, ctx.config.max_history,
+                                      options_from_params(SequenceOptions, p), self.texts,
+                                      (p.text_to_token_weight, p.token_to_text_weight), p.item_task_items)
+        return self.model
+
+    def tokenize(self, data: TrainData) -> ItemCodes:
+        """The discrete codes of the tokenization stage (set by :meth:`build`)."""
+        return self.codes
+
+    def train_tokenizer(self, tokenizer: DenseTokenizer, items: torch.Tensor) -> list[float]:
+        """Train dense tokenizer + token-to-text reconstruction on the training items; mean loss per epoch."""
+        p, ctx = self.params, self.ctx
+        optimizer = torch.optim.AdamW(tokenizer.model.parameters(), lr=p.tokenizer_lr)
+        generator = torch.Generator().manual_seed(ctx.seed)
+        tokenizer.model.train()
+        losses = []
+        start = time.perf_counter()
+        for _ in tqdm(range(p.tokenizer_epochs), desc="store tokenizer", disable=not ctx.progress, leave=False):
+            total = 0.0
+            for index in torch.randperm(len(items), generator=generator).split(p.tokenizer_batch_size):
+                loss = tokenizer.reconstruction_loss(items[index.to(items.device)])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * len(index)
+            losses.append(total / len(items))
+        self.tokenizer_seconds = time.perf_counter() - start
+        return losses
+
+    @torch.no_grad()
+    def discretize(self, tokenizer: DenseTokenizer, train_items: torch.Tensor) -> ItemCodes:
+        """Per position, PCA + k-means fitted on the training items' dense tokens; every item's nearest cluster."""
+        p, ctx = self.params, self.ctx
+        tokenizer.model.eval()
+        n_items = len(self.texts.input_ids)
+        dense = torch.cat([tokenizer.dense(chunk) for chunk in torch.arange(n_items, device=ctx.device).split(256)])
+        dense = dense.float().cpu().numpy()
+        train = train_items.cpu().numpy()
+        clusters = min(p.codebook_size, len(train))
+        raw = np.zeros((n_items, p.n_tokens), dtype=np.int64)
+        for position in range(p.n_tokens):
+            pca = PCA(n_components=min(p.pca_dim, dense.shape[2], len(train)), random_state=ctx.seed)
+            reduced = pca.fit(dense[train, position]).transform(dense[:, position])
+            kmeans = KMeans(n_clusters=clusters, n_init=10, random_state=ctx.seed).fit(reduced[train])
+            raw[:, position] = kmeans.predict(reduced)
+        return level_codes(torch.as_tensor(raw), p.codebook_size, extra_level=False)
+
+    def statistics(self) -> dict[str, Any]:
+        items = torch.arange(min(ACCURACY_ITEMS, self.codes.n_items), device=self.ctx.device)
+        return {**super().statistics(), **self.stage, "tokenizer_fit_s": self.tokenizer_seconds,
+                "text_to_token_accuracy": self.model.text_to_token_accuracy(items)}

@@ -1,0 +1,124 @@
+"""The backbone's text vocabulary: how item text becomes words of the backbone's own vocabulary.
+
+Text identifiers (BIGRec's titles, IDGenRec's textual IDs) and STORE's text tasks need the backbone's
+tokenizer. A checkpoint loaded with ``from_pretrained`` brings its own (``AutoTokenizer``); a randomly
+initialised preset has none and no model hub is reachable, so a byte-pair-encoding vocabulary (Sennrich
+et al., ACL 2016) is trained on the item texts of the catalogue (content known at catalogue time, so every
+item, cold ones included, may contribute) with HF ``tokenizers``: NFKC + lower-casing, words and
+punctuation split, ``vocab_size`` at most. It is deterministic for a corpus and cached on disk.
+
+Token ids follow T5's convention: 0 is the pad (and decoder start), 1 the end of sequence, 2 unknown.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from recommenders.backbones import EOS_ID, PAD_ID, PRESETS, BackboneError
+
+SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")
+ALPHABET = list(string.ascii_lowercase + string.digits + string.punctuation)
+SEPARATOR = ";"
+"""Text that separates the items of a history when they are written as words."""
+
+
+@dataclass
+class TextVocabulary:
+    """A tokenizer whose ids are the backbone's text tokens (pad 0, end of sequence 1)."""
+
+    tokenizer: PreTrainedTokenizerBase
+    source: str
+
+    def __post_init__(self) -> None:
+        if (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id) != (PAD_ID, EOS_ID):
+            raise BackboneError(f"the tokenizer of '{self.source}' uses pad id {self.tokenizer.pad_token_id} and "
+                                f"eos id {self.tokenizer.eos_token_id}; the T5 backbones need pad {PAD_ID}, "
+                                f"eos {EOS_ID}")
+
+    @property
+    def size(self) -> int:
+        """Number of text token ids (the backbone's text embedding rows)."""
+        return len(self.tokenizer)
+
+    @property
+    def separator_id(self) -> int:
+        """The token that separates history items written as text."""
+        return self.tokenizer.encode(SEPARATOR, add_special_tokens=False)[-1]
+
+    def encode(self, texts: list[str], max_tokens: int) -> list[list[int]]:
+        """Token ids of each text, no special tokens, cut after ``max_tokens``."""
+        encoded = self.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_tokens)
+        return encoded["input_ids"]
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode([i for i in ids if i >= 0], skip_special_tokens=True).strip()
+
+
+def train_bpe(corpus: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A BPE tokenizer of at most ``vocab_size`` tokens fitted on ``corpus`` (deterministic)."""
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()])
+    tokenizer.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
+                                  initial_alphabet=ALPHABET, show_progress=False)
+    tokenizer.train_from_iterator(corpus, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>",
+                                   unk_token="<unk>")
+
+
+def text_vocabulary(backbone: str, corpus: list[str], vocab_size: int, cache_dir: Path) -> TextVocabulary:
+    """The backbone's text vocabulary: a checkpoint's own tokenizer, or BPE fitted on ``corpus`` for a preset.
+
+    The fitted tokenizer is cached as ``<cache_dir>/text_vocab/<hash>.json`` (hash of corpus and size).
+    """
+    if backbone not in PRESETS:
+        try:
+            return TextVocabulary(AutoTokenizer.from_pretrained(backbone), backbone)
+        except (OSError, ValueError) as error:
+            raise BackboneError(f"backbone '{backbone}': no tokenizer loadable with from_pretrained: "
+                                f"{error}") from error
+    digest = hashlib.sha256(f"bpe:{vocab_size}".encode())
+    for text in corpus:
+        digest.update(text.encode() + b"\0")
+    path = cache_dir / "text_vocab" / f"{digest.hexdigest()[:16]}.json"
+    if path.is_file():
+        tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(path), pad_token="<pad>", eos_token="</s>",
+                                            unk_token="<unk>")
+    else:
+        tokenizer = train_bpe(corpus, vocab_size)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tokenizer.backend_tokenizer.save(str(tmp))
+        os.replace(tmp, path)
+    return TextVocabulary(tokenizer, f"bpe-{vocab_size} fitted on the item texts")
+
+
+def disambiguate(codes: list[list[int]], vocab: TextVocabulary) -> tuple[list[list[int]], int]:
+    """Make word codes unique: the first item (lowest id) of a group sharing a code keeps it, the k-th
+    (k >= 2) gets the words `` (k)`` appended (the next free k when that code belongs to another item).
+
+    Returns the unique codes and the number of items that got a suffix.
+    """
+    taken = {tuple(code) for code in codes}
+    seen: set[tuple[int, ...]] = set()
+    out, changed = [], 0
+    for code in codes:
+        key = tuple(code)
+        rank = 1
+        while key in seen:
+            rank += 1
+            key = tuple(code) + tuple(vocab.encode([f" ({rank})"], 16)[0])
+            if key in taken and key not in seen:
+                key = tuple(code)
+        seen.add(key)
+        taken.add(key)
+        changed += rank > 1
+        out.append(list(key))
+    return out, changed

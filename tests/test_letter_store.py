@@ -1,0 +1,128 @@
+"""LETTER's regularisers and collision re-assignment, the ranking-guided loss, and STORE's single-backbone tasks."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from benchmark.data.dataset import Dataset
+from benchmark.data.synthetic import SyntheticConfig, generate
+from benchmark.splits import make_split
+from identifiers.base import ItemCodes
+from identifiers.letter import LETTER, Regularizers, reassign_last_level, same_cluster_positives
+from identifiers.quantizers import RQVAE, constrained_kmeans
+from identifiers.store import STORE, DenseTokenizer
+from recommenders.backbones import EOS_ID
+from recommenders.base import iterate
+from recommenders.sequence import GenerativeRecommender, SequenceOptions
+from tests.conftest import make_context
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Dataset:
+    return generate(SyntheticConfig(n_users=120, n_items=90), name="synthetic-tiny")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.mark.parametrize(("n", "k", "low", "high"), [(256, 10, 10, 60), (64, 10, 2, 14), (30, 3, 10, 10)])
+def test_constrained_kmeans_respects_the_size_bounds(n: int, k: int, low: int, high: int) -> None:
+    rng = np.random.default_rng(0)
+    points = np.concatenate([rng.normal(size=(n - n // 4, 4)), rng.normal(8.0, 0.1, size=(n // 4, 4))])
+    sizes = np.bincount(constrained_kmeans(points, k, low, high, 10, rng), minlength=k)
+    assert len(sizes) == k and sizes.sum() == n and sizes.min() >= low and sizes.max() <= high
+    with pytest.raises(ValueError, match="cannot split"):
+        constrained_kmeans(points, k, n, n, 1, rng)
+
+
+def test_diversity_positives_are_other_codes_of_the_same_cluster() -> None:
+    clusters = torch.tensor([0, 1, 0, 2, 1, 2, 0, 2])
+    codes = torch.arange(8).repeat(50)
+    positives = same_cluster_positives(codes, clusters, torch.Generator().manual_seed(0))
+    assert bool((clusters[positives] == clusters[codes]).all()) and bool((positives != codes).all())
+    assert set(positives[codes == 0].tolist()) == {2, 6}
+
+
+def test_reassignment_gives_colliding_items_free_last_codes_by_distance() -> None:
+    raw = torch.tensor([[0, 1], [0, 1], [0, 3], [1, 1], [1, 1], [2, 0]])
+    codebook = np.array([[0.0], [1.0], [2.0], [3.0]])
+    residuals = np.array([[1.9], [0.1], [3.0], [0.0], [3.0], [0.0]])
+    codes, moved = reassign_last_level(raw, residuals, codebook)
+    assert codes.tolist() == [[0, 2], [0, 0], [0, 3], [1, 0], [1, 3], [2, 0]] and moved == 4
+    crowded, moved = reassign_last_level(torch.tensor([[0, 0], [0, 0], [0, 1]]), np.zeros((3, 1)),
+                                         np.array([[0.0], [1.0]]))
+    assert crowded.tolist() == [[0, 0], [0, 0], [0, 1]] and moved == 0
+
+
+def test_regularizers_align_latents_with_cf_and_reach_the_right_parameters() -> None:
+    torch.manual_seed(0)
+    x, cf = torch.randn(64, 12), torch.randn(64, 8)
+    rqvae = RQVAE(12, latent_dim=8, hidden_dims=(16,), n_levels=2, codebook_size=8)
+    rqvae.train()
+    with torch.no_grad():
+        rqvae.quantizer(rqvae.encoder(x))
+    params = LETTER.Params(latent_dim=8, codebook_size=8, cf_weight=1.0, diversity_weight=1.0, diversity_clusters=2)
+    regularizers = Regularizers(cf, params, batches_per_epoch=4, seed=0)
+    index = torch.arange(16)
+    out = rqvae(x[index])
+    terms = regularizers(rqvae, out, index)
+    assert set(terms) == {"collaborative", "diversity"} and all(torch.isfinite(v) for v in terms.values())
+    assert regularizers.clusters.shape == (2, 8)
+    terms["collaborative"].backward()
+    assert rqvae.encoder[0].weight.grad.abs().sum() > 0
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in rqvae.quantizer.parameters())
+
+
+def test_ranking_guided_loss_is_temperature_scaled_cross_entropy() -> None:
+    codes = ItemCodes(codes=torch.tensor([[0, 2], [1, 3], [0, 3]]), vocab_size=4)
+    model = GenerativeRecommender(codes, "t5-tiny", max_history=2, options=SequenceOptions(temperature=0.5))
+    logits = torch.randn(3, 2, model.backbone.config.vocab_size)
+    labels = torch.tensor([[2, 4], [3, -100], [2, 5]])
+    expected = F.cross_entropy((logits / 0.5).flatten(0, 1), labels.flatten(), ignore_index=-100)
+    assert torch.allclose(model.sequence_loss(logits, labels, None), expected)
+    with pytest.raises(ValueError, match="temperature"):
+        GenerativeRecommender(codes, "t5-tiny", max_history=2, options=SequenceOptions(temperature=0.0))
+
+
+def test_letter_codes_are_unique_and_report_the_tiger_reference(tiny: Dataset, cache: Path) -> None:
+    ctx = make_context(LETTER, tiny, cache)
+    scheme = LETTER({**ctx.config.params, "rqvae_epochs": 30}, ctx)
+    scheme.codes = scheme.tokenize(make_split(tiny, "loo", 10).train)
+    stats = scheme.statistics()
+    assert len(torch.unique(scheme.codes.codes, dim=0)) == tiny.n_items
+    assert set(stats["tiger_reference"]) == {"collision_rate_before_dedup", "codebook_usage_per_level"}
+    assert len(stats["tiger_reference"]["codebook_usage_per_level"]) == scheme.params.n_levels
+    assert stats["rqvae_collaborative_loss"] is not None and stats["reassigned_items"] >= 0
+    with pytest.raises(Exception, match="latent_dim"):
+        LETTER({**ctx.config.params, "latent_dim": 7}, ctx).tokenize(make_split(tiny, "loo", 10).train)
+
+
+def test_store_tokenizes_with_its_own_backbone_and_trains_all_tasks(tiny: Dataset, cache: Path) -> None:
+    ctx = make_context(STORE, tiny, cache)
+    split = make_split(tiny, "loo", 10)
+    scheme = STORE({**ctx.config.params, "tokenizer_epochs": 3}, ctx)
+    model = scheme.build(split.train)
+    assert model.backbone is scheme.model.backbone and len(torch.unique(scheme.codes.codes, dim=0)) == tiny.n_items
+    losses = scheme.stage["reconstruction_losses"]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    tokenizer = DenseTokenizer(model.backbone, scheme.texts, scheme.params.n_tokens)
+    dense = tokenizer.dense(torch.arange(4))
+    assert dense.shape == (4, scheme.params.n_tokens, model.backbone.config.d_model)
+    ids, mask = model.code_inputs(torch.tensor([0, 1]))
+    length = int((scheme.codes.codes[0] >= 0).sum())
+    assert ids[0, length].item() == EOS_ID and int(mask[0].sum()) == length + 1
+    batch = next(iterate(split.valid, 16, "cpu"))
+    model.train()
+    torch.manual_seed(0)
+    joint = model.loss(batch)
+    model.weights = (0.0, 0.0)
+    torch.manual_seed(0)
+    assert joint > model.loss(batch)
+    accuracy = model.text_to_token_accuracy(torch.arange(10))
+    assert 0.0 <= accuracy <= 1.0

@@ -1,0 +1,140 @@
+"""Text identifiers: the fitted text vocabulary, unique word codes, BIGRec's titles and IDGenRec's learned IDs."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from benchmark.data.dataset import Dataset
+from benchmark.data.synthetic import SyntheticConfig, generate
+from benchmark.splits import make_split
+from identifiers.base import ItemCodes, code_table
+from identifiers.bigrec import BIGRec
+from identifiers.idgenrec import IDGenRec, keyword_tags
+from recommenders.backbones import EOS_ID, PAD_ID
+from recommenders.base import HistoryBatch, iterate
+from recommenders.sequence import GenerativeRecommender
+from recommenders.text import disambiguate, text_vocabulary, train_bpe
+from tests.conftest import make_context
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Dataset:
+    return generate(SyntheticConfig(n_users=120, n_items=90), name="synthetic-tiny")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def test_fitted_vocabulary_is_deterministic_cached_and_t5_compatible(tmp_path: Path) -> None:
+    corpus = ["Voltix slim keyboard, 2 pack", "Glowra hydrating serum", "Voltix wireless mouse"]
+    first = text_vocabulary("t5-tiny", corpus, 200, tmp_path)
+    assert (first.tokenizer.pad_token_id, first.tokenizer.eos_token_id) == (PAD_ID, EOS_ID)
+    assert len(list((tmp_path / "text_vocab").glob("*.json"))) == 1
+    again = text_vocabulary("t5-tiny", corpus, 200, tmp_path)
+    assert again.encode(corpus, 50) == first.encode(corpus, 50)
+    assert train_bpe(corpus, 200).backend_tokenizer.to_str() == train_bpe(corpus, 200).backend_tokenizer.to_str()
+    ids = first.encode(["voltix slim keyboard"], 50)[0]
+    assert first.decode(ids) == "voltix slim keyboard" and len(first.encode(["voltix slim keyboard"], 2)[0]) == 2
+    assert first.tokenizer.convert_ids_to_tokens(first.separator_id).endswith(";")
+    assert first.source.startswith("bpe") and first.size == len(first.tokenizer)
+
+
+def test_disambiguate_keeps_the_first_and_suffixes_the_rest(tmp_path: Path) -> None:
+    vocab = text_vocabulary("t5-tiny", ["a red pen (2) (3)", "blue ink"], 100, tmp_path)
+    pen, ink = vocab.encode(["a red pen", "blue ink"], 10)
+    pen_2 = vocab.encode(["a red pen (2)"], 10)[0]
+    unique, changed = disambiguate([pen, ink, pen, pen_2, pen], vocab)
+    assert unique[0] == pen and unique[1] == ink and unique[3] == pen_2
+    assert len({tuple(code) for code in unique}) == 5 and changed == 2
+    assert vocab.decode(unique[2]) == "a red pen (3)" and vocab.decode(unique[4]) == "a red pen (4)"
+
+
+def test_text_codes_share_the_text_vocabulary_and_separate_history_items(tmp_path: Path) -> None:
+    vocab = text_vocabulary("t5-tiny", ["red pen", "blue ink", "green chalk"], 100, tmp_path)
+    words = vocab.encode(["red pen", "blue ink", "green chalk"], 10)
+    codes = ItemCodes(codes=code_table(words), vocab_size=vocab.size, text_vocab=vocab)
+    model = GenerativeRecommender(codes, "t5-tiny", max_history=3)
+    assert model.backbone.config.vocab_size == vocab.size
+    batch = HistoryBatch(users=torch.arange(1), items=torch.tensor([[0, 2, 1]]),
+                         mask=torch.tensor([[False, True, True]]), targets=torch.tensor([0]))
+    input_ids, mask = model.encoder_inputs(batch)
+    expected = words[2] + [vocab.separator_id] + words[1] + [vocab.separator_id] + [EOS_ID]
+    assert input_ids[0].tolist() == expected and mask[0].tolist() == [1] * len(expected)
+    assert model.target_labels(torch.tensor([1]))[0, :len(words[1])].tolist() == words[1]
+
+
+def test_bigrec_titles_are_unique_word_codes(tiny: Dataset, cache: Path) -> None:
+    ctx = make_context(BIGRec, tiny, cache)
+    scheme = BIGRec(ctx.config.params, ctx)
+    codes = scheme.tokenize(make_split(tiny, "loo", 10).train)
+    assert codes.text_vocab is not None and len(torch.unique(codes.codes, dim=0)) == tiny.n_items
+    titles = [t.lower() for t in tiny.items["title"]]
+    decoded = [codes.text_vocab.decode(row.tolist()) for row in codes.codes]
+    first_of_title = {title: titles.index(title) for title in titles}
+    for item, title in enumerate(titles):
+        if first_of_title[title] == item:
+            assert decoded[item] == title
+        else:
+            assert decoded[item].startswith(title + " (")
+    assert scheme.title_stats["items_with_suffix"] == len(titles) - len(set(titles))
+
+
+def test_keyword_tags_rank_distinctive_words() -> None:
+    tags = keyword_tags(["red pen red pen for office", "blue ink for pens", "red chalk"], 2)
+    assert tags[0].split() == ["pen", "red"] and "ink" in tags[1].split() and len(tags) == 3
+
+
+def test_idgenrec_ids_are_unique_words_from_the_generator(tiny: Dataset, cache: Path) -> None:
+    ctx = make_context(IDGenRec, tiny, cache)
+    scheme = IDGenRec({**ctx.config.params, "tag_epochs": 20}, ctx)
+    model = scheme.build(make_split(tiny, "loo", 10).train)
+    codes = scheme.codes.codes
+    assert len(torch.unique(codes, dim=0)) == tiny.n_items and isinstance(model, GenerativeRecommender)
+    assert scheme.assignment["first_beam"] + scheme.assignment["later_beam"] <= tiny.n_items
+    decoded = [scheme.vocab.decode(row.tolist()) for row in codes]
+    assert all(re.fullmatch(r"\w+( \w+)*( \(\d+\))?", text) for text in decoded)
+    assert scheme.log["tag_losses"][-1] < scheme.log["tag_losses"][0]
+    rounds = scheme.log["rounds"]
+    assert len(rounds) == ctx.config.params["rounds"] - 1
+    assert all("rec_best_valid" in entry and entry["id_losses"] for entry in rounds)
+
+
+def test_soft_ids_of_one_hot_distributions_equal_the_hard_ids(tiny: Dataset, cache: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ID-generator phase feeds p^T E; with one-hot p on the current IDs it is the recommender's loss."""
+    ctx = make_context(IDGenRec, tiny, cache)
+    split = make_split(tiny, "loo", 10)
+    scheme = IDGenRec({**ctx.config.params, "rounds": 1}, ctx)
+    model = scheme.build(split.train).eval()
+    codes = scheme.codes.codes
+
+    def one_hot(items: torch.Tensor, item_codes: torch.Tensor) -> torch.Tensor:
+        return F.one_hot(item_codes.clamp_min(0), scheme.vocab.size).float() * (item_codes >= 0)[..., None]
+
+    monkeypatch.setattr(scheme.generator, "teacher_forced", one_hot)
+    batch = next(iterate(split.valid, 8, "cpu"))
+    embedding = model.backbone.get_input_embeddings().weight
+    with torch.no_grad():
+        soft = scheme.soft_id_loss(model, batch, codes, embedding)
+        hard = model.loss(batch)
+    assert torch.allclose(soft, hard, atol=1e-5)
+
+
+def test_greedy_soft_ids_have_gradients_and_lengths(tiny: Dataset, cache: Path) -> None:
+    ctx = make_context(IDGenRec, tiny, cache)
+    scheme = IDGenRec({**ctx.config.params, "rounds": 1, "soft_ids": "greedy"}, ctx)
+    split = make_split(tiny, "loo", 10)
+    model = scheme.build(split.train)
+    probs, lengths = scheme.generator.greedy(torch.arange(5), scheme.params.id_max_tokens)
+    assert probs.shape[0] == 5 and probs.shape[2] == scheme.vocab.size
+    assert bool((lengths >= 1).all()) and bool((lengths <= scheme.params.id_max_tokens).all())
+    batch = next(iterate(split.valid, 4, "cpu"))
+    loss = scheme.soft_id_loss(model, batch, scheme.codes.codes, model.backbone.get_input_embeddings().weight)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in scheme.generator.parameters())
