@@ -71,7 +71,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("\nbackbones:")
     for name, preset in PRESETS.items():
         print(f"  {name:<12} {preset.description}")
-    print("  <name or path>   any T5 / Qwen checkpoint loadable with from_pretrained")
+    print("  <name or path>   any T5 checkpoint loadable with from_pretrained (weights are never downloaded)")
     return 0
 
 
@@ -126,9 +126,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from benchmark.reports.identifiers import build_identifier_report
     from benchmark.reports.leaderboard import build_leaderboard
 
-    written = build_leaderboard(Path(args.results_dir), Path(args.reports_dir))
+    results, reports = Path(args.results_dir), Path(args.reports_dir)
+    written = build_leaderboard(results, reports)
+    written += build_identifier_report(results, reports) if written else []
     if not written:
         raise UsageError(f"no run records under {args.results_dir}/; run `python -m benchmark run` first")
     for path in written:

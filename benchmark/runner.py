@@ -103,6 +103,7 @@ def run_one(config: RunConfig, env: Environment) -> dict[str, Any]:
                                   config.ks, config.eval_batch_size, device))
     valid = evaluate(model, split.valid, split.warm, config.ks, config.eval_batch_size, device, env.progress,
                      desc="validation")
+    model.reset_inference_statistics()
     test = evaluate(model, split.test, split.warm, config.ks, config.eval_batch_size, device, env.progress,
                     desc="test")
     checkpoint.unlink(missing_ok=True)
@@ -112,6 +113,7 @@ def run_one(config: RunConfig, env: Environment) -> dict[str, Any]:
         "identifier": {"paradigm": scheme.paradigm, "citation": scheme.citation, **scheme.statistics()},
         "training": asdict(report), "selection": selection,
         "metrics": test.metrics(config.ks), "valid_metrics": valid.metrics(config.ks),
+        "inference": model.inference_statistics(),
         "timings": {"identifier_fit_s": fit_seconds, "train_s": report.seconds, "inference_s": test.seconds,
                     "inference_ms_per_user": 1000.0 * test.seconds / n_test},
         "memory": peak_memory_mb(device), "per_user": test.per_user(), "finished_at": now(),

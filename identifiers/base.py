@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from benchmark.config import ConfigError, RunConfig, resolve
+from benchmark.config import ConfigError, RunConfig, TrainConfig, resolve
 from benchmark.data.dataset import Dataset
 from benchmark.splits import Examples, TrainData
 from recommenders import trainer
@@ -64,7 +64,8 @@ class RunContext:
         cfg = self.config
         return text_vocabulary(cfg.backbone, self.dataset.item_texts(), cfg.text_vocab_size, self.cache_dir)
 
-    def fit(self, model: Recommender, data: TrainData, train_cfg=None, desc: str = "train") -> trainer.TrainReport:
+    def fit(self, model: Recommender, data: TrainData, train_cfg: TrainConfig | None = None,
+            desc: str = "train") -> trainer.TrainReport:
         """Train ``model`` with the shared loop, early stopping on this run's validation examples."""
         cfg = self.config
         return trainer.fit(model, data, self.valid, self.warm, train_cfg or cfg.train, cfg.ks, cfg.eval_batch_size,

@@ -70,6 +70,13 @@ class Recommender(nn.Module):
         """``[B, k]`` item ids, best first; -1 marks an empty slot."""
         return torch.topk(self.score(batch), min(k, self.n_items), dim=1).indices
 
+    def reset_inference_statistics(self) -> None:
+        """Forget what :meth:`inference_statistics` has counted so far (default: nothing is counted)."""
+
+    def inference_statistics(self) -> dict[str, Any]:
+        """What ranking did since the last reset, for the run record (e.g. invalid generations)."""
+        return {}
+
     def select_on_validation(self, split: Split, evaluate_fn: Any) -> dict[str, Any]:
         """Tune inference-time knobs on validation after training (default: none); returns what it chose."""
         return {}

@@ -14,7 +14,7 @@ lengths vary (see :func:`recommenders.decoding.code_sequences`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -70,7 +70,7 @@ class GenerativeRecommender(Recommender):
 
     Subclasses change the objective by overriding :meth:`sequence_loss`, which receives the per-token
     logits of :meth:`token_logits`. ``invalid_generation_rate`` is the share of generated sequences since
-    the last :meth:`reset_generation_stats` that name no item (0 when ``constrained``).
+    the last :meth:`reset_inference_statistics` that name no item (0 when ``constrained``).
     """
 
     output = "ranking"
@@ -179,6 +179,10 @@ class GenerativeRecommender(Recommender):
     def invalid_generation_rate(self) -> float:
         return self.invalid / max(self.generated, 1)
 
-    def reset_generation_stats(self) -> None:
+    def reset_inference_statistics(self) -> None:
         self.generated = 0
         self.invalid = 0
+
+    def inference_statistics(self) -> dict[str, Any]:
+        return {"generated_sequences": self.generated, "invalid_generations": self.invalid,
+                "invalid_generation_rate": self.invalid_generation_rate}

@@ -1,6 +1,7 @@
 """The leaderboard: tables per dataset/backbone/split/profile from run records, as md, csv and tex."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 
 from benchmark.cli import main
 from benchmark.records import SCHEMA_VERSION, write_json_atomic
+from benchmark.reports.identifiers import build_identifier_report, identifier_frame
 from benchmark.reports.leaderboard import build_leaderboard
 
 PARADIGM = {"pop": "baseline", "sasrec": "baseline", "cid": "sequence", "semid": "sequence"}
@@ -164,3 +166,26 @@ def test_cli_builds_the_leaderboard_from_a_real_run(tmp_path: Path) -> None:
     assert main(["leaderboard", "--results-dir", str(results), "--reports-dir", str(reports)]) == 0
     md = (reports / "leaderboard.md").read_text()
     assert "| pop " in md and "synthetic — backbone none, split loo, profile smoke" in md
+    assert "| pop | baseline |" in (reports / "identifiers.md").read_text()
+
+
+def test_identifier_report_averages_seeds_and_leaves_missing_statistics_empty(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    for seed, collisions in ((1, 0.2), (2, 0.4)):
+        write_record(results, "cid", backbone="t5-tiny", seed=seed)
+        path = results / "toy_data" / f"cid__t5-tiny__s{seed}.json"
+        record = json.loads(path.read_text())
+        record["identifier"] |= {"new_tokens": 30, "code_length_max": 3, "code_length_mean": 2.5,
+                                 "collision_rate_before_dedup": collisions, "collision_rate_after_dedup": 0.0,
+                                 "codebook_usage_per_level": [0.5, 1.0]}
+        write_json_atomic(path, record)
+    write_record(results, "pop")
+    write_record(results, "semid", reason="no categories")
+    frame = identifier_frame(results)
+    cid = frame[frame["scheme"] == "cid"].iloc[0]
+    assert cid["collision_rate_before_dedup"] == pytest.approx(0.3) and cid["codebook_usage_mean"] == 0.75
+    assert cid["codebook_usage_per_level"] == "0.50 / 1.00" and set(frame["scheme"]) == {"cid", "pop"}
+    md, csv = build_identifier_report(results, tmp_path / "reports")
+    text = md.read_text()
+    assert "| cid | sequence | 30 | 3 | 2.500 | 0.300 | 0.000 | 0.750 | 0.50 / 1.00 |" in text
+    assert "| pop | baseline |  |  |  |  |  |  |  |" in text and len(pd.read_csv(csv)) == 2

@@ -54,3 +54,6 @@ def test_smoke_run(name: str, tmp_path: Path) -> None:
             assert math.isfinite(value) and value >= 0, key
     assert record["metrics"]["all"]["count"] == record["split"]["test_examples"]
     assert record["identifier"]["paradigm"] == get_scheme(name).paradigm
+    if get_scheme(name).paradigm == "sequence":
+        inference = record["inference"]
+        assert inference["generated_sequences"] > 0 and inference["invalid_generation_rate"] == 0.0

@@ -59,6 +59,9 @@ def test_atomic_write_leaves_nothing_half_written(tmp_path: Path, monkeypatch: p
     with pytest.raises(KeyboardInterrupt):
         records.write_json_atomic(target, {"schema": 1})
     assert list(target.parent.iterdir()) == []
+    monkeypatch.undo()
+    records.write_json_atomic(target, {"schema": 1})
+    assert json.loads(target.read_text()) == {"schema": 1} and target.stat().st_mode & 0o777 == 0o644
 
 
 def test_training_resumes_from_the_last_finished_epoch(tmp_path: Path, small_synthetic) -> None:
