@@ -110,6 +110,7 @@ class CID(SequenceScheme):
         "smoke": {"n_clusters": 4, "max_leaf": 40},
         "paper": {"n_clusters": 20, "max_leaf": 500},
     }
+    train_profiles: ClassVar[dict[str, dict[str, Any]]] = {"quick": {"epochs": 20}}
 
     def __init__(self, params: dict[str, Any], ctx: RunContext) -> None:
         super().__init__(params, ctx)

@@ -37,7 +37,7 @@ item is catalogue content, so cold items get IDs too.
 Hyper-parameters (field: default = quick profile [paper / authors' script]): ``id_max_tokens`` 6 [max_length
 10], ``text_max_tokens`` 64 [256], ``id_beams`` 10 [10], ``generator_backbone`` t5-tiny [pretrained T5-small;
 ``paper`` profile: the t5-small preset], ``tag_words`` 3, ``tag_epochs`` 30, ``tag_lr`` 1e-3 [not applicable],
-``rounds`` 2 [3], ``alternation`` rec_first [id_first], ``rec_epochs`` 5 [10], ``id_epochs`` 1 [1], ``id_lr``
+``rounds`` 2 [3], ``alternation`` rec_first [id_first], ``rec_epochs`` 3 [10], ``id_epochs`` 1 [1], ``id_lr``
 1e-4 [1e-8], ``id_batch_size`` 64 [12], ``id_examples`` 2000 [all], ``soft_ids`` teacher_forced [greedy],
 ``beam_size`` 20 [20]; ``tag_batch_size`` 32.
 
@@ -112,7 +112,7 @@ class IDGenRecParams:
     tag_batch_size: int = 32
     rounds: int = 2
     alternation: str = "rec_first"
-    rec_epochs: int = 5
+    rec_epochs: int = 3
     id_epochs: int = 1
     id_lr: float = 1e-4
     id_batch_size: int = 64
@@ -206,7 +206,7 @@ class IDGenRec(SequenceScheme):
                   "rounds": 3, "alternation": "id_first", "rec_epochs": 10, "id_lr": 1e-8, "id_batch_size": 12,
                   "id_examples": 0, "soft_ids": "greedy"},
     }
-    train_profiles = {"quick": {"epochs": 20, "patience": 4}}
+    train_profiles = {"quick": {"epochs": 10, "patience": 3}}
 
     def _check(self) -> None:
         p = self.params

@@ -66,6 +66,7 @@ class SemID(SequenceScheme):
     citation = ("Hua, Xu, Ge & Zhang, How to Index Item IDs for Recommendation Foundation Models, "
                 "SIGIR-AP 2023 (semantic indexing, SemID).")
     Params = SemIDParams
+    train_profiles = {"quick": {"epochs": 20}}
 
     def __init__(self, params: dict[str, Any], ctx: RunContext) -> None:
         super().__init__(params, ctx)

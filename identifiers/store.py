@@ -180,7 +180,7 @@ class STORE(SequenceScheme):
                   "item_task_items": 32},
         "paper": {"n_tokens": 4, "codebook_size": 256, "text_max_tokens": 128, "tokenizer_epochs": 50},
     }
-    train_profiles = {"quick": {"epochs": 30, "patience": 4}}
+    train_profiles = {"quick": {"epochs": 15, "patience": 3}}
 
     def _check(self) -> None:
         p = self.params

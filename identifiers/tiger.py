@@ -93,7 +93,7 @@ class TIGER(SequenceScheme):
         "paper": {"codebook_size": 256, "rqvae_epochs": 20000, "rqvae_batch_size": 1024},
     }
     train_profiles = {
-        "quick": {"epochs": 30, "lr": 1e-3, "batch_size": 256},
+        "quick": {"epochs": 20, "lr": 1e-3, "batch_size": 256},
         "paper": {"epochs": 200, "lr": 1e-3, "batch_size": 256, "patience": 10},
     }
 

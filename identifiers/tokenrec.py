@@ -206,7 +206,7 @@ class TokenRec(Scheme):
                 "quick": {},
                 "paper": {"lightgcn_epochs": 1000, "tokenizer_epochs": 1000}}
     train_profiles = {"smoke": {"epochs": 1, "lr": 0.003},
-                      "quick": {"epochs": 30, "batch_size": 256, "lr": 0.001, "patience": 3},
+                      "quick": {"epochs": 20, "batch_size": 256, "lr": 0.001, "patience": 3},
                       "paper": {"epochs": 100, "lr": 0.001, "patience": 10}}
 
     def _check(self) -> None:
