@@ -197,7 +197,8 @@ def collision_rate(codes: torch.Tensor) -> float:
 
 
 def code_statistics(codes: ItemCodes) -> dict[str, Any]:
-    """New tokens, code length, collision rates before/after de-duplication and codebook usage per level."""
+    """New tokens, code length, collision rates before/after de-duplication and codebook usage per level
+    (of the levels before de-duplication: an appended disambiguation level is used in full by design)."""
     lengths = codes.lengths().float()
     stats: dict[str, Any] = {
         "new_tokens": 0 if codes.text_vocab is not None else codes.vocab_size,
@@ -209,9 +210,10 @@ def code_statistics(codes: ItemCodes) -> dict[str, Any]:
     if codes.text_vocab is not None:
         stats["text_vocabulary"] = codes.text_vocab.source
     if codes.level_sizes:
+        levels = codes.raw_codes.shape[1] if codes.raw_codes is not None else len(codes.level_sizes)
         stats["codebook_usage_per_level"] = [
             float(len(torch.unique(codes.codes[:, level][codes.codes[:, level] >= 0])) / size)
-            for level, size in enumerate(codes.level_sizes)
+            for level, size in enumerate(codes.level_sizes[:levels])
         ]
     return stats
 

@@ -54,7 +54,7 @@ class BIGRec(SequenceScheme):
                 "Recommendation Systems, arXiv:2308.08434, 2023.")
     Params = BIGRecParams
     profiles = {"smoke": {"max_title_tokens": 8}, "paper": {"max_title_tokens": 64}}
-    train_profiles = {"quick": {"epochs": 10, "patience": 3}}
+    train_profiles = {"quick": {"epochs": 10}}
 
     def tokenize(self, data: TrainData) -> ItemCodes:
         if self.params.max_title_tokens < 1:

@@ -93,26 +93,13 @@ class DreamRecParams:
     denoiser: str = "linear"
 
 
-@dataclass(frozen=True)
-class DreamRecOptions:
-    """Options of :class:`DreamRecRecommender`, see :class:`DreamRecParams` for their meaning."""
-
-    timesteps: int = 500
-    schedule: str = "exp"
-    beta_start: float = 1e-4
-    beta_end: float = 0.02
-    guidance_weight: float = 2.0
-    p_uncond: float = 0.1
-    denoiser: str = "linear"
-
-
 class DreamRecRecommender(Recommender):
     """Learned ID embeddings; T5-encoder guidance; a guided x_0-predicting DDPM generates the next item."""
 
-    def __init__(self, vectors: ItemVectors, backbone: str, max_history: int, options: DreamRecOptions,
+    def __init__(self, vectors: ItemVectors, backbone: str, max_history: int, params: DreamRecParams,
                  seed: int) -> None:
         super().__init__(vectors.n_items)
-        self.options = options
+        self.params = params
         self.max_history = max_history
         self.seed = seed
         dim = vectors.dim
@@ -124,11 +111,11 @@ class DreamRecRecommender(Recommender):
         self.null_guidance = nn.Parameter(torch.randn(dim))
         self.time_embedding = nn.Sequential(SinusoidalTimeEmbedding(dim), nn.Linear(dim, 2 * dim), nn.GELU(),
                                             nn.Linear(2 * dim, dim))
-        if options.denoiser == "linear":
+        if params.denoiser == "linear":
             self.denoiser = nn.Sequential(nn.Linear(3 * dim, dim))
         else:
             self.denoiser = nn.Sequential(nn.Linear(3 * dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
-        self.diffusion = GaussianDiffusion(options.timesteps, options.schedule, options.beta_start, options.beta_end)
+        self.diffusion = GaussianDiffusion(params.timesteps, params.schedule, params.beta_start, params.beta_end)
 
     def guidance(self, batch: HistoryBatch) -> torch.Tensor:
         """``[B, d]`` guidance c: the T5 encoder's state at the most recent history position, projected to d."""
@@ -152,9 +139,9 @@ class DreamRecRecommender(Recommender):
     def sample(self, guidance: torch.Tensor, generator: torch.Generator, weight: float | None = None) -> torch.Tensor:
         """``[B, d]`` generated oracle items x_0 for the guidance ``[B, d]`` (DDPM ancestral sampling).
 
-        ``weight`` overrides the guidance strength w of the options; all noise is drawn from ``generator``.
+        ``weight`` overrides the guidance strength w of the parameters; all noise is drawn from ``generator``.
         """
-        w = self.options.guidance_weight if weight is None else weight
+        w = self.params.guidance_weight if weight is None else weight
         return self.diffusion.p_sample_loop(lambda x, t: self.guided_prediction(x, guidance, t, w),
                                             tuple(guidance.shape), generator, guidance.device, guidance.dtype)
 
@@ -168,7 +155,7 @@ class DreamRecRecommender(Recommender):
         """``||x_0 - f(x_t, c', t)||^2`` with ``c'`` the null vector with probability ``p_uncond``."""
         x0 = self.item_embeddings[batch.targets]
         guidance = self.guidance(batch)
-        drop = torch.rand(len(x0), device=x0.device) < self.options.p_uncond
+        drop = torch.rand(len(x0), device=x0.device) < self.params.p_uncond
         guidance = torch.where(drop[:, None], self.null_guidance.to(guidance.dtype).expand_as(guidance), guidance)
         t = self.diffusion.sample_timesteps(len(x0), x0.device)
         x_t = self.diffusion.q_sample(x0, t, torch.randn_like(x0))
@@ -214,10 +201,6 @@ class DreamRec(EmbeddingScheme):
 
     def build(self, data: TrainData) -> Recommender:
         self.vectors = self.tokenize(data)
-        params = self.params
-        options = DreamRecOptions(timesteps=params.timesteps, schedule=params.schedule, beta_start=params.beta_start,
-                                  beta_end=params.beta_end, guidance_weight=params.guidance_weight,
-                                  p_uncond=params.p_uncond, denoiser=params.denoiser)
         torch.manual_seed(self.ctx.seed)
-        return DreamRecRecommender(self.vectors, self.ctx.config.backbone, self.ctx.config.max_history, options,
+        return DreamRecRecommender(self.vectors, self.ctx.config.backbone, self.ctx.config.max_history, self.params,
                                    self.ctx.seed)

@@ -206,7 +206,7 @@ class IDGenRec(SequenceScheme):
                   "rounds": 3, "alternation": "id_first", "rec_epochs": 10, "id_lr": 1e-8, "id_batch_size": 12,
                   "id_examples": 0, "soft_ids": "greedy"},
     }
-    train_profiles = {"quick": {"epochs": 10, "patience": 3}}
+    train_profiles = {"quick": {"epochs": 10}}
 
     def _check(self) -> None:
         p = self.params

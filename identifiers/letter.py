@@ -185,8 +185,7 @@ class LETTER(TIGER):
         """Collision rate and codebook usage of the same RQ-VAE trained without L_CF and L_Div."""
         rqvae, _ = self.fit_rqvae(embeddings[train], self.params.latent_dim)
         stats = code_statistics(level_codes(rqvae.encode(embeddings), self.params.codebook_size, extra_level=False))
-        return {"collision_rate_before_dedup": stats["collision_rate_before_dedup"],
-                "codebook_usage_per_level": stats["codebook_usage_per_level"][:self.params.n_levels]}
+        return {key: stats[key] for key in ("collision_rate_before_dedup", "codebook_usage_per_level")}
 
     @torch.no_grad()
     def reassign_collisions(self, raw: torch.Tensor, embeddings: torch.Tensor) -> tuple[torch.Tensor, int]:

@@ -264,6 +264,21 @@ def _optimizer(cfg: FitConfig, parameters) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer '{cfg.optimizer}'; choose from adagrad, adam")
 
 
+def residual_kmeans(x: np.ndarray, fit_rows: np.ndarray, levels: int, k: int, seed: int) -> np.ndarray:
+    """Codes ``[n, levels]`` by residual k-means (a non-parametric residual quantiser): level ``l`` is k-means
+    (``k`` clusters, fitted on ``x[fit_rows]``) of what the centroids of the levels before leave unexplained;
+    every row takes its nearest centroid."""
+    from sklearn.cluster import KMeans
+
+    codes = np.zeros((len(x), levels), dtype=np.int64)
+    residual = x.astype(np.float64)
+    for level in range(levels):
+        kmeans = KMeans(n_clusters=min(k, len(fit_rows)), n_init=10, random_state=seed).fit(residual[fit_rows])
+        codes[:, level] = kmeans.predict(residual)
+        residual = residual - kmeans.cluster_centers_[codes[:, level]]
+    return codes
+
+
 def constrained_kmeans(x: np.ndarray, k: int, min_size: int, max_size: int, iters: int,
                        rng: np.random.Generator) -> np.ndarray:
     """Cluster labels ``[n]`` of ``x`` ``[n, d]`` into ``k`` clusters of ``min_size .. max_size`` points.

@@ -268,6 +268,7 @@ class TokenRec(Scheme):
         params = self.params
         usage = [float(len(torch.unique(self.codes[:, k])) / params.codebook_size) for k in range(params.n_codebooks)]
         return {"new_tokens": params.n_codebooks * params.codebook_size, "code_length_max": params.n_codebooks,
-                "collision_rate": collision_rate(self.codes), "codebook_usage_per_level": usage,
+                "collision_rate_before_dedup": collision_rate(self.codes),
+                "collision_rate_after_dedup": collision_rate(self.codes), "codebook_usage_per_level": usage,
                 "lightgcn": {**asdict(self.lightgcn_config()), "final_bpr_loss": self.lightgcn_final_loss},
                 "tokenizer_final": self.tokenizer_report.final}

@@ -2,11 +2,14 @@
 
 After every epoch the model is scored on (a fixed subset of) the validation examples; the best epoch's
 weights are restored at the end. The state after each epoch is written atomically to ``checkpoint`` so a
-killed run resumes from its last finished epoch.
+killed run resumes from its last finished epoch, provided the model's buffers (item codes, tries, fixed
+item inputs: what the identifiers made) have the same :func:`fingerprint`; a checkpoint of other
+identifiers, e.g. from a re-fitted tokenizer that came out differently, is ignored and training starts over.
 """
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -53,8 +56,14 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                                   weight_decay=cfg.weight_decay)
     best_state, bad, start_epoch = None, 0, 0
+    identity = fingerprint(model)
+    state = None
     if checkpoint is not None and checkpoint.is_file():
         state = torch.load(checkpoint, map_location=device, weights_only=False)
+    if state is not None and state.get("fingerprint") != identity:
+        tqdm.write(f"{desc}: checkpoint {checkpoint} belongs to other identifiers; training from the start")
+        state = None
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         best_state, bad, start_epoch = state["best_state"], state["bad"], state["epoch"] + 1
@@ -93,7 +102,8 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
                        f"valid {cfg.valid_metric} {value:.4f} (best {report.best_valid:.4f} @ {report.best_epoch})")
         report.seconds = time.perf_counter() - start
         if checkpoint is not None:
-            save_atomic(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            save_atomic(checkpoint, {"fingerprint": identity, "model": model.state_dict(),
+                                     "optimizer": optimizer.state_dict(),
                                       "best_state": best_state, "bad": bad, "epoch": epoch,
                                       "report": copy.deepcopy(report)})
         if bad >= cfg.patience:
@@ -102,6 +112,15 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
         model.load_state_dict(best_state)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def fingerprint(model: torch.nn.Module) -> str:
+    """A hash of every buffer of ``model`` (persistent or not), i.e. of the identifiers it was built on."""
+    digest = hashlib.sha256()
+    for name, buffer in sorted(model.named_buffers(), key=lambda item: item[0]):
+        digest.update(name.encode())
+        digest.update(buffer.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def save_atomic(path: Path, state: dict) -> None:

@@ -35,6 +35,18 @@ def small_synthetic() -> Dataset:
     return generate(SyntheticConfig(n_users=150, n_items=120), name="synthetic-small")
 
 
+@pytest.fixture(scope="session")
+def tiny(small_synthetic: Dataset) -> tuple[Dataset, Split]:
+    """The small synthetic dataset with its leave-one-out split (history 10, as the smoke profile)."""
+    return small_synthetic, make_split(small_synthetic, "loo", 10)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache folder shared by a module's tests, so CF encoders and embeddings are fitted once."""
+    return tmp_path_factory.mktemp("cache")
+
+
 def make_context(scheme: type, dataset: Dataset, cache_dir: Path, seed: int = 0, split: Split | None = None,
                  **run: object) -> RunContext:
     """A CPU :class:`RunContext` for ``scheme`` in the smoke profile (leave-one-out split, history 10 unless

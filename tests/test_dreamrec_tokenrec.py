@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.data.synthetic import SyntheticConfig, generate
-from benchmark.splits import TrainData, make_split
+from benchmark.splits import TrainData
 from identifiers.base import ItemVectors
-from identifiers.dreamrec import DreamRecOptions, DreamRecRecommender
+from identifiers.dreamrec import DreamRecParams, DreamRecRecommender
 from identifiers.quantizers import FitConfig
 from identifiers.registry import get_scheme
 from recommenders.base import HistoryBatch, iterate
@@ -20,17 +19,6 @@ from recommenders.diffusion import SCHEDULES, GaussianDiffusion, beta_schedule
 from recommenders.lightgcn import LightGCN, LightGCNConfig, fit_lightgcn, interaction_pairs, normalized_adjacency
 from recommenders.mq_tokenizer import MQTokenizer, random_mask
 from tests.conftest import make_context
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    dataset = generate(SyntheticConfig(n_users=150, n_items=120))
-    return dataset, make_split(dataset, "loo", 10)
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("cache")
 
 
 def scheme(tiny, cache: Path, name: str):
@@ -85,8 +73,8 @@ def test_q_sample_matches_the_closed_form() -> None:
 
 def tiny_dreamrec(weight: float = 2.0) -> DreamRecRecommender:
     torch.manual_seed(0)
-    options = DreamRecOptions(timesteps=6, schedule="exp", guidance_weight=weight)
-    return DreamRecRecommender(ItemVectors(torch.randn(30, 8)), "t5-tiny", 4, options, seed=7).eval()
+    params = DreamRecParams(timesteps=6, schedule="exp", guidance_weight=weight)
+    return DreamRecRecommender(ItemVectors(torch.randn(30, 8)), "t5-tiny", 4, params, seed=7).eval()
 
 
 def test_sampler_is_finite_batched_and_deterministic_per_generator() -> None:

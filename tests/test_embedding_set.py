@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.data.synthetic import SyntheticConfig, generate
-from benchmark.splits import make_split
 from identifiers.base import ItemTokenSets, ItemVectors
 from identifiers.registry import get_scheme
 from recommenders.base import HistoryBatch, iterate
@@ -26,18 +24,6 @@ from recommenders.set import (
 from tests.conftest import make_context
 
 N_ITEMS = 30
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    """A tiny synthetic dataset, its split and a shared cache (the CF encoder is trained once)."""
-    dataset = generate(SyntheticConfig(n_users=150, n_items=120))
-    return dataset, make_split(dataset, "loo", 10)
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("cache")
 
 
 def scheme(tiny, cache: Path, name: str, **overrides):

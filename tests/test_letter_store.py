@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.data.dataset import Dataset
-from benchmark.data.synthetic import SyntheticConfig, generate
 from benchmark.splits import make_split
 from identifiers.base import ItemCodes
 from identifiers.letter import LETTER, Regularizers, reassign_last_level, same_cluster_positives
@@ -19,16 +18,6 @@ from recommenders.backbones import EOS_ID
 from recommenders.base import iterate
 from recommenders.sequence import GenerativeRecommender, SequenceOptions
 from tests.conftest import make_context
-
-
-@pytest.fixture(scope="module")
-def tiny() -> Dataset:
-    return generate(SyntheticConfig(n_users=120, n_items=90), name="synthetic-tiny")
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("cache")
 
 
 @pytest.mark.parametrize(("n", "k", "low", "high"), [(256, 10, 10, 60), (64, 10, 2, 14), (30, 3, 10, 10)])
@@ -90,25 +79,26 @@ def test_ranking_guided_loss_is_temperature_scaled_cross_entropy() -> None:
         GenerativeRecommender(codes, "t5-tiny", max_history=2, options=SequenceOptions(temperature=0.0))
 
 
-def test_letter_codes_are_unique_and_report_the_tiger_reference(tiny: Dataset, cache: Path) -> None:
-    ctx = make_context(LETTER, tiny, cache)
+def test_letter_codes_are_unique_and_report_the_tiger_reference(small_synthetic: Dataset, cache: Path) -> None:
+    ctx = make_context(LETTER, small_synthetic, cache)
     scheme = LETTER({**ctx.config.params, "rqvae_epochs": 30}, ctx)
-    scheme.codes = scheme.tokenize(make_split(tiny, "loo", 10).train)
+    scheme.codes = scheme.tokenize(make_split(small_synthetic, "loo", 10).train)
     stats = scheme.statistics()
-    assert len(torch.unique(scheme.codes.codes, dim=0)) == tiny.n_items
+    assert len(torch.unique(scheme.codes.codes, dim=0)) == small_synthetic.n_items
     assert set(stats["tiger_reference"]) == {"collision_rate_before_dedup", "codebook_usage_per_level"}
     assert len(stats["tiger_reference"]["codebook_usage_per_level"]) == scheme.params.n_levels
     assert stats["rqvae_collaborative_loss"] is not None and stats["reassigned_items"] >= 0
     with pytest.raises(Exception, match="latent_dim"):
-        LETTER({**ctx.config.params, "latent_dim": 7}, ctx).tokenize(make_split(tiny, "loo", 10).train)
+        LETTER({**ctx.config.params, "latent_dim": 7}, ctx).tokenize(make_split(small_synthetic, "loo", 10).train)
 
 
-def test_store_tokenizes_with_its_own_backbone_and_trains_all_tasks(tiny: Dataset, cache: Path) -> None:
-    ctx = make_context(STORE, tiny, cache)
-    split = make_split(tiny, "loo", 10)
+def test_store_tokenizes_with_its_own_backbone_and_trains_all_tasks(small_synthetic: Dataset, cache: Path) -> None:
+    ctx = make_context(STORE, small_synthetic, cache)
+    split = make_split(small_synthetic, "loo", 10)
     scheme = STORE({**ctx.config.params, "tokenizer_epochs": 3}, ctx)
     model = scheme.build(split.train)
-    assert model.backbone is scheme.model.backbone and len(torch.unique(scheme.codes.codes, dim=0)) == tiny.n_items
+    assert model.backbone is scheme.model.backbone
+    assert len(torch.unique(scheme.codes.codes, dim=0)) == small_synthetic.n_items
     losses = scheme.stage["reconstruction_losses"]
     assert len(losses) == 3 and losses[-1] < losses[0]
     tokenizer = DenseTokenizer(model.backbone, scheme.texts, scheme.params.n_tokens)

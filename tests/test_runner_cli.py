@@ -69,9 +69,10 @@ def test_training_resumes_from_the_last_finished_epoch(tmp_path: Path, small_syn
     cfg = resolve("synthetic", get_scheme("sasrec"), 0, "smoke").train
     checkpoint = tmp_path / "ckpt.pt"
 
-    def fit(epochs: int) -> trainer.TrainReport:
+    def fit(epochs: int, codes: int = 0) -> trainer.TrainReport:
         torch.manual_seed(0)
         model = SASRec(split.train.n_items, 10, SASRecParams(hidden=16, layers=1))
+        model.register_buffer("codes", torch.full((3,), codes))
         run_cfg = type(cfg)(**{**cfg.__dict__, "epochs": epochs, "patience": 10})
         return trainer.fit(model, split.train, split.valid, split.warm, run_cfg, (10,), 256, torch.device("cpu"),
                            0, progress=False, checkpoint=checkpoint)
@@ -81,6 +82,8 @@ def test_training_resumes_from_the_last_finished_epoch(tmp_path: Path, small_syn
     resumed = fit(3)
     assert resumed.epochs_run == 3 and [c["epoch"] for c in resumed.curve] == [1, 2, 3]
     assert resumed.curve[0] == first.curve[0]
+    other_identifiers = fit(2, codes=1)
+    assert [c["epoch"] for c in other_identifiers.curve] == [1, 2]
 
 
 def test_sasrec_beats_popularity_after_short_training(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.data.dataset import Dataset
-from benchmark.data.synthetic import SyntheticConfig, generate
 from benchmark.splits import make_split
 from identifiers.base import ItemCodes, code_table
 from identifiers.bigrec import BIGRec
@@ -19,16 +18,6 @@ from recommenders.base import HistoryBatch, iterate
 from recommenders.sequence import GenerativeRecommender
 from recommenders.text import disambiguate, text_vocabulary, train_bpe
 from tests.conftest import make_context
-
-
-@pytest.fixture(scope="module")
-def tiny() -> Dataset:
-    return generate(SyntheticConfig(n_users=120, n_items=90), name="synthetic-tiny")
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("cache")
 
 
 def test_fitted_vocabulary_is_deterministic_cached_and_t5_compatible(tmp_path: Path) -> None:
@@ -69,12 +58,12 @@ def test_text_codes_share_the_text_vocabulary_and_separate_history_items(tmp_pat
     assert model.target_labels(torch.tensor([1]))[0, :len(words[1])].tolist() == words[1]
 
 
-def test_bigrec_titles_are_unique_word_codes(tiny: Dataset, cache: Path) -> None:
-    ctx = make_context(BIGRec, tiny, cache)
+def test_bigrec_titles_are_unique_word_codes(small_synthetic: Dataset, cache: Path) -> None:
+    ctx = make_context(BIGRec, small_synthetic, cache)
     scheme = BIGRec(ctx.config.params, ctx)
-    codes = scheme.tokenize(make_split(tiny, "loo", 10).train)
-    assert codes.text_vocab is not None and len(torch.unique(codes.codes, dim=0)) == tiny.n_items
-    titles = [t.lower() for t in tiny.items["title"]]
+    codes = scheme.tokenize(make_split(small_synthetic, "loo", 10).train)
+    assert codes.text_vocab is not None and len(torch.unique(codes.codes, dim=0)) == small_synthetic.n_items
+    titles = [t.lower() for t in small_synthetic.items["title"]]
     decoded = [codes.text_vocab.decode(row.tolist()) for row in codes.codes]
     first_of_title = {title: titles.index(title) for title in titles}
     for item, title in enumerate(titles):
@@ -90,13 +79,13 @@ def test_keyword_tags_rank_distinctive_words() -> None:
     assert tags[0].split() == ["pen", "red"] and "ink" in tags[1].split() and len(tags) == 3
 
 
-def test_idgenrec_ids_are_unique_words_from_the_generator(tiny: Dataset, cache: Path) -> None:
-    ctx = make_context(IDGenRec, tiny, cache)
+def test_idgenrec_ids_are_unique_words_from_the_generator(small_synthetic: Dataset, cache: Path) -> None:
+    ctx = make_context(IDGenRec, small_synthetic, cache)
     scheme = IDGenRec({**ctx.config.params, "tag_epochs": 20}, ctx)
-    model = scheme.build(make_split(tiny, "loo", 10).train)
+    model = scheme.build(make_split(small_synthetic, "loo", 10).train)
     codes = scheme.codes.codes
-    assert len(torch.unique(codes, dim=0)) == tiny.n_items and isinstance(model, GenerativeRecommender)
-    assert scheme.assignment["first_beam"] + scheme.assignment["later_beam"] <= tiny.n_items
+    assert len(torch.unique(codes, dim=0)) == small_synthetic.n_items and isinstance(model, GenerativeRecommender)
+    assert scheme.assignment["first_beam"] + scheme.assignment["later_beam"] <= small_synthetic.n_items
     decoded = [scheme.vocab.decode(row.tolist()) for row in codes]
     assert all(re.fullmatch(r"\w+( \w+)*( \(\d+\))?", text) for text in decoded)
     assert scheme.log["tag_losses"][-1] < scheme.log["tag_losses"][0]
@@ -105,11 +94,11 @@ def test_idgenrec_ids_are_unique_words_from_the_generator(tiny: Dataset, cache: 
     assert all("rec_best_valid" in entry and entry["id_losses"] for entry in rounds)
 
 
-def test_soft_ids_of_one_hot_distributions_equal_the_hard_ids(tiny: Dataset, cache: Path,
+def test_soft_ids_of_one_hot_distributions_equal_the_hard_ids(small_synthetic: Dataset, cache: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """The ID-generator phase feeds p^T E; with one-hot p on the current IDs it is the recommender's loss."""
-    ctx = make_context(IDGenRec, tiny, cache)
-    split = make_split(tiny, "loo", 10)
+    ctx = make_context(IDGenRec, small_synthetic, cache)
+    split = make_split(small_synthetic, "loo", 10)
     scheme = IDGenRec({**ctx.config.params, "rounds": 1}, ctx)
     model = scheme.build(split.train).eval()
     codes = scheme.codes.codes
@@ -126,10 +115,10 @@ def test_soft_ids_of_one_hot_distributions_equal_the_hard_ids(tiny: Dataset, cac
     assert torch.allclose(soft, hard, atol=1e-5)
 
 
-def test_greedy_soft_ids_have_gradients_and_lengths(tiny: Dataset, cache: Path) -> None:
-    ctx = make_context(IDGenRec, tiny, cache)
+def test_greedy_soft_ids_have_gradients_and_lengths(small_synthetic: Dataset, cache: Path) -> None:
+    ctx = make_context(IDGenRec, small_synthetic, cache)
     scheme = IDGenRec({**ctx.config.params, "rounds": 1, "soft_ids": "greedy"}, ctx)
-    split = make_split(tiny, "loo", 10)
+    split = make_split(small_synthetic, "loo", 10)
     model = scheme.build(split.train)
     probs, lengths = scheme.generator.greedy(torch.arange(5), scheme.params.id_max_tokens)
     assert probs.shape[0] == 5 and probs.shape[2] == scheme.vocab.size

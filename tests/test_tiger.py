@@ -124,6 +124,6 @@ def test_tiger_tokenize(small_synthetic, temporal_split, tmp_path, monkeypatch) 
 
     stats = scheme.statistics()
     assert 0.0 <= stats["collision_rate_before_dedup"] <= 1.0 and stats["collision_rate_after_dedup"] == 0.0
-    assert len(stats["codebook_usage_per_level"]) == p.n_levels + 1
+    assert len(stats["codebook_usage_per_level"]) == p.n_levels
     assert stats["text_encoder"] == "tfidf" and stats["rqvae_train_items"] == len(warm_items)
     assert np.isfinite(stats["rqvae_reconstruction_loss"]) and stats["rqvae_reconstruction_loss"] >= 0
