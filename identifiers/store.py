@@ -17,8 +17,10 @@ recommends; there is no separate embedding model or RQ-VAE. Four generative task
   levels: ``discretizer="residual"`` (default) runs residual k-means over the concatenated dense tokens,
   ``n_tokens`` levels, each clustering what the levels before leave unexplained; ``"per_position"`` clusters
   every dense token on its own, which on the synthetic data gave 90% colliding codes (the positions' clusters
-  nearly coincide). Level l's cluster c is new token ``l * M + c``; items that still share a code get TIGER's
-  extra disambiguation level (the paper does not say how it resolves collisions).
+  nearly coincide). Level l's cluster c is new token ``l * M + c``, appended to the trained backbone with
+  embeddings drawn from the mean and covariance of its vocabulary (:func:`recommenders.backbones.add_tokens`);
+  items that still share a code get TIGER's extra disambiguation level (the paper does not say how it
+  resolves collisions).
 * **Token-to-token recommendation**: history codes in, the next item's code out (token cross-entropy,
   constrained beam search at inference), trained with the run's training section and early stopping, and
   jointly with two item tasks on (up to ``item_task_items``) target items of every batch:
@@ -52,7 +54,7 @@ from benchmark.splits import TrainData
 from identifiers.base import ItemCodes, SequenceScheme, code_table, options_from_params
 from identifiers.quantizers import level_codes, residual_kmeans
 from identifiers.registry import register
-from recommenders.backbones import EOS_ID, PAD_ID, build_t5, new_token_offset
+from recommenders.backbones import EOS_ID, PAD_ID, add_tokens, build_t5, new_token_offset
 from recommenders.base import HistoryBatch, Recommender
 from recommenders.decoding import beam_search
 from recommenders.sequence import IGNORE_INDEX, GenerativeRecommender, SequenceOptions
@@ -208,7 +210,7 @@ class STORE(SequenceScheme):
         tokenizer = DenseTokenizer(model, self.texts, p.n_tokens)
         self.stage = {"reconstruction_losses": self.train_tokenizer(tokenizer, train_items)}
         self.codes = self.discretize(tokenizer, train_items)
-        model.resize_token_embeddings(model.get_input_embeddings().num_embeddings + self.codes.vocab_size)
+        add_tokens(model, self.codes.vocab_size)
         self.model = STORERecommender(self.codes, model, ctx.config.max_history,
                                       options_from_params(SequenceOptions, p), self.texts,
                                       (p.text_to_token_weight, p.token_to_text_weight), p.item_task_items)

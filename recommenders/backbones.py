@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
 
@@ -70,11 +71,29 @@ def build_t5(name: str, new_tokens: int = 0, text_vocab_size: int = 2) -> T5ForC
         where = "local path" if Path(name).exists() else "name (no weights are downloaded here)"
         raise BackboneError(f"backbone '{name}': not a preset ({presets}) and not loadable as a {where}: "
                             f"{error}") from error
-    if new_tokens:
-        model.resize_token_embeddings(model.get_input_embeddings().num_embeddings + new_tokens)
+    add_tokens(model, new_tokens)
     model.config.pad_token_id, model.config.eos_token_id = PAD_ID, EOS_ID
     model.config.decoder_start_token_id = PAD_ID
     return model
+
+
+@torch.no_grad()
+def add_tokens(model: T5ForConditionalGeneration, count: int) -> None:
+    """Append ``count`` rows to the input embeddings and the LM head, drawn from a normal with the mean and
+    covariance of the existing rows: distinct tokens at the scale of the vocabulary. (transformers' default
+    "mean resizing" shrinks that covariance so that all new rows start as copies of the mean row, which is
+    right for a token that should start as an average word, not for item codes that must tell items apart.)
+    """
+    if count <= 0:
+        return
+    old = model.get_input_embeddings().num_embeddings
+    model.resize_token_embeddings(old + count, mean_resizing=False)
+    matrices = {id(m.weight): m.weight for m in (model.get_input_embeddings(), model.get_output_embeddings())}
+    for weight in matrices.values():
+        rows = weight[:old].float()
+        covariance = torch.cov(rows.T) + 1e-6 * torch.eye(rows.shape[1])
+        normal = torch.distributions.MultivariateNormal(rows.mean(dim=0), covariance_matrix=covariance)
+        weight[old:] = normal.sample((count,)).to(weight.dtype)
 
 
 def new_token_offset(model: T5ForConditionalGeneration, new_tokens: int) -> int:
