@@ -126,12 +126,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from benchmark.reports.costs import build_cost_report
     from benchmark.reports.identifiers import build_identifier_report
     from benchmark.reports.leaderboard import build_leaderboard
 
     results, reports = Path(args.results_dir), Path(args.reports_dir)
     written = build_leaderboard(results, reports)
-    written += build_identifier_report(results, reports) if written else []
+    written += [*build_identifier_report(results, reports), *build_cost_report(results, reports)] if written else []
     if not written:
         raise UsageError(f"no run records under {args.results_dir}/; run `python -m benchmark run` first")
     for path in written:

@@ -10,6 +10,7 @@ import pytest
 
 from benchmark.cli import main
 from benchmark.records import SCHEMA_VERSION, write_json_atomic
+from benchmark.reports.costs import build_cost_report, cost_frame
 from benchmark.reports.identifiers import build_identifier_report, identifier_frame
 from benchmark.reports.leaderboard import build_leaderboard
 
@@ -167,6 +168,7 @@ def test_cli_builds_the_leaderboard_from_a_real_run(tmp_path: Path) -> None:
     md = (reports / "leaderboard.md").read_text()
     assert "| pop " in md and "synthetic — backbone none, split loo, profile smoke" in md
     assert "| pop | baseline |" in (reports / "identifiers.md").read_text()
+    assert "| pop | " in (reports / "costs.md").read_text()
 
 
 def test_identifier_report_averages_seeds_and_leaves_missing_statistics_empty(tmp_path: Path) -> None:
@@ -189,3 +191,26 @@ def test_identifier_report_averages_seeds_and_leaves_missing_statistics_empty(tm
     text = md.read_text()
     assert "| cid | sequence | 30 | 3 | 2.500 | 0.300 | 0.000 | 0.750 | 0.50 / 1.00 |" in text
     assert "| pop | baseline |  |  |  |  |  |  |  |" in text and len(pd.read_csv(csv)) == 2
+
+
+def test_cost_report_averages_seeds_and_sums_wall_time(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    for seed, (seconds, epochs) in ((1, (60, 4)), (2, (120, 6))):
+        write_record(results, "cid", backbone="t5-tiny", seed=seed)
+        path = results / "toy_data" / f"cid__t5-tiny__s{seed}.json"
+        record = json.loads(path.read_text())
+        record |= {"started_at": "2026-01-01T00:00:00+00:00",
+                   "finished_at": f"2026-01-01T00:{seconds // 60:02d}:00+00:00",
+                   "timings": {"identifier_fit_s": 10.0, "train_s": seconds - 20.0, "inference_ms_per_user": 2.0},
+                   "training": {"epochs_run": epochs, "best_epoch": epochs - 1},
+                   "memory": {"process_peak_rss_mb": 1000.0}, "hardware": {"cpu_count": 2, "device": "cpu"}}
+        write_json_atomic(path, record)
+    write_record(results, "semid", reason="no categories")
+    frame = cost_frame(results)
+    [cid] = frame.to_dict("records")
+    assert (cid["runs"], cid["total_run_s"], cid["run_s"], cid["epochs_run"], cid["best_epoch"]) == (2, 180, 90, 5, 4)
+    md, csv = build_cost_report(results, tmp_path / "reports")
+    text = md.read_text()
+    assert "| cid | 90 | 10 | 70 | 5 | 4 | 2 | 1000 |  | 2-core CPU | 2 |" in text
+    assert "Total wall time of these 2 runs: 180 s (3.0 min)." in text
+    assert "| toy_data | loo | quick | 2-core CPU | 2 | 180 | 3.0 |" in text and len(pd.read_csv(csv)) == 1

@@ -1,1 +1,1 @@
-"""Reports built from the run records: the leaderboard tables (md, csv, tex)."""
+"""Reports built from the run records: the leaderboard (md, csv, tex), identifier statistics and costs."""

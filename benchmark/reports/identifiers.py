@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 
 from benchmark.records import iter_records, now
+from benchmark.reports.markdown import SECTION_KEYS, markdown_sections
 
-KEYS = ("dataset", "split", "profile", "backbone", "scheme")
+KEYS = (*SECTION_KEYS, "scheme")
 STATISTICS = {
     "new_tokens": "New tokens",
     "code_length_max": "Length max",
@@ -62,14 +63,9 @@ def build_identifier_report(results_dir: Path, reports_dir: Path) -> list[Path]:
              "the scheme's de-duplication; codebook usage: share of each level's codes used (mean, then per "
              "level).\n"]
     header = ["Scheme", "Paradigm", *STATISTICS.values(), "Usage per level"]
-    for (dataset, split, profile, backbone), table in frame.groupby(list(KEYS[:-1]), sort=False):
-        lines += [f"## {dataset} — split {split}, profile {profile}, backbone {backbone}\n",
-                  "| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
-        for row in table.itertuples(index=False):
-            cells = [row.scheme, row.paradigm or "", *(_cell(key, getattr(row, key)) for key in STATISTICS),
-                     row.codebook_usage_per_level]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+    lines += markdown_sections(frame, header, lambda row: [
+        row["scheme"], row["paradigm"] or "", *(_cell(key, row[key]) for key in STATISTICS),
+        row["codebook_usage_per_level"]])
     md.write_text("\n".join(lines))
     return [md, csv]
 
