@@ -108,6 +108,15 @@ def test_best_values_are_marked_including_ties_and_fastest_inference(tmp_path: P
     assert pop[-2] == "**0.5000**" and sasrec[-2] == "2.000" and cid[-2] == "30.00"
 
 
+def test_a_column_of_zeros_marks_no_best_value(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    write_record(results, "pop", 0.0, ms=1.0)
+    write_record(results, "sasrec", 0.0, ms=2.0)
+    md = build(tmp_path)["md"]
+    pop, sasrec = (md_row(md, "none", s) for s in ("pop", "sasrec"))
+    assert pop[1:-2] == sasrec[1:-2] == ["0.0000"] * 12 and pop[-2] == "**1.000**"
+
+
 def test_not_applicable_is_a_row_with_its_reason(tmp_path: Path) -> None:
     results = tmp_path / "results"
     write_record(results, "pop", 0.1)

@@ -124,11 +124,14 @@ def _number(column: str, value: float) -> str:
 
 def _cells(table: pd.DataFrame, style: Style) -> list[list[str]]:
     """The body of one table: scheme, every value column, n. The best shown value per column is bold
-    (ties too; lowest inference time); "n/a" for schemes without finished runs."""
+    (ties too; lowest inference time; none when every metric value is zero); "n/a" for schemes without
+    finished runs."""
     columns = [[style.text(scheme) for scheme in table["scheme"]]]
     for column in COLUMNS:
         shown = table[column].map(lambda v: _number(column, v), na_action="ignore")
         best = (min if column == INFERENCE else max)(map(float, shown.dropna()), default=None)
+        if column != INFERENCE and best == 0.0:
+            best = None
         cells = []
         for text, spread, n in zip(shown, table[f"{column}_std"], table["n"]):
             if n == 0:
