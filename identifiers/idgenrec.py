@@ -352,9 +352,7 @@ class IDGenRec(SequenceScheme):
         separator = embedding[self.vocab.separator_id].float()
         rows = torch.where((positions == lengths[:, None])[..., None], separator, rows)
         table = torch.where(positions <= lengths[:, None], 0, -1)
-        local = HistoryBatch(users=batch.users, items=inverse.view_as(history),
-                             mask=batch.mask[:, -model.max_history:], targets=batch.targets)
-        layout = model.history_layout(local, table)
+        layout = model.history_layout(inverse.view_as(history), batch.mask[:, -model.max_history:], table)
         inputs = rows[layout.items, layout.positions] * layout.real[..., None]
         at_eos = (torch.arange(inputs.shape[1], device=inputs.device)[None, :] == layout.lengths[:, None])
         inputs = torch.where(at_eos[..., None], embedding[EOS_ID].float(), inputs)

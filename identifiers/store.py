@@ -140,13 +140,8 @@ class STORERecommender(GenerativeRecommender):
         self.texts, self.weights, self.task_items = texts, weights, task_items
 
     def code_inputs(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encoder input of the items' codes alone: code tokens then EOS, right-padded."""
-        tokens = self.item_tokens[items]
-        lengths = (tokens >= 0).sum(dim=1)
-        ids = torch.cat([tokens.clamp_min(PAD_ID), torch.full_like(tokens[:, :1], PAD_ID)], dim=1)
-        ids[torch.arange(len(ids), device=ids.device), lengths] = EOS_ID
-        mask = torch.arange(ids.shape[1], device=ids.device)[None, :] <= lengths[:, None]
-        return ids, mask.long()
+        """Encoder input of the items' codes alone (a one-item history): code tokens then EOS, right-padded."""
+        return self.encoder_inputs(items[:, None], torch.ones(len(items), 1, dtype=torch.bool, device=items.device))
 
     def loss(self, batch: HistoryBatch) -> torch.Tensor:
         loss = super().loss(batch)

@@ -130,4 +130,3 @@ class TIGER(SequenceScheme):
             "rqvae_quantization_loss": final["codebook"] + final["commitment"],
             "rqvae_fit_s": self.fit_report.seconds,
         }
-

@@ -59,7 +59,7 @@ from torch import nn
 
 from benchmark.config import ConfigError
 from benchmark.splits import TrainData
-from identifiers.base import Scheme, collision_rate
+from identifiers.base import Scheme, collision_rate, options_from_params
 from identifiers.quantizers import FitConfig
 from identifiers.registry import register
 from recommenders import trainer
@@ -257,9 +257,7 @@ class TokenRec(Scheme):
     def build(self, data: TrainData) -> Recommender:
         self.codes = self.tokenize(data)
         params = self.params
-        options = TokenRecOptions(item_input=params.item_input, loss=params.loss, temperature=params.temperature,
-                                  projection_hidden=params.projection_hidden,
-                                  projection_dropout=params.projection_dropout)
+        options = options_from_params(TokenRecOptions, params)
         torch.manual_seed(self.ctx.seed)
         return TokenRecRecommender(self.codes, params.codebook_size, self.item_representations,
                                    self.ctx.config.backbone, self.ctx.config.max_history, options)
@@ -267,8 +265,9 @@ class TokenRec(Scheme):
     def statistics(self) -> dict[str, Any]:
         params = self.params
         usage = [float(len(torch.unique(self.codes[:, k])) / params.codebook_size) for k in range(params.n_codebooks)]
+        collisions = collision_rate(self.codes)
         return {"new_tokens": params.n_codebooks * params.codebook_size, "code_length_max": params.n_codebooks,
-                "collision_rate_before_dedup": collision_rate(self.codes),
-                "collision_rate_after_dedup": collision_rate(self.codes), "codebook_usage_per_level": usage,
+                "collision_rate_before_dedup": collisions, "collision_rate_after_dedup": collisions,
+                "codebook_usage_per_level": usage,
                 "lightgcn": {**asdict(self.lightgcn_config()), "final_bpr_loss": self.lightgcn_final_loss},
                 "tokenizer_final": self.tokenizer_report.final}

@@ -108,14 +108,16 @@ class GenerativeRecommender(Recommender):
         self.register_buffer("item_tokens", tokens.to(device), persistent=False)
         self.register_buffer("history_tokens", history.to(device), persistent=False)
 
-    def history_layout(self, batch: HistoryBatch, table: torch.Tensor | None = None) -> HistoryLayout:
-        """The encoder positions of the batch's last ``max_history`` items' tokens, oldest first, no pads.
+    def history_layout(self, items: torch.Tensor, present: torch.Tensor,
+                       table: torch.Tensor | None = None) -> HistoryLayout:
+        """The encoder positions of the tokens of the last ``max_history`` items of ``items [B, H]`` where
+        ``present``, oldest first, no pads.
 
-        ``table`` (default: :attr:`history_tokens`) holds each item's history-token row, -1 padded; the
-        batch's items index its rows.
+        ``table`` (default: :attr:`history_tokens`) holds each item's history-token row, -1 padded; ``items``
+        index its rows.
         """
         table = self.history_tokens if table is None else table
-        items, present = batch.items[:, -self.max_history:], batch.mask[:, -self.max_history:]
+        items, present = items[:, -self.max_history:], present[:, -self.max_history:]
         width = table.shape[1]
         valid = ((table[items] >= 0) & present[..., None]).flatten(1)
         lengths = valid.sum(dim=1)
@@ -128,16 +130,17 @@ class GenerativeRecommender(Recommender):
         return HistoryLayout(items=items.gather(1, slots // width), positions=slots % width, real=real,
                              lengths=lengths)
 
-    def encoder_inputs(self, batch: HistoryBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """``input_ids [B, S]`` (history tokens oldest first, pads removed, then EOS; right-padded) and mask."""
-        layout = self.history_layout(batch)
+    def encoder_inputs(self, items: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``input_ids [B, S]`` of histories ``items [B, H]`` where ``present`` (their tokens oldest first, pads
+        removed, then EOS; right-padded) and the attention mask."""
+        layout = self.history_layout(items, present)
         input_ids = torch.where(layout.real, self.history_tokens[layout.items, layout.positions], PAD_ID)
         input_ids[torch.arange(len(input_ids), device=input_ids.device), layout.lengths] = EOS_ID
         return input_ids, layout.attention_mask()
 
     def encode(self, batch: HistoryBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder output ``[B, S, d]`` and its attention mask ``[B, S]``."""
-        input_ids, mask = self.encoder_inputs(batch)
+        input_ids, mask = self.encoder_inputs(batch.items, batch.mask)
         return self.backbone.get_encoder()(input_ids=input_ids, attention_mask=mask).last_hidden_state, mask
 
     def target_labels(self, targets: torch.Tensor) -> torch.Tensor:
@@ -154,7 +157,7 @@ class GenerativeRecommender(Recommender):
 
     def token_logits(self, batch: HistoryBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced logits ``[B, D, vocab]`` for the target codes, with the labels ``[B, D]``."""
-        input_ids, mask = self.encoder_inputs(batch)
+        input_ids, mask = self.encoder_inputs(batch.items, batch.mask)
         labels = self.target_labels(batch.targets)
         return self.seq2seq_logits(input_ids, mask, labels), labels
 

@@ -165,7 +165,7 @@ def test_generative_recommender_trains_and_ranks() -> None:
     batch = HistoryBatch(users=torch.arange(3), items=items, mask=torch.tensor(
         [[False, False, True, True], [True, True, True, True], [False, False, False, True]]),
         targets=torch.tensor([8, 9, len(codes.codes) - 1]))
-    input_ids, mask = model.encoder_inputs(batch)
+    input_ids, mask = model.encoder_inputs(batch.items, batch.mask)
     tokens = [[t + 2 for t in codes.codes[i].tolist() if t >= 0] for i in range(len(codes.codes))]
     expected = tokens[3] + tokens[7] + [EOS_ID]
     assert input_ids[0, :len(expected)].tolist() == expected and int(mask[0].sum()) == len(expected)

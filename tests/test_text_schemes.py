@@ -52,7 +52,7 @@ def test_text_codes_share_the_text_vocabulary_and_separate_history_items(tmp_pat
     assert model.backbone.config.vocab_size == vocab.size
     batch = HistoryBatch(users=torch.arange(1), items=torch.tensor([[0, 2, 1]]),
                          mask=torch.tensor([[False, True, True]]), targets=torch.tensor([0]))
-    input_ids, mask = model.encoder_inputs(batch)
+    input_ids, mask = model.encoder_inputs(batch.items, batch.mask)
     expected = words[2] + [vocab.separator_id] + words[1] + [vocab.separator_id] + [EOS_ID]
     assert input_ids[0].tolist() == expected and mask[0].tolist() == [1] * len(expected)
     assert model.target_labels(torch.tensor([1]))[0, :len(words[1])].tolist() == words[1]
