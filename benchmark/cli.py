@@ -1,7 +1,8 @@
 """Command line: ``python -m benchmark {list,stats,run,leaderboard,download}``.
 
 Parsing and error messages only; the work happens in the runner, the data registry and the reports.
-Invalid names or options exit with code 2 and list the valid choices.
+Invalid names or options exit with code 2 and list the valid choices; a training that diverges (loss NaN or
+infinite) exits with code 3, keeping every record finished before it.
 """
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmark.config import PROFILES, SPLITS, ConfigError, Environment, read_user_config, resolve
+from benchmark.config import MAX_SEED, PROFILES, SPLITS, ConfigError, Environment, read_user_config, resolve
 from benchmark.data.dataset import DataError
-from benchmark.data.registry import SPECS, check_dataset_name, dataset_names, load_dataset
+from benchmark.data.registry import SPECS, check_dataset_name, dataset_names, is_present, load_dataset, resolve_data_dir
 from benchmark.splits import SplitError, make_split
 
 EXIT_USAGE = 2
+EXIT_DIVERGED = 3
 
 
 class UsageError(Exception):
@@ -28,8 +30,18 @@ def _names(value: str, valid: list[str], what: str) -> list[str]:
     return names
 
 
-def _datasets(value: str) -> list[str]:
-    names = list(SPECS) if value.strip() == "all" else _names(value, dataset_names(), "datasets")
+def _datasets(value: str, data_dir: str | None) -> list[str]:
+    """The named datasets; ``all`` means every registered one whose folder exists (the others are noted)."""
+    if value.strip() == "all":
+        present = [name for name in SPECS if is_present(name, data_dir)]
+        absent = [name for name in SPECS if name not in present]
+        if not present:
+            raise UsageError(f"--datasets all: no dataset folder under {resolve_data_dir(data_dir)}/")
+        if absent:
+            print(f"note: --datasets all skips {', '.join(absent)}: no folder under {resolve_data_dir(data_dir)}/ "
+                  "(pass --data-dir, or fetch one with `python -m benchmark download NAME`)", file=sys.stderr)
+        return present
+    names = _names(value, dataset_names(), "datasets")
     for name in names:
         try:
             check_dataset_name(name)
@@ -39,12 +51,37 @@ def _datasets(value: str) -> list[str]:
 
 
 def _schemes(value: str) -> list[str]:
-    from identifiers.registry import expand
+    from identifiers.registry import expand, schemes
 
     try:
-        return expand(value)
+        names = expand(value)
     except KeyError as error:
         raise UsageError(f"--identifiers: {error.args[0]}") from error
+    if not names:
+        raise UsageError(f"--identifiers: give at least one name; choose from all, {', '.join(schemes())}")
+    return names
+
+
+def _seeds(value: str | None) -> list[int | None]:
+    """``--seed``: one seed or comma-separated seeds, each 0 .. 2**32-1; None (the config's seed) when absent."""
+    if value is None:
+        return [None]
+    parts = [part.strip() for part in value.split(",")]
+    if not all(part.isdecimal() and int(part) <= MAX_SEED for part in parts):
+        raise UsageError(f"--seed: expected integers from 0 to {MAX_SEED}, comma-separated (e.g. 1,2,3); "
+                         f"got '{value}'")
+    return list(dict.fromkeys(int(part) for part in parts))
+
+
+def _at_least_one(text: str) -> int:
+    """argparse type of ``--k-core`` and ``--max-history``: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got '{text}'")
+    return value
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -76,7 +113,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    for name in _datasets(args.datasets):
+    for name in _datasets(args.datasets, args.data_dir):
         dataset = load_dataset(name, args.data_dir, args.k_core)
         stats = dataset.stats()
         print(f"{name}: {stats['users']:,} users, {stats['items']:,} items, {stats['interactions']:,} interactions, "
@@ -98,39 +135,53 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmark.runner import resolve_device, run_all
-    from identifiers.registry import get_scheme
+    from identifiers.registry import get_scheme, schemes
     from recommenders.backbones import BackboneError, check_backbone
+    from recommenders.trainer import DivergenceError
 
-    datasets, schemes = _datasets(args.datasets), _schemes(args.identifiers)
+    datasets, names, seeds = _datasets(args.datasets, args.data_dir), _schemes(args.identifiers), _seeds(args.seed)
     user = read_user_config(args.config) if args.config else {}
+    unknown = sorted(set(user.get("schemes") or {}) - set(schemes()))
+    if unknown:
+        raise ConfigError(f"config file {args.config}: schemes: unknown scheme(s) {', '.join(unknown)}; "
+                          f"choose from {', '.join(schemes())}")
     env = Environment(device=args.device, data_dir=args.data_dir, results_dir=args.results_dir,
                       reports_dir=args.reports_dir, cache_dir=args.cache_dir, progress=not args.no_progress)
     try:
         resolve_device(args.device)
-    except (ValueError, RuntimeError) as error:
+    except ValueError as error:
         raise UsageError(f"--device: {error}") from error
-    if args.backbone is not None:
-        try:
-            check_backbone(args.backbone)
-        except BackboneError as error:
-            raise UsageError(f"--backbone: {error}") from error
-    seeds = [int(s) for s in args.seed.split(",")] if args.seed else [None]
     cli = {"split": args.split, "backbone": args.backbone, "max_history": args.max_history, "k_core": args.k_core}
     configs = [resolve(d, get_scheme(s), seed, args.profile, user, cli) for d in datasets for seed in seeds
-               for s in schemes]
+               for s in names]
+    backbones = {c.backbone for c in configs if get_scheme(c.scheme).uses_backbone} | ({args.backbone} - {None})
+    for backbone in sorted(backbones):
+        try:
+            check_backbone(backbone)
+        except BackboneError as error:
+            raise UsageError(f"{'--backbone' if args.backbone else 'run.backbone'}: {error}") from error
     for config in {(c.dataset, c.k_core, c.split, c.max_history): c for c in configs}.values():
         make_split(load_dataset(config.dataset, env.data_dir, config.k_core), config.split, config.max_history)
-    paths = run_all(configs, env, force=args.force)
+    try:
+        paths = run_all(configs, env, force=args.force)
+    except BackboneError as error:
+        raise UsageError(f"backbone: {error}") from error
+    except DivergenceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_DIVERGED
     print(f"{len(paths)} record(s) under {args.results_dir}/; build tables with `python -m benchmark leaderboard`")
     return 0
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from benchmark.records import scan_records
     from benchmark.reports.costs import build_cost_report
     from benchmark.reports.identifiers import build_identifier_report
     from benchmark.reports.leaderboard import build_leaderboard
 
     results, reports = Path(args.results_dir), Path(args.reports_dir)
+    for problem in scan_records(results)[1]:
+        print(f"warning: skipped {problem}", file=sys.stderr)
     written = build_leaderboard(results, reports)
     written += [*build_identifier_report(results, reports), *build_cost_report(results, reports)] if written else []
     if not written:
@@ -144,7 +195,7 @@ def cmd_download(args: argparse.Namespace) -> int:
     from benchmark.data.download import download
 
     for name in _names(args.datasets, dataset_names(), "datasets"):
-        print(f"{name}: files in {download(name, Path(args.data_dir or 'datasets'))}")
+        print(f"{name}: files in {download(name, resolve_data_dir(args.data_dir))}")
     return 0
 
 
@@ -162,8 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("stats", help="dataset statistics and, per split, the share of cold test targets")
     p.add_argument("--datasets", required=True, help="comma-separated dataset names, or all")
-    p.add_argument("--k-core", type=int, default=5)
-    p.add_argument("--max-history", type=int, default=20)
+    p.add_argument("--k-core", type=_at_least_one, default=5)
+    p.add_argument("--max-history", type=_at_least_one, default=20)
     data_options(p)
     p.set_defaults(func=cmd_stats)
 
@@ -174,10 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", default=None, help="seed, or comma-separated seeds (default: from the config)")
     p.add_argument("--split", default=None, choices=SPLITS)
     p.add_argument("--backbone", default=None, help="backbone preset or from_pretrained name/path")
-    p.add_argument("--max-history", type=int, default=None)
-    p.add_argument("--k-core", type=int, default=None)
+    p.add_argument("--max-history", type=_at_least_one, default=None)
+    p.add_argument("--k-core", type=_at_least_one, default=None)
     p.add_argument("--config", default=None, help="YAML overriding benchmark/defaults.yaml (run/train/schemes)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--device", default="auto", help="auto (default: cuda when available), cpu, cuda or cuda:N")
     p.add_argument("--results-dir", default="results")
     p.add_argument("--reports-dir", default="reports")
     p.add_argument("--cache-dir", default=".cache", help="embeddings, CF encoders and epoch checkpoints")

@@ -5,6 +5,9 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,13 @@ import yaml
 DEFAULTS_PATH = Path(__file__).with_name("defaults.yaml")
 PROFILES = ("smoke", "quick", "paper")
 SPLITS = ("loo", "temporal")
+SECTIONS = ("run", "train", "schemes")
+MAX_SEED = 2**32 - 1
+"""numpy's seeds are 0 .. 2**32 - 1."""
+RUN_MINIMUM = {"seed": 0, "k_core": 1, "max_history": 1, "eval_batch_size": 1, "text_vocab_size": 1}
+TRAIN_MINIMUM = {"epochs": 0, "batch_size": 1, "weight_decay": 0, "grad_clip": 0, "patience": 1,
+                 "max_valid_examples": 0}
+"""Smallest valid value of each numeric run / train key (``defaults.yaml`` documents them)."""
 
 
 class ConfigError(ValueError):
@@ -54,6 +64,7 @@ class RunConfig:
     ks: tuple[int, ...]
     eval_batch_size: int
     text_vocab_size: int
+    constrained_decoding: bool
     train: TrainConfig
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -90,7 +101,7 @@ def load_defaults() -> dict[str, Any]:
 
 
 def read_user_config(path: str | Path) -> dict[str, Any]:
-    """Read a user YAML; only the sections ``run``, ``train`` and ``schemes`` are allowed."""
+    """Read a user YAML; only the sections ``run``, ``train`` and ``schemes``, each a mapping, are allowed."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} not found")
@@ -99,15 +110,21 @@ def read_user_config(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as error:
         raise ConfigError(f"config file {path}: invalid YAML: {error}") from error
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path}: expected a mapping with sections run, train, schemes")
-    unknown = set(data) - {"run", "train", "schemes"}
+        raise ConfigError(f"config file {path}: expected a mapping with sections {', '.join(SECTIONS)}")
+    unknown = set(data) - set(SECTIONS)
     if unknown:
-        raise ConfigError(f"config file {path}: unknown section(s) {sorted(unknown)}; valid: run, train, schemes")
+        raise ConfigError(f"config file {path}: unknown section(s) {sorted(unknown)}; valid: {', '.join(SECTIONS)}")
+    for section, value in data.items():
+        if value is not None and not isinstance(value, dict):
+            raise ConfigError(f"config file {path}: section '{section}' must be a mapping of key: value, "
+                              f"got {_shown(value)}")
     return data
 
 
 def merge(base: dict[str, Any], override: dict[str, Any], where: str) -> dict[str, Any]:
     """Override keys of ``base``; unknown keys are an error naming ``where`` and the valid keys."""
+    if override is not None and not isinstance(override, dict):
+        raise ConfigError(f"{where}: expected a mapping of key: value, got {_shown(override)}")
     out = copy.deepcopy(base)
     for key, value in (override or {}).items():
         if key not in out:
@@ -133,19 +150,131 @@ def resolve(dataset: str, scheme_cls: type, seed: int | None, profile: str, user
     run = merge(run, cli, "command line")
     if seed is not None:
         run["seed"] = seed
+    run, train = _check_run(run), _check_train(train)
+    schemes = user.get("schemes") or {}
+    if not isinstance(schemes, dict):
+        raise ConfigError(f"config schemes: expected a mapping of scheme name: parameters, got {_shown(schemes)}")
+    overrides = schemes.get(scheme_cls.name) or {}
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"config schemes.{scheme_cls.name}: expected a mapping of parameter: value, "
+                          f"got {_shown(overrides)}")
+    params = check_fields(scheme_cls.resolve_params(profile, overrides), scheme_cls.Params,
+                          f"schemes.{scheme_cls.name}")
+    backbone = run["backbone"] if scheme_cls.uses_backbone else "none"
+    return RunConfig(dataset=dataset, scheme=scheme_cls.name, backbone=backbone, seed=run["seed"], profile=profile,
+                     split=run["split"], k_core=run["k_core"], max_history=run["max_history"], ks=run["ks"],
+                     eval_batch_size=run["eval_batch_size"], text_vocab_size=run["text_vocab_size"],
+                     constrained_decoding=run["constrained_decoding"], train=TrainConfig(**train), params=params)
+
+
+def _check_run(run: dict[str, Any]) -> dict[str, Any]:
+    """The run section with every key of the type and range its :class:`RunConfig` field needs."""
+    hints = typing.get_type_hints(RunConfig)
+    run = {key: check_value(value, hints[key], f"run.{key}") for key, value in run.items()}
+    _check_minimum(run, RUN_MINIMUM, "run")
+    if run["seed"] > MAX_SEED:
+        raise ConfigError(f"run.seed: expected an integer from 0 to {MAX_SEED}, got {run['seed']}")
     if run["split"] not in SPLITS:
         raise ConfigError(f"unknown split '{run['split']}'; choose from {', '.join(SPLITS)}")
-    params = scheme_cls.resolve_params(profile, (user.get("schemes") or {}).get(scheme_cls.name, {}))
-    backbone = run["backbone"] if scheme_cls.uses_backbone else "none"
-    _check_train(train)
-    return RunConfig(dataset=dataset, scheme=scheme_cls.name, backbone=backbone, seed=int(run["seed"]),
-                     profile=profile, split=run["split"], k_core=int(run["k_core"]),
-                     max_history=int(run["max_history"]), ks=tuple(int(k) for k in run["ks"]),
-                     eval_batch_size=int(run["eval_batch_size"]), text_vocab_size=int(run["text_vocab_size"]),
-                     train=TrainConfig(**train), params=params)
+    if not run["ks"] or min(run["ks"]) < 1:
+        raise ConfigError(f"run.ks: expected a non-empty list of positive integers, got {list(run['ks'])}")
+    return run
 
 
-def _check_train(train: dict[str, Any]) -> None:
-    metric, _, k = str(train["valid_metric"]).partition("@")
-    if metric not in ("recall", "ndcg") or not k.isdigit():
-        raise ConfigError(f"train.valid_metric '{train['valid_metric']}': expected recall@K or ndcg@K")
+def _check_train(train: dict[str, Any]) -> dict[str, Any]:
+    """The train section with every key of the type and range its :class:`TrainConfig` field needs."""
+    train = check_fields(train, TrainConfig, "train")
+    _check_minimum(train, TRAIN_MINIMUM, "train")
+    if train["lr"] <= 0:
+        raise ConfigError(f"train.lr: expected a number > 0, got {train['lr']}")
+    metric, _, k = train["valid_metric"].partition("@")
+    if metric not in ("recall", "ndcg") or not k.isdecimal() or int(k) < 1:
+        raise ConfigError(f"train.valid_metric '{train['valid_metric']}': expected recall@K or ndcg@K with K >= 1")
+    return train
+
+
+def _check_minimum(values: dict[str, Any], minimum: dict[str, float], section: str) -> None:
+    for key, low in minimum.items():
+        if values[key] < low:
+            raise ConfigError(f"{section}.{key}: expected a value >= {low}, got {values[key]}")
+
+
+def check_fields(values: dict[str, Any], cls: type, where: str) -> dict[str, Any]:
+    """``values`` checked with :func:`check_value` against the annotations of the dataclass ``cls``'s fields."""
+    hints = typing.get_type_hints(cls)
+    return {key: check_value(value, hints[key], f"{where}.{key}") if key in hints else value
+            for key, value in values.items()}
+
+
+def check_value(value: Any, annotation: Any, where: str) -> Any:
+    """``value`` checked against a type annotation and returned in that type; ConfigError naming ``where``.
+
+    Understands ``int``, ``float``, ``bool``, ``str``, ``tuple[T, ...]``, ``list[T]``, ``X | None`` and ``Any``.
+    An int is a valid float (returned as float), a list a valid tuple (returned as tuple); a bool is not a
+    number. A float also accepts a numeric string, since YAML 1.1 reads ``1e-3`` (no dot) as a string. Floats
+    must be finite.
+    """
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return check_value(value, arg, where)
+            except ConfigError:
+                continue
+    elif origin is list or (origin is tuple and len(args) == 2 and args[1] is Ellipsis):
+        if isinstance(value, (list, tuple)):
+            items = [check_value(item, args[0], f"{where}[{i}]") for i, item in enumerate(value)]
+            return tuple(items) if origin is tuple else items
+    elif annotation is bool:
+        if isinstance(value, bool):
+            return value
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif annotation is float:
+        number = _float(value)
+        if number is not None:
+            return number
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    else:
+        raise TypeError(f"{where}: check_value does not understand the annotation {annotation!r}")
+    raise ConfigError(f"{where}: expected {_describe(annotation)}, got {_shown(value)}")
+
+
+def _float(value: Any) -> float | None:
+    """``value`` as a finite float, or None when it is not a number (bools are not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+TYPE_NAMES = {bool: ("true or false", "booleans"), int: ("an integer", "integers"),
+              float: ("a finite number", "numbers"), str: ("a string", "strings")}
+"""A reader's name of each scalar type: singular, and plural for lists."""
+
+
+def _describe(annotation: Any) -> str:
+    """A reader's name for a type annotation, e.g. 'a list of integers' for ``tuple[int, ...]``."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
+    if origin in (tuple, list):
+        return f"a list of {TYPE_NAMES[args[0]][1]}"
+    return TYPE_NAMES[annotation][0]
+
+
+def _shown(value: Any) -> str:
+    """``value`` for an error message: its repr and its YAML type."""
+    kind = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "mapping",
+            type(None): "null"}.get(type(value), type(value).__name__)
+    return f"{value!r} ({kind})"

@@ -2,7 +2,8 @@
 
 Models that score every item and models that return a ranked list (beam search) both reduce to the
 target's rank, so they share the metric code. Ranks are capped at ``max(ks)``: a capped rank means "not
-in the top ``max(ks)``". Score ties are broken by item id (lower id first), deterministically.
+in the top ``max(ks)``". Score ties are broken by item id (lower id first), deterministically; a NaN score
+ranks below every number, and a target scored NaN is ranked last.
 """
 from __future__ import annotations
 
@@ -17,15 +18,20 @@ from benchmark.metrics import METRICS, metric_value
 from benchmark.splits import Examples
 from recommenders.base import Recommender, iterate
 
-SEGMENTS = ("all", "warm", "cold")
-
 
 def ranks_from_scores(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """0-based rank of each target: items scoring higher, plus equal-scoring items with a lower id."""
+    """0-based rank of each target: items scoring higher, plus equal-scoring items with a lower id.
+
+    A NaN score counts as ``-inf``, so a NaN never lifts an item above others; a target whose own score is
+    NaN is ranked last.
+    """
+    nan = scores.isnan()
+    scores = scores.masked_fill(nan, float("-inf"))
     target_scores = scores.gather(1, targets[:, None])
     ids = torch.arange(scores.shape[1], device=scores.device)
     ahead = (scores > target_scores) | ((scores == target_scores) & (ids[None, :] < targets[:, None]))
-    return ahead.sum(dim=1)
+    ranks = ahead.sum(dim=1)
+    return torch.where(nan.gather(1, targets[:, None])[:, 0], torch.full_like(ranks, scores.shape[1] - 1), ranks)
 
 
 def ranks_from_lists(ranked: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,9 @@
 
 A record carries the full resolved config and its hash, dataset and split statistics, library versions,
 hardware, identifier statistics, the training curve, metrics per segment (all / warm / cold), per-example
-ranks (enough to recompute any top-K metric or run significance tests) and timings.
+ranks (enough to recompute any top-K metric or run significance tests) and timings. A file counts as a
+record only when it parses and has the fields the reports read (:func:`read_record`): the runner re-runs a
+config whose file is not one, and the leaderboard lists such files.
 """
 from __future__ import annotations
 
@@ -22,6 +24,10 @@ import torch
 from benchmark.config import RunConfig
 
 SCHEMA_VERSION = 1
+CONFIG_KEYS = ("dataset", "scheme", "backbone", "split", "profile")
+"""Config fields every record must have: they place it in the reports."""
+SEGMENTS = ("all", "warm", "cold")
+"""Test segments of a finished record's metrics."""
 LIBRARIES = ("torch", "transformers", "peft", "sentence-transformers", "vector-quantize-pytorch", "scikit-learn",
              "numpy", "pandas")
 
@@ -48,17 +54,62 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
         raise
 
 
-def iter_records(results_dir: str | Path) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Every readable record under ``results_dir`` (temporary and foreign JSON files are skipped)."""
+class RecordError(ValueError):
+    """A file under the results folder is not a complete run record; the message names it and the problem."""
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """The run record in ``path``, checked to have every field the reports read; RecordError otherwise."""
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
+        raise RecordError(f"{path}: not readable JSON ({error})") from error
+    problem = _record_problem(record)
+    if problem:
+        raise RecordError(f"{path}: not a complete run record: {problem}")
+    return record
+
+
+def _record_problem(record: Any) -> str | None:
+    """What a parsed record lacks (None when it is complete)."""
+    if not isinstance(record, dict):
+        return "expected a JSON object"
+    if record.get("schema") != SCHEMA_VERSION:
+        return f"schema {record.get('schema')!r}, expected {SCHEMA_VERSION}"
+    config = record.get("config")
+    if not isinstance(config, dict) or not all(isinstance(config.get(key), str) for key in CONFIG_KEYS):
+        return f"config lacks one of {', '.join(CONFIG_KEYS)}"
+    if record.get("status") == "not_applicable":
+        return None if isinstance(record.get("reason"), str) else "a not-applicable run without its reason"
+    if record.get("status") != "ok":
+        return f"status {record.get('status')!r}, expected ok or not_applicable"
+    metrics, timings = record.get("metrics"), record.get("timings")
+    if not isinstance(metrics, dict) or not all(isinstance(metrics.get(seg), dict) for seg in SEGMENTS):
+        return f"metrics lack one of the segments {', '.join(SEGMENTS)}"
+    if not isinstance(timings, dict) or not isinstance(timings.get("inference_ms_per_user"), (int, float)):
+        return "timings lack inference_ms_per_user"
+    return None
+
+
+def scan_records(results_dir: str | Path) -> tuple[list[tuple[Path, dict[str, Any]]], list[str]]:
+    """Every complete record under ``results_dir``, and why each other JSON file there is not one.
+
+    Temporary files of an atomic write (their names start with a dot) are not looked at.
+    """
+    found, problems = [], []
     for path in sorted(Path(results_dir).rglob("*.json")):
         if path.name.startswith("."):
             continue
         try:
-            record = json.loads(path.read_text())
-        except (json.JSONDecodeError, OSError):
-            continue
-        if isinstance(record, dict) and record.get("schema") == SCHEMA_VERSION:
-            yield path, record
+            found.append((path, read_record(path)))
+        except RecordError as error:
+            problems.append(str(error))
+    return found, problems
+
+
+def iter_records(results_dir: str | Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Every complete record under ``results_dir`` (see :func:`scan_records` for the files that are not)."""
+    yield from scan_records(results_dir)[0]
 
 
 def versions() -> dict[str, str]:

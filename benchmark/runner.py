@@ -1,7 +1,9 @@
 """The loop over dataset x scheme x seed: dataset -> split -> identifiers -> model -> training -> evaluation.
 
-Each finished run is one atomic JSON record; a run whose record exists is skipped unless ``force``, so a
-killed sweep resumes where it stopped (and a killed training resumes from its last epoch checkpoint).
+Each finished run is one atomic JSON record; a run whose complete record exists is skipped unless ``force``,
+so a killed sweep resumes where it stopped (and a killed training resumes from its last epoch checkpoint). A
+file that is not a complete record (truncated, of another schema) is reported and its run done again. A
+diverged training raises :class:`~recommenders.trainer.DivergenceError` naming the run; finished records stay.
 """
 from __future__ import annotations
 
@@ -20,20 +22,40 @@ from benchmark.config import Environment, RunConfig
 from benchmark.data.dataset import Dataset
 from benchmark.data.registry import load_dataset
 from benchmark.evaluate import evaluate
-from benchmark.records import SCHEMA_VERSION, hardware, now, peak_memory_mb, record_path, versions, write_json_atomic
+from benchmark.records import (
+    SCHEMA_VERSION,
+    RecordError,
+    hardware,
+    now,
+    peak_memory_mb,
+    read_record,
+    record_path,
+    versions,
+    write_json_atomic,
+)
 from benchmark.splits import Split, make_split
 from identifiers.base import RunContext
 from identifiers.registry import get_scheme
 from recommenders import trainer
 
+DEVICES = "auto, cpu, cuda or cuda:N"
+
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available; otherwise the named device, which must exist."""
+    """``auto`` picks CUDA when available; otherwise the named CPU or CUDA device, which must exist."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"unknown device '{name}'; choose from {DEVICES}") from error
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device '{name}' is not supported; choose from {DEVICES}")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine; use cpu or auto")
+        raise ValueError(f"device '{name}': CUDA is not available on this machine; use cpu or auto")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device '{name}': this machine has {torch.cuda.device_count()} CUDA device(s), "
+                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return device
 
 
@@ -61,10 +83,18 @@ def run_all(configs: list[RunConfig], env: Environment, force: bool = False) -> 
         path = record_path(env.results_dir, config)
         paths.append(path)
         if path.exists() and not force:
-            tqdm.write(f"skip {config.run_name}: record exists ({path})")
-            continue
+            try:
+                read_record(path)
+            except RecordError as error:
+                tqdm.write(f"warning: {error}; running {config.run_name} again")
+            else:
+                tqdm.write(f"skip {config.run_name}: record exists ({path})")
+                continue
         bar.set_postfix_str(config.run_name)
-        record = run_one(config, env)
+        try:
+            record = run_one(config, env)
+        except trainer.DivergenceError as error:
+            raise trainer.DivergenceError(f"{config.run_name}: {error}") from error
         write_json_atomic(path, record)
         summary = record["metrics"]["all"] if record["status"] == "ok" else {}
         tqdm.write(f"done {config.run_name}: " + (", ".join(f"{k} {summary[k]:.4f}" for k in ("recall@10", "ndcg@10"))
@@ -111,6 +141,7 @@ def run_one(config: RunConfig, env: Environment) -> dict[str, Any]:
     return {
         **record, "status": "ok", "reason": None,
         "identifier": {"paradigm": scheme.paradigm, "citation": scheme.citation, **scheme.statistics()},
+        "components": ctx.components,
         "training": asdict(report), "selection": selection,
         "metrics": test.metrics(config.ks), "valid_metrics": valid.metrics(config.ks),
         "inference": model.inference_statistics(),

@@ -3,7 +3,8 @@
 A scheme is fitted on :class:`~benchmark.splits.TrainData` (training sequences only) plus item content
 (known at catalogue time, available for every item through :class:`RunContext`). It returns a
 :class:`~recommenders.base.Recommender`; the runner trains it with validation-based early stopping and
-evaluates it on test. Nothing in this contract can reach validation or test targets.
+evaluates it on test. Test examples never reach a scheme; validation examples reach it only through
+:class:`RunContext`, for model selection (early stopping, inference-time knobs), never for fitting.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,9 @@ from recommenders.base import Recommender
 from recommenders.sasrec import SASRec, SASRecParams, cf_cache_key
 from recommenders.text import TextVocabulary, text_vocabulary
 
+if TYPE_CHECKING:
+    from recommenders.sequence import SequenceOptions
+
 PARADIGMS = ("baseline", "sequence", "embedding", "set")
 
 
@@ -33,7 +37,8 @@ class RunContext:
     """What a scheme may use besides the training data: config, item content, device and caches.
 
     ``valid`` and ``warm`` are there for model selection (early stopping, choosing a knob) only; test
-    examples are never part of the context.
+    examples are never part of the context. ``components`` collects what shared, cached components (the CF
+    encoder) report, for the run record.
     """
 
     config: RunConfig
@@ -43,6 +48,7 @@ class RunContext:
     device: torch.device
     cache_dir: Path
     progress: bool = True
+    components: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     @property
     def items(self) -> pd.DataFrame:
@@ -74,22 +80,33 @@ class RunContext:
     def cf_encoder(self, data: TrainData) -> SASRec:
         """A SASRec trained on the training split (CE loss, early stopping on validation), cached on disk.
 
-        Built with the ``sasrec`` scheme's parameters and training settings for this profile and seed, so
-        the CF encoder that E4SRec, LETTER and SETRec build on is configured like the ``sasrec`` row.
+        Built with the ``sasrec`` scheme's parameters and training settings for this profile and seed (the
+        defaults of that profile: a user YAML's ``schemes.sasrec`` or ``train`` section does not change the
+        shared encoder), so the CF encoder that E4SRec, LETTER, SETRec and DreamRec build on is the model of
+        the ``sasrec`` row of a default run. :attr:`components` records it, with its training time even when
+        it was loaded from the cache.
         """
         from identifiers.registry import get_scheme
 
         cfg = self.config
         resolved = resolve(cfg.dataset, get_scheme("sasrec"), cfg.seed, cfg.profile)
         params, train_cfg = SASRecParams(**resolved.params), resolved.train
-        key = cf_cache_key(cfg.dataset, cfg.split, cfg.k_core, cfg.seed, cfg.max_history, params, train_cfg)
+        key = cf_cache_key(data, cfg.dataset, cfg.split, cfg.seed, params, train_cfg)
         path = self.cache_path("cf", key, ".pt")
         model = SASRec(data.n_items, cfg.max_history, params).to(self.device)
-        if path.is_file():
-            model.load_state_dict(torch.load(path, map_location=self.device))
+        cached = path.is_file()
+        if cached:
+            saved = torch.load(path, map_location=self.device, weights_only=False)
         else:
-            self.fit(model, data, train_cfg, desc="cf-encoder (sasrec)")
-            trainer.save_atomic(path, model.state_dict())
+            report = self.fit(model, data, train_cfg, desc="cf-encoder (sasrec)")
+            saved = {"state": model.state_dict(), "report": dataclasses.asdict(report)}
+            trainer.save_atomic(path, saved)
+        model.load_state_dict(saved["state"])
+        report = saved["report"]
+        self.components["cf_encoder"] = {
+            "model": "sasrec", "params": dataclasses.asdict(params), "cache_key": key, "loaded_from_cache": cached,
+            "train_s": report["seconds"], "epochs_run": report["epochs_run"], "best_epoch": report["best_epoch"],
+            f"best_valid_{train_cfg.valid_metric}": report["best_valid"]}
         return model.eval()
 
 
@@ -102,9 +119,10 @@ class Scheme(ABC):
     """A registered identifier scheme (or baseline).
 
     Class attributes: ``paradigm`` (one of :data:`PARADIGMS`), ``citation`` (paper), ``Params`` (a
-    dataclass whose fields are the hyper-parameters, documented in its docstring, defaults = quick
-    profile), ``profiles`` (per-profile overrides of ``Params``), ``train_profiles`` (per-profile
-    overrides of the run's ``train`` section) and ``uses_backbone``.
+    dataclass whose fields are the hyper-parameters, documented in its docstring with the paper's values; its
+    defaults are the quick profile's unless the docstring says otherwise), ``profiles`` (per-profile
+    overrides of ``Params``), ``train_profiles`` (per-profile overrides of the run's ``train`` section) and
+    ``uses_backbone``.
     """
 
     name: ClassVar[str] = ""
@@ -197,8 +215,11 @@ def collision_rate(codes: torch.Tensor) -> float:
 
 
 def code_statistics(codes: ItemCodes) -> dict[str, Any]:
-    """New tokens, code length, collision rates before/after de-duplication and codebook usage per level
-    (of the levels before de-duplication: an appended disambiguation level is used in full by design)."""
+    """New tokens, code length, collision rates before/after de-duplication and codebook usage per level.
+
+    Usage is measured on the codes before de-duplication (``raw_codes`` where given): what the tokenizer
+    itself assigns, not an appended disambiguation level or a collision re-assignment.
+    """
     lengths = codes.lengths().float()
     stats: dict[str, Any] = {
         "new_tokens": 0 if codes.text_vocab is not None else codes.vocab_size,
@@ -210,10 +231,10 @@ def code_statistics(codes: ItemCodes) -> dict[str, Any]:
     if codes.text_vocab is not None:
         stats["text_vocabulary"] = codes.text_vocab.source
     if codes.level_sizes:
-        levels = codes.raw_codes.shape[1] if codes.raw_codes is not None else len(codes.level_sizes)
+        table = codes.raw_codes if codes.raw_codes is not None else codes.codes
         stats["codebook_usage_per_level"] = [
-            float(len(torch.unique(codes.codes[:, level][codes.codes[:, level] >= 0])) / size)
-            for level, size in enumerate(codes.level_sizes[:levels])
+            float(len(torch.unique(table[:, level][table[:, level] >= 0])) / size)
+            for level, size in enumerate(codes.level_sizes[:table.shape[1]])
         ]
     return stats
 
@@ -223,7 +244,8 @@ class SequenceScheme(Scheme):
     backbone learns to emit the next item's code, decoded by beam search constrained to valid codes.
 
     ``Params`` fields named like those of :class:`recommenders.sequence.SequenceOptions` (``beam_size``,
-    ``temperature``) configure the recommender.
+    ``temperature``, ``user_tokens``) configure the recommender; the run's ``constrained_decoding`` says
+    whether beam search is restricted to valid codes.
     """
 
     paradigm = "sequence"
@@ -233,11 +255,17 @@ class SequenceScheme(Scheme):
         """Fit the tokenizer on training data and item content; return every item's code."""
 
     def build(self, data: TrainData) -> Recommender:
-        from recommenders.sequence import GenerativeRecommender, SequenceOptions
+        from recommenders.sequence import GenerativeRecommender
 
         self.codes = self.tokenize(data)
         return GenerativeRecommender(self.codes, self.ctx.config.backbone, self.ctx.config.max_history,
-                                     options_from_params(SequenceOptions, self.params))
+                                     self.sequence_options())
+
+    def sequence_options(self) -> SequenceOptions:
+        """The recommender's options: the ``Params`` fields named like them, decoding as the run says."""
+        from recommenders.sequence import SequenceOptions
+
+        return options_from_params(SequenceOptions, self.params, constrained=self.ctx.config.constrained_decoding)
 
     def statistics(self) -> dict[str, Any]:
         return code_statistics(self.codes)

@@ -9,8 +9,10 @@ titles (:mod:`recommenders.decoding`), so every generated title is an item and t
 K beams. Items whose (truncated) titles coincide get `` (2)``, `` (3)`` ... appended, so titles are unique.
 
 Hyper-parameters (field: default = quick profile [paper / authors' code]): ``max_title_tokens`` 16 [the
-full title; ``paper`` profile 64], ``beam_size`` 20 [the authors generate with beam search and ground each
-output; 20 beams here, the suite's setting for every sequence scheme].
+full title; ``paper`` profile 64], ``beam_size`` 20 [paper: not stated in the sources available to us;
+authors' code: ``inference.py`` generates one output with 4 beams and ``evaluate.py`` ranks all items by the L2
+distance of its embedding; here the top-K items are K beams of constrained decoding, so 20, the suite's
+setting for every sequence scheme].
 
 Differences from the paper, by design of this benchmark: the backbone is the run's T5 (random-init preset
 or a checkpoint, fully trained) instead of LLaMA-7B with LoRA on 1,024 sampled examples, there is no
@@ -39,7 +41,8 @@ class BIGRecParams:
 
     max_title_tokens: title tokens kept per identifier; longer titles are cut (items whose cut titles
         coincide are told apart by a suffix) [the full title].
-    beam_size: beams of the constrained beam search that decodes recommendations [20].
+    beam_size: beams of the constrained beam search that decodes recommendations [paper: not stated in the
+        sources available to us; authors' code: one output from 4 beams, items ranked by grounding].
     """
 
     max_title_tokens: int = 16

@@ -21,12 +21,21 @@ next item's ID under a prefix-tree constraint. The two are trained alternately (
   distributions of the current hard IDs in one teacher-forced pass, no sequential decoding.
 * After every ID-generator phase all IDs are regenerated and the recommender switches to them.
 
-``alternation="id_first"`` (the authors' script) runs ``rounds`` times an ID-generator phase followed by a
-recommender phase; ``"rec_first"`` starts with a recommender phase and ends with one (``rounds`` recommender
-and ``rounds - 1`` ID-generator phases), which gives the generator a trained recommender to learn from when
-both start from random weights. Either way there are ``rounds`` recommender phases: the last is the run's
-training (early stopping on validation, resumable); earlier ones run ``rec_epochs`` epochs each, also
-early-stopped on validation.
+``alternation="id_first"`` (the authors' script, ``--alt_style id_first``) runs ``rounds`` times an
+ID-generator phase followed by a recommender phase. ``"rec_first"`` starts with a recommender phase and ends
+with one: ``rounds`` recommender and ``rounds - 1`` ID-generator phases (the authors' ``rec_first`` instead
+ends every round, the last included, with an ID-generator phase, so their final recommender never trains on
+the final IDs). Either way there are ``rounds`` recommender phases: the last is the run's training (early
+stopping on validation, resumable); earlier ones run ``rec_epochs`` epochs each, also early-stopped on
+validation. A configuration with no ID-generator phase (``rec_first`` with ``rounds`` 1, or ``id_epochs`` 0)
+would be plain text-ID recommendation with the pre-trained generator's IDs, not IDGenRec, and is rejected.
+
+**Quick profile.** The defaults follow the authors' script (``id_first``, ``greedy``); the ``quick`` (and
+``smoke``) profile switches to the two cheaper choices, because these profiles run on a few CPU cores with a
+random-init recommender: ``rec_first`` gives its single ID-generator phase (``rounds`` 2) a recommender that
+has been trained, where ``id_first`` would train the generator against the untrained one, and
+``teacher_forced`` reads the soft IDs in one decoder pass per step where ``greedy`` decodes ``id_max_tokens``
+sequential passes with gradient.
 
 **Generator initialisation.** The authors start the generator from a public T5-small fine-tuned on tag
 generation for articles. No model hub is reachable here, so unless ``generator_backbone`` is a checkpoint
@@ -34,12 +43,12 @@ path, the generator is first trained for ``tag_epochs`` on a self-supervised sta
 text in, its ``tag_words`` highest TF-IDF words (over the catalogue's item texts) out. Item text of every
 item is catalogue content, so cold items get IDs too.
 
-Hyper-parameters (field: default = quick profile [paper / authors' script]): ``id_max_tokens`` 6 [max_length
+Hyper-parameters (field: default [paper / authors' script; quick where it differs]): ``id_max_tokens`` 6 [max_length
 10], ``text_max_tokens`` 64 [256], ``id_beams`` 10 [10], ``generator_backbone`` t5-tiny [pretrained T5-small;
 ``paper`` profile: the t5-small preset], ``tag_words`` 3, ``tag_epochs`` 30, ``tag_lr`` 1e-3 [not applicable],
-``rounds`` 2 [3], ``alternation`` rec_first [id_first], ``rec_epochs`` 3 [10], ``id_epochs`` 1 [1], ``id_lr``
-1e-4 [1e-8], ``id_batch_size`` 64 [12], ``id_examples`` 2000 [all], ``soft_ids`` teacher_forced [greedy],
-``beam_size`` 20 [20]; ``tag_batch_size`` 32.
+``rounds`` 2 [3], ``alternation`` id_first [id_first; quick: rec_first], ``rec_epochs`` 3 [10], ``id_epochs`` 1
+[1], ``id_lr`` 1e-4 [1e-8], ``id_batch_size`` 64 [12], ``id_examples`` 2000 [all], ``soft_ids`` greedy [greedy;
+quick: teacher_forced], ``beam_size`` 20 [20]; ``tag_batch_size`` 32.
 
 Differences from the paper, by design of this benchmark: both models are T5s of the run (random init unless
 checkpoints are given), there is no prompt and no user ID (the authors' ``prompt_no_user_id`` variant), and
@@ -62,11 +71,11 @@ from tqdm import tqdm
 
 from benchmark.config import ConfigError
 from benchmark.splits import TrainData
-from identifiers.base import ItemCodes, SequenceScheme, code_table, options_from_params
+from identifiers.base import ItemCodes, SequenceScheme, code_table
 from identifiers.registry import register
 from recommenders.backbones import EOS_ID, PAD_ID, build_t5
 from recommenders.base import HistoryBatch, Recommender, iterate
-from recommenders.sequence import IGNORE_INDEX, GenerativeRecommender, SequenceOptions
+from recommenders.sequence import IGNORE_INDEX, GenerativeRecommender
 from recommenders.text import TextVocabulary, disambiguate
 
 ALTERNATIONS = ("id_first", "rec_first")
@@ -78,7 +87,8 @@ EXAMPLE_IDS = 10
 
 @dataclass
 class IDGenRecParams:
-    """IDGenRec hyper-parameters (defaults = quick profile; paper / authors' script values in brackets).
+    """IDGenRec hyper-parameters (defaults = quick profile except ``alternation`` and ``soft_ids``, whose defaults
+    are the authors' and which the quick profile overrides; paper / authors' script values in brackets).
 
     id_max_tokens: most tokens of a textual ID [generation max_length 10].
     text_max_tokens: item text tokens read by the ID generator [256].
@@ -89,16 +99,16 @@ class IDGenRecParams:
     tag_epochs: epochs of that pre-training [not applicable].
     tag_lr: AdamW learning rate of that pre-training [not applicable].
     tag_batch_size: items per step of that pre-training [not applicable].
-    rounds: alternation rounds [3].
+    rounds: alternation rounds; ``rec_first`` needs at least 2 [3].
     alternation: ``id_first`` (ID-generator phase, then recommender phase, per round) or ``rec_first``
-        [id_first].
+        (recommender phases first and last, ID-generator phases between) [id_first; quick: rec_first].
     rec_epochs: epochs of each recommender phase before the last (the last is the run's training) [10].
-    id_epochs: epochs of each ID-generator phase [1].
+    id_epochs: epochs of each ID-generator phase, at least 1 [1].
     id_lr: AdamW learning rate of the ID generator in its phase [1e-8].
     id_batch_size: training examples per ID-generator step [12].
     id_examples: training examples drawn (fixed subset) for each ID-generator epoch; 0 = all [all].
     soft_ids: ``greedy`` (decode with gradient) or ``teacher_forced`` (one pass over the current IDs)
-        [greedy].
+        [greedy; quick: teacher_forced].
     beam_size: beams of the constrained beam search that decodes recommendations [20].
     """
 
@@ -111,13 +121,13 @@ class IDGenRecParams:
     tag_lr: float = 1e-3
     tag_batch_size: int = 32
     rounds: int = 2
-    alternation: str = "rec_first"
+    alternation: str = "id_first"
     rec_epochs: int = 3
     id_epochs: int = 1
     id_lr: float = 1e-4
     id_batch_size: int = 64
     id_examples: int = 2000
-    soft_ids: str = "teacher_forced"
+    soft_ids: str = "greedy"
     beam_size: int = 20
 
 
@@ -201,10 +211,10 @@ class IDGenRec(SequenceScheme):
     Params = IDGenRecParams
     profiles = {
         "smoke": {"id_max_tokens": 4, "text_max_tokens": 24, "id_beams": 4, "tag_epochs": 2, "rec_epochs": 1,
-                  "id_examples": 128, "id_batch_size": 64},
+                  "id_examples": 128, "id_batch_size": 64, "alternation": "rec_first", "soft_ids": "teacher_forced"},
+        "quick": {"alternation": "rec_first", "soft_ids": "teacher_forced"},
         "paper": {"id_max_tokens": 10, "text_max_tokens": 256, "generator_backbone": "t5-small", "tag_epochs": 30,
-                  "rounds": 3, "alternation": "id_first", "rec_epochs": 10, "id_lr": 1e-8, "id_batch_size": 12,
-                  "id_examples": 0, "soft_ids": "greedy"},
+                  "rounds": 3, "rec_epochs": 10, "id_lr": 1e-8, "id_batch_size": 12, "id_examples": 0},
     }
     train_profiles = {"quick": {"epochs": 10}}
 
@@ -213,9 +223,13 @@ class IDGenRec(SequenceScheme):
         for name, value, valid in (("alternation", p.alternation, ALTERNATIONS), ("soft_ids", p.soft_ids, SOFT_IDS)):
             if value not in valid:
                 raise ConfigError(f"schemes.idgenrec.{name} '{value}': choose from {', '.join(valid)}")
-        for name in ("id_max_tokens", "text_max_tokens", "id_beams", "rounds", "id_batch_size"):
+        for name in ("id_max_tokens", "text_max_tokens", "id_beams", "rounds", "id_epochs", "id_batch_size"):
             if getattr(p, name) < 1:
                 raise ConfigError(f"schemes.idgenrec.{name} must be at least 1, got {getattr(p, name)}")
+        if p.alternation == "rec_first" and p.rounds < 2:
+            raise ConfigError(f"schemes.idgenrec.rounds {p.rounds} with schemes.idgenrec.alternation 'rec_first' "
+                              "runs no ID-generator phase (rec_first runs rounds - 1 of them): set rounds to at least "
+                              "2 or alternation to 'id_first'")
 
     def build(self, data: TrainData) -> Recommender:
         """Pre-train the generator, then alternate; returns the recommender for its last (the run's) phase."""
@@ -230,7 +244,7 @@ class IDGenRec(SequenceScheme):
         self.log: dict[str, Any] = {"tag_losses": self.pretrain_generator(texts), "rounds": []}
         self.codes = self.generate_ids()
         model = GenerativeRecommender(self.codes, ctx.config.backbone, ctx.config.max_history,
-                                      options_from_params(SequenceOptions, p))
+                                      self.sequence_options())
         examples = data.next_item_examples().subset(p.id_examples, ctx.seed)
         rec_train = dataclasses.replace(ctx.config.train, epochs=p.rec_epochs)
         for round_ in range(p.rounds):

@@ -2,39 +2,62 @@
 Recommendation with A Single LLM", arXiv:2409.07276v1, 2024 (sequence paradigm).
 
 One backbone (the run's T5, with its text vocabulary, :mod:`recommenders.text`) both tokenizes items and
-recommends; there is no separate embedding model or RQ-VAE. Four generative tasks:
+recommends; there is no separate embedding model or RQ-VAE. The paper "formulate[s] semantic tokenization as
+a text-to-token task and generative recommendation as a token-to-token task, supplemented by a token-to-text
+reconstruction task and a text-to-token auxiliary task" (abstract). Here they are trained in two stages of
+the one backbone, with a non-parametric discretisation between them:
 
-* **Text-to-token, tokenization stage** (the dense tokenizer): the encoder reads the item's text; the
-  decoder reads ``n_tokens`` placeholder tokens ``<dense_1> .. <dense_L>`` and its last hidden states at
-  them are the item's L dense tokens. The decoder's causal mask makes the placeholders a cascade (dense
-  token j sees the text and dense tokens < j), STORE's cascaded attention.
-* **Token-to-text reconstruction**: the encoder reads the L dense tokens as ``inputs_embeds`` and the
-  decoder regenerates the item text; trained jointly with the dense tokenizer (an auto-encoder through one
-  LLM) on the training items' texts for ``tokenizer_epochs``.
-* Discretisation is non-parametric, as in the paper: PCA to ``pca_dim`` and k-means into ``codebook_size``
-  clusters, fitted on the training items; every item (cold ones too: their text is catalogue content) takes
-  the nearest centroids. The sources available to us do not say how dense-token positions map to code
-  levels: ``discretizer="residual"`` (default) runs residual k-means over the concatenated dense tokens,
-  ``n_tokens`` levels, each clustering what the levels before leave unexplained; ``"per_position"`` clusters
-  every dense token on its own, which on the synthetic data gave 90% colliding codes (the positions' clusters
-  nearly coincide). Level l's cluster c is new token ``l * M + c``, appended to the trained backbone with
-  embeddings drawn from the mean and covariance of its vocabulary (:func:`recommenders.backbones.add_tokens`);
-  items that still share a code get TIGER's extra disambiguation level (the paper does not say how it
-  resolves collisions).
-* **Token-to-token recommendation**: history codes in, the next item's code out (token cross-entropy,
-  constrained beam search at inference), trained with the run's training section and early stopping, and
-  jointly with two item tasks on (up to ``item_task_items``) target items of every batch:
-  **text-to-token** (item text in, its discrete code out; weight ``text_to_token_weight``, the auxiliary
-  alignment task) and **token-to-text** (code in, item text out; ``token_to_text_weight``).
+**Stage 1, tokenization** (``tokenizer_epochs`` over the training items' texts; its own AdamW,
+``tokenizer_lr``, ``tokenizer_batch_size``), one loss, the reconstruction's:
+
+* **Text-to-token** (the dense tokenizer): the encoder reads the item's text; the decoder reads ``n_tokens``
+  placeholder tokens ``<dense_1> .. <dense_L>`` and its last hidden states at them are the item's L dense
+  tokens. The decoder's causal mask makes the placeholders a cascade (dense token j sees the text and dense
+  tokens < j), STORE's cascaded attention.
+* **Token-to-text reconstruction**: the encoder reads the L dense tokens as ``inputs_embeds`` and the decoder
+  regenerates the item text. Dense tokens have no target of their own, so this auto-encoder through one LLM is
+  what makes them carry the item's content.
+
+**Discretisation** (no training), as in the paper non-parametric: PCA to ``pca_dim`` and k-means into
+``codebook_size`` clusters, fitted on the training items; every item (cold ones too: their text is catalogue
+content) takes the nearest centroids. The sources available to us do not say how dense-token positions map to
+code levels: ``discretizer="residual"`` (default) runs residual k-means over the concatenated dense tokens,
+``n_tokens`` levels, each clustering what the levels before leave unexplained; ``"per_position"`` clusters
+every dense token on its own, which on the synthetic data gave 90% colliding codes (the positions' clusters
+nearly coincide). Level l's cluster c is new token ``l * M + c``, appended to the trained backbone with
+embeddings drawn from the mean and covariance of its vocabulary (:func:`recommenders.backbones.add_tokens`);
+items that still share a code get TIGER's extra disambiguation level (the paper does not say how it resolves
+collisions).
+
+**Stage 2, recommendation** (the run's training section, early stopping on validation), one joint loss per
+batch, summed with weights:
+
+* **Token-to-token**: history codes in, the next item's code out (token cross-entropy, constrained beam
+  search at inference).
+* **Text-to-token, auxiliary** (``text_to_token_weight``), on up to ``item_task_items`` target items of the
+  batch: item text in, its *discrete* code out. It keeps the backbone the tokenizer of the items (see
+  ``text_to_token_accuracy`` below) and ties the new code tokens to the text they stand for.
+* **Code-to-text** (``token_to_text_weight``), on the same items: discrete code in, item text out; it grounds
+  the new code tokens' embeddings in the text, as the reconstruction did for the dense tokens.
+
+Why this order: the recommendation tasks predict discrete codes, which exist only once a trained dense
+tokenizer's outputs are clustered, so the tokenization tasks come first; the tokenization stage trains on
+texts alone, the recommendation stage on the training sequences. Whether it is the paper's: the pairing of
+tasks with stages follows the abstract (reconstruction supplements tokenization, the text-to-token auxiliary
+task supplements recommendation); the paper's training schedule beyond that is not given in the sources
+available to us. The code-to-text task in stage 2 is our choice, not described there: set
+``token_to_text_weight: 0`` to train stage 2 on token-to-token and the text-to-token auxiliary task only.
 
 After training, ``text_to_token_accuracy`` in the record is the share of items whose code the backbone
 itself generates from the item text (constrained beam search, top 1): the LLM is the tokenizer.
 
-Hyper-parameters (field: default = quick profile [paper]): ``n_tokens`` 3, ``codebook_size`` 64 [not
-stated in the sources available to us], ``pca_dim`` 32 [PCA of the 1024-d dense tokens], ``text_max_tokens``
-48, ``tokenizer_epochs`` 20, ``tokenizer_lr`` 1e-3, ``tokenizer_batch_size`` 64, ``text_to_token_weight`` 1.0,
-``token_to_text_weight`` 1.0 [task weights not stated], ``item_task_items`` 64, ``beam_size`` 20. The paper
-fine-tunes OPT-style LLMs; here the run's T5 is trained in full.
+Hyper-parameters (field: default = quick profile), none of which the sources available to us state for the
+paper (we found no public code): ``n_tokens`` 3, ``codebook_size`` 64, ``pca_dim`` 32, ``text_max_tokens`` 48,
+``tokenizer_epochs`` 20, ``tokenizer_lr`` 1e-3, ``tokenizer_batch_size`` 64, ``text_to_token_weight`` 1.0,
+``token_to_text_weight`` 1.0, ``item_task_items`` 64, ``discretizer`` residual, ``beam_size`` 20 (the suite's
+setting for every sequence scheme). The ``paper`` profile is not the paper's configuration but larger
+settings of ours for a GPU (4 tokens, 256 clusters, 128 text tokens, 50 tokenizer epochs). The paper fine-tunes
+OPT-style LLMs; here the run's T5 is trained in full.
 """
 from __future__ import annotations
 
@@ -51,7 +74,7 @@ from transformers import T5ForConditionalGeneration
 
 from benchmark.config import ConfigError
 from benchmark.splits import TrainData
-from identifiers.base import ItemCodes, SequenceScheme, code_table, options_from_params
+from identifiers.base import ItemCodes, SequenceScheme, code_table
 from identifiers.quantizers import level_codes, residual_kmeans
 from identifiers.registry import register
 from recommenders.backbones import EOS_ID, PAD_ID, add_tokens, build_t5, new_token_offset
@@ -66,22 +89,26 @@ ACCURACY_ITEMS = 1000
 
 @dataclass
 class STOREParams:
-    """STORE hyper-parameters (defaults = quick profile; paper values in brackets where known).
+    """STORE hyper-parameters (defaults = quick profile; in brackets the paper's value, none of which is stated in
+    the sources available to us, and the ``paper`` profile's, which is ours).
 
-    n_tokens: L, dense (and discrete) tokens per item [not stated].
-    codebook_size: k-means clusters per token position [not stated].
-    pca_dim: PCA dimensions before k-means [PCA of the LLM's dense tokens].
-    text_max_tokens: item text tokens read and reconstructed.
-    tokenizer_epochs: epochs of the tokenization stage (dense tokenizer + reconstruction) over training items.
-    tokenizer_lr: AdamW learning rate of that stage.
-    tokenizer_batch_size: items per step of that stage.
-    text_to_token_weight: weight of the auxiliary text-to-token task in recommendation training [not stated].
-    token_to_text_weight: weight of the token-to-text task in recommendation training [not stated].
-    item_task_items: most distinct target items per batch used by the two item tasks.
+    n_tokens: L, dense (and discrete) tokens per item [not stated; paper profile 4].
+    codebook_size: k-means clusters per code level [not stated; paper profile 256].
+    pca_dim: PCA dimensions before k-means [PCA of the LLM's dense tokens; dimensions not stated].
+    text_max_tokens: item text tokens read and reconstructed [not stated; paper profile 128].
+    tokenizer_epochs: epochs of stage 1 (dense tokenizer + reconstruction) over the training items [not stated;
+        paper profile 50].
+    tokenizer_lr: AdamW learning rate of stage 1 [not stated].
+    tokenizer_batch_size: items per step of stage 1 [not stated].
+    text_to_token_weight: weight of the auxiliary text-to-token task in stage 2 [not stated].
+    token_to_text_weight: weight of the code-to-text task in stage 2; 0 drops it [ours; not described].
+    item_task_items: most distinct target items per batch used by the two item tasks of stage 2 (bounds
+        their cost) [not stated].
     discretizer: ``residual`` = residual k-means over the concatenated dense tokens (level l clusters what
         levels < l leave), or ``per_position`` = one k-means per dense token [PCA + k-means; the mapping of
-        positions to code levels is not given in the sources available to us].
-    beam_size: beams of the constrained beam search that decodes recommendations.
+        positions to code levels is not stated].
+    beam_size: beams of the constrained beam search that decodes recommendations [not stated; 20 is the
+        suite's setting for every sequence scheme].
     """
 
     n_tokens: int = 3
@@ -207,7 +234,7 @@ class STORE(SequenceScheme):
         self.codes = self.discretize(tokenizer, train_items)
         add_tokens(model, self.codes.vocab_size)
         self.model = STORERecommender(self.codes, model, ctx.config.max_history,
-                                      options_from_params(SequenceOptions, p), self.texts,
+                                      self.sequence_options(), self.texts,
                                       (p.text_to_token_weight, p.token_to_text_weight), p.item_task_items)
         return self.model
 

@@ -9,7 +9,8 @@ Every item's content is embedded by a sentence encoder; an RQ-VAE maps the embed
 trained with ``||x - D(z_q)||^2 + sum_d ||sg[r_d] - e_{c_d}||^2 + beta ||r_d - sg[e_{c_d}]||^2`` (``sg`` =
 stop-gradient, straight-through gradient from ``D(z_q)`` to ``z``). The codes ``(c_0, ..., c_{L-1})`` are
 the item's semantic ID; items that share one get a 4th token ``0, 1, 2, ...`` so every ID is unique. A
-generative backbone then learns to emit the next item's ID (see :mod:`recommenders.sequence`).
+generative backbone then learns to emit the next item's ID (see :mod:`recommenders.sequence`); its encoder
+reads a user token (the user id hashed into 2,000 buckets, Sec. 4.1) followed by the history's IDs.
 """
 from __future__ import annotations
 
@@ -49,6 +50,8 @@ class TIGERParams:
         batch; here on all training items).
     kmeans_iters: Lloyd iterations of that k-means (paper: not stated; vector-quantize-pytorch's default 10).
     beam_size: beams of the constrained beam search that decodes recommendations. Paper: 20.
+    user_tokens: user-id tokens; the encoder input starts with the token of the hashed user id (hashing trick,
+        :func:`recommenders.sequence.user_bucket`), 0 = none. Paper: 2,000.
     """
 
     encoder: str = "auto"
@@ -64,6 +67,7 @@ class TIGERParams:
     kmeans_init: bool = True
     kmeans_iters: int = 10
     beam_size: int = 20
+    user_tokens: int = 2000
 
 
 @register("tiger")
@@ -108,13 +112,17 @@ class TIGER(SequenceScheme):
         self.encoder_name = encoder.name
         return torch.from_numpy(item_embeddings(self.ctx, encoder)), np.flatnonzero(data.item_counts() > 0)
 
+    def rqvae_class(self) -> type[RQVAE]:
+        """The RQ-VAE variant this scheme trains (TIGER's loss: summed squared reconstruction error)."""
+        return RQVAE
+
     def fit_rqvae(self, x: torch.Tensor, latent_dim: int,
                   extra_loss_fn: ExtraLossFn | None = None) -> tuple[RQVAE, FitReport]:
-        """An RQ-VAE with this scheme's settings and the run seed, trained on ``x``."""
+        """An RQ-VAE (of :meth:`rqvae_class`) with this scheme's settings and the run seed, trained on ``x``."""
         p, ctx = self.params, self.ctx
         torch.manual_seed(ctx.seed)
-        rqvae = RQVAE(x.shape[1], latent_dim, tuple(p.hidden_dims), p.n_levels, p.codebook_size, p.beta,
-                      p.kmeans_init, p.kmeans_iters).to(ctx.device)
+        rqvae = self.rqvae_class()(x.shape[1], latent_dim, tuple(p.hidden_dims), p.n_levels, p.codebook_size, p.beta,
+                                   p.kmeans_init, p.kmeans_iters).to(ctx.device)
         fit = FitConfig(epochs=p.rqvae_epochs, batch_size=p.rqvae_batch_size, lr=p.rqvae_lr,
                         optimizer=p.rqvae_optimizer, seed=ctx.seed)
         return rqvae, rqvae.fit(x, fit, progress=ctx.progress, extra_loss_fn=extra_loss_fn)

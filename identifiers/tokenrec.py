@@ -1,52 +1,70 @@
 """TokenRec of Qu, Fan, Zhao & Li, "TokenRec: Learning to Tokenize ID for LLM-based Generative
-Recommendation", arXiv:2406.10450, 2024 (set paradigm: every item is an unordered set of K discrete tokens,
-one per codebook).
+Recommendations", arXiv:2406.10450, IEEE TKDE 2025.
+
+Paradigm ``set``: every item is an unordered set of K discrete tokens, one per parallel codebook (no token
+comes before another, unlike the residual codes of the sequence paradigm), and the backbone generates one
+continuous vector that is matched to items by nearest neighbour, so nothing is decoded token by token.
 
 Pipeline:
 
-* **CF representations**: LightGCN (He et al., SIGIR 2020) trained with BPR on the training
-  interactions only (:mod:`recommenders.lightgcn`), giving every user and item a ``lightgcn_dim`` vector;
-  cached on disk per training split, settings and seed.
-* **MQ-Tokenizer** (:mod:`recommenders.mq_tokenizer`): the item representations are masked
-  element-wise with ratio rho, encoded by a K-way encoder, each sub-vector quantised against its own codebook
-  of M entries (K tokens per item, new vocabulary of K * M tokens), decoded K-to-1; loss = reconstruction +
-  codebook + beta * commitment. It is fitted on the items that occur in training (a cold item's LightGCN
-  vector is untrained noise) and then encodes every item.
-* **Generative retrieval**: the history's items, K tokens each, are embedded by the new token
-  embeddings of the T5 and read by its encoder; the decoder runs one step from its start token, and an MLP
-  projection (Linear-ReLU-Dropout-Linear, as the authors' code) maps its state to a generated representation
-  in the LightGCN space. Items are ranked by its cosine similarity to every item's LightGCN representation
-  (a nearest-neighbour search over all items: no beam search, no invalid outputs).
+* **CF representations**: LightGCN (He et al., SIGIR 2020; propagation ``E^(k+1) = A_hat E^(k)``, layer mean,
+  BPR) trained on the training interactions only (:mod:`recommenders.lightgcn`), giving every user and
+  item a ``lightgcn_dim`` vector; ``cf_model="mf"`` trains BPR-MF instead (the same BPR training with zero
+  propagation layers). Cached on disk per training split, settings (``cf_model`` included, as the layer
+  count) and seed.
+* **MQ-Tokenizers** (:mod:`recommenders.mq_tokenizer`): a representation ``x`` is masked element-wise with
+  ratio rho, encoded by a K-way encoder into sub-vectors ``z_k``, each replaced by its nearest entry of
+  codebook k (M entries; token k = its index), decoded K-to-1; loss ``||x - x_hat||^2 + sum_k
+  (||sg[z_k] - e_k||^2 + beta ||z_k - sg[e_k]||^2)``. Two tokenizers with the same settings: the item
+  tokenizer is fitted on the items that occur in training (a cold item's vector is untrained noise) and
+  encodes every item; the user tokenizer is fitted on the users with training interactions and encodes
+  them once (a buffer of K tokens per user).
+* **Prompt**: the user's K tokens (their own new-token range, after the items' K * M), then the history's
+  items, K tokens each, as the paper's prompt lists them; embedded by the T5's new token embeddings and
+  read by its encoder.
+* **Generative retrieval**: the decoder runs one step from its start token, and an MLP projection
+  (Linear-ReLU-Dropout-Linear, as the authors' code) maps its state to a generated representation ``g`` in
+  the CF space. Items are ranked by ``cos(g, e_i)`` over every item's CF representation ``e_i`` (a
+  nearest-neighbour search over all items: no beam search, no invalid outputs).
 
-Users unseen in training: the model reads only the history's item tokens, never a user ID or a user token,
-so it scores any user who has a history, including users absent from the training interactions; their
-history items need only their tokens.
+Users unseen in training (an empty training sequence, possible under the temporal split, or an id outside
+the training users): the paper tokenizes a new user's CF representation with the trained user tokenizer,
+without retraining; how that representation is obtained without retraining the CF model is left open. Our
+choice is LightGCN's fold-in (:func:`recommenders.lightgcn.fold_in`): ``e_u = sum_i e_i / sqrt(|N_u| |N_i|)``
+over the user's distinct history items that occur in training, one propagation step of the items' final
+representations, i.e. the layer mean of the user's layers 1..K+1. It is computed from the example's history
+when the user is scored and tokenized by the same user tokenizer; the history items need only their tokens.
 
-Hyper-parameters (field: default = quick profile [paper / authors' code]): LightGCN ``lightgcn_dim`` 64 [64],
-``lightgcn_layers`` 3 [3], ``lightgcn_epochs`` 200 [LightGCN: up to 1,000], ``lightgcn_lr`` 1e-3 [1e-3],
-``lightgcn_reg`` 1e-4 [1e-4], ``lightgcn_batch_size`` 2048 [2048]; MQ-Tokenizer ``n_codebooks`` K 3 [3],
-``codebook_size`` M 256 [256], ``code_dim`` 64, ``tokenizer_hidden`` (128, 256) [the code's encoder widths],
-``mask_ratio`` rho 0.1 [0.1], ``beta`` 0.25 [0.25], ``tokenizer_epochs`` 500 [1,000], ``tokenizer_lr`` 1e-3
-[1e-3, AdamW], ``tokenizer_batch_size`` 512 [512]; retrieval ``item_input`` ``sequence``, ``loss``
-``softmax``, ``temperature`` 0.1, ``projection_hidden`` 256 [256], ``projection_dropout`` 0.2 [0.2]. The
-authors fine-tune a pretrained T5-small with AdamW at lr 5e-5 (weight decay 0.01, batch 48); the backbone here
-is trained from scratch, so the run's ``train`` section applies (the ``train_profiles`` below, lr 1e-3).
+Hyper-parameters (field: default = quick profile [paper / authors' code]): ``cf_model`` ``lightgcn``
+[LightGCN]; LightGCN ``lightgcn_dim`` 64 [64], ``lightgcn_layers`` 3 [3], ``lightgcn_epochs`` 200
+[LightGCN: up to 1,000], ``lightgcn_lr`` 1e-3 [1e-3], ``lightgcn_reg`` 1e-4 [1e-4], ``lightgcn_batch_size``
+2048 [2048]; MQ-Tokenizers ``n_codebooks`` K 3 [3], ``codebook_size`` M 256 [256], ``code_dim`` 64,
+``tokenizer_hidden`` (128, 256) [the code's encoder widths], ``mask_ratio`` rho 0.1 [0.1], ``beta`` 0.25
+[0.25], ``tokenizer_epochs`` 500 [1,000], ``tokenizer_lr`` 1e-3 [1e-3, AdamW], ``tokenizer_batch_size`` 512
+[512]; prompt ``user_tokens`` True [users are tokenized], ``item_input`` ``sequence`` [the paper's prompt];
+retrieval ``loss`` ``cosine`` [the authors' code], ``temperature`` 0.1 (``softmax`` only),
+``projection_hidden`` 256 [256], ``projection_dropout`` 0.2 [0.2]. The authors fine-tune a pretrained
+T5-small with AdamW at lr 5e-5 (weight decay 0.01, batch 48); the backbone here is trained from scratch, so
+the run's ``train`` section applies (the ``train_profiles`` below, lr 1e-3).
 
 Choices the paper leaves open or that differ here, all documented options:
 ``loss``: the authors' code trains the generated vector with a cosine embedding loss against the target's
-representation and one uniformly drawn negative (``loss="cosine"``); the default ``softmax`` is a
-cross-entropy over all items of the cosine similarities divided by ``temperature``, the loss every other
-embedding- and set-paradigm row of this benchmark uses. ``item_input``: ``sequence`` feeds all K tokens of
-every history item in order, as the paper's prompt lists them; ``sum`` feeds one embedding per item, the
-sum of its K token embeddings. The K codebooks quantise the K encoders' sub-vectors in parallel, as the
+representation and one uniformly drawn negative, ``1 - cos(g, e_target) + max(0, cos(g, e_negative))``
+(``cosine``, the default); ``softmax`` is a cross-entropy over all items of the cosine similarities divided
+by ``temperature``, the loss every other embedding- and set-paradigm row of this benchmark uses.
+``user_tokens``: False drops the user's tokens from the prompt (the history's item tokens only).
+``item_input``: ``sequence`` feeds all K tokens of every history item (and of the user) in order; ``sum``
+feeds one embedding per item (and one for the user), the sum of its K token embeddings. ``cf_model``:
+``mf`` replaces LightGCN by BPR-MF. The K codebooks quantise the K encoders' sub-vectors in parallel, as the
 paper's K-way encoder describes (the released code instead quantises residuals, RQ-VAE style, behind one
-encoder). Masking is element-wise and independent per item (the code draws one feature mask per batch); the
+encoder). Masking is element-wise and independent per row (the code draws one feature mask per batch); the
 encoders and decoder are plain ReLU MLPs (the code adds batch norm and dropout) and the codebooks are k-means
-initialised once (the code re-runs k-means every 50 epochs).
+initialised once (the code re-runs k-means every 50 epochs). The user tokenizer shares every setting of the
+item tokenizer.
 
 Differences from the paper, by design of this benchmark: the backbone is the run's T5 preset (random init)
-instead of a pretrained T5-small, there is no text prompt and no user tokens (see above), the decoder is one
-step instead of a fixed 20-token text prefix, and model selection is early stopping on validation NDCG.
+instead of a pretrained T5-small, there is no text around the tokens in the prompt, the decoder is one step
+instead of a fixed 20-token text prefix, and model selection is early stopping on validation NDCG.
 """
 from __future__ import annotations
 
@@ -60,47 +78,52 @@ from torch import nn
 from benchmark.config import ConfigError
 from benchmark.splits import TrainData
 from identifiers.base import Scheme, collision_rate, options_from_params
-from identifiers.quantizers import FitConfig
+from identifiers.quantizers import FitConfig, FitReport
 from identifiers.registry import register
 from recommenders import trainer
 from recommenders.backbones import build_t5, new_token_offset
 from recommenders.base import HistoryBatch, Recommender
-from recommenders.lightgcn import LightGCNConfig, fit_lightgcn, lightgcn_cache_key
+from recommenders.lightgcn import LightGCNConfig, fit_lightgcn, fold_in, item_degrees, lightgcn_cache_key
 from recommenders.mq_tokenizer import OPTIMIZERS, MQTokenizer
 
+CF_MODELS = ("lightgcn", "mf")
 ITEM_INPUTS = ("sequence", "sum")
-LOSSES = ("softmax", "cosine")
+LOSSES = ("cosine", "softmax")
 
 
 @dataclass
 class TokenRecParams:
     """TokenRec hyper-parameters (defaults = quick profile; paper / authors' code values in brackets).
 
-    lightgcn_dim: width of the LightGCN representations [64].
+    cf_model: ``lightgcn`` = LightGCN [the paper]; ``mf`` = BPR-MF, the same BPR training with zero
+        propagation layers (``lightgcn_layers`` is then ignored).
+    lightgcn_dim: width of the CF representations [64].
     lightgcn_layers: propagation layers K of LightGCN [3].
     lightgcn_epochs: BPR epochs over the training interactions [LightGCN: up to 1,000].
-    lightgcn_lr: Adam learning rate of LightGCN [1e-3].
+    lightgcn_lr: Adam learning rate of the CF model [1e-3].
     lightgcn_reg: L2 weight on the layer-0 embeddings of a batch [1e-4].
     lightgcn_batch_size: BPR triples per step [2048].
-    n_codebooks: K, codebooks and thus tokens per item [3].
-    codebook_size: M, entries per codebook; the new vocabulary has K * M tokens [256].
+    n_codebooks: K, codebooks and thus tokens per item and per user [3].
+    codebook_size: M, entries per codebook; items and users each add K * M new tokens [256].
     code_dim: width of each sub-vector and codebook entry [not stated; 64].
     tokenizer_hidden: hidden widths of each of the K encoders, mirrored by the decoder [128, 256].
-    mask_ratio: rho, probability of zeroing each input element while training the tokenizer [0.1].
+    mask_ratio: rho, probability of zeroing each input element while training a tokenizer [0.1].
     beta: commitment weight [0.25].
-    tokenizer_epochs: training epochs of the tokenizer [1,000].
-    tokenizer_lr: learning rate of the tokenizer [1e-3].
+    tokenizer_epochs: training epochs of each tokenizer [1,000].
+    tokenizer_lr: learning rate of the tokenizers [1e-3].
     tokenizer_optimizer: ``adamw`` (weight decay 0.01), ``adam`` or ``adagrad`` [AdamW].
-    tokenizer_batch_size: items per tokenizer step [512].
-    item_input: ``sequence`` = all K tokens of every history item [the paper's prompt]; ``sum`` = one input
-        per item, the sum of its K token embeddings.
-    loss: ``softmax`` = cross-entropy over all items of cosine / temperature [ours, as the other rows];
-        ``cosine`` = cosine embedding loss with the target and one random negative [the authors' code].
+    tokenizer_batch_size: rows per tokenizer step [512].
+    user_tokens: True = the user's K tokens open the prompt [the paper]; False = history item tokens only.
+    item_input: ``sequence`` = all K tokens of every history item (and of the user) [the paper's prompt];
+        ``sum`` = one input per item (and for the user), the sum of its K token embeddings.
+    loss: ``cosine`` = cosine embedding loss with the target and one random negative [the authors' code];
+        ``softmax`` = cross-entropy over all items of cosine / temperature [ours, as the other rows].
     temperature: softmax temperature of the ``softmax`` loss [not applicable; 0.1].
     projection_hidden: hidden width of the output projection MLP [256].
     projection_dropout: dropout inside the output projection [0.2].
     """
 
+    cf_model: str = "lightgcn"
     lightgcn_dim: int = 64
     lightgcn_layers: int = 3
     lightgcn_epochs: int = 200
@@ -117,8 +140,9 @@ class TokenRecParams:
     tokenizer_lr: float = 0.001
     tokenizer_optimizer: str = "adamw"
     tokenizer_batch_size: int = 512
+    user_tokens: bool = True
     item_input: str = "sequence"
-    loss: str = "softmax"
+    loss: str = "cosine"
     temperature: float = 0.1
     projection_hidden: int = 256
     projection_dropout: float = 0.2
@@ -129,42 +153,89 @@ class TokenRecOptions:
     """Options of :class:`TokenRecRecommender`, see :class:`TokenRecParams` for their meaning."""
 
     item_input: str = "sequence"
-    loss: str = "softmax"
+    loss: str = "cosine"
     temperature: float = 0.1
     projection_hidden: int = 256
     projection_dropout: float = 0.2
 
 
-class TokenRecRecommender(Recommender):
-    """History item tokens -> T5 encoder; one decoder step -> projection -> cosine to every item's CF vector.
+@dataclass
+class UserTokenizer:
+    """What gives every user K tokens: ``codes`` ``[n_users, K]`` of the users with training interactions
+    (rows of -1 for the others, who are folded in), the fitted user ``tokenizer``, and the fold-in inputs:
+    the items' final CF ``item_representations`` ``[n_items, d]`` and training ``item_degrees`` ``[n_items]``."""
 
-    Token k of an item with code ``c_k`` is new token ``k * M + c_k`` of the backbone (after its text vocabulary).
+    codes: torch.Tensor
+    tokenizer: MQTokenizer
+    item_representations: torch.Tensor
+    item_degrees: torch.Tensor
+
+
+class TokenRecRecommender(Recommender):
+    """User tokens + history item tokens -> T5 encoder; one decoder step -> projection -> cosine to every
+    item's CF vector.
+
+    Token k of an item with code ``c_k`` is new token ``k * M + c_k`` of the backbone (after its text
+    vocabulary); token k of a user with code ``c_k`` is new token ``K * M + k * M + c_k``. Without ``users``
+    the prompt holds the history's item tokens only.
     """
 
     def __init__(self, codes: torch.Tensor, codebook_size: int, item_representations: torch.Tensor, backbone: str,
-                 max_history: int, options: TokenRecOptions = TokenRecOptions()) -> None:
+                 max_history: int, options: TokenRecOptions = TokenRecOptions(),
+                 users: UserTokenizer | None = None) -> None:
         super().__init__(codes.shape[0])
         self.options = options
         self.max_history = max_history
         self.n_codebooks = codes.shape[1]
-        new_tokens = self.n_codebooks * codebook_size
+        item_tokens = self.n_codebooks * codebook_size
+        new_tokens = item_tokens * (2 if users is not None else 1)
         self.t5 = build_t5(backbone, new_tokens=new_tokens)
         offsets = new_token_offset(self.t5, new_tokens) + codebook_size * torch.arange(self.n_codebooks)
         self.register_buffer("token_ids", codes.long() + offsets[None])
         self.register_buffer("item_representations", F.normalize(item_representations.float(), dim=-1))
+        self.user_tokenizer = users.tokenizer.requires_grad_(False) if users is not None else None
+        if users is not None:
+            self.register_buffer("user_offsets", offsets + item_tokens)
+            self.register_buffer("user_codes", users.codes.long())
+            self.register_buffer("fold_in_representations", users.item_representations.float())
+            self.register_buffer("fold_in_degrees", users.item_degrees.long())
         d_model = self.t5.config.d_model
         self.projection = nn.Sequential(nn.Linear(d_model, options.projection_hidden), nn.ReLU(),
                                         nn.Dropout(options.projection_dropout),
                                         nn.Linear(options.projection_hidden, item_representations.shape[1]))
 
+    def user_token_codes(self, batch: HistoryBatch) -> torch.Tensor:
+        """``[B, K]`` user codes: the precomputed ones of users with training interactions, the fold-in of the
+        history through the user tokenizer for every other user (empty training sequence or unknown id)."""
+        users = batch.users
+        known = (users >= 0) & (users < len(self.user_codes))
+        codes = torch.full((len(users), self.n_codebooks), -1, dtype=torch.long, device=users.device)
+        codes[known] = self.user_codes[users[known]]
+        unseen = (codes < 0).any(dim=1)
+        if bool(unseen.any()):
+            with torch.no_grad(), torch.autocast(users.device.type, enabled=False):
+                folded = fold_in(batch.items[unseen], batch.mask[unseen], self.fold_in_representations,
+                                 self.fold_in_degrees)
+                codes[unseen] = self.user_tokenizer.codes(folded)
+        return codes
+
     def history_inputs(self, batch: HistoryBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encoder ``inputs_embeds`` and attention mask: K tokens per item (``sequence``) or their sum (``sum``)."""
-        embeddings = self.t5.get_input_embeddings()(self.token_ids[batch.items])
+        """Encoder ``inputs_embeds`` and attention mask: the user's tokens (when used) then the history's items,
+        K tokens each (``sequence``) or one summed embedding each (``sum``)."""
+        embed = self.t5.get_input_embeddings()
+        embeddings = embed(self.token_ids[batch.items])
         if self.options.item_input == "sequence":
             inputs, mask = embeddings.flatten(1, 2), batch.mask.repeat_interleave(self.n_codebooks, dim=1)
         else:
             inputs, mask = embeddings.sum(dim=2), batch.mask
-        return inputs * mask[..., None], mask
+        inputs = inputs * mask[..., None]
+        if self.user_tokenizer is None:
+            return inputs, mask
+        user = embed(self.user_token_codes(batch) + self.user_offsets[None])
+        if self.options.item_input == "sum":
+            user = user.sum(dim=1, keepdim=True)
+        user_mask = torch.ones(user.shape[:2], dtype=torch.bool, device=mask.device)
+        return torch.cat([user, inputs], dim=1), torch.cat([user_mask, mask], dim=1)
 
     def generate(self, batch: HistoryBatch) -> torch.Tensor:
         """``[B, d_cf]`` generated representation: projection of the decoder state after its start token."""
@@ -182,8 +253,8 @@ class TokenRecRecommender(Recommender):
         return generated @ self.item_representations.T
 
     def loss(self, batch: HistoryBatch) -> torch.Tensor:
-        """``softmax``: cross-entropy over all items of cosine / temperature; ``cosine``: the authors' cosine
-        embedding loss, ``1 - cos(g, e_target) + max(0, cos(g, e_negative))`` averaged over both pairs."""
+        """``cosine``: the authors' cosine embedding loss, ``1 - cos(g, e_target) + max(0, cos(g, e_negative))``
+        averaged over both pairs; ``softmax``: cross-entropy over all items of cosine / temperature."""
         scores = self.score(batch)
         if self.options.loss == "softmax":
             return F.cross_entropy(scores / self.options.temperature, batch.targets)
@@ -195,11 +266,12 @@ class TokenRecRecommender(Recommender):
 
 @register("tokenrec")
 class TokenRec(Scheme):
-    """LightGCN representations -> masked K-codebook tokens per item -> T5 generative retrieval."""
+    """LightGCN (or MF) representations -> masked K-codebook tokens per item and per user -> T5 generative
+    retrieval."""
 
     paradigm = "set"
-    citation = ("Qu, Fan, Zhao & Li, TokenRec: Learning to Tokenize ID for LLM-based Generative Recommendation, "
-                "arXiv:2406.10450, 2024.")
+    citation = ("Qu, Fan, Zhao & Li, TokenRec: Learning to Tokenize ID for LLM-based Generative Recommendations, "
+                "arXiv:2406.10450, IEEE TKDE 2025.")
     Params = TokenRecParams
     profiles = {"smoke": {"lightgcn_dim": 16, "lightgcn_epochs": 5, "n_codebooks": 2, "codebook_size": 16,
                           "code_dim": 8, "tokenizer_hidden": (32,), "tokenizer_epochs": 5},
@@ -211,48 +283,69 @@ class TokenRec(Scheme):
 
     def _check(self) -> None:
         params = self.params
-        for name, value, valid in (("item_input", params.item_input, ITEM_INPUTS), ("loss", params.loss, LOSSES),
+        for name, value, valid in (("cf_model", params.cf_model, CF_MODELS),
+                                   ("item_input", params.item_input, ITEM_INPUTS), ("loss", params.loss, LOSSES),
                                    ("tokenizer_optimizer", params.tokenizer_optimizer, OPTIMIZERS)):
             if value not in valid:
                 raise ConfigError(f"schemes.tokenrec: unknown {name} '{value}'; choose from {', '.join(valid)}")
+        if not isinstance(params.user_tokens, bool):
+            raise ConfigError(f"schemes.tokenrec: user_tokens must be true or false, got {params.user_tokens!r}")
         if params.n_codebooks < 1 or params.codebook_size < 2:
             raise ConfigError("schemes.tokenrec: n_codebooks must be at least 1 and codebook_size at least 2")
         if not 0.0 <= params.mask_ratio < 1.0:
             raise ConfigError(f"schemes.tokenrec: mask_ratio must lie in [0, 1), got {params.mask_ratio}")
 
     def lightgcn_config(self) -> LightGCNConfig:
+        """The CF model's settings; ``cf_model="mf"`` is LightGCN with zero propagation layers (BPR-MF)."""
         params = self.params
-        return LightGCNConfig(dim=params.lightgcn_dim, layers=params.lightgcn_layers, epochs=params.lightgcn_epochs,
+        layers = 0 if params.cf_model == "mf" else params.lightgcn_layers
+        return LightGCNConfig(dim=params.lightgcn_dim, layers=layers, epochs=params.lightgcn_epochs,
                               batch_size=params.lightgcn_batch_size, lr=params.lightgcn_lr, reg=params.lightgcn_reg)
 
     def cf_representations(self, data: TrainData) -> tuple[torch.Tensor, torch.Tensor]:
-        """LightGCN user and item representations of the training split, cached under ``lightgcn/``."""
+        """CF user and item representations of the training split, cached under ``lightgcn/``."""
         config = self.lightgcn_config()
         path = self.ctx.cache_path("lightgcn", lightgcn_cache_key(data, config, self.ctx.seed), ".pt")
-        if path.is_file():
+        cached = path.is_file()
+        if cached:
             state = torch.load(path, map_location="cpu")
         else:
             result = fit_lightgcn(data, config, self.ctx.device, self.ctx.seed, self.ctx.progress)
-            state = {"users": result.users, "items": result.items, "losses": result.losses}
+            state = {"users": result.users, "items": result.items, "losses": result.losses, "seconds": result.seconds}
             trainer.save_atomic(path, state)
-        self.lightgcn_final_loss = state["losses"][-1] if state["losses"] else None
+        self.cf_report = {"final_bpr_loss": state["losses"][-1] if state["losses"] else None,
+                          "train_s": state.get("seconds"), "loaded_from_cache": cached}
         return state["users"], state["items"]
 
-    def tokenize(self, data: TrainData) -> torch.Tensor:
-        """Every item's K tokens ``[n_items, K]``: LightGCN item vectors through the MQ-Tokenizer."""
-        self._check()
+    def fit_tokenizer(self, vectors: torch.Tensor, rows: torch.Tensor) -> tuple[MQTokenizer, FitReport]:
+        """An MQ-Tokenizer fitted on ``vectors[rows]`` (on all rows when none is selected), on the CPU."""
         params = self.params
-        _, items = self.cf_representations(data)
-        self.item_representations = items
-        warm = torch.as_tensor(data.item_counts() > 0)
         torch.manual_seed(self.ctx.seed)
-        tokenizer = MQTokenizer(items.shape[1], params.n_codebooks, params.codebook_size, params.code_dim,
+        tokenizer = MQTokenizer(vectors.shape[1], params.n_codebooks, params.codebook_size, params.code_dim,
                                 tuple(params.tokenizer_hidden), params.mask_ratio, params.beta).to(self.ctx.device)
         fit = FitConfig(epochs=params.tokenizer_epochs, batch_size=params.tokenizer_batch_size, lr=params.tokenizer_lr,
                         optimizer=params.tokenizer_optimizer, seed=self.ctx.seed)
-        training_items = items[warm] if bool(warm.any()) else items
-        self.tokenizer_report = tokenizer.fit(training_items, fit, self.ctx.progress)
+        report = tokenizer.fit(vectors[rows] if bool(rows.any()) else vectors, fit, self.ctx.progress)
+        return tokenizer.cpu().eval(), report
+
+    def tokenize(self, data: TrainData) -> torch.Tensor:
+        """Every item's K tokens ``[n_items, K]``: CF item vectors through the item MQ-Tokenizer; with
+        ``user_tokens``, also fits the user MQ-Tokenizer (:attr:`users`)."""
+        self._check()
+        users, items = self.cf_representations(data)
+        self.item_representations = items
+        tokenizer, self.tokenizer_report = self.fit_tokenizer(items, torch.as_tensor(data.item_counts() > 0))
+        self.users = self.tokenize_users(data, users, items) if self.params.user_tokens else None
         return tokenizer.encode(items)
+
+    def tokenize_users(self, data: TrainData, users: torch.Tensor, items: torch.Tensor) -> UserTokenizer:
+        """The user MQ-Tokenizer, fitted on and encoding the users with training interactions (-1 rows for the
+        others, who are folded in from their history when scored)."""
+        trained = torch.tensor([len(seq) > 0 for seq in data.sequences], dtype=torch.bool)
+        tokenizer, self.user_tokenizer_report = self.fit_tokenizer(users, trained)
+        codes = torch.full((len(users), self.params.n_codebooks), -1, dtype=torch.long)
+        codes[trained] = tokenizer.encode(users[trained])
+        return UserTokenizer(codes, tokenizer, items, torch.as_tensor(item_degrees(data)))
 
     def build(self, data: TrainData) -> Recommender:
         self.codes = self.tokenize(data)
@@ -260,14 +353,29 @@ class TokenRec(Scheme):
         options = options_from_params(TokenRecOptions, params)
         torch.manual_seed(self.ctx.seed)
         return TokenRecRecommender(self.codes, params.codebook_size, self.item_representations,
-                                   self.ctx.config.backbone, self.ctx.config.max_history, options)
+                                   self.ctx.config.backbone, self.ctx.config.max_history, options, self.users)
 
     def statistics(self) -> dict[str, Any]:
         params = self.params
-        usage = [float(len(torch.unique(self.codes[:, k])) / params.codebook_size) for k in range(params.n_codebooks)]
+        tokens_per_side = params.n_codebooks * params.codebook_size
         collisions = collision_rate(self.codes)
-        return {"new_tokens": params.n_codebooks * params.codebook_size, "code_length_max": params.n_codebooks,
-                "collision_rate_before_dedup": collisions, "collision_rate_after_dedup": collisions,
-                "codebook_usage_per_level": usage,
-                "lightgcn": {**asdict(self.lightgcn_config()), "final_bpr_loss": self.lightgcn_final_loss},
-                "tokenizer_final": self.tokenizer_report.final}
+        stats: dict[str, Any] = {
+            "new_tokens": tokens_per_side * (2 if self.users is not None else 1),
+            "item_new_tokens": tokens_per_side, "code_length_max": params.n_codebooks,
+            "collision_rate_before_dedup": collisions, "collision_rate_after_dedup": collisions,
+            "codebook_usage_per_level": codebook_usage(self.codes, params.codebook_size),
+            "lightgcn": {**asdict(self.lightgcn_config()), "cf_model": params.cf_model, **self.cf_report},
+            "tokenizer_final": self.tokenizer_report.final}
+        if self.users is not None:
+            codes = self.users.codes[(self.users.codes >= 0).all(dim=1)]
+            stats["users"] = {
+                "new_tokens": tokens_per_side, "tokenized": len(codes), "folded_in": len(self.users.codes) - len(codes),
+                "collision_rate": collision_rate(codes) if len(codes) else 0.0,
+                "codebook_usage_per_level": codebook_usage(codes, params.codebook_size),
+                "tokenizer_final": self.user_tokenizer_report.final}
+        return stats
+
+
+def codebook_usage(codes: torch.Tensor, codebook_size: int) -> list[float]:
+    """Share of the ``codebook_size`` entries of each codebook that ``codes`` ``[n, K]`` use."""
+    return [float(len(torch.unique(codes[:, k])) / codebook_size) for k in range(codes.shape[1])]

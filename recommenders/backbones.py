@@ -102,7 +102,12 @@ def new_token_offset(model: T5ForConditionalGeneration, new_tokens: int) -> int:
 
 
 def check_backbone(name: str) -> None:
-    """Raise :class:`BackboneError` unless ``name`` is a preset or an existing local path / cached name."""
+    """Raise :class:`BackboneError` unless ``name`` is a preset, an existing local path, or a name whose config
+    is in the local Hugging Face cache (nothing is downloaded)."""
     if name in PRESETS or Path(name).exists():
         return
-    raise BackboneError(f"unknown backbone '{name}'; choose from {', '.join(PRESETS)} or a from_pretrained path")
+    try:
+        T5Config.from_pretrained(name, local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise BackboneError(f"unknown backbone '{name}'; choose from {', '.join(PRESETS)}, a local checkpoint path "
+                            "or a name cached by Hugging Face (no weights are downloaded here)") from error

@@ -18,6 +18,7 @@ vary, every code gets an end-of-sequence token appended, so a code may be a pref
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -209,10 +210,11 @@ def beam_search(model: T5ForConditionalGeneration, encoder_hidden: torch.Tensor,
     pool_scores = torch.full((batch, beam_size), float("-inf"), device=device)
     pool_items = torch.full((batch, beam_size), -1, dtype=torch.long, device=device)
     hidden, mask, cache = encoder_hidden, attention_mask, None
+    cache_name = decoder_cache_name(model)
     for position in range(trie.depth):
-        out = model(encoder_outputs=(hidden,), attention_mask=mask, decoder_input_ids=tokens[:, None], cache=cache,
-                    use_cache=True)
-        cache = out.cache
+        out = model(encoder_outputs=(hidden,), attention_mask=mask, decoder_input_ids=tokens[:, None],
+                    use_cache=True, **{cache_name: cache})
+        cache = getattr(out, cache_name)
         log_probs = F.log_softmax(out.logits[:, -1].float(), dim=-1)
         vocab = log_probs.shape[-1]
         if constrained:
@@ -255,6 +257,12 @@ def beam_search(model: T5ForConditionalGeneration, encoder_hidden: torch.Tensor,
             cache.self_attention_cache.reorder_cache(parents.gather(1, pick).view(-1))
     scores = pool_scores[:, :k]
     return BeamResult(items=torch.where(torch.isfinite(scores), pool_items[:, :k], -1), scores=scores)
+
+
+def decoder_cache_name(model: nn.Module) -> str:
+    """The name under which ``model.forward`` takes and returns the decoder KV cache: ``cache`` from transformers
+    5.24 on, ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def constrained_beam_search(model: T5ForConditionalGeneration, encoder_hidden: torch.Tensor,

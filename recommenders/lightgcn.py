@@ -10,6 +10,17 @@ and the final representation is the layer mean ``E = 1 / (K + 1) * sum_k E^{(k)}
 pair ``(u, i)`` with one item ``j`` drawn uniformly among those ``u`` did not interact with in training, plus
 ``reg`` times the squared norm of the batch's layer-0 embeddings (averaged over the batch, as the authors'
 code), Adam at ``lr``. Items without training interactions keep their (scaled) random layer-0 embedding.
+
+With ``layers = 0`` there is no propagation and the model is BPR-MF (Rendle, Freudenthaler, Gantner &
+Schmidt-Thieme, "BPR: Bayesian Personalized Ranking from Implicit Feedback", UAI 2009): the same BPR training
+of plain user and item embeddings, scored by their dot product.
+
+**Fold-in** (:func:`fold_in`, our inductive rule for a user without training interactions, who has no
+trained layer-0 embedding): one propagation step (Eq. 3, with the training degrees) of the items' *final*
+representations over the user's distinct history items, ``e_u = sum_i e_i / sqrt(|N_u| |N_i|)``. As ``e_i``
+is the layer mean of the item's layers 0..K, this is the layer mean of the user's layers 1..K+1: LightGCN's
+own user representation with the missing layer-0 term replaced by one more hop. History items without
+training interactions (untrained vectors) are left out of ``N_u``.
 """
 from __future__ import annotations
 
@@ -31,9 +42,10 @@ NEGATIVE_RESAMPLING_ROUNDS = 10
 
 @dataclass(frozen=True)
 class LightGCNConfig:
-    """LightGCN settings (paper values in brackets): embedding ``dim`` [64], propagation ``layers`` K [3],
-    BPR ``epochs`` [up to 1,000 with early stopping], ``batch_size`` [2,048], Adam ``lr`` [0.001], L2 ``reg`` on
-    the layer-0 embeddings [1e-4], ``init_std`` of their normal initialisation [0.1 in the authors' code]."""
+    """LightGCN settings (paper values in brackets): embedding ``dim`` [64], propagation ``layers`` K [3; 0 is
+    BPR-MF], BPR ``epochs`` [up to 1,000 with early stopping], ``batch_size`` [2,048], Adam ``lr`` [0.001], L2
+    ``reg`` on the layer-0 embeddings [1e-4], ``init_std`` of their normal initialisation [0.1 in the authors'
+    code]."""
 
     dim: int = 64
     layers: int = 3
@@ -165,9 +177,30 @@ def fit_lightgcn(data: TrainData, config: LightGCNConfig, device: torch.device, 
     return result
 
 
+def item_degrees(data: TrainData) -> np.ndarray:
+    """``[n_items]`` training users per item (the item's degree in the training graph)."""
+    return np.bincount(interaction_pairs(data)[1], minlength=data.n_items)
+
+
+def fold_in(items: torch.Tensor, mask: torch.Tensor, representations: torch.Tensor,
+            degrees: torch.Tensor) -> torch.Tensor:
+    """``[B, d]`` fold-in representations ``sum_i e_i / sqrt(|N_u| |N_i|)`` of users from their histories.
+
+    ``items`` ``[B, L]`` are item ids, valid where ``mask`` is True; ``representations`` ``[n_items, d]`` are the
+    final item vectors and ``degrees`` ``[n_items]`` the training degrees (:func:`item_degrees`). Repeated items
+    count once, items of degree 0 not at all; a history without such items gives a zero vector.
+    """
+    trained = (degrees > 0).float()
+    member = torch.zeros(len(items), len(degrees), device=items.device)
+    member.scatter_add_(1, items, mask.float()).clamp_(max=1.0)
+    member = member * trained
+    weights = representations.float() * (degrees.float().clamp_min(1.0).rsqrt() * trained)[:, None]
+    return member @ weights / member.sum(dim=1, keepdim=True).clamp_min(1.0).sqrt()
+
+
 def lightgcn_cache_key(data: TrainData, config: LightGCNConfig, seed: int) -> str:
     """A key naming everything that determines the trained representations: the training interactions,
-    the catalogue size, the settings and the seed."""
+    the catalogue size, the settings (``layers = 0`` for BPR-MF) and the seed."""
     digest = hashlib.sha256()
     digest.update(repr((data.n_items, len(data.sequences), sorted(asdict(config).items()), seed)).encode())
     for seq in data.sequences:

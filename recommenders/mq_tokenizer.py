@@ -1,7 +1,8 @@
 """The Masked Vector-Quantized tokenizer (MQ-Tokenizer) of TokenRec (Qu, Fan, Zhao & Li, "TokenRec: Learning
 to Tokenize ID for LLM-based Generative Recommendation", arXiv:2406.10450, 2024).
 
-An item's collaborative representation ``x`` (``[d]``, e.g. from LightGCN) becomes K discrete tokens:
+An item's (or a user's) collaborative representation ``x`` (``[d]``, e.g. from LightGCN) becomes K discrete
+tokens:
 
 1. **Masking**: during training every element of ``x`` is zeroed independently with probability ``rho``
    (:func:`random_mask`), so the tokens cannot depend on any single coordinate; encoding (after training)
@@ -19,7 +20,8 @@ Loss per item (VQ-VAE, van den Oord et al. 2017, Eq. 3; summed over the K codebo
 
     ||x - x_hat||^2 + sum_k ( ||sg[z_k] - e_k||^2 + beta * ||z_k - sg[e_k]||^2 )
 
-The reconstruction target is the unmasked ``x`` (a masked auto-encoder).
+The reconstruction target is the unmasked ``x`` (a masked auto-encoder). TokenRec fits one tokenizer on
+the items' and another on the users' representations.
 """
 from __future__ import annotations
 
@@ -187,9 +189,16 @@ class MQTokenizer(Quantizer):
             result[f"codebook_usage_level{level}"] = len(torch.unique(out.codes[:, level])) / size
         return result
 
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        """``LongTensor [n, K]`` on ``x``'s device: token k of each row is its nearest entry of codebook k.
+
+        No masking, in either mode (the encoders have no dropout), so a model holding a fitted tokenizer can
+        tokenize new vectors while it trains.
+        """
+        return self.quantize(self.latents(x.float()))[0].long()
+
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """``LongTensor [n, K]`` (CPU): token k of each row is its nearest entry of codebook k (no masking)."""
+        """``LongTensor [n, K]`` (CPU): :meth:`codes` of every row, in eval mode."""
         self.eval()
-        x = x.to(device=self.codebooks.device, dtype=torch.float32)
-        return self.quantize(self.latents(x))[0].long().cpu()
+        return self.codes(x.to(device=self.codebooks.device)).cpu()

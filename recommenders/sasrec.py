@@ -99,9 +99,13 @@ class SASRec(Recommender):
         return F.cross_entropy(logits.float(), next_items[batch.mask])
 
 
-def cf_cache_key(dataset: str, split: str, k_core: int, seed: int, max_len: int, params: SASRecParams,
+def cf_cache_key(data: TrainData, dataset: str, split: str, seed: int, params: SASRecParams,
                  train: TrainConfig) -> str:
-    """Cache key of a trained CF encoder: everything that determines its weights."""
-    blob = json.dumps({"dataset": dataset, "split": split, "k_core": k_core, "seed": seed, "max_len": max_len,
-                       "params": asdict(params), "train": asdict(train)}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    """Cache key of a trained CF encoder: everything that determines its weights, the training sequences
+    themselves included (so a re-generated or replaced dataset of the same name never reuses stale weights)."""
+    blob = json.dumps({"dataset": dataset, "split": split, "seed": seed, "n_items": data.n_items,
+                       "max_len": data.max_history, "params": asdict(params), "train": asdict(train)}, sort_keys=True)
+    digest = hashlib.sha256(blob.encode())
+    for seq in data.sequences:
+        digest.update(np.asarray(seq, dtype=np.int64).tobytes() + b"|")
+    return digest.hexdigest()[:16]

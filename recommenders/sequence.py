@@ -39,11 +39,23 @@ class SequenceOptions:
         LETTER's ranking-guided generation loss (Wang et al., CIKM 2024, Sec. 3.3), which weights hard
         negative tokens more and tightens the link between generation and ranking.
     constrained: restrict decoding to valid codes (False only to measure invalid generations).
+    user_tokens: TIGER's user token (Rajput et al., NeurIPS 2023, Sec. 4.1): the encoder input starts with one
+        of ``user_tokens`` new tokens, chosen by hashing the user id (:func:`user_bucket`); 0 = no user token.
     """
 
     beam_size: int = 20
     temperature: float = 1.0
     constrained: bool = True
+    user_tokens: int = 0
+
+
+USER_HASH_MULTIPLIER = 2654435761
+"""Knuth's multiplicative hash constant: spreads consecutive user ids over the user-token buckets."""
+
+
+def user_bucket(users: torch.Tensor, buckets: int) -> torch.Tensor:
+    """The hashing trick for user ids: ``(user * 2654435761 mod 2^32) mod buckets``, stable across runs."""
+    return (users.long() * USER_HASH_MULTIPLIER) % 2**32 % buckets
 
 
 @dataclass
@@ -66,7 +78,8 @@ class GenerativeRecommender(Recommender):
     """A T5 generating item codes; ``rank`` is (constrained) beam search with ``max(beam_size, k)`` beams.
 
     ``backbone`` is a preset or checkpoint name, or an already built T5 whose vocabulary ends with the
-    codes' new tokens (or holds the codes' text vocabulary).
+    codes' new tokens (or holds the codes' text vocabulary), followed by ``options.user_tokens`` user tokens;
+    with user tokens, the encoder input of :meth:`encode` and :meth:`token_logits` starts with the user's.
 
     Subclasses change the objective by overriding :meth:`sequence_loss`, which receives the per-token
     logits of :meth:`token_logits`. ``invalid_generation_rate`` is the share of generated sequences since
@@ -80,15 +93,18 @@ class GenerativeRecommender(Recommender):
         super().__init__(codes.n_items)
         if options.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {options.temperature}")
+        if options.user_tokens < 0:
+            raise ValueError(f"user_tokens must be 0 or positive, got {options.user_tokens}")
         self.max_history = max_history
         self.options = options
         self.text = codes.text_vocab is not None
         if isinstance(backbone, T5ForConditionalGeneration):
             self.backbone = backbone
         elif self.text:
-            self.backbone = build_t5(backbone, text_vocab_size=codes.text_vocab.size)
+            self.backbone = build_t5(backbone, text_vocab_size=codes.text_vocab.size, new_tokens=options.user_tokens)
         else:
-            self.backbone = build_t5(backbone, new_tokens=codes.vocab_size)
+            self.backbone = build_t5(backbone, new_tokens=codes.vocab_size + options.user_tokens)
+        self.user_token_offset = new_token_offset(self.backbone, options.user_tokens)
         self.generated = 0
         self.invalid = 0
         self.set_codes(codes)
@@ -97,7 +113,7 @@ class GenerativeRecommender(Recommender):
         """Use ``codes`` (same vocabulary) from now on: rebuilds the trie and the history tokens."""
         if codes.n_items != self.n_items or (codes.text_vocab is not None) != self.text:
             raise ValueError("set_codes needs codes of the same items and the same kind of vocabulary")
-        offset = 0 if self.text else new_token_offset(self.backbone, codes.vocab_size)
+        offset = 0 if self.text else new_token_offset(self.backbone, codes.vocab_size + self.options.user_tokens)
         tokens = torch.where(codes.codes >= 0, codes.codes + offset, -1)
         device = next(self.backbone.parameters()).device
         self.trie = CodeTrie(tokens, eos_id=EOS_ID, vocab_size=self.backbone.config.vocab_size).to(device)
@@ -130,17 +146,23 @@ class GenerativeRecommender(Recommender):
         return HistoryLayout(items=items.gather(1, slots // width), positions=slots % width, real=real,
                              lengths=lengths)
 
-    def encoder_inputs(self, items: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encoder_inputs(self, items: torch.Tensor, present: torch.Tensor,
+                       users: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``input_ids [B, S]`` of histories ``items [B, H]`` where ``present`` (their tokens oldest first, pads
-        removed, then EOS; right-padded) and the attention mask."""
+        removed, then EOS; right-padded) and the attention mask; preceded by the user token of ``users`` when
+        given and ``options.user_tokens`` > 0."""
         layout = self.history_layout(items, present)
         input_ids = torch.where(layout.real, self.history_tokens[layout.items, layout.positions], PAD_ID)
         input_ids[torch.arange(len(input_ids), device=input_ids.device), layout.lengths] = EOS_ID
-        return input_ids, layout.attention_mask()
+        mask = layout.attention_mask()
+        if users is None or self.options.user_tokens == 0:
+            return input_ids, mask
+        user_ids = self.user_token_offset + user_bucket(users, self.options.user_tokens)
+        return torch.cat([user_ids[:, None], input_ids], dim=1), torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
 
     def encode(self, batch: HistoryBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder output ``[B, S, d]`` and its attention mask ``[B, S]``."""
-        input_ids, mask = self.encoder_inputs(batch.items, batch.mask)
+        input_ids, mask = self.encoder_inputs(batch.items, batch.mask, batch.users)
         return self.backbone.get_encoder()(input_ids=input_ids, attention_mask=mask).last_hidden_state, mask
 
     def target_labels(self, targets: torch.Tensor) -> torch.Tensor:
@@ -157,7 +179,7 @@ class GenerativeRecommender(Recommender):
 
     def token_logits(self, batch: HistoryBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced logits ``[B, D, vocab]`` for the target codes, with the labels ``[B, D]``."""
-        input_ids, mask = self.encoder_inputs(batch.items, batch.mask)
+        input_ids, mask = self.encoder_inputs(batch.items, batch.mask, batch.users)
         labels = self.target_labels(batch.targets)
         return self.seq2seq_logits(input_ids, mask, labels), labels
 

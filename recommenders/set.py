@@ -11,7 +11,9 @@ over the item's semantic embedding (Eq. 3-4). The pieces:
   (order-agnostic within items, causal across items). The mask reaches T5 as a 4D additive mask, which
   ``transformers`` 5 passes to the attention layers unchanged (``masking_utils`` returns a 4D mask as it
   is). In addition the encoder's relative position bias uses *item* positions, so all tokens of one item
-  sit at the same position, as in the authors' T5 code (:func:`share_positions_within_items`).
+  sit at the same position, as in the authors' T5 code (:func:`share_positions_within_items`). The item-level
+  sparse pattern itself follows the paper and the authors' decoder-only (Qwen) code; their T5 variant passes
+  only a padding mask, which is what ``sparse_mask=False`` (the paper's "w/o SA" ablation) runs here.
 * **Query-guided simultaneous generation** (Eq. 5): one learnable query vector per dimension is the
   decoder input (``inputs_embeds``); a diagonal decoder self-attention mask lets each query see only
   itself and the encoder, so all N+1 output vectors come from one decoder pass and none depends on another.

@@ -5,11 +5,14 @@ weights are restored at the end. The state after each epoch is written atomicall
 killed run resumes from its last finished epoch, provided the model's buffers (item codes, tries, fixed
 item inputs: what the identifiers made) have the same :func:`fingerprint`; a checkpoint of other
 identifiers, e.g. from a re-fitted tokenizer that came out differently, is ignored and training starts over.
+A checkpoint written when early stopping fired is marked finished: resuming from it trains no further.
+A loss that is not finite stops training with :class:`DivergenceError`.
 """
 from __future__ import annotations
 
 import copy
 import hashlib
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -24,6 +27,10 @@ from benchmark.evaluate import evaluate
 from benchmark.metrics import metric_value
 from benchmark.splits import Examples, TrainData
 from recommenders.base import Recommender, iterate
+
+
+class DivergenceError(RuntimeError):
+    """The training loss became NaN or infinite; the message names the model, the epoch and what to try."""
 
 
 @dataclass
@@ -55,7 +62,7 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
     metric_k = int(cfg.valid_metric.split("@")[1])
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                                   weight_decay=cfg.weight_decay)
-    best_state, bad, start_epoch = None, 0, 0
+    best_state, bad, start_epoch, finished = None, 0, 0, False
     identity = fingerprint(model)
     state = None
     if checkpoint is not None and checkpoint.is_file():
@@ -67,10 +74,11 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         best_state, bad, start_epoch = state["best_state"], state["bad"], state["epoch"] + 1
-        report = state["report"]
+        report, finished = state["report"], state.get("finished", False)
     rng = np.random.default_rng(seed + start_epoch)
     start = time.perf_counter() - report.seconds
-    for epoch in range(start_epoch, cfg.epochs):
+    last_epoch = start_epoch if finished else cfg.epochs  # an early-stopped checkpoint has nothing left to train
+    for epoch in range(start_epoch, last_epoch):
         model.train()
         examples = model.training_examples(data)
         total = (len(examples) + cfg.batch_size - 1) // cfg.batch_size
@@ -80,12 +88,16 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
         for batch in bar:
             with autocast(device, cfg.amp):
                 loss = model.loss(batch)
+            losses.append(loss.item())
+            if not math.isfinite(losses[-1]):
+                clip = "" if cfg.grad_clip > 0 else " or set train.grad_clip > 0"
+                raise DivergenceError(f"{desc}: the training loss is {losses[-1]} at epoch {epoch + 1}, batch "
+                                      f"{len(losses)}; the model diverged: lower train.lr (now {cfg.lr:g}){clip}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
-            losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         result = evaluate(model, valid, warm, (metric_k,), eval_batch_size, device)
         value = metric_value(cfg.valid_metric, result.ranks)
@@ -101,12 +113,12 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
             tqdm.write(f"{desc} epoch {epoch + 1}: loss {report.curve[-1]['loss']:.4f} "
                        f"valid {cfg.valid_metric} {value:.4f} (best {report.best_valid:.4f} @ {report.best_epoch})")
         report.seconds = time.perf_counter() - start
+        finished = bad >= cfg.patience
         if checkpoint is not None:
             save_atomic(checkpoint, {"fingerprint": identity, "model": model.state_dict(),
-                                     "optimizer": optimizer.state_dict(),
-                                      "best_state": best_state, "bad": bad, "epoch": epoch,
-                                      "report": copy.deepcopy(report)})
-        if bad >= cfg.patience:
+                                     "optimizer": optimizer.state_dict(), "best_state": best_state, "bad": bad,
+                                     "epoch": epoch, "finished": finished, "report": copy.deepcopy(report)})
+        if finished:
             break
     if best_state is not None:
         model.load_state_dict(best_state)

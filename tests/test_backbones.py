@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from identifiers.base import ItemCodes, code_table
-from recommenders.backbones import EOS_ID, PAD_ID, BackboneError, add_tokens, build_t5, new_token_offset
+from recommenders.backbones import (
+    EOS_ID,
+    PAD_ID,
+    BackboneError,
+    add_tokens,
+    build_t5,
+    check_backbone,
+    new_token_offset,
+)
 from recommenders.sequence import GenerativeRecommender
 from recommenders.text import text_vocabulary
 
@@ -48,3 +56,11 @@ def test_checkpoint_keeps_its_vocabulary_and_tokenizer(tmp_path: Path) -> None:
     assert int(recommender.item_tokens.min()) == vocab.size
     with pytest.raises(BackboneError, match="not a preset"):
         build_t5(str(tmp_path / "missing"))
+
+
+def test_check_backbone_accepts_presets_and_folders_and_names_the_choices(tmp_path: Path) -> None:
+    check_backbone("t5-tiger")
+    build_t5("t5-tiny").save_pretrained(tmp_path / "local-t5")
+    check_backbone(str(tmp_path / "local-t5"))
+    with pytest.raises(BackboneError, match="t5-tiny, t5-tiger, t5-small"):
+        check_backbone("no-such-org/no-such-t5")

@@ -15,10 +15,11 @@ from recommenders.decoding import (
     beam_search,
     code_sequences,
     constrained_beam_search,
+    decoder_cache_name,
     reference_generate,
     unconstrained_beam_search,
 )
-from recommenders.sequence import GenerativeRecommender, SequenceOptions
+from recommenders.sequence import GenerativeRecommender, SequenceOptions, user_bucket
 
 
 @pytest.fixture(autouse=True)
@@ -194,3 +195,40 @@ def test_generative_recommender_trains_and_ranks() -> None:
     teacher_forced = log_probs.gather(2, labels.clamp_min(0)[..., None]).squeeze(2).masked_fill(labels < 0, 0.0)
     assert torch.equal(result.items, ranked)
     assert torch.allclose(teacher_forced.sum(1).view(3, 10), result.scores, atol=1e-4)
+
+
+def test_user_tokens_start_the_encoder_input() -> None:
+    torch.manual_seed(0)
+    raw = random_codes(12, 3, 4, False, seed=6)
+    codes = ItemCodes(codes=torch.where(raw >= 0, raw - 2, -1), vocab_size=4)
+    plain = GenerativeRecommender(codes, "t5-tiny", max_history=3)
+    model = GenerativeRecommender(codes, "t5-tiny", max_history=3, options=SequenceOptions(user_tokens=7))
+    assert model.backbone.config.vocab_size == plain.backbone.config.vocab_size + 7
+    assert torch.equal(model.item_tokens, plain.item_tokens)
+    users = torch.tensor([0, 5, 12])
+    batch = HistoryBatch(users=users, items=torch.tensor([[0, 1, 2], [3, 4, 5], [6, 7, 8]]),
+                         mask=torch.tensor([[False, True, True], [True, True, True], [False, False, True]]),
+                         targets=torch.tensor([3, 6, 9]))
+    without, without_mask = plain.encoder_inputs(batch.items, batch.mask)
+    with_users, mask = model.encoder_inputs(batch.items, batch.mask, batch.users)
+    buckets = user_bucket(users, 7)
+    assert torch.equal(with_users[:, 0], model.user_token_offset + buckets)
+    assert int(with_users[:, 0].min()) >= model.backbone.config.vocab_size - 7
+    assert torch.equal(with_users[:, 1:], without) and torch.equal(mask[:, 1:], without_mask)
+    assert bool(mask[:, 0].all())
+    assert torch.equal(user_bucket(users, 7), buckets) and int(buckets.max()) < 7
+    assert torch.isfinite(model.loss(batch))
+    model.eval()
+    assert model.rank(batch, 5).shape == (3, 5) and model.invalid_generation_rate == 0.0
+
+
+def test_decoder_cache_argument_follows_the_installed_transformers() -> None:
+    class Old(torch.nn.Module):
+        def forward(self, input_ids=None, past_key_values=None):
+            return input_ids
+
+    class New(torch.nn.Module):
+        def forward(self, input_ids=None, cache=None):
+            return input_ids
+
+    assert decoder_cache_name(Old()) == "past_key_values" and decoder_cache_name(New()) == "cache"

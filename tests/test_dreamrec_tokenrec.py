@@ -1,6 +1,6 @@
-"""DreamRec (guided diffusion, embedding paradigm) and TokenRec (LightGCN + MQ-Tokenizer + generative
-retrieval, set paradigm): noise schedules, the sampler, masking and quantisation, LightGCN's graph, and one
-training step of each scheme on tiny data."""
+"""DreamRec (guided diffusion, embedding paradigm) and TokenRec (LightGCN + MQ-Tokenizers + generative
+retrieval, set paradigm): noise schedules, the sampler, masking and quantisation, LightGCN's graph and fold-in,
+user tokens (fold-in for unseen users), options, and one training step of each scheme on tiny data."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmark.config import ConfigError
 from benchmark.splits import TrainData
 from identifiers.base import ItemVectors
 from identifiers.dreamrec import DreamRecParams, DreamRecRecommender
@@ -16,7 +17,16 @@ from identifiers.quantizers import FitConfig
 from identifiers.registry import get_scheme
 from recommenders.base import HistoryBatch, iterate
 from recommenders.diffusion import SCHEDULES, GaussianDiffusion, beta_schedule
-from recommenders.lightgcn import LightGCN, LightGCNConfig, fit_lightgcn, interaction_pairs, normalized_adjacency
+from recommenders.lightgcn import (
+    LightGCN,
+    LightGCNConfig,
+    fit_lightgcn,
+    fold_in,
+    interaction_pairs,
+    item_degrees,
+    lightgcn_cache_key,
+    normalized_adjacency,
+)
 from recommenders.mq_tokenizer import MQTokenizer, random_mask
 from tests.conftest import make_context
 
@@ -180,11 +190,37 @@ def test_lightgcn_graph_holds_training_interactions_only(tiny) -> None:
     assert result.losses[-1] < result.losses[0]
 
 
+def test_lightgcn_with_zero_layers_is_mf_and_fold_in_by_hand() -> None:
+    data = TrainData(sequences=[np.array([0, 1, 1]), np.array([1])], n_items=3, max_history=5)
+    users, items = interaction_pairs(data)
+    model = LightGCN(normalized_adjacency(users, items, 2, 3), 2, 3, LightGCNConfig(dim=4, layers=0))
+    with torch.no_grad():
+        user_final, item_final = model()
+    assert torch.equal(torch.cat([user_final, item_final]), model.embedding.weight), "no propagation: BPR-MF"
+    degrees = torch.as_tensor(item_degrees(data))
+    assert degrees.tolist() == [1, 2, 0]
+    representations = torch.tensor([[1.0, 0.0], [0.0, 2.0], [5.0, 5.0]])
+    # history (1, 0, 1, 2, pad): items 0 and 1 once each; item 2 has no training user and is left out.
+    history = torch.tensor([[1, 0, 1, 2, 0], [2, 0, 0, 0, 0]])
+    mask = torch.tensor([[True, True, True, True, False], [True, False, False, False, False]])
+    expected = (representations[0] / 1 + representations[1] / 2 ** 0.5) / 2 ** 0.5
+    folded = fold_in(history, mask, representations, degrees)
+    assert torch.allclose(folded[0], expected, atol=1e-6)
+    assert torch.equal(folded[1], torch.zeros(2)), "no trained history item: zero vector"
+
+
+def tokenrec_scheme(tiny, cache: Path, data: TrainData | None = None, **overrides):
+    dataset, split = tiny
+    cls = get_scheme("tokenrec")
+    tokenrec = cls(cls.resolve_params("smoke", overrides), make_context(cls, dataset, cache, split=split))
+    return tokenrec, tokenrec.build(data or split.train)
+
+
 def test_tokenrec_trains_scores_all_items_and_any_user(tiny, cache: Path) -> None:
-    tokenrec = scheme(tiny, cache, "tokenrec")
-    model = tokenrec.build(tiny[1].train)
-    params = tokenrec.params
-    assert tokenrec.codes.shape == (tiny[1].train.n_items, params.n_codebooks)
+    tokenrec, model = tokenrec_scheme(tiny, cache)
+    params, train = tokenrec.params, tiny[1].train
+    assert params.loss == "cosine" and params.user_tokens and params.cf_model == "lightgcn"
+    assert tokenrec.codes.shape == (train.n_items, params.n_codebooks)
     assert int(tokenrec.codes.min()) >= 0 and int(tokenrec.codes.max()) < params.codebook_size
     batch = first_batch(tiny)
     train_one_step(model, batch)
@@ -194,11 +230,81 @@ def test_tokenrec_trains_scores_all_items_and_any_user(tiny, cache: Path) -> Non
         assert scores.shape == (len(batch.targets), model.n_items) and bool(torch.isfinite(scores).all())
         stranger = HistoryBatch(users=torch.full_like(batch.users, 10 ** 6), items=batch.items, mask=batch.mask,
                                 targets=batch.targets)
-        assert stranger.users.max() >= len(tiny[1].train.sequences), "a user id absent from training"
-        assert torch.equal(model.score(stranger), scores)
+        assert stranger.users.max() >= len(train.sequences), "a user id absent from training"
+        folded = fold_in(batch.items, batch.mask, tokenrec.users.item_representations, tokenrec.users.item_degrees)
+        assert torch.equal(model.user_token_codes(stranger), tokenrec.users.tokenizer.codes(folded))
+        assert bool(torch.isfinite(model.score(stranger)).all())
     stats = tokenrec.statistics()
-    assert stats["new_tokens"] == params.n_codebooks * params.codebook_size
+    assert stats["new_tokens"] == 2 * params.n_codebooks * params.codebook_size
+    assert stats["item_new_tokens"] == params.n_codebooks * params.codebook_size
     assert stats["code_length_max"] == params.n_codebooks
+    assert stats["users"]["tokenized"] == len(train.sequences) and stats["users"]["folded_in"] == 0
+    assert 0.0 <= stats["users"]["collision_rate"] <= 1.0
+    assert len(stats["users"]["codebook_usage_per_level"]) == params.n_codebooks
+
+
+def test_tokenrec_user_tokens_open_the_prompt_and_unseen_users_are_folded_in(tiny, cache: Path) -> None:
+    train, valid = tiny[1].train, tiny[1].valid
+    unseen = valid.users[:5]
+    sequences = [np.zeros(0, dtype=np.int64) if user in set(unseen.tolist()) else seq
+                 for user, seq in enumerate(train.sequences)]
+    data = TrainData(sequences=sequences, n_items=train.n_items, max_history=train.max_history)
+    tokenrec, model = tokenrec_scheme(tiny, cache, data)
+    k, m = tokenrec.params.n_codebooks, tokenrec.params.codebook_size
+    users = tokenrec.users
+    assert users.codes.shape == (len(sequences), k)
+    assert bool((users.codes[unseen] == -1).all()), "users without training interactions are not precomputed"
+    seen = users.codes[[u for u in range(len(sequences)) if len(sequences[u])]]
+    assert int(seen.min()) >= 0 and int(seen.max()) < m
+    assert tokenrec.statistics()["users"]["folded_in"] == len(unseen)
+    model.eval()
+    batch = first_batch(tiny, size=8)
+    assert set(unseen.tolist()) <= set(batch.users.tolist())
+    with torch.no_grad():
+        codes = model.user_token_codes(batch)
+        is_unseen = torch.isin(batch.users, torch.as_tensor(unseen))
+        folded = fold_in(batch.items, batch.mask, users.item_representations, users.item_degrees)
+        assert torch.equal(codes[is_unseen], users.tokenizer.codes(folded[is_unseen]))
+        assert torch.equal(codes[~is_unseen], users.codes[batch.users[~is_unseen]])
+        inputs, mask = model.history_inputs(batch)
+        assert inputs.shape[1] == mask.shape[1] == k + batch.items.shape[1] * k
+        assert bool(mask[:, :k].all())
+        user_ids = model.user_offsets[None] + codes
+        assert int(user_ids.min()) > int(model.token_ids.max()), "user tokens follow the item tokens"
+        assert int(user_ids.max()) < model.t5.get_input_embeddings().num_embeddings
+        assert torch.equal(inputs[:, :k], model.t5.get_input_embeddings()(user_ids))
+        scores = model.score(batch)
+    assert scores.shape == (len(batch.targets), train.n_items) and bool(torch.isfinite(scores).all())
+
+
+def test_tokenrec_without_user_tokens_reads_item_tokens_only(tiny, cache: Path) -> None:
+    tokenrec, model = tokenrec_scheme(tiny, cache, user_tokens=False)
+    k, m = tokenrec.params.n_codebooks, tokenrec.params.codebook_size
+    assert tokenrec.users is None and model.user_tokenizer is None
+    assert model.t5.get_input_embeddings().num_embeddings == 2 + k * m
+    assert tokenrec.statistics()["new_tokens"] == k * m and "users" not in tokenrec.statistics()
+    batch = first_batch(tiny, size=4)
+    with torch.no_grad():
+        inputs, mask = model.history_inputs(batch)
+        items = model.t5.get_input_embeddings()(model.token_ids[batch.items]).flatten(1, 2)
+    item_mask = batch.mask.repeat_interleave(k, dim=1)
+    assert torch.equal(mask, item_mask) and torch.equal(inputs, items * item_mask[..., None])
+    train_one_step(model, batch)
+
+
+def test_tokenrec_mf_option_and_config_errors(tiny, cache: Path) -> None:
+    cls = get_scheme("tokenrec")
+    ctx = make_context(cls, tiny[0], cache, split=tiny[1])
+    mf = cls(cls.resolve_params("smoke", {"cf_model": "mf"}), ctx)
+    lightgcn = cls(cls.resolve_params("smoke", {}), ctx)
+    assert mf.lightgcn_config().layers == 0 and lightgcn.lightgcn_config().layers == mf.params.lightgcn_layers
+    train = tiny[1].train
+    assert (lightgcn_cache_key(train, mf.lightgcn_config(), 0)
+            != lightgcn_cache_key(train, lightgcn.lightgcn_config(), 0))
+    for key, value in (("cf_model", "ngcf"), ("loss", "bpr"), ("item_input", "mean"), ("user_tokens", "yes")):
+        bad = cls(cls.resolve_params("smoke", {key: value}), ctx)
+        with pytest.raises(ConfigError, match=key):
+            bad.build(train)
 
 
 def test_registry_paradigms() -> None:

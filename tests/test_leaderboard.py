@@ -23,18 +23,22 @@ def segment(value: float, count: int) -> dict[str, float]:
 
 
 def write_record(results: Path, scheme: str, value: float = 0.1, *, backbone: str = "none", seed: int = 1,
-                 dataset: str = "toy_data", ms: float = 1.0, cold: int = 10, reason: str | None = None) -> None:
-    """A hand-made record: all/warm metrics ``value``, cold ``value / 2`` over ``cold`` targets."""
+                 dataset: str = "toy_data", ms: float = 1.0, cold: int = 10, reason: str | None = None,
+                 config: dict[str, Any] | None = None, name: str = "") -> Path:
+    """A hand-made record: all/warm metrics ``value``, cold ``value / 2`` over ``cold`` targets; ``config``
+    adds config keys, ``name`` to the file name."""
     record: dict[str, Any] = {
         "schema": SCHEMA_VERSION, "status": "not_applicable" if reason else "ok", "reason": reason,
         "config": {"dataset": dataset, "scheme": scheme, "backbone": backbone, "seed": seed, "profile": "quick",
-                   "split": "loo", "ks": [5, 10, 20]}}
+                   "split": "loo", "ks": [5, 10, 20], **(config or {})}}
     if not reason:
         record |= {"identifier": {"paradigm": PARADIGM.get(scheme, "set")},
                    "metrics": {"all": segment(value, 100 + cold), "warm": segment(value, 100),
                                "cold": segment(value / 2 if cold else 0.0, cold)},
                    "timings": {"inference_ms_per_user": ms}, "per_user": {"ranks": []}}
-    write_json_atomic(results / dataset / f"{scheme}__{backbone}__s{seed}.json", record)
+    path = results / dataset / f"{scheme}__{backbone}__s{seed}{name}.json"
+    write_json_atomic(path, record)
+    return path
 
 
 def build(tmp_path: Path) -> dict[str, Any]:
@@ -147,7 +151,8 @@ def test_csv_has_one_machine_readable_row_per_table_and_scheme(tmp_path: Path) -
     write_record(results, "pop", 0.1)
     write_record(results, "cid", 0.2, backbone="t5-small")
     csv = build(tmp_path)["csv"]
-    assert list(csv.columns[:7]) == ["dataset", "backbone", "split", "profile", "scheme", "paradigm", "n"]
+    assert list(csv.columns[:9]) == ["dataset", "backbone", "split", "profile", "scheme", "variant", "config_id",
+                                     "paradigm", "n"]
     assert {"all_recall@5", "warm_ndcg@10", "cold_recall@10_std", "inference_ms_per_user_std", "all_count",
             "cold_count", "reason"} <= set(csv.columns)
     assert len(csv) == 2 and csv["backbone"].tolist() == ["t5-small", "t5-small"]
@@ -223,3 +228,53 @@ def test_cost_report_averages_seeds_and_sums_wall_time(tmp_path: Path) -> None:
     assert "| cid | 90 | 10 | 70 | 5 | 4 | 2 | 1000 |  | 2-core CPU | 2 |" in text
     assert "Total wall time of these 2 runs: 180 s (3.0 min)." in text
     assert "| toy_data | loo | quick | 2-core CPU | 2 | 180 | 3.0 |" in text and len(pd.read_csv(csv)) == 1
+
+
+def test_configs_that_differ_beyond_the_seed_are_separate_labelled_rows(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    slow, fast = {"train": {"lr": 0.001, "epochs": 30}}, {"train": {"lr": 0.01, "epochs": 30}}
+    write_record(results, "sasrec", 0.1, seed=1, config=slow)
+    write_record(results, "sasrec", 0.3, seed=2, config=slow)
+    write_record(results, "sasrec", 0.5, seed=1, config=fast, name="_fast")
+    write_record(results, "pop", 0.05)
+    out = build(tmp_path)
+    assert md_row(out["md"], "toy_data", "sasrec [train.lr=0.001]")[1:2] == ["0.2000±0.1414"]
+    assert md_row(out["md"], "toy_data", "sasrec [train.lr=0.01]")[-1] == "1"
+    assert md_row(out["md"], "toy_data", "pop")[-1] == "1" and "config_id is the hash" in out["md"]
+    assert sorted(out["csv"]["variant"].fillna("")) == ["", "train.lr=0.001", "train.lr=0.01"]
+    assert out["csv"]["config_id"].nunique() == 3 and r"sasrec [train.lr=0.01] &" in out["tex"]
+    identifiers = identifier_frame(results)
+    assert sorted(identifiers["variant"]) == ["", "train.lr=0.001", "train.lr=0.01"]
+    costs = cost_frame(results).set_index("variant")
+    assert costs.loc["train.lr=0.001", "runs"] == 2 and costs.loc["train.lr=0.01", "runs"] == 1
+
+
+def test_files_that_are_not_complete_records_are_listed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "results"
+    write_record(results, "pop", 0.1)
+    truncated = write_record(results, "sasrec", 0.2)
+    truncated.write_text(truncated.read_text()[:40])
+    incomplete = write_record(results, "cid", 0.2, backbone="t5-tiny")
+    record = json.loads(incomplete.read_text())
+    del record["metrics"]
+    write_json_atomic(incomplete, record)
+    md = build(tmp_path)["md"]
+    section = md.split("## Files not read")[1]
+    assert f"{truncated}: not readable JSON" in section and f"{incomplete}: not a complete run record" in section
+    assert "| sasrec " not in md and "| cid " not in md
+    assert main(["leaderboard", "--results-dir", str(results), "--reports-dir", str(tmp_path / "reports")]) == 0
+    assert f"warning: skipped {truncated}" in capsys.readouterr().err
+
+
+def test_cost_report_marks_a_best_epoch_at_the_epoch_cap(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    for scheme, best in (("cid", 10), ("semid", 7)):
+        path = write_record(results, scheme, backbone="t5-tiny", config={"train": {"epochs": 10}})
+        record = json.loads(path.read_text())
+        record["training"] = {"epochs_run": 10, "best_epoch": best}
+        write_json_atomic(path, record)
+    frame = cost_frame(results).set_index("scheme")
+    assert frame.loc["cid", "capped_runs"] == 1 and frame.loc["semid", "capped_runs"] == 0
+    text = build_cost_report(results, tmp_path / "reports")[0].read_text()
+    assert "| cid |  |  |  | 10 | 10† |" in text and "| semid |  |  |  | 10 | 7 |" in text
+    assert "Best epoch †: in at least one seed the best epoch is the epoch cap" in text

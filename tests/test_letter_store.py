@@ -8,10 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from benchmark.config import ConfigError
 from benchmark.data.dataset import Dataset
 from benchmark.splits import make_split
 from identifiers.base import ItemCodes
-from identifiers.letter import LETTER, Regularizers, reassign_last_level, same_cluster_positives
+from identifiers.letter import LETTER, Regularizers, ReleasedRQVAE, reassign_last_level, same_cluster_positives
 from identifiers.quantizers import RQVAE, constrained_kmeans
 from identifiers.store import STORE, DenseTokenizer
 from recommenders.backbones import EOS_ID
@@ -68,6 +69,23 @@ def test_regularizers_align_latents_with_cf_and_reach_the_right_parameters() -> 
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in rqvae.quantizer.parameters())
 
 
+def test_released_rqvae_averages_what_tiger_sums() -> None:
+    """LETTER's released code averages squared errors over features and levels; TIGER's loss sums them."""
+    torch.manual_seed(0)
+    released = ReleasedRQVAE(12, latent_dim=8, hidden_dims=(16,), n_levels=3, codebook_size=4)
+    tiger = RQVAE(12, latent_dim=8, hidden_dims=(16,), n_levels=3, codebook_size=4)
+    tiger.load_state_dict(released.state_dict())
+    x = torch.randn(32, 12)
+    released.train()
+    with torch.no_grad():
+        released.quantizer(released.encoder(x))
+    out = released(x)
+    mean, summed = released.loss_terms(x, out), tiger.loss_terms(x, out)
+    assert torch.allclose(mean["reconstruction"] * 12, summed["reconstruction"])
+    for term in ("codebook", "commitment"):
+        assert torch.allclose(mean[term] * 3 * 8, summed[term])
+
+
 def test_ranking_guided_loss_is_temperature_scaled_cross_entropy() -> None:
     codes = ItemCodes(codes=torch.tensor([[0, 2], [1, 3], [0, 3]]), vocab_size=4)
     model = GenerativeRecommender(codes, "t5-tiny", max_history=2, options=SequenceOptions(temperature=0.5))
@@ -84,12 +102,15 @@ def test_letter_codes_are_unique_and_report_the_tiger_reference(small_synthetic:
     scheme = LETTER({**ctx.config.params, "rqvae_epochs": 30}, ctx)
     scheme.codes = scheme.tokenize(make_split(small_synthetic, "loo", 10).train)
     stats = scheme.statistics()
+    assert isinstance(scheme.rqvae, ReleasedRQVAE)
     assert len(torch.unique(scheme.codes.codes, dim=0)) == small_synthetic.n_items
     assert set(stats["tiger_reference"]) == {"collision_rate_before_dedup", "codebook_usage_per_level"}
     assert len(stats["tiger_reference"]["codebook_usage_per_level"]) == scheme.params.n_levels
     assert stats["rqvae_collaborative_loss"] is not None and stats["reassigned_items"] >= 0
     with pytest.raises(Exception, match="latent_dim"):
         LETTER({**ctx.config.params, "latent_dim": 7}, ctx).tokenize(make_split(small_synthetic, "loo", 10).train)
+    with pytest.raises(ConfigError, match="schemes.letter.rqvae_loss 'l1': choose from released, tiger"):
+        LETTER({**ctx.config.params, "rqvae_loss": "l1"}, ctx).tokenize(make_split(small_synthetic, "loo", 10).train)
 
 
 def test_store_tokenizes_with_its_own_backbone_and_trains_all_tasks(small_synthetic: Dataset, cache: Path) -> None:

@@ -34,6 +34,13 @@ def test_ranks_from_scores_breaks_ties_by_item_id() -> None:
     assert ranks_from_scores(scores, torch.tensor([3, 0])).tolist() == [2, 0]
 
 
+def test_nan_scores_never_lift_an_item_and_a_nan_target_ranks_last() -> None:
+    nan = float("nan")
+    scores = torch.tensor([[nan, nan, nan, nan], [nan, 0.2, 0.9, nan], [0.5, nan, 0.1, 0.7]])
+    assert ranks_from_scores(scores, torch.tensor([0, 1, 2])).tolist() == [3, 1, 2]
+    assert ranks_from_scores(scores, torch.tensor([3, 3, 3])).tolist() == [3, 3, 0]
+
+
 def test_ranks_from_lists_absent_is_list_length() -> None:
     ranked = torch.tensor([[5, 3, 1], [2, 0, -1]])
     assert ranks_from_lists(ranked, torch.tensor([1, 7])).tolist() == [2, 3]

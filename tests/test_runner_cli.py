@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from benchmark import records
-from benchmark.cli import main
-from benchmark.config import ConfigError, resolve
+from benchmark.cli import EXIT_DIVERGED, main
+from benchmark.config import ConfigError, check_value, resolve
 from benchmark.splits import make_split
 from identifiers.registry import get_scheme
 from recommenders import trainer
@@ -149,3 +149,163 @@ def test_config_precedence(tmp_path: Path) -> None:
     assert cfg.hash() != smoke.hash() and cfg.hash() == resolve("synthetic", sasrec, 3, "smoke", user,
                                                                 {"max_history": 9}).hash()
     assert np.isclose(resolve("synthetic", sasrec, 0, "quick").train.lr, 0.001)
+
+
+def _tiny_sasrec(split) -> SASRec:
+    torch.manual_seed(0)
+    return SASRec(split.train.n_items, 10, SASRecParams(hidden=16, layers=1))
+
+
+def test_an_early_stopped_checkpoint_trains_no_further(tmp_path: Path, small_synthetic,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    split = make_split(small_synthetic, "loo", 10)
+    cfg = resolve("synthetic", get_scheme("sasrec"), 0, "smoke").train
+    cfg = type(cfg)(**{**cfg.__dict__, "epochs": 5, "patience": 1})
+    flat = trainer.evaluate(_tiny_sasrec(split), split.valid.subset(5, 0), split.warm, (10,), 256, "cpu")
+    monkeypatch.setattr(trainer, "evaluate", lambda *args, **kwargs: flat)  # no epoch ever improves on the first
+    checkpoint = tmp_path / "ckpt.pt"
+
+    def fit(model: SASRec) -> trainer.TrainReport:
+        return trainer.fit(model, split.train, split.valid, split.warm, cfg, (10,), 256, torch.device("cpu"), 0,
+                           progress=False, checkpoint=checkpoint)
+
+    first = fit(_tiny_sasrec(split))
+    assert (first.epochs_run, first.best_epoch) == (2, 1) and torch.load(checkpoint, weights_only=False)["finished"]
+    model = _tiny_sasrec(split)
+    monkeypatch.setattr(model, "loss", lambda batch: pytest.fail("trained past early stopping"))
+    resumed = fit(model)
+    assert resumed.epochs_run == 2 and resumed.curve == first.curve
+
+
+def test_a_non_finite_loss_stops_training_with_a_clear_error(tmp_path: Path, small_synthetic,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    split = make_split(small_synthetic, "loo", 10)
+    cfg = resolve("synthetic", get_scheme("sasrec"), 0, "smoke").train
+    model = _tiny_sasrec(split)
+    monkeypatch.setattr(model, "loss", lambda batch: torch.tensor(float("nan"), requires_grad=True))
+    with pytest.raises(trainer.DivergenceError, match=r"sasrec: the training loss is nan at epoch 1, batch 1; .*"
+                                                      rf"lower train.lr \(now {cfg.lr:g}\)$"):
+        trainer.fit(model, split.train, split.valid, split.warm, cfg, (10,), 256, torch.device("cpu"), 0,
+                    progress=False, desc="sasrec")
+
+
+def test_a_diverging_run_exits_with_its_name_and_writes_no_record(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "nan.yaml"
+    config.write_text("train: {lr: 1.0e+30, epochs: 2, grad_clip: 0}\n")
+    code = main(["run", "--identifiers", "sasrec", "--profile", "smoke", "--config", str(config), "--results-dir",
+                 str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == EXIT_DIVERGED and "synthetic__sasrec__none__loo__smoke__s2026: sasrec:" in err
+    assert "epoch 1" in err and "lower train.lr (now 1e+30) or set train.grad_clip > 0" in err
+    assert not list(records.iter_records(tmp_path / "results"))
+
+
+def test_a_broken_record_is_reported_and_run_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run(tmp_path) == 0
+    [(path, _)] = list(records.iter_records(tmp_path / "results"))
+    path.write_text(path.read_text()[:100])
+    with pytest.raises(records.RecordError, match="not readable JSON"):
+        records.read_record(path)
+    capsys.readouterr()
+    assert _run(tmp_path) == 0
+    assert f"warning: {path}: not readable JSON" in capsys.readouterr().out
+    assert records.read_record(path)["status"] == "ok"
+    path.write_text(json.dumps({"schema": records.SCHEMA_VERSION, "status": "ok", "config": {}}))
+    with pytest.raises(records.RecordError, match="config lacks one of dataset"):
+        records.read_record(path)
+
+
+@pytest.mark.parametrize("yaml_text, message", [
+    ('train: {epochs: "ten"}', "train.epochs: expected an integer, got 'ten'"),
+    ('train: {lr: "fast"}', "train.lr: expected a finite number, got 'fast'"),
+    ("train: {lr: -0.1}", "train.lr: expected a number > 0"),
+    ('run: {k_core: "five"}', "run.k_core: expected an integer"),
+    ("run: {ks: 10}", "run.ks: expected a list of integers, got 10"),
+    ("run: {ks: []}", "run.ks: expected a non-empty list of positive integers"),
+    ("run: {ks: [5, 0]}", "run.ks: expected a non-empty list of positive integers"),
+    ("train: [1, 2]", "section 'train' must be a mapping"),
+    ("train: {batch_size: 0}", "train.batch_size: expected a value >= 1, got 0"),
+    ("train: {patience: 0}", "train.patience: expected a value >= 1"),
+    ("run: {eval_batch_size: 0}", "run.eval_batch_size: expected a value >= 1"),
+    ("run: {max_history: 0}", "run.max_history: expected a value >= 1"),
+    ("run: {k_core: -3}", "run.k_core: expected a value >= 1"),
+    ("run: {seed: -1}", "run.seed: expected a value >= 0"),
+    ("run: {amp: true}", "unknown key 'amp'"),
+    ('run: {constrained_decoding: "no"}', "run.constrained_decoding: expected true or false"),
+    ('schemes: {sasrec: {hidden: "big"}}', "schemes.sasrec.hidden: expected an integer, got 'big'"),
+    ("schemes: {sasrec: [1]}", "schemes.sasrec: expected a mapping"),
+    ("schemes: {sasrek: {hidden: 3}}", "unknown scheme(s) sasrek"),
+    ("run: {backbone: nope}", "run.backbone: unknown backbone 'nope'"),
+])
+def test_config_values_are_checked_and_name_the_key(yaml_text: str, message: str, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml_text + "\n")
+    assert main(["run", "--identifiers", "sasrec,cid", "--config", str(config), "--results-dir", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_check_value_follows_the_annotation() -> None:
+    assert check_value(3, int, "k") == 3 and check_value(3, float, "k") == 3.0
+    assert check_value("1e-3", float, "k") == 0.001  # YAML 1.1 reads 1e-3 (no dot) as a string
+    assert check_value([1, 2], tuple[int, ...], "k") == (1, 2) and check_value(None, int | None, "k") is None
+    assert check_value(2, int | None, "k") == 2 and check_value(False, bool, "k") is False
+    for value, annotation, message in ((True, int, "k: expected an integer, got True"),
+                                       ("nan", float, "k: expected a finite number"),
+                                       ([1, "a"], tuple[int, ...], r"k\[1\]: expected an integer"),
+                                       ("x", int | None, "k: expected an integer or null"),
+                                       (1, str, "k: expected a string")):
+        with pytest.raises(ConfigError, match=message):
+            check_value(value, annotation, "k")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--identifiers", "pop", "--seed", "a"], "--seed: expected integers from 0 to"),
+    (["run", "--identifiers", "pop", "--seed", "1,,2"], "got '1,,2'"),
+    (["run", "--identifiers", "pop", "--seed", "-1"], "got '-1'"),
+    (["run", "--identifiers", ","], "--identifiers: give at least one name; choose from all, pop"),
+    (["run", "--identifiers", "pop", "--device", "mps"], "--device: device 'mps' is not supported; choose from auto"),
+    (["run", "--identifiers", "pop", "--device", "gpu"], "--device: unknown device 'gpu'"),
+    (["stats", "--datasets", "scientific", "--data-dir", "/nonexistent"], "it has no download source"),
+])
+def test_cli_value_errors_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["run", "--identifiers", "pop", "--max-history", "0"],
+                                  ["run", "--identifiers", "pop", "--max-history", "-1"],
+                                  ["run", "--identifiers", "pop", "--k-core", "-3"],
+                                  ["stats", "--datasets", "synthetic", "--k-core", "0"],
+                                  ["stats", "--datasets", "synthetic", "--max-history", "x"]])
+def test_history_and_k_core_must_be_at_least_one(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and "expected an integer >= 1" in capsys.readouterr().err
+
+
+def test_datasets_all_skips_absent_folders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["stats", "--datasets", "all", "--data-dir", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("synthetic:") and "beauty" not in out
+    assert f"skips beauty, toys, sports, office, scientific, ml-100k: no folder under {tmp_path}/" in err
+
+
+def test_download_uses_the_data_dir_environment_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmark.data import download
+
+    folders = []
+    monkeypatch.setattr(download, "download", lambda name, data_dir: folders.append(data_dir) or data_dir)
+    monkeypatch.setenv("GENREC_DATA_DIR", str(tmp_path))
+    assert main(["download", "ml-100k"]) == 0 and folders == [tmp_path]
+
+
+def test_constrained_decoding_and_the_paper_backbone() -> None:
+    tiger = get_scheme("tiger")
+    assert resolve("synthetic", tiger, 0, "quick").constrained_decoding is True
+    assert not resolve("synthetic", tiger, 0, "quick", {"run": {"constrained_decoding": False}}).constrained_decoding
+    assert resolve("synthetic", tiger, 0, "paper").backbone == "t5-tiger"
+    assert resolve("synthetic", tiger, 0, "paper", cli={"backbone": "t5-small"}).backbone == "t5-small"
+    assert resolve("synthetic", get_scheme("sasrec"), 0, "paper").backbone == "none"

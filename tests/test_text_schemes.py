@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from benchmark.config import ConfigError
 from benchmark.data.dataset import Dataset
 from benchmark.splits import make_split
 from identifiers.base import ItemCodes, code_table
@@ -99,9 +100,11 @@ def test_soft_ids_of_one_hot_distributions_equal_the_hard_ids(small_synthetic: D
     """The ID-generator phase feeds p^T E; with one-hot p on the current IDs it is the recommender's loss."""
     ctx = make_context(IDGenRec, small_synthetic, cache)
     split = make_split(small_synthetic, "loo", 10)
-    scheme = IDGenRec({**ctx.config.params, "rounds": 1}, ctx)
+    scheme = IDGenRec({**ctx.config.params, "rounds": 1, "alternation": "id_first"}, ctx)
     model = scheme.build(split.train).eval()
     codes = scheme.codes.codes
+    (entry,) = scheme.log["rounds"]
+    assert entry["id_losses"] and "rec_best_valid" not in entry
 
     def one_hot(items: torch.Tensor, item_codes: torch.Tensor) -> torch.Tensor:
         return F.one_hot(item_codes.clamp_min(0), scheme.vocab.size).float() * (item_codes >= 0)[..., None]
@@ -117,7 +120,7 @@ def test_soft_ids_of_one_hot_distributions_equal_the_hard_ids(small_synthetic: D
 
 def test_greedy_soft_ids_have_gradients_and_lengths(small_synthetic: Dataset, cache: Path) -> None:
     ctx = make_context(IDGenRec, small_synthetic, cache)
-    scheme = IDGenRec({**ctx.config.params, "rounds": 1, "soft_ids": "greedy"}, ctx)
+    scheme = IDGenRec({**ctx.config.params, "rounds": 1, "alternation": "id_first", "soft_ids": "greedy"}, ctx)
     split = make_split(small_synthetic, "loo", 10)
     model = scheme.build(split.train)
     probs, lengths = scheme.generator.greedy(torch.arange(5), scheme.params.id_max_tokens)
@@ -127,3 +130,19 @@ def test_greedy_soft_ids_have_gradients_and_lengths(small_synthetic: Dataset, ca
     loss = scheme.soft_id_loss(model, batch, scheme.codes.codes, model.backbone.get_input_embeddings().weight)
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in scheme.generator.parameters())
+
+
+def test_idgenrec_defaults_follow_the_authors_and_quick_profile_is_cheaper() -> None:
+    defaults, quick = IDGenRec.resolve_params("paper", {}), IDGenRec.resolve_params("quick", {})
+    assert (defaults["alternation"], defaults["soft_ids"]) == ("id_first", "greedy")
+    assert (quick["alternation"], quick["soft_ids"]) == ("rec_first", "teacher_forced")
+
+
+@pytest.mark.parametrize(("override", "keys"), [({"rounds": 1, "alternation": "rec_first"}, ("rounds", "alternation")),
+                                               ({"rounds": 2, "id_epochs": 0}, ("id_epochs",))])
+def test_idgenrec_rejects_configs_without_an_id_generator_phase(small_synthetic: Dataset, cache: Path,
+                                                                override: dict, keys: tuple[str, ...]) -> None:
+    ctx = make_context(IDGenRec, small_synthetic, cache)
+    with pytest.raises(ConfigError) as error:
+        IDGenRec({**ctx.config.params, **override}, ctx).build(make_split(small_synthetic, "loo", 10).train)
+    assert all(f"schemes.idgenrec.{key}" in str(error.value) for key in keys)

@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 
 ITEM_COLUMNS = ("raw_id", "title", "description", "brand", "categories", "price")
-INTERACTION_COLUMNS = ("user", "item", "timestamp", "position")
 
 
 class DataError(ValueError):

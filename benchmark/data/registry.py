@@ -62,6 +62,12 @@ def check_dataset_name(name: str) -> None:
     raise KeyError(f"unknown dataset '{name}'; choose from {', '.join(SPECS)} or {AMAZON_RAW_PREFIX}<Category>")
 
 
+def is_present(name: str, data_dir: str | os.PathLike | None = None) -> bool:
+    """Whether the folder of the registered dataset ``name`` exists (the embedded synthetic one always does)."""
+    spec = SPECS[name]
+    return spec.fmt == "synthetic" or (resolve_data_dir(data_dir) / spec.subdir).is_dir()
+
+
 def load_raw(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
     """Read a dataset as its source has it, without k-core filtering."""
     check_dataset_name(name)
@@ -71,9 +77,13 @@ def load_raw(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
         return loaders.load_amazon2014(root / "amazon2014", category, name)
     spec = SPECS[name]
     folder = root / spec.subdir
-    if spec.fmt != "synthetic" and not folder.is_dir():
+    if not is_present(name, data_dir):
+        from benchmark.data.download import DOWNLOADABLE  # download imports this module
+
+        fetch = (f"run `python -m benchmark download {name}`" if name in DOWNLOADABLE else
+                 "place its files there by hand (it has no download source; datasets/README.md shows the layout)")
         raise DataError(f"dataset '{name}': folder {folder} not found; pass --data-dir (or set {DATA_DIR_ENV}) "
-                        f"to a directory holding {spec.subdir}/, or run `python -m benchmark download {name}`")
+                        f"to a directory holding {spec.subdir}/, or {fetch}")
     return spec.reader(folder, name)
 
 

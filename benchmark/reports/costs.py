@@ -1,10 +1,13 @@
 """What each leaderboard row cost to produce, from the run records.
 
-One row per (dataset, split, profile, backbone, scheme), mean over seeds: wall time of the whole run,
-identifier fitting, recommender training with the epochs run and the epoch selected on validation, test
-inference per user, peak memory and the hardware it ran on; each table ends with the summed wall time of
-its runs. Caveats: times are only comparable between rows run on the same hardware (the column says which);
-the process's peak resident memory is a running maximum, so when one command runs several schemes it is an
+One row per (dataset, split, profile, backbone, scheme, config without the seed), mean over seeds: wall
+time of the whole run, identifier fitting, recommender training with the epochs run and the epoch selected
+on validation, test inference per user, peak memory and the hardware it ran on; each table ends with the
+summed wall time of its runs. A best epoch marked with a dagger is the epoch cap (``train.epochs``) in at
+least one seed: early stopping never fired, so the model may be under-trained. Rows of one scheme with
+different configs are named with the keys where they differ (:mod:`benchmark.reports.configs`).
+Caveats: times are only comparable between rows run on the same hardware (the column says which); the
+process's peak resident memory is a running maximum, so when one command runs several schemes it is an
 upper bound for all but the first.
 """
 from __future__ import annotations
@@ -17,9 +20,13 @@ import numpy as np
 import pandas as pd
 
 from benchmark.records import iter_records, now
+from benchmark.reports.configs import LEGEND, config_id, flat_config, row_label, variant_labels
 from benchmark.reports.markdown import SECTION_KEYS, markdown_sections
 
 KEYS = (*SECTION_KEYS, "scheme")
+GROUP = (*KEYS, "config_id")
+CAPPED = "†"
+"""Mark of a best epoch that is the epoch cap in at least one seed."""
 COSTS = {
     "run_s": "Run s",
     "identifier_fit_s": "Fit s",
@@ -33,21 +40,25 @@ COSTS = {
 
 
 def cost_frame(results_dir: Path) -> pd.DataFrame:
-    """The costs of every finished run, averaged over seeds, with the summed run time and the run count."""
-    rows = [_row(record) for _, record in iter_records(results_dir) if record["status"] == "ok"]
-    frame = pd.DataFrame(rows, columns=[*KEYS, "hardware", *COSTS])
+    """The costs of every finished run, averaged over the seeds of each config, with the summed run time, the
+    run count and ``capped_runs``, the runs whose best epoch is the epoch cap (early stopping never fired)."""
+    records = [record for _, record in iter_records(results_dir) if record["status"] == "ok"]
+    configs = {config_id(record["config"]): flat_config(record["config"]) for record in records}
+    frame = pd.DataFrame([_row(record) for record in records], columns=[*GROUP, "hardware", "capped", *COSTS])
     if frame.empty:
         return frame
-    grouped = frame.groupby(list(KEYS), sort=True)
+    grouped = frame.groupby(list(GROUP), sort=True)
     summary = grouped.agg(hardware=("hardware", lambda h: ", ".join(sorted(set(h)))),
-                          runs=("run_s", "size"), total_run_s=("run_s", "sum"))
-    return summary.join(grouped[list(COSTS)].mean()).reset_index()
+                          runs=("run_s", "size"), total_run_s=("run_s", "sum"), capped_runs=("capped", "sum"))
+    frame = summary.join(grouped[list(COSTS)].mean()).reset_index()
+    frame.insert(len(KEYS), "variant", variant_labels(frame, KEYS, configs))
+    return frame
 
 
 def _row(record: dict[str, Any]) -> dict[str, Any]:
     config, timings, training = record["config"], record.get("timings", {}), record.get("training") or {}
     hardware, memory = record.get("hardware", {}), record.get("memory", {})
-    row: dict[str, Any] = {key: config[key] for key in KEYS}
+    row: dict[str, Any] = {**{key: config[key] for key in KEYS}, "config_id": config_id(config)}
     row["hardware"] = hardware.get("gpu") or f"{hardware.get('cpu_count', '?')}-core CPU"
     row["run_s"] = (datetime.fromisoformat(record["finished_at"]) - datetime.fromisoformat(record["started_at"])
                     ).total_seconds() if "finished_at" in record and "started_at" in record else np.nan
@@ -55,6 +66,7 @@ def _row(record: dict[str, Any]) -> dict[str, Any]:
         row[key] = timings.get(key, np.nan)
     row["epochs_run"] = training.get("epochs_run", np.nan)
     row["best_epoch"] = training["best_epoch"] if training.get("best_epoch", -1) >= 0 else np.nan
+    row["capped"] = row["best_epoch"] == (config.get("train") or {}).get("epochs")
     for key in ("process_peak_rss_mb", "gpu_peak_allocated_mb"):
         row[key] = memory.get(key, np.nan)
     return row
@@ -73,10 +85,14 @@ def build_cost_report(results_dir: Path, reports_dir: Path) -> list[Path]:
              "do not edit by hand. Mean over seeds; Run s is the wall time of the whole run (data, identifiers, "
              "training, selection, test); Epochs / Best epoch: epochs trained and the one kept by validation. "
              "Times compare only between rows on the same hardware. Peak RSS is the process's running maximum, "
-             "an upper bound when one command ran several schemes.\n"]
+             f"an upper bound when one command ran several schemes. Best epoch {CAPPED}: in at least one seed the "
+             "best epoch is the epoch cap (train.epochs), i.e. early stopping never fired and the model may be "
+             f"under-trained (the csv's capped_runs counts those seeds). {LEGEND}\n"]
     header = ["Scheme", *COSTS.values(), "Hardware", "Runs"]
     lines += markdown_sections(frame, header, lambda row: [
-        row["scheme"], *(_cell(key, row[key]) for key in COSTS), row["hardware"], str(row["runs"])], _total)
+        row_label(row["scheme"], row["variant"]),
+        *(_cell(key, row[key]) + (CAPPED if key == "best_epoch" and row["capped_runs"] else "") for key in COSTS),
+        row["hardware"], str(row["runs"])], _total)
     lines += _totals(frame)
     md.write_text("\n".join(lines))
     return [md, csv]
