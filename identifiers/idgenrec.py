@@ -77,6 +77,7 @@ from recommenders.backbones import EOS_ID, PAD_ID, build_t5
 from recommenders.base import HistoryBatch, Recommender, iterate
 from recommenders.sequence import IGNORE_INDEX, GenerativeRecommender
 from recommenders.text import TextVocabulary, disambiguate
+from recommenders.trainer import check_finite
 
 ALTERNATIONS = ("id_first", "rec_first")
 SOFT_IDS = ("greedy", "teacher_forced")
@@ -280,7 +281,8 @@ class IDGenRec(SequenceScheme):
         generator = torch.Generator().manual_seed(ctx.seed)
         losses = []
         self.generator.train()
-        for _ in tqdm(range(p.tag_epochs), desc="idgenrec tag pre-training", disable=not ctx.progress, leave=False):
+        for epoch in tqdm(range(p.tag_epochs), desc="idgenrec tag pre-training", disable=not ctx.progress,
+                          leave=False):
             total = 0.0
             for items in torch.randperm(len(tags), generator=generator).to(ctx.device).split(p.tag_batch_size):
                 labels = tags[items].masked_fill(tags[items] < 0, IGNORE_INDEX)
@@ -290,6 +292,7 @@ class IDGenRec(SequenceScheme):
                 optimizer.step()
                 total += float(loss.detach()) * len(items)
             losses.append(total / len(tags))
+            check_finite(losses[-1], "idgenrec tag pre-training", epoch + 1, "schemes.idgenrec.tag_lr")
         return losses
 
     def generate_ids(self) -> ItemCodes:
@@ -345,6 +348,7 @@ class IDGenRec(SequenceScheme):
                 optimizer.step()
                 total += float(loss.detach()) * len(batch.targets)
             losses.append(total / len(examples))
+            check_finite(losses[-1], f"idgenrec ID generator, round {round_ + 1}", epoch + 1, "schemes.idgenrec.id_lr")
         for parameter in model.parameters():
             parameter.requires_grad_(True)
         return losses

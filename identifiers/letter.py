@@ -20,7 +20,9 @@ two more terms, ``L = L_Sem + alpha L_CF + beta L_Div`` (Sec. 3.2):
   with Sinkhorn-balanced assignment, eps = 0.003, of which this is the exact limit). Only if a prefix runs
   out of codes does TIGER's extra level (:func:`identifiers.quantizers.level_codes`) tell the rest apart.
 * **Ranking-guided generation loss** (Sec. 3.3): the recommender's token cross-entropy on ``logits / tau``
-  (:class:`recommenders.sequence.SequenceOptions`); tau < 1 weights hard negatives more.
+  (:class:`recommenders.sequence.SequenceOptions`); tau < 1 weights hard negatives more. Everything else of
+  the recommender is TIGER's, the hashed user token (``user_tokens``) included, so that the two rows differ
+  only in what LETTER adds.
 
 **Scale of L_Sem** (``rqvae_loss``). alpha and beta weigh cross-entropies, whose size does not depend on the
 data, against squared errors, whose size does, so they only mean what they meant at the authors' scale. The

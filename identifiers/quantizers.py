@@ -24,6 +24,7 @@ from tqdm import tqdm
 from vector_quantize_pytorch import ResidualVQ
 
 from identifiers.base import ItemCodes
+from recommenders.trainer import check_finite
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,7 @@ class RQVAE(Quantizer):
                     totals[name] = totals.get(name, 0.0) + float(value.detach()) * len(index)
             epoch = {name: value / len(x) for name, value in totals.items()}
             report.history.append(epoch)
+            check_finite(sum(epoch.values()), "rq-vae", len(report.history), "its learning rate (rqvae_lr)")
             bar.set_postfix(loss=f"{sum(epoch.values()):.4f}")
         report.final = self.evaluate(x)
         report.seconds = time.perf_counter() - start

@@ -81,6 +81,7 @@ from recommenders.backbones import EOS_ID, PAD_ID, add_tokens, build_t5, new_tok
 from recommenders.base import HistoryBatch, Recommender
 from recommenders.decoding import beam_search
 from recommenders.sequence import IGNORE_INDEX, GenerativeRecommender, SequenceOptions
+from recommenders.trainer import check_finite
 
 DISCRETIZERS = ("residual", "per_position")
 ACCURACY_ITEMS = 1000
@@ -250,7 +251,7 @@ class STORE(SequenceScheme):
         tokenizer.model.train()
         losses = []
         start = time.perf_counter()
-        for _ in tqdm(range(p.tokenizer_epochs), desc="store tokenizer", disable=not ctx.progress, leave=False):
+        for epoch in tqdm(range(p.tokenizer_epochs), desc="store tokenizer", disable=not ctx.progress, leave=False):
             total = 0.0
             for index in torch.randperm(len(items), generator=generator).split(p.tokenizer_batch_size):
                 loss = tokenizer.reconstruction_loss(items[index.to(items.device)])
@@ -259,6 +260,7 @@ class STORE(SequenceScheme):
                 optimizer.step()
                 total += float(loss.detach()) * len(index)
             losses.append(total / len(items))
+            check_finite(losses[-1], "store tokenizer", epoch + 1, "schemes.store.tokenizer_lr")
         self.tokenizer_seconds = time.perf_counter() - start
         return losses
 

@@ -35,6 +35,7 @@ from torch import nn
 from tqdm import tqdm
 
 from benchmark.splits import TrainData
+from recommenders.trainer import check_finite
 
 NEGATIVE_RESAMPLING_ROUNDS = 10
 """Redraws of negatives that hit a training positive; the rare survivors after that are kept."""
@@ -169,6 +170,7 @@ def fit_lightgcn(data: TrainData, config: LightGCNConfig, device: torch.device, 
             optimizer.step()
             total += float(loss.detach()) * len(index)
         result.losses.append(total / len(users))
+        check_finite(result.losses[-1], "lightgcn", len(result.losses), "its learning rate (lightgcn_lr)")
     model.eval()
     with torch.no_grad():
         user_final, item_final = model()

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from identifiers.quantizers import FitConfig, FitReport, Quantizer
 from recommenders.set import mlp
+from recommenders.trainer import check_finite
 
 ADAMW_WEIGHT_DECAY = 0.01
 """Weight decay of the ``adamw`` optimiser (as in the TokenRec authors' tokenizer training)."""
@@ -174,6 +175,8 @@ class MQTokenizer(Quantizer):
                 for name, value in terms.items():
                     totals[name] = totals.get(name, 0.0) + float(value.detach()) * len(index)
             report.history.append({name: value / len(x) for name, value in totals.items()})
+            check_finite(sum(report.history[-1].values()), "mq-tokenizer", len(report.history),
+                         "its learning rate (tokenizer_lr)")
         report.final = self.evaluate(x)
         report.seconds = time.perf_counter() - start
         return report

@@ -33,6 +33,13 @@ class DivergenceError(RuntimeError):
     """The training loss became NaN or infinite; the message names the model, the epoch and what to try."""
 
 
+def check_finite(value: float, what: str, epoch: int, knob: str) -> None:
+    """Raise :class:`DivergenceError` when ``what``'s mean training loss of ``epoch`` (1-based) is NaN or infinite;
+    ``knob`` names the setting to lower."""
+    if not math.isfinite(value):
+        raise DivergenceError(f"{what}: the training loss is {value} in epoch {epoch}; it diverged: lower {knob}")
+
+
 @dataclass
 class TrainReport:
     """What training did: epochs run, the selected epoch and its validation value, the curve, seconds."""

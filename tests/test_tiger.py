@@ -11,6 +11,8 @@ from benchmark.splits import Split, make_split
 from identifiers import encoders
 from identifiers.quantizers import RQVAE, FitConfig, deduplicate
 from identifiers.tiger import TIGER
+from recommenders.mq_tokenizer import MQTokenizer
+from recommenders.trainer import DivergenceError
 from tests.conftest import make_context
 
 
@@ -127,3 +129,13 @@ def test_tiger_tokenize(small_synthetic, temporal_split, tmp_path, monkeypatch) 
     assert len(stats["codebook_usage_per_level"]) == p.n_levels
     assert stats["text_encoder"] == "tfidf" and stats["rqvae_train_items"] == len(warm_items)
     assert np.isfinite(stats["rqvae_reconstruction_loss"]) and stats["rqvae_reconstruction_loss"] >= 0
+
+
+def test_tokenizer_training_stops_on_a_non_finite_loss() -> None:
+    x = torch.randn(64, 16)
+    x[3, 2] = float("nan")
+    fit = FitConfig(epochs=2, batch_size=32, lr=1e-3, optimizer="adam", seed=0)
+    with pytest.raises(DivergenceError, match="rq-vae: the training loss is nan in epoch 1"):
+        RQVAE(16, 4, (8,), 2, 4, 0.25, False, 5).fit(x, fit, progress=False)
+    with pytest.raises(DivergenceError, match="mq-tokenizer: the training loss is nan in epoch 1"):
+        MQTokenizer(16, 2, 4, 4, (8,), 0.1, 0.25).fit(x, fit, False)
