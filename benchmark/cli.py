@@ -233,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reports-dir", default="reports")
     p.add_argument("--cache-dir", default=".cache", help="embeddings, CF encoders and epoch checkpoints")
     p.add_argument("--force", action="store_true", help="re-run configs whose record exists")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (a line per training epoch is still printed)")
     data_options(p)
     p.set_defaults(func=cmd_run)
 

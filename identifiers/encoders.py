@@ -9,7 +9,9 @@ Deerwester et al., JASIS 1990) stands in, and a warning says so.
 The text of an item is :meth:`~benchmark.data.dataset.Dataset.item_texts` (title, brand, categories,
 description). Item content of every item, cold ones included, may be used: it is known at catalogue time.
 Embeddings are L2-normalised and cached under ``<cache>/embeddings/<dataset>__<encoder>__<hash>.npy``,
-where the hash covers the texts and the encoder's settings.
+where the hash covers the texts and the encoder's settings. Asked for ``auto`` or ``minilm``, cached MiniLM
+vectors are used even where the model is not installed, so a cache folder computed on one machine serves a
+machine without the model (a GPU box that cannot download it, say).
 """
 from __future__ import annotations
 
@@ -145,19 +147,33 @@ def item_embeddings(ctx: RunContext, encoder: str | TextEncoder = "auto") -> np.
     """L2-normalised text embeddings ``[n_items, d]`` of every item of ``ctx.dataset``, cached on disk.
 
     The cache file is ``<cache>/embeddings/<dataset>__<encoder>__<hash>.npy``; a second call with the same
-    texts and encoder reads it instead of encoding again.
+    texts and encoder reads it instead of encoding again. For the names ``auto`` and ``minilm`` a cached MiniLM
+    file is read first, without needing the model. ``ctx.components["text_encoder"]`` records which encoder
+    gave the vectors and whether they came from the cache.
     """
-    model = get_encoder(encoder, ctx.device) if isinstance(encoder, str) else encoder
     texts = ctx.dataset.item_texts()
-    path = ctx.cache_path("embeddings", f"{ctx.dataset.name}__{model.name}__{texts_hash(texts, model.signature)}",
-                          ".npy")
-    if path.is_file():
-        return np.load(path)
-    vectors = model.encode(texts, progress=ctx.progress)
-    tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
-    np.save(tmp, vectors)
-    os.replace(tmp, path)
+    model = encoder
+    if isinstance(encoder, str):
+        sentence = SentenceEncoder(ctx.device)
+        reuse = encoder in ("auto", "minilm") and _cache_file(ctx, sentence, texts).is_file()
+        model = sentence if reuse else get_encoder(encoder, ctx.device)
+    path = _cache_file(ctx, model, texts)
+    cached = path.is_file()
+    if cached:
+        vectors = np.load(path)
+    else:
+        vectors = model.encode(texts, progress=ctx.progress)
+        tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+        np.save(tmp, vectors)
+        os.replace(tmp, path)
+    ctx.components["text_encoder"] = {"name": model.name, "signature": model.signature, "file": path.name,
+                                      "loaded_from_cache": cached}
     return vectors
+
+
+def _cache_file(ctx: RunContext, model: TextEncoder, texts: list[str]) -> Path:
+    return ctx.cache_path("embeddings", f"{ctx.dataset.name}__{model.name}__{texts_hash(texts, model.signature)}",
+                          ".npy")
 
 
 def _l2_normalise(vectors: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ import torch
 
 from benchmark.splits import TrainData
 from identifiers.base import ItemCodes, SequenceScheme
-from identifiers.encoders import get_encoder, item_embeddings
+from identifiers.encoders import item_embeddings
 from identifiers.quantizers import RQVAE, ExtraLossFn, FitConfig, FitReport, level_codes
 from identifiers.registry import register
 
@@ -108,9 +108,9 @@ class TIGER(SequenceScheme):
 
     def content_embeddings(self, data: TrainData) -> tuple[torch.Tensor, np.ndarray]:
         """Text embeddings of every item (cached) and the ids of the training items."""
-        encoder = get_encoder(self.params.encoder, self.ctx.device)
-        self.encoder_name = encoder.name
-        return torch.from_numpy(item_embeddings(self.ctx, encoder)), np.flatnonzero(data.item_counts() > 0)
+        vectors = item_embeddings(self.ctx, self.params.encoder)
+        self.encoder_name = self.ctx.components["text_encoder"]["name"]
+        return torch.from_numpy(vectors), np.flatnonzero(data.item_counts() > 0)
 
     def rqvae_class(self) -> type[RQVAE]:
         """The RQ-VAE variant this scheme trains (TIGER's loss: summed squared reconstruction error)."""

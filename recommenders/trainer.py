@@ -116,9 +116,9 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         else:
             bad += 1
-        if progress:
-            tqdm.write(f"{desc} epoch {epoch + 1}: loss {report.curve[-1]['loss']:.4f} "
-                       f"valid {cfg.valid_metric} {value:.4f} (best {report.best_valid:.4f} @ {report.best_epoch})")
+        elapsed = time.perf_counter() - start
+        tqdm.write(f"{desc} epoch {epoch + 1}: loss {report.curve[-1]['loss']:.4f} valid {cfg.valid_metric} "
+                   f"{value:.4f} (best {report.best_valid:.4f} @ {report.best_epoch}), {elapsed:.0f} s")
         report.seconds = time.perf_counter() - start
         finished = bad >= cfg.patience
         if checkpoint is not None:

