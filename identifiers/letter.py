@@ -70,12 +70,7 @@ from scipy.optimize import linear_sum_assignment
 from benchmark.config import ConfigError
 from benchmark.splits import TrainData
 from identifiers.base import ItemCodes, code_statistics
-from identifiers.quantizers import (
-    RQVAE,
-    RQVAEOutput,
-    constrained_kmeans,
-    level_codes,
-)
+from identifiers.quantizers import RQVAE, RQVAEOutput, constrained_kmeans, level_codes
 from identifiers.registry import register
 from identifiers.tiger import TIGER, TIGERParams
 

@@ -33,11 +33,12 @@ class DivergenceError(RuntimeError):
     """The training loss became NaN or infinite; the message names the model, the epoch and what to try."""
 
 
-def check_finite(value: float, what: str, epoch: int, knob: str) -> None:
-    """Raise :class:`DivergenceError` when ``what``'s mean training loss of ``epoch`` (1-based) is NaN or infinite;
-    ``knob`` names the setting to lower."""
+def check_finite(value: float, what: str, epoch: int, knob: str, batch: int | None = None) -> None:
+    """Raise :class:`DivergenceError` when ``what``'s training loss of ``epoch`` (1-based; its mean, or that of
+    ``batch`` when given) is NaN or infinite; ``knob`` names the setting to lower."""
     if not math.isfinite(value):
-        raise DivergenceError(f"{what}: the training loss is {value} in epoch {epoch}; it diverged: lower {knob}")
+        at = f"in epoch {epoch}" if batch is None else f"at epoch {epoch}, batch {batch}"
+        raise DivergenceError(f"{what}: the training loss is {value} {at}; it diverged: lower {knob}")
 
 
 @dataclass
@@ -85,6 +86,7 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
     rng = np.random.default_rng(seed + start_epoch)
     start = time.perf_counter() - report.seconds
     last_epoch = start_epoch if finished else cfg.epochs  # an early-stopped checkpoint has nothing left to train
+    knob = f"train.lr (now {cfg.lr:g})" + ("" if cfg.grad_clip > 0 else " or set train.grad_clip > 0")
     for epoch in range(start_epoch, last_epoch):
         model.train()
         examples = model.training_examples(data)
@@ -96,10 +98,7 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
             with autocast(device, cfg.amp):
                 loss = model.loss(batch)
             losses.append(loss.item())
-            if not math.isfinite(losses[-1]):
-                clip = "" if cfg.grad_clip > 0 else " or set train.grad_clip > 0"
-                raise DivergenceError(f"{desc}: the training loss is {losses[-1]} at epoch {epoch + 1}, batch "
-                                      f"{len(losses)}; the model diverged: lower train.lr (now {cfg.lr:g}){clip}")
+            check_finite(losses[-1], desc, epoch + 1, knob, batch=len(losses))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
@@ -116,10 +115,9 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         else:
             bad += 1
-        elapsed = time.perf_counter() - start
-        tqdm.write(f"{desc} epoch {epoch + 1}: loss {report.curve[-1]['loss']:.4f} valid {cfg.valid_metric} "
-                   f"{value:.4f} (best {report.best_valid:.4f} @ {report.best_epoch}), {elapsed:.0f} s")
         report.seconds = time.perf_counter() - start
+        tqdm.write(f"{desc} epoch {epoch + 1}: loss {report.curve[-1]['loss']:.4f} valid {cfg.valid_metric} "
+                   f"{value:.4f} (best {report.best_valid:.4f} @ {report.best_epoch}), {report.seconds:.0f} s")
         finished = bad >= cfg.patience
         if checkpoint is not None:
             save_atomic(checkpoint, {"fingerprint": identity, "model": model.state_dict(),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pandas as pd
@@ -33,6 +33,11 @@ def flat_config(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             out[f"{prefix}{key}"] = json.dumps(value, default=str).strip('"')
     return out
+
+
+def flat_configs(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """The :func:`flat_config` of each record's config, by its :func:`config_id` (for :func:`variant_labels`)."""
+    return {config_id(record["config"]): flat_config(record["config"]) for record in records}
 
 
 def variant_labels(frame: pd.DataFrame, keys: Sequence[str], configs: dict[str, dict[str, str]]) -> pd.Series:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.records import iter_records, now
-from benchmark.reports.configs import LEGEND, config_id, flat_config, row_label, variant_labels
+from benchmark.reports.configs import LEGEND, config_id, flat_configs, row_label, variant_labels
 from benchmark.reports.markdown import SECTION_KEYS, markdown_sections
 
 KEYS = (*SECTION_KEYS, "scheme")
@@ -43,7 +43,7 @@ def cost_frame(results_dir: Path) -> pd.DataFrame:
     """The costs of every finished run, averaged over the seeds of each config, with the summed run time, the
     run count and ``capped_runs``, the runs whose best epoch is the epoch cap (early stopping never fired)."""
     records = [record for _, record in iter_records(results_dir) if record["status"] == "ok"]
-    configs = {config_id(record["config"]): flat_config(record["config"]) for record in records}
+    configs = flat_configs(records)
     frame = pd.DataFrame([_row(record) for record in records], columns=[*GROUP, "hardware", "capped", *COSTS])
     if frame.empty:
         return frame

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from benchmark.records import now, scan_records
-from benchmark.reports.configs import LEGEND, config_id, flat_config, row_label, variant_labels
+from benchmark.reports.configs import LEGEND, config_id, flat_configs, row_label, variant_labels
 from identifiers.base import PARADIGMS
 from identifiers.registry import schemes
 
@@ -62,7 +62,7 @@ def leaderboard_frame(records: list[tuple[Path, dict[str, Any]]]) -> pd.DataFram
     ``_std`` column each (empty for n=1), ``<segment>_count`` (test targets) and ``reason`` (why runs were
     not applicable, else empty).
     """
-    configs = {config_id(record["config"]): flat_config(record["config"]) for _, record in records}
+    configs = flat_configs(record for _, record in records)
     runs = pd.DataFrame([_flatten(record) for _, record in records],
                         columns=[*TABLE_KEYS, "scheme", "config_id", "paradigm", "ok", "reason", *VALUES, *COUNTS])
     if runs.empty:
