@@ -179,11 +179,11 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from benchmark.reports.identifiers import build_identifier_report
     from benchmark.reports.leaderboard import build_leaderboard
 
-    results, reports = Path(args.results_dir), Path(args.reports_dir)
-    for problem in scan_records(results)[1]:
+    scan, reports = scan_records(args.results_dir), Path(args.reports_dir)
+    for problem in scan.problems:
         print(f"warning: skipped {problem}", file=sys.stderr)
-    written = build_leaderboard(results, reports)
-    written += [*build_identifier_report(results, reports), *build_cost_report(results, reports)] if written else []
+    written = build_leaderboard(scan, reports)
+    written += [*build_identifier_report(scan, reports), *build_cost_report(scan, reports)] if written else []
     if not written:
         raise UsageError(f"no run records under {args.results_dir}/; run `python -m benchmark run` first")
     for path in written:

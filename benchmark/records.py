@@ -14,6 +14,7 @@ import platform
 import resource
 import sys
 import tempfile
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -91,7 +92,23 @@ def _record_problem(record: Any) -> str | None:
     return None
 
 
-def scan_records(results_dir: str | Path) -> tuple[list[tuple[Path, dict[str, Any]]], list[str]]:
+@dataclass(frozen=True)
+class RecordScan:
+    """One read of a results folder: its complete records and why each other JSON file there is not one.
+
+    The reports take a scan, not a folder, so that one ``leaderboard`` command reads every file once.
+    """
+
+    results_dir: Path
+    records: list[tuple[Path, dict[str, Any]]]
+    problems: list[str]
+
+    def finished(self) -> list[dict[str, Any]]:
+        """The records of runs that finished with metrics (status ok), without the not-applicable ones."""
+        return [record for _, record in self.records if record["status"] == "ok"]
+
+
+def scan_records(results_dir: str | Path) -> RecordScan:
     """Every complete record under ``results_dir``, and why each other JSON file there is not one.
 
     Temporary files of an atomic write (their names start with a dot) are not looked at.
@@ -104,12 +121,12 @@ def scan_records(results_dir: str | Path) -> tuple[list[tuple[Path, dict[str, An
             found.append((path, read_record(path)))
         except RecordError as error:
             problems.append(str(error))
-    return found, problems
+    return RecordScan(Path(results_dir), found, problems)
 
 
 def iter_records(results_dir: str | Path) -> Iterator[tuple[Path, dict[str, Any]]]:
     """Every complete record under ``results_dir`` (see :func:`scan_records` for the files that are not)."""
-    yield from scan_records(results_dir)[0]
+    yield from scan_records(results_dir).records
 
 
 def versions() -> dict[str, str]:

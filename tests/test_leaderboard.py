@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from benchmark.cli import main
-from benchmark.records import SCHEMA_VERSION, write_json_atomic
+from benchmark.records import SCHEMA_VERSION, scan_records, write_json_atomic
 from benchmark.reports.costs import build_cost_report, cost_frame
 from benchmark.reports.identifiers import build_identifier_report, identifier_frame
 from benchmark.reports.leaderboard import build_leaderboard
@@ -43,7 +43,7 @@ def write_record(results: Path, scheme: str, value: float = 0.1, *, backbone: st
 
 def build(tmp_path: Path) -> dict[str, Any]:
     """Build the leaderboard; return the md and tex text and the csv frame."""
-    paths = build_leaderboard(tmp_path / "results", tmp_path / "reports")
+    paths = build_leaderboard(scan_records(tmp_path / "results"), tmp_path / "reports")
     assert [p.name for p in paths] == ["leaderboard.md", "leaderboard.csv", "leaderboard.tex"]
     md, csv, tex = paths
     return {"md": md.read_text(), "csv": pd.read_csv(csv), "tex": tex.read_text()}
@@ -58,8 +58,8 @@ def md_row(md: str, heading: str, scheme: str) -> list[str]:
 
 def test_empty_results_dir_writes_nothing(tmp_path: Path) -> None:
     (tmp_path / "results").mkdir()
-    assert build_leaderboard(tmp_path / "results", tmp_path / "reports") == []
-    assert build_leaderboard(tmp_path / "missing", tmp_path / "reports") == []
+    assert build_leaderboard(scan_records(tmp_path / "results"), tmp_path / "reports") == []
+    assert build_leaderboard(scan_records(tmp_path / "missing"), tmp_path / "reports") == []
     assert not (tmp_path / "reports").exists()
 
 
@@ -197,11 +197,11 @@ def test_identifier_report_averages_seeds_and_leaves_missing_statistics_empty(tm
         write_json_atomic(path, record)
     write_record(results, "pop")
     write_record(results, "semid", reason="no categories")
-    frame = identifier_frame(results)
+    frame = identifier_frame(scan_records(results).finished())
     cid = frame[frame["scheme"] == "cid"].iloc[0]
     assert cid["collision_rate_before_dedup"] == pytest.approx(0.3) and cid["codebook_usage_mean"] == 0.75
     assert cid["codebook_usage_per_level"] == "0.50 / 1.00" and set(frame["scheme"]) == {"cid", "pop"}
-    md, csv = build_identifier_report(results, tmp_path / "reports")
+    md, csv = build_identifier_report(scan_records(results), tmp_path / "reports")
     text = md.read_text()
     assert "| cid | sequence | 30 | 3 | 2.500 | 0.300 | 0.000 | 0.750 | 0.50 / 1.00 |" in text
     assert "| pop | baseline |  |  |  |  |  |  |  |" in text and len(pd.read_csv(csv)) == 2
@@ -220,10 +220,10 @@ def test_cost_report_averages_seeds_and_sums_wall_time(tmp_path: Path) -> None:
                    "memory": {"process_peak_rss_mb": 1000.0}, "hardware": {"cpu_count": 2, "device": "cpu"}}
         write_json_atomic(path, record)
     write_record(results, "semid", reason="no categories")
-    frame = cost_frame(results)
+    frame = cost_frame(scan_records(results).finished())
     [cid] = frame.to_dict("records")
     assert (cid["runs"], cid["total_run_s"], cid["run_s"], cid["epochs_run"], cid["best_epoch"]) == (2, 180, 90, 5, 4)
-    md, csv = build_cost_report(results, tmp_path / "reports")
+    md, csv = build_cost_report(scan_records(results), tmp_path / "reports")
     text = md.read_text()
     assert "| cid | 90 | 10 | 70 | 5 | 4 | 2 | 1000 |  | 2-core CPU | 2 |" in text
     assert "Total wall time of these 2 runs: 180 s (3.0 min)." in text
@@ -243,9 +243,9 @@ def test_configs_that_differ_beyond_the_seed_are_separate_labelled_rows(tmp_path
     assert md_row(out["md"], "toy_data", "pop")[-1] == "1" and "config_id is the hash" in out["md"]
     assert sorted(out["csv"]["variant"].fillna("")) == ["", "train.lr=0.001", "train.lr=0.01"]
     assert out["csv"]["config_id"].nunique() == 3 and r"sasrec [train.lr=0.01] &" in out["tex"]
-    identifiers = identifier_frame(results)
+    identifiers = identifier_frame(scan_records(results).finished())
     assert sorted(identifiers["variant"]) == ["", "train.lr=0.001", "train.lr=0.01"]
-    costs = cost_frame(results).set_index("variant")
+    costs = cost_frame(scan_records(results).finished()).set_index("variant")
     assert costs.loc["train.lr=0.001", "runs"] == 2 and costs.loc["train.lr=0.01", "runs"] == 1
 
 
@@ -273,8 +273,8 @@ def test_cost_report_marks_a_best_epoch_at_the_epoch_cap(tmp_path: Path) -> None
         record = json.loads(path.read_text())
         record["training"] = {"epochs_run": 10, "best_epoch": best}
         write_json_atomic(path, record)
-    frame = cost_frame(results).set_index("scheme")
+    frame = cost_frame(scan_records(results).finished()).set_index("scheme")
     assert frame.loc["cid", "capped_runs"] == 1 and frame.loc["semid", "capped_runs"] == 0
-    text = build_cost_report(results, tmp_path / "reports")[0].read_text()
+    text = build_cost_report(scan_records(results), tmp_path / "reports")[0].read_text()
     assert "| cid |  |  |  | 10 | 10† |" in text and "| semid |  |  |  | 10 | 7 |" in text
     assert "Best epoch †: in at least one seed the best epoch is the epoch cap" in text
