@@ -12,7 +12,7 @@ import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -65,6 +65,21 @@ class RunContext:
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"{key}{suffix}"
 
+    def load_or_compute(self, kind: str, key: str,
+                        compute: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
+        """What ``compute()`` returns, written atomically to ``<cache>/<kind>/<key>.pt`` the first time and read
+        back (onto the CPU) by every later call with the same key, so a repeated or killed-and-resumed run keeps
+        what was fitted; and whether it was read from the file. ``key`` must name everything that determines
+        the result. ``compute`` runs under :func:`~recommenders.trainer.random_state_kept`, so what the run
+        draws afterwards does not depend on whether the file existed."""
+        path = self.cache_path(kind, key, ".pt")
+        if path.is_file():
+            return torch.load(path, map_location="cpu", weights_only=False), True
+        with trainer.random_state_kept():
+            saved = compute()
+        trainer.save_atomic(path, saved)
+        return saved, False
+
     def text_vocabulary(self) -> TextVocabulary:
         """The backbone's text vocabulary: its own tokenizer, or BPE fitted on every item's text for a preset."""
         cfg = self.config
@@ -92,15 +107,13 @@ class RunContext:
         resolved = resolve(cfg.dataset, get_scheme("sasrec"), cfg.seed, cfg.profile)
         params, train_cfg = SASRecParams(**resolved.params), resolved.train
         key = cf_cache_key(data, cfg.dataset, cfg.split, cfg.seed, params, train_cfg)
-        path = self.cache_path("cf", key, ".pt")
         model = SASRec(data.n_items, cfg.max_history, params).to(self.device)
-        cached = path.is_file()
-        if cached:
-            saved = torch.load(path, map_location=self.device, weights_only=False)
-        else:
+
+        def train() -> dict[str, Any]:
             report = self.fit(model, data, train_cfg, desc="cf-encoder (sasrec)")
-            saved = {"state": model.state_dict(), "report": dataclasses.asdict(report)}
-            trainer.save_atomic(path, saved)
+            return {"state": model.state_dict(), "report": dataclasses.asdict(report)}
+
+        saved, cached = self.load_or_compute("cf", key, train)
         model.load_state_dict(saved["state"])
         report = saved["report"]
         self.components["cf_encoder"] = {

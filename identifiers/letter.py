@@ -222,7 +222,8 @@ class LETTER(TIGER):
         train = torch.as_tensor(train_items)
         batches = -(-len(train_items) // p.rqvae_batch_size)
         regularizers = Regularizers(cf[train].to(ctx.device), p, batches, ctx.seed)
-        self.rqvae, self.fit_report = self.fit_rqvae(embeddings[train], p.latent_dim, regularizers)
+        self.rqvae, self.fit_report = self.fit_rqvae(embeddings[train], p.latent_dim, regularizers,
+                                                      (regularizers.cf,))
         raw = self.rqvae.encode(embeddings)
         self.reference = self.tiger_reference(embeddings, train)
         reassigned, self.reassigned_items = self.reassign_collisions(raw, embeddings)

@@ -8,14 +8,17 @@ CVPR 2022). Its loss is a dict of named terms so that LETTER (Wang et al., "Lear
 Generative Recommendation", CIKM 2024) can add its collaborative and diversity regularisers through
 ``fit(..., extra_loss_fn=...)`` or by overriding :meth:`RQVAE.loss_terms`.
 :func:`deduplicate` appends TIGER's extra code level that makes colliding codes unique; :func:`level_codes`
-turns level-wise codes into the tokens of :class:`~identifiers.base.ItemCodes`.
+turns level-wise codes into the tokens of :class:`~identifiers.base.ItemCodes`. :func:`cached_fit` trains a
+quantizer once per settings and training vectors and keeps it in the run's cache folder.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -23,7 +26,7 @@ from torch import nn
 from tqdm import tqdm
 from vector_quantize_pytorch import ResidualVQ
 
-from identifiers.base import ItemCodes
+from identifiers.base import ItemCodes, RunContext
 from recommenders.trainer import check_finite
 
 
@@ -43,12 +46,15 @@ class FitConfig:
 @dataclass
 class FitReport:
     """What fitting did: per-epoch mean of every loss term (``history``), the loss terms of the trained model
-    on all training vectors (``final``, eval mode), the number of training vectors and the seconds spent."""
+    on all training vectors (``final``, eval mode), the number of training vectors and the seconds spent;
+    ``loaded_from_cache``: this run read the fitted quantizer from the cache (:func:`cached_fit`), and
+    ``seconds`` is the time of the fit that wrote it."""
 
     history: list[dict[str, float]] = field(default_factory=list)
     final: dict[str, float] = field(default_factory=dict)
     n_vectors: int = 0
     seconds: float = 0.0
+    loaded_from_cache: bool = False
 
 
 class Quantizer(nn.Module, ABC):
@@ -208,6 +214,35 @@ class RQVAE(Quantizer):
         x = x.to(device=device, dtype=torch.float32)
         codes = [self.quantizer(self.encoder(batch))[1] for batch in x.split(batch_size)]
         return torch.cat(codes).long().cpu()
+
+
+def fit_key(name: str, settings: dict[str, Any], cfg: FitConfig, tensors: Sequence[torch.Tensor]) -> str:
+    """Cache key of a fitted quantizer: everything that determines its weights, i.e. ``name`` (its class), its
+    constructor ``settings``, the fit config (seed included) and the ``tensors`` it is trained on (the vectors,
+    and whatever an extra loss reads), so that other settings or other data never reuse stale weights."""
+    blob = json.dumps({"quantizer": name, "settings": settings, "fit": asdict(cfg)}, sort_keys=True)
+    digest = hashlib.sha256(blob.encode())
+    for tensor in tensors:
+        digest.update(repr(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def cached_fit(ctx: RunContext, kind: str, quantizer: Quantizer, settings: dict[str, Any], cfg: FitConfig,
+               tensors: Sequence[torch.Tensor], fit: Callable[[], FitReport]) -> FitReport:
+    """``fit()``, which trains ``quantizer``, run once per :func:`fit_key`: the weights and report are saved as
+    ``<cache>/<kind>/<key>.pt`` and later runs load them into ``quantizer`` instead of training it again (a
+    TIGER RQ-VAE of the paper's 20,000 epochs survives a killed run). ``settings`` are the quantizer's
+    constructor arguments plus anything else that changes its training."""
+    key = fit_key(type(quantizer).__qualname__, settings, cfg, tensors)
+
+    def train() -> dict[str, Any]:
+        report = fit()
+        return {"state": quantizer.state_dict(), "report": asdict(report)}
+
+    saved, cached = ctx.load_or_compute(kind, key, train)
+    quantizer.load_state_dict(saved["state"])
+    return replace(FitReport(**saved["report"]), loaded_from_cache=cached)
 
 
 def deduplicate(codes: torch.Tensor) -> tuple[torch.Tensor, int]:

@@ -14,7 +14,7 @@ reads a user token (the user id hashed into 2,000 buckets, Sec. 4.1) followed by
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,7 @@ import torch
 from benchmark.splits import TrainData
 from identifiers.base import ItemCodes, SequenceScheme
 from identifiers.encoders import item_embeddings
-from identifiers.quantizers import RQVAE, ExtraLossFn, FitConfig, FitReport, level_codes
+from identifiers.quantizers import RQVAE, ExtraLossFn, FitConfig, FitReport, cached_fit, level_codes
 from identifiers.registry import register
 
 
@@ -116,16 +116,23 @@ class TIGER(SequenceScheme):
         """The RQ-VAE variant this scheme trains (TIGER's loss: summed squared reconstruction error)."""
         return RQVAE
 
-    def fit_rqvae(self, x: torch.Tensor, latent_dim: int,
-                  extra_loss_fn: ExtraLossFn | None = None) -> tuple[RQVAE, FitReport]:
-        """An RQ-VAE (of :meth:`rqvae_class`) with this scheme's settings and the run seed, trained on ``x``."""
+    def fit_rqvae(self, x: torch.Tensor, latent_dim: int, extra_loss_fn: ExtraLossFn | None = None,
+                  extra_inputs: tuple[torch.Tensor, ...] = ()) -> tuple[RQVAE, FitReport]:
+        """An RQ-VAE (of :meth:`rqvae_class`) with this scheme's settings and the run seed, trained on ``x``, or
+        loaded from the cache when one was trained with the same settings on the same vectors
+        (:func:`~identifiers.quantizers.cached_fit`); ``extra_inputs`` are the tensors ``extra_loss_fn`` reads."""
         p, ctx = self.params, self.ctx
+        settings = {"input_dim": x.shape[1], "latent_dim": latent_dim, "hidden_dims": tuple(p.hidden_dims),
+                    "n_levels": p.n_levels, "codebook_size": p.codebook_size, "beta": p.beta,
+                    "kmeans_init": p.kmeans_init, "kmeans_iters": p.kmeans_iters}
         torch.manual_seed(ctx.seed)
-        rqvae = self.rqvae_class()(x.shape[1], latent_dim, tuple(p.hidden_dims), p.n_levels, p.codebook_size, p.beta,
-                                   p.kmeans_init, p.kmeans_iters).to(ctx.device)
+        rqvae = self.rqvae_class()(**settings).to(ctx.device)
         fit = FitConfig(epochs=p.rqvae_epochs, batch_size=p.rqvae_batch_size, lr=p.rqvae_lr,
                         optimizer=p.rqvae_optimizer, seed=ctx.seed)
-        return rqvae, rqvae.fit(x, fit, progress=ctx.progress, extra_loss_fn=extra_loss_fn)
+        extra = asdict(p) if extra_loss_fn is not None else None
+        report = cached_fit(ctx, "rqvae", rqvae, {**settings, "extra_loss": extra}, fit, (x, *extra_inputs),
+                            lambda: rqvae.fit(x, fit, progress=ctx.progress, extra_loss_fn=extra_loss_fn))
+        return rqvae, report
 
     def statistics(self) -> dict[str, Any]:
         """Code statistics plus the text encoder and the RQ-VAE's final losses on the training items."""
@@ -137,4 +144,5 @@ class TIGER(SequenceScheme):
             "rqvae_reconstruction_loss": final["reconstruction"],
             "rqvae_quantization_loss": final["codebook"] + final["commitment"],
             "rqvae_fit_s": self.fit_report.seconds,
+            "rqvae_loaded_from_cache": self.fit_report.loaded_from_cache,
         }

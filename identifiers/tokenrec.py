@@ -78,9 +78,8 @@ from torch import nn
 from benchmark.config import ConfigError
 from benchmark.splits import TrainData
 from identifiers.base import Scheme, collision_rate, options_from_params
-from identifiers.quantizers import FitConfig, FitReport
+from identifiers.quantizers import FitConfig, FitReport, cached_fit
 from identifiers.registry import register
-from recommenders import trainer
 from recommenders.backbones import build_t5, new_token_offset
 from recommenders.base import HistoryBatch, Recommender
 from recommenders.lightgcn import LightGCNConfig, fit_lightgcn, fold_in, item_degrees, lightgcn_cache_key
@@ -305,27 +304,30 @@ class TokenRec(Scheme):
     def cf_representations(self, data: TrainData) -> tuple[torch.Tensor, torch.Tensor]:
         """CF user and item representations of the training split, cached under ``lightgcn/``."""
         config = self.lightgcn_config()
-        path = self.ctx.cache_path("lightgcn", lightgcn_cache_key(data, config, self.ctx.seed), ".pt")
-        cached = path.is_file()
-        if cached:
-            state = torch.load(path, map_location="cpu")
-        else:
+
+        def train() -> dict[str, Any]:
             result = fit_lightgcn(data, config, self.ctx.device, self.ctx.seed, self.ctx.progress)
-            state = {"users": result.users, "items": result.items, "losses": result.losses, "seconds": result.seconds}
-            trainer.save_atomic(path, state)
+            return {"users": result.users, "items": result.items, "losses": result.losses, "seconds": result.seconds}
+
+        state, cached = self.ctx.load_or_compute("lightgcn", lightgcn_cache_key(data, config, self.ctx.seed), train)
         self.cf_report = {"final_bpr_loss": state["losses"][-1] if state["losses"] else None,
                           "train_s": state.get("seconds"), "loaded_from_cache": cached}
         return state["users"], state["items"]
 
     def fit_tokenizer(self, vectors: torch.Tensor, rows: torch.Tensor) -> tuple[MQTokenizer, FitReport]:
-        """An MQ-Tokenizer fitted on ``vectors[rows]`` (on all rows when none is selected), on the CPU."""
+        """An MQ-Tokenizer fitted on ``vectors[rows]`` (on all rows when none is selected), or loaded from the
+        cache when one with the same settings was fitted on the same vectors; returned on the CPU."""
         params = self.params
+        settings = {"input_dim": vectors.shape[1], "n_codebooks": params.n_codebooks,
+                    "codebook_size": params.codebook_size, "code_dim": params.code_dim,
+                    "hidden_dims": tuple(params.tokenizer_hidden), "mask_ratio": params.mask_ratio, "beta": params.beta}
         torch.manual_seed(self.ctx.seed)
-        tokenizer = MQTokenizer(vectors.shape[1], params.n_codebooks, params.codebook_size, params.code_dim,
-                                tuple(params.tokenizer_hidden), params.mask_ratio, params.beta).to(self.ctx.device)
+        tokenizer = MQTokenizer(**settings).to(self.ctx.device)
         fit = FitConfig(epochs=params.tokenizer_epochs, batch_size=params.tokenizer_batch_size, lr=params.tokenizer_lr,
                         optimizer=params.tokenizer_optimizer, seed=self.ctx.seed)
-        report = tokenizer.fit(vectors[rows] if bool(rows.any()) else vectors, fit, self.ctx.progress)
+        x = vectors[rows] if bool(rows.any()) else vectors
+        report = cached_fit(self.ctx, "mq-tokenizer", tokenizer, settings, fit, (x,),
+                            lambda: tokenizer.fit(x, fit, self.ctx.progress))
         return tokenizer.cpu().eval(), report
 
     def tokenize(self, data: TrainData) -> torch.Tensor:
@@ -365,14 +367,16 @@ class TokenRec(Scheme):
             "collision_rate_before_dedup": collisions, "collision_rate_after_dedup": collisions,
             "codebook_usage_per_level": codebook_usage(self.codes, params.codebook_size),
             "lightgcn": {**asdict(self.lightgcn_config()), "cf_model": params.cf_model, **self.cf_report},
-            "tokenizer_final": self.tokenizer_report.final}
+            "tokenizer_final": self.tokenizer_report.final,
+            "tokenizer_loaded_from_cache": self.tokenizer_report.loaded_from_cache}
         if self.users is not None:
             codes = self.users.codes[(self.users.codes >= 0).all(dim=1)]
             stats["users"] = {
                 "new_tokens": tokens_per_side, "tokenized": len(codes), "folded_in": len(self.users.codes) - len(codes),
                 "collision_rate": collision_rate(codes) if len(codes) else 0.0,
                 "codebook_usage_per_level": codebook_usage(codes, params.codebook_size),
-                "tokenizer_final": self.user_tokenizer_report.final}
+                "tokenizer_final": self.user_tokenizer_report.final,
+                "tokenizer_loaded_from_cache": self.user_tokenizer_report.loaded_from_cache}
         return stats
 
 

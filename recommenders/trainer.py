@@ -6,7 +6,8 @@ killed run resumes from its last finished epoch, provided the model's buffers (i
 item inputs: what the identifiers made) have the same :func:`fingerprint`; a checkpoint of other
 identifiers, e.g. from a re-fitted tokenizer that came out differently, is ignored and training starts over.
 A checkpoint written when early stopping fired is marked finished: resuming from it trains no further.
-A loss that is not finite stops training with :class:`DivergenceError`.
+A loss that is not finite stops training with :class:`DivergenceError`. :func:`random_state_kept` fits a
+cached component without moving the global random generators.
 """
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ import copy
 import hashlib
 import math
 import os
+import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -31,6 +35,19 @@ from recommenders.base import Recommender, iterate
 
 class DivergenceError(RuntimeError):
     """The training loss became NaN or infinite; the message names the model, the epoch and what to try."""
+
+
+@contextmanager
+def random_state_kept() -> Iterator[None]:
+    """Run the body, then put the global random generators (Python, NumPy, torch on the CPU and every CUDA
+    device) back where they were. Fitting a cached component inside it makes a run's later draws (the
+    recommender's initial weights, dropout) the same whether the component was fitted or loaded, so a result
+    depends on its config and seed, not on what the cache held."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng():
+        yield
+    random.setstate(python_state)
+    np.random.set_state(numpy_state)
 
 
 def check_finite(value: float, what: str, epoch: int, knob: str, batch: int | None = None) -> None:

@@ -243,6 +243,17 @@ def test_tokenrec_trains_scores_all_items_and_any_user(tiny, cache: Path) -> Non
     assert len(stats["users"]["codebook_usage_per_level"]) == params.n_codebooks
 
 
+def test_tokenrec_fits_its_cf_model_and_tokenizers_once(tiny, tmp_path: Path) -> None:
+    first, _ = tokenrec_scheme(tiny, tmp_path)
+    again, _ = tokenrec_scheme(tiny, tmp_path)
+    assert not first.cf_report["loaded_from_cache"] and not first.tokenizer_report.loaded_from_cache
+    assert again.cf_report["loaded_from_cache"] and again.tokenizer_report.loaded_from_cache
+    assert again.user_tokenizer_report.loaded_from_cache and torch.equal(first.codes, again.codes)
+    assert again.tokenizer_report.final == first.tokenizer_report.final
+    stats = again.statistics()
+    assert stats["tokenizer_loaded_from_cache"] and stats["users"]["tokenizer_loaded_from_cache"]
+
+
 def test_tokenrec_user_tokens_open_the_prompt_and_unseen_users_are_folded_in(tiny, cache: Path) -> None:
     train, valid = tiny[1].train, tiny[1].valid
     unseen = valid.users[:5]

@@ -107,6 +107,10 @@ def test_letter_codes_are_unique_and_report_the_tiger_reference(small_synthetic:
     assert set(stats["tiger_reference"]) == {"collision_rate_before_dedup", "codebook_usage_per_level"}
     assert len(stats["tiger_reference"]["codebook_usage_per_level"]) == scheme.params.n_levels
     assert stats["rqvae_collaborative_loss"] is not None and stats["reassigned_items"] >= 0
+    again = LETTER({**ctx.config.params, "rqvae_epochs": 30}, ctx)
+    again.codes = again.tokenize(make_split(small_synthetic, "loo", 10).train)
+    assert torch.equal(again.codes.codes, scheme.codes.codes)
+    assert again.statistics()["rqvae_loaded_from_cache"] and not stats["rqvae_loaded_from_cache"]
     with pytest.raises(Exception, match="latent_dim"):
         LETTER({**ctx.config.params, "latent_dim": 7}, ctx).tokenize(make_split(small_synthetic, "loo", 10).train)
     with pytest.raises(ConfigError, match="schemes.letter.rqvae_loss 'l1': choose from released, tiger"):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from benchmark.splits import make_split
 from identifiers.registry import get_scheme
 from recommenders import trainer
 from recommenders.sasrec import SASRec, SASRecParams
+from tests.conftest import make_context
 
 
 def _run(tmp_path: Path, *extra: str) -> int:
@@ -309,3 +311,20 @@ def test_constrained_decoding_and_the_paper_backbone() -> None:
     assert resolve("synthetic", tiger, 0, "paper").backbone == "t5-tiger"
     assert resolve("synthetic", tiger, 0, "paper", cli={"backbone": "t5-small"}).backbone == "t5-small"
     assert resolve("synthetic", get_scheme("sasrec"), 0, "paper").backbone == "none"
+
+
+def test_a_cached_component_leaves_the_random_state_as_it_found_it(small_synthetic, tmp_path: Path) -> None:
+    ctx = make_context(get_scheme("tiger"), small_synthetic, tmp_path)
+
+    def compute() -> dict[str, torch.Tensor]:
+        random.random(), np.random.rand(), torch.rand(4)
+        return {"weights": torch.ones(2)}
+
+    def draws_after() -> tuple[tuple[float, float, list[float]], bool]:
+        random.seed(1), np.random.seed(1), torch.manual_seed(1)
+        saved, cached = ctx.load_or_compute("demo", "key", compute)
+        assert torch.equal(saved["weights"], torch.ones(2))
+        return (random.random(), float(np.random.rand()), torch.rand(2).tolist()), cached
+
+    fitted, loaded = draws_after(), draws_after()
+    assert (fitted[1], loaded[1]) == (False, True) and fitted[0] == loaded[0]

@@ -9,7 +9,7 @@ from threadpoolctl import threadpool_limits
 from benchmark.data.dataset import Dataset
 from benchmark.splits import Split, make_split
 from identifiers import encoders
-from identifiers.quantizers import RQVAE, FitConfig, deduplicate
+from identifiers.quantizers import RQVAE, FitConfig, deduplicate, fit_key
 from identifiers.tiger import TIGER
 from recommenders.mq_tokenizer import MQTokenizer
 from recommenders.trainer import DivergenceError
@@ -146,6 +146,38 @@ def test_tiger_tokenize(small_synthetic, temporal_split, tmp_path, monkeypatch) 
     assert len(stats["codebook_usage_per_level"]) == p.n_levels
     assert stats["text_encoder"] == "tfidf" and stats["rqvae_train_items"] == len(warm_items)
     assert np.isfinite(stats["rqvae_reconstruction_loss"]) and stats["rqvae_reconstruction_loss"] >= 0
+
+
+def test_rqvae_is_fitted_once_per_settings_and_vectors(small_synthetic, tmp_path, monkeypatch) -> None:
+    ctx = make_context(TIGER, small_synthetic, tmp_path)
+    train = make_split(small_synthetic, "loo", 10).train
+    first = TIGER(ctx.config.params, ctx)
+    first.codes = codes = first.tokenize(train)
+    assert not first.statistics()["rqvae_loaded_from_cache"]
+
+    def refit(*args, **kwargs):
+        raise AssertionError("a cached RQ-VAE was trained again")
+
+    monkeypatch.setattr(RQVAE, "fit", refit)
+    again = TIGER(ctx.config.params, ctx)
+    again.codes = again.tokenize(train)
+    assert torch.equal(again.codes.codes, codes.codes)
+    stats = again.statistics()
+    assert stats["rqvae_loaded_from_cache"] and stats["rqvae_fit_s"] == first.fit_report.seconds
+    assert again.fit_report.history == first.fit_report.history
+    with pytest.raises(AssertionError, match="trained again"):
+        TIGER({**ctx.config.params, "rqvae_epochs": 3}, ctx).tokenize(train)
+
+
+def test_fit_key_names_the_quantizer_its_settings_the_fit_and_the_vectors() -> None:
+    x, cfg = torch.randn(5, 3), FitConfig(epochs=2)
+    key = fit_key("RQVAE", {"beta": 0.25}, cfg, (x,))
+    assert key == fit_key("RQVAE", {"beta": 0.25}, cfg, (x.clone(),))
+    others = {fit_key("MQTokenizer", {"beta": 0.25}, cfg, (x,)), fit_key("RQVAE", {"beta": 0.5}, cfg, (x,)),
+              fit_key("RQVAE", {"beta": 0.25}, FitConfig(epochs=2, seed=1), (x,)),
+              fit_key("RQVAE", {"beta": 0.25}, cfg, (x + 1,)), fit_key("RQVAE", {"beta": 0.25}, cfg, (x.view(3, 5),)),
+              fit_key("RQVAE", {"beta": 0.25}, cfg, (x, x))}
+    assert len(others) == 6 and key not in others
 
 
 def test_tokenizer_training_stops_on_a_non_finite_loss() -> None:
