@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 import torch
 
+from recommenders.trainer import random_state_kept
+
 if TYPE_CHECKING:
     from identifiers.base import RunContext
 
@@ -149,7 +151,8 @@ def item_embeddings(ctx: RunContext, encoder: str | TextEncoder = "auto") -> np.
     The cache file is ``<cache>/embeddings/<dataset>__<encoder>__<hash>.npy``; a second call with the same
     texts and encoder reads it instead of encoding again. For the names ``auto`` and ``minilm`` a cached MiniLM
     file is read first, without needing the model. ``ctx.components["text_encoder"]`` records which encoder
-    gave the vectors and whether they came from the cache.
+    gave the vectors and whether they came from the cache. Encoding runs under
+    :func:`~recommenders.trainer.random_state_kept`, like every other cached component.
     """
     texts = ctx.dataset.item_texts()
     model = encoder
@@ -162,7 +165,8 @@ def item_embeddings(ctx: RunContext, encoder: str | TextEncoder = "auto") -> np.
     if cached:
         vectors = np.load(path)
     else:
-        vectors = model.encode(texts, progress=ctx.progress)
+        with random_state_kept():
+            vectors = model.encode(texts, progress=ctx.progress)
         tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
         np.save(tmp, vectors)
         os.replace(tmp, path)

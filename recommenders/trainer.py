@@ -44,10 +44,12 @@ def random_state_kept() -> Iterator[None]:
     recommender's initial weights, dropout) the same whether the component was fitted or loaded, so a result
     depends on its config and seed, not on what the cache held."""
     python_state, numpy_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng():
-        yield
-    random.setstate(python_state)
-    np.random.set_state(numpy_state)
+    try:
+        with torch.random.fork_rng():
+            yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
 
 
 def check_finite(value: float, what: str, epoch: int, knob: str, batch: int | None = None) -> None:
