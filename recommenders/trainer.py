@@ -62,13 +62,18 @@ def check_finite(value: float, what: str, epoch: int, knob: str, batch: int | No
 
 @dataclass
 class TrainReport:
-    """What training did: epochs run, the selected epoch and its validation value, the curve, seconds."""
+    """What training did: epochs run, the selected epoch and its validation value, the curve, seconds.
+
+    ``resumed_from_epoch`` is the number of epochs taken from the checkpoint of an earlier, killed process (0:
+    all trained in this one); ``seconds`` and ``curve`` include those epochs.
+    """
 
     epochs_run: int = 0
     best_epoch: int = -1
     best_valid: float = float("-inf")
     curve: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    resumed_from_epoch: int = 0
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -102,6 +107,7 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
         optimizer.load_state_dict(state["optimizer"])
         best_state, bad, start_epoch = state["best_state"], state["bad"], state["epoch"] + 1
         report, finished = state["report"], state.get("finished", False)
+        report.resumed_from_epoch = start_epoch
     rng = np.random.default_rng(seed + start_epoch)
     start = time.perf_counter() - report.seconds
     last_epoch = start_epoch if finished else cfg.epochs  # an early-stopped checkpoint has nothing left to train

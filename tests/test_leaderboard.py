@@ -278,3 +278,19 @@ def test_cost_report_marks_a_best_epoch_at_the_epoch_cap(tmp_path: Path) -> None
     text = build_cost_report(scan_records(results), tmp_path / "reports")[0].read_text()
     assert "| cid |  |  |  | 10 | 10† |" in text and "| semid |  |  |  | 10 | 7 |" in text
     assert "Best epoch †: in at least one seed the best epoch is the epoch cap" in text
+
+
+def test_cost_report_marks_the_run_time_of_a_resumed_run(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    for scheme, resumed_from, train_s in (("cid", 3, 50.0), ("semid", 0, 500.0), ("pop", 0, 50.0)):
+        path = write_record(results, scheme, backbone="t5-tiny")
+        record = json.loads(path.read_text())
+        record |= {"started_at": "2026-01-01T00:00:00+00:00", "finished_at": "2026-01-01T00:02:00+00:00",
+                   "timings": {"train_s": train_s, "inference_ms_per_user": 1.0},
+                   "training": {"epochs_run": 5, "resumed_from_epoch": resumed_from}}
+        write_json_atomic(path, record)
+    frame = cost_frame(scan_records(results).finished()).set_index("scheme")
+    assert frame["resumed_runs"].to_dict() == {"cid": 1, "pop": 0, "semid": 1}
+    text = build_cost_report(scan_records(results), tmp_path / "reports")[0].read_text()
+    assert "| cid | 120‡ |" in text and "| semid | 120‡ |" in text and "| pop | 120 |" in text
+    assert "Run s ‡: in at least one seed the run resumed from the epoch checkpoint" in text

@@ -80,12 +80,12 @@ def test_training_resumes_from_the_last_finished_epoch(tmp_path: Path, small_syn
                            0, progress=False, checkpoint=checkpoint)
 
     first = fit(1)
-    assert first.epochs_run == 1 and checkpoint.is_file()
+    assert first.epochs_run == 1 and first.resumed_from_epoch == 0 and checkpoint.is_file()
     resumed = fit(3)
     assert resumed.epochs_run == 3 and [c["epoch"] for c in resumed.curve] == [1, 2, 3]
-    assert resumed.curve[0] == first.curve[0]
+    assert resumed.curve[0] == first.curve[0] and resumed.resumed_from_epoch == 1
     other_identifiers = fit(2, codes=1)
-    assert [c["epoch"] for c in other_identifiers.curve] == [1, 2]
+    assert [c["epoch"] for c in other_identifiers.curve] == [1, 2] and other_identifiers.resumed_from_epoch == 0
 
 
 def test_sasrec_beats_popularity_after_short_training(tmp_path: Path) -> None:

@@ -4,8 +4,12 @@ One row per (dataset, split, profile, backbone, scheme, config without the seed)
 time of the whole run, identifier fitting, recommender training with the epochs run and the epoch selected
 on validation, test inference per user, peak memory and the hardware it ran on; each table ends with the
 summed wall time of its runs. A best epoch marked with a dagger is the epoch cap (``train.epochs``) in at
-least one seed: early stopping never fired, so the model may be under-trained. Rows of one scheme with
-different configs are named with the keys where they differ (:mod:`benchmark.reports.configs`).
+least one seed: early stopping never fired, so the model may be under-trained. A run time marked with a double
+dagger belongs to a run that, in at least one seed, resumed from the epoch checkpoint of an earlier, killed
+process (its record's ``training.resumed_from_epoch``, or a training time longer than the run's wall time):
+wall time, and fit time where a component came from the cache, count only the last process, while the
+training time counts every epoch. Rows of one scheme with different configs are named with the keys where
+they differ (:mod:`benchmark.reports.configs`).
 Caveats: times are only comparable between rows run on the same hardware (the column says which); the
 process's peak resident memory is a running maximum, so when one command runs several schemes it is an
 upper bound for all but the first.
@@ -27,6 +31,8 @@ KEYS = (*SECTION_KEYS, "scheme")
 GROUP = (*KEYS, "config_id")
 CAPPED = "†"
 """Mark of a best epoch that is the epoch cap in at least one seed."""
+RESUMED = "‡"
+"""Mark of a run time that counts only the last process of a resumed run in at least one seed."""
 COSTS = {
     "run_s": "Run s",
     "identifier_fit_s": "Fit s",
@@ -41,15 +47,17 @@ COSTS = {
 
 def cost_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """The costs of finished runs (:meth:`RecordScan.finished`), averaged over the seeds of each config, with the
-    summed run time, the run count and ``capped_runs``, the runs whose best epoch is the epoch cap (early
-    stopping never fired)."""
+    summed run time, the run count, ``capped_runs``, the runs whose best epoch is the epoch cap (early
+    stopping never fired), and ``resumed_runs``, the runs that resumed from an earlier process's checkpoint."""
     configs = flat_configs(records)
-    frame = pd.DataFrame([_row(record) for record in records], columns=[*GROUP, "hardware", "capped", *COSTS])
+    frame = pd.DataFrame([_row(record) for record in records], columns=[*GROUP, "hardware", "capped", "resumed",
+                                                                          *COSTS])
     if frame.empty:
         return frame
     grouped = frame.groupby(list(GROUP), sort=True)
     summary = grouped.agg(hardware=("hardware", lambda h: ", ".join(sorted(set(h)))),
-                          runs=("run_s", "size"), total_run_s=("run_s", "sum"), capped_runs=("capped", "sum"))
+                          runs=("run_s", "size"), total_run_s=("run_s", "sum"), capped_runs=("capped", "sum"),
+                          resumed_runs=("resumed", "sum"))
     frame = summary.join(grouped[list(COSTS)].mean()).reset_index()
     frame.insert(len(KEYS), "variant", variant_labels(frame, KEYS, configs))
     return frame
@@ -67,6 +75,7 @@ def _row(record: dict[str, Any]) -> dict[str, Any]:
     row["epochs_run"] = training.get("epochs_run", np.nan)
     row["best_epoch"] = training["best_epoch"] if training.get("best_epoch", -1) >= 0 else np.nan
     row["capped"] = row["best_epoch"] == (config.get("train") or {}).get("epochs")
+    row["resumed"] = training.get("resumed_from_epoch", 0) > 0 or bool(row["train_s"] > row["run_s"])
     for key in ("process_peak_rss_mb", "gpu_peak_allocated_mb"):
         row[key] = memory.get(key, np.nan)
     return row
@@ -87,15 +96,24 @@ def build_cost_report(scan: RecordScan, reports_dir: Path) -> list[Path]:
              "Times compare only between rows on the same hardware. Peak RSS is the process's running maximum, "
              f"an upper bound when one command ran several schemes. Best epoch {CAPPED}: in at least one seed the "
              "best epoch is the epoch cap (train.epochs), i.e. early stopping never fired and the model may be "
-             f"under-trained (the csv's capped_runs counts those seeds). {LEGEND}\n"]
+             f"under-trained (the csv's capped_runs counts those seeds). Run s {RESUMED}: in at least one seed the "
+             "run resumed from the epoch checkpoint of an earlier, killed process, so Run s (and Fit s, for "
+             "components loaded from the cache) counts only the last process while Train s counts every epoch "
+             f"(the csv's resumed_runs counts those seeds). {LEGEND}\n"]
     header = ["Scheme", *COSTS.values(), "Hardware", "Runs"]
     lines += markdown_sections(frame, header, lambda row: [
         row_label(row["scheme"], row["variant"]),
-        *(_cell(key, row[key]) + (CAPPED if key == "best_epoch" and row["capped_runs"] else "") for key in COSTS),
+        *(_cell(key, row[key]) + _mark(key, row) for key in COSTS),
         row["hardware"], str(row["runs"])], _total)
     lines += _totals(frame)
     md.write_text("\n".join(lines))
     return [md, csv]
+
+
+def _mark(key: str, row: pd.Series) -> str:
+    if key == "best_epoch" and row["capped_runs"]:
+        return CAPPED
+    return RESUMED if key == "run_s" and row["resumed_runs"] else ""
 
 
 def _total(table: pd.DataFrame) -> list[str]:
