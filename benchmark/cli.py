@@ -145,6 +145,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if unknown:
         raise ConfigError(f"config file {args.config}: schemes: unknown scheme(s) {', '.join(unknown)}; "
                           f"choose from {', '.join(schemes())}")
+    for name in user.get("schemes") or {}:
+        resolve(datasets[0], get_scheme(name), None, args.profile, user)
     env = Environment(device=args.device, data_dir=args.data_dir, results_dir=args.results_dir,
                       reports_dir=args.reports_dir, cache_dir=args.cache_dir, progress=not args.no_progress)
     try:

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
 import math
 import types
 import typing
@@ -13,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from benchmark.hashing import content_key
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.yaml")
 PROFILES = ("smoke", "quick", "paper")
@@ -75,8 +75,7 @@ class RunConfig:
 
     def hash(self) -> str:
         """A short stable hash of the experiment-defining fields."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return content_key(self.to_dict(), length=12)
 
     @property
     def run_name(self) -> str:
@@ -158,8 +157,7 @@ def resolve(dataset: str, scheme_cls: type, seed: int | None, profile: str, user
     if not isinstance(overrides, dict):
         raise ConfigError(f"config schemes.{scheme_cls.name}: expected a mapping of parameter: value, "
                           f"got {_shown(overrides)}")
-    params = check_fields(scheme_cls.resolve_params(profile, overrides), scheme_cls.Params,
-                          f"schemes.{scheme_cls.name}")
+    params = scheme_cls.resolve_params(profile, overrides)
     backbone = run["backbone"] if scheme_cls.uses_backbone else "none"
     return RunConfig(dataset=dataset, scheme=scheme_cls.name, backbone=backbone, seed=run["seed"], profile=profile,
                      split=run["split"], k_core=run["k_core"], max_history=run["max_history"], ks=run["ks"],
@@ -197,6 +195,67 @@ def _check_minimum(values: dict[str, Any], minimum: dict[str, float], section: s
     for key, low in minimum.items():
         if values[key] < low:
             raise ConfigError(f"{section}.{key}: expected a value >= {low}, got {values[key]}")
+
+
+def param(default: Any, *, low: float | None = None, high: float | None = None, low_open: bool = False,
+          high_open: bool = False, choices: tuple[Any, ...] | None = None, option: bool = False) -> Any:
+    """A scheme ``Params`` field with its valid values, checked by :func:`check_params` while the config is
+    resolved (before any run): numbers (or every element of a list of numbers) in ``[low, high]`` (``low_open`` /
+    ``high_open`` exclude the bound), or one of ``choices``. ``option=True`` marks a field of the paradigm
+    recommender's options (see :func:`option_fields`)."""
+    bounds = {"low": low, "high": high, "low_open": low_open, "high_open": high_open, "choices": choices,
+              "option": option}
+    return field(default=default, metadata=bounds)
+
+
+def check_params(cls: type, values: dict[str, Any], where: str) -> dict[str, Any]:
+    """``values`` of the dataclass ``cls`` checked for type (:func:`check_fields`), for the ranges and choices
+    declared with :func:`param`, and by ``cls.check()`` (cross-field rules) when ``cls`` defines it; returned
+    with the types converted. A ConfigError names ``where.key``, the value and what is allowed."""
+    values = check_fields(values, cls, where)
+    for spec in dataclasses.fields(cls):
+        if spec.name in values:
+            _check_bounds(values[spec.name], spec.metadata, f"{where}.{spec.name}")
+    check = getattr(cls, "check", None)
+    if check is not None:
+        try:
+            check(cls(**values))
+        except ConfigError as error:
+            raise ConfigError(f"{where}: {error}") from error
+    return values
+
+
+def _check_bounds(value: Any, bounds: Any, where: str) -> None:
+    choices = bounds.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{where}: '{value}' is not a valid choice; choose from {', '.join(map(str, choices))}")
+    low, high = bounds.get("low"), bounds.get("high")
+    if low is None and high is None:
+        return
+    for number in (value if isinstance(value, (list, tuple)) else [value]):
+        if number is None:
+            continue
+        below = low is not None and (number <= low if bounds["low_open"] else number < low)
+        above = high is not None and (number >= high if bounds["high_open"] else number > high)
+        if below or above:
+            left = "(" if bounds["low_open"] else "["
+            right = ")" if bounds["high_open"] else "]"
+            span = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
+            raise ConfigError(f"{where}: {value!r} is out of range; allowed: {span}")
+
+
+def option_fields(params_cls: type, options_cls: type | None, where: str) -> list[str]:
+    """Names of the ``params_cls`` fields declared ``param(..., option=True)``; each must be a field of
+    ``options_cls`` (the paradigm recommender's options), else a ConfigError: a misspelt option is never
+    silently dropped."""
+    names = [f.name for f in dataclasses.fields(params_cls) if f.metadata.get("option")]
+    valid = {f.name for f in dataclasses.fields(options_cls)} if options_cls is not None else set()
+    for name in names:
+        if name not in valid:
+            raise ConfigError(f"{where}.{name} is declared a recommender option, but "
+                              f"{getattr(options_cls, '__name__', 'this scheme')} has no option '{name}'; "
+                              f"its options: {', '.join(sorted(valid)) or 'none'}")
+    return names
 
 
 def check_fields(values: dict[str, Any], cls: type, where: str) -> dict[str, Any]:

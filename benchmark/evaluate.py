@@ -9,14 +9,32 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from benchmark.batches import HistoryBatch, iterate
 from benchmark.metrics import METRICS, metric_value
 from benchmark.splits import Examples
-from recommenders.base import Recommender, iterate
+
+
+class Ranker(Protocol):
+    """What the evaluator needs of a model (:class:`recommenders.base.Recommender` is one): ``output`` is
+    ``"scores"`` (``score`` gives ``[B, n_items]``, higher is better) or ``"ranking"`` (``rank`` gives ``[B, k]``
+    item ids, best first)."""
+
+    output: str
+    training: bool
+
+    def score(self, batch: HistoryBatch) -> torch.Tensor: ...
+
+    def rank(self, batch: HistoryBatch, k: int) -> torch.Tensor: ...
+
+    def train(self, mode: bool = True) -> object: ...
+
+    def eval(self) -> object: ...
 
 
 def ranks_from_scores(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -69,7 +87,7 @@ class EvaluationResult:
 
 
 @torch.no_grad()
-def evaluate(model: Recommender, examples: Examples, warm_items: np.ndarray, ks: tuple[int, ...],
+def evaluate(model: Ranker, examples: Examples, warm_items: np.ndarray, ks: tuple[int, ...],
              batch_size: int, device: torch.device | str, progress: bool = False,
              desc: str = "evaluate") -> EvaluationResult:
     """Rank all items for every example and collect the target ranks."""

@@ -32,6 +32,9 @@ SEGMENTS = ("all", "warm", "cold")
 LIBRARIES = ("torch", "transformers", "peft", "sentence-transformers", "vector-quantize-pytorch", "scikit-learn",
              "numpy", "pandas")
 
+PARADIGMS = ("baseline", "sequence", "embedding", "set")
+"""Kinds of scheme, in the order tables list them: baselines, then token sequences, one vector, sets of tokens."""
+
 
 def record_path(results_dir: str | Path, config: RunConfig) -> Path:
     """``<results>/<dataset>/<scheme>__<backbone>__<split>__<profile>__s<seed>__<hash>.json``."""

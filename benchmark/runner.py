@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from benchmark.config import Environment, RunConfig
+from benchmark.config import Environment, RunConfig, resolve
 from benchmark.data.dataset import Dataset
 from benchmark.data.registry import load_dataset
 from benchmark.evaluate import evaluate
@@ -112,10 +112,13 @@ def run_one(config: RunConfig, env: Environment) -> dict[str, Any]:
     split = cached_split(config.dataset, env.data_dir, config.k_core, config.split, config.max_history)
     record: dict[str, Any] = {
         "schema": SCHEMA_VERSION, "run_name": config.run_name, "config_hash": config.hash(),
-        "config": config.to_dict(), "environment": asdict(env), "dataset": dataset.stats(), "split": split.stats(),
+        "config": config.to_dict(), "paradigm": get_scheme(config.scheme).paradigm, "environment": asdict(env),
+        "dataset": dataset.stats(), "split": split.stats(),
         "seed": config.seed, "versions": versions(), "hardware": hardware(device), "started_at": now(),
     }
+    cf_config = resolve(config.dataset, get_scheme("sasrec"), config.seed, config.profile)
     ctx = RunContext(config=config, dataset=dataset, valid=split.valid, warm=split.warm, device=device,
+                     cf_config=cf_config,
                      cache_dir=Path(env.cache_dir), progress=env.progress)
     scheme = get_scheme(config.scheme)(config.params, ctx)
     reason = scheme.not_applicable(dataset)
@@ -123,14 +126,15 @@ def run_one(config: RunConfig, env: Environment) -> dict[str, Any]:
         return {**record, "status": "not_applicable", "reason": reason, "finished_at": now()}
 
     start = time.perf_counter()
-    model = scheme.build(split.train)
+    built = scheme.build(split.train)
+    model = built.model
     fit_seconds = time.perf_counter() - start
     checkpoint = Path(env.cache_dir) / "checkpoints" / f"{config.hash()}.pt"
     report = trainer.fit(model, split.train, split.valid, split.warm, config.train, config.ks, config.eval_batch_size,
                          device, config.seed, env.progress, checkpoint=checkpoint, desc=config.scheme)
+    selection_examples = split.valid.subset(config.train.max_valid_examples, config.seed)
     selection = model.select_on_validation(
-        split, lambda m: evaluate(m, split.valid.subset(config.train.max_valid_examples, config.seed), split.warm,
-                                  config.ks, config.eval_batch_size, device))
+        lambda m: evaluate(m, selection_examples, split.warm, config.ks, config.eval_batch_size, device))
     valid = evaluate(model, split.valid, split.warm, config.ks, config.eval_batch_size, device, env.progress,
                      desc="validation")
     model.reset_inference_statistics()
@@ -140,7 +144,8 @@ def run_one(config: RunConfig, env: Environment) -> dict[str, Any]:
     n_test = max(1, len(split.test))
     return {
         **record, "status": "ok", "reason": None,
-        "identifier": {"paradigm": scheme.paradigm, "citation": scheme.citation, **scheme.statistics()},
+        "identifier": {"paradigm": scheme.paradigm, "citation": scheme.citation, **built.statistics,
+                       **model.identifier_statistics()},
         "components": ctx.components,
         "training": asdict(report), "selection": selection,
         "metrics": test.metrics(config.ks), "valid_metrics": valid.metrics(config.ks),

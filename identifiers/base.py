@@ -12,24 +12,23 @@ import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import pandas as pd
 import torch
 
-from benchmark.config import ConfigError, RunConfig, TrainConfig, resolve
+from benchmark.config import ConfigError, RunConfig, TrainConfig, check_params, option_fields
 from benchmark.data.dataset import Dataset
 from benchmark.splits import Examples, TrainData
 from recommenders import trainer
 from recommenders.base import Recommender
+from recommenders.contracts import ItemCodes, ItemTokenSets, ItemVectors
+from recommenders.embedding import EmbeddingOptions, EmbeddingRecommender
 from recommenders.sasrec import SASRec, SASRecParams, cf_cache_key
+from recommenders.sequence import GenerativeRecommender, SequenceOptions
+from recommenders.set import SetOptions, SetRecommender
 from recommenders.text import TextVocabulary, text_vocabulary
-
-if TYPE_CHECKING:
-    from recommenders.sequence import SequenceOptions
-
-PARADIGMS = ("baseline", "sequence", "embedding", "set")
 
 
 @dataclass
@@ -37,8 +36,9 @@ class RunContext:
     """What a scheme may use besides the training data: config, item content, device and caches.
 
     ``valid`` and ``warm`` are there for model selection (early stopping, choosing a knob) only; test
-    examples are never part of the context. ``components`` collects what shared, cached components (the CF
-    encoder) report, for the run record.
+    examples are never part of the context. ``cf_config`` is the resolved config of the ``sasrec`` scheme for
+    this dataset, profile and seed (the runner resolves it), which :meth:`cf_encoder` trains. ``components``
+    collects what shared, cached components (the CF encoder) report, for the run record.
     """
 
     config: RunConfig
@@ -48,6 +48,7 @@ class RunContext:
     device: torch.device
     cache_dir: Path
     progress: bool = True
+    cf_config: RunConfig | None = None
     components: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     @property
@@ -95,17 +96,16 @@ class RunContext:
     def cf_encoder(self, data: TrainData) -> SASRec:
         """A SASRec trained on the training split (CE loss, early stopping on validation), cached on disk.
 
-        Built with the ``sasrec`` scheme's parameters and training settings for this profile and seed (the
-        defaults of that profile: a user YAML's ``schemes.sasrec`` or ``train`` section does not change the
+        Built with the ``sasrec`` scheme's parameters and training settings of :attr:`cf_config` (the
+        defaults of this profile: a user YAML's ``schemes.sasrec`` or ``train`` section does not change the
         shared encoder), so the CF encoder that E4SRec, LETTER, SETRec and DreamRec build on is the model of
         the ``sasrec`` row of a default run. :attr:`components` records it, with its training time even when
         it was loaded from the cache.
         """
-        from identifiers.registry import get_scheme
-
+        if self.cf_config is None:
+            raise ValueError("RunContext.cf_config is not set: resolve the sasrec scheme's config for the CF encoder")
         cfg = self.config
-        resolved = resolve(cfg.dataset, get_scheme("sasrec"), cfg.seed, cfg.profile)
-        params, train_cfg = SASRecParams(**resolved.params), resolved.train
+        params, train_cfg = SASRecParams(**self.cf_config.params), self.cf_config.train
         key = cf_cache_key(data, cfg.dataset, cfg.split, cfg.seed, params, train_cfg)
         model = SASRec(data.n_items, cfg.max_history, params).to(self.device)
 
@@ -128,20 +128,32 @@ class NoParams:
     """This scheme has no hyper-parameters."""
 
 
+@dataclass
+class Built:
+    """What a scheme hands the runner: the untrained recommender and its identifiers' statistics (new tokens,
+    code length, collisions, usage, and the scheme's own ``details``) for the run record."""
+
+    model: Recommender
+    statistics: dict[str, Any]
+
+
 class Scheme(ABC):
     """A registered identifier scheme (or baseline).
 
-    Class attributes: ``paradigm`` (one of :data:`PARADIGMS`), ``citation`` (paper), ``Params`` (a
+    Class attributes: ``paradigm`` (one of :data:`benchmark.records.PARADIGMS`), ``citation`` (paper), ``Params`` (a
     dataclass whose fields are the hyper-parameters, documented in its docstring with the paper's values; its
-    defaults are the quick profile's unless the docstring says otherwise), ``profiles`` (per-profile
-    overrides of ``Params``), ``train_profiles`` (per-profile overrides of the run's ``train`` section) and
-    ``uses_backbone``.
+    defaults are the quick profile's unless the docstring says otherwise; ranges and choices declared with
+    :func:`benchmark.config.param`, cross-field rules in an optional ``check()`` method), ``profiles``
+    (per-profile overrides of ``Params``), ``train_profiles`` (per-profile overrides of the run's ``train``
+    section) and ``uses_backbone``. ``Options`` is the options dataclass of the paradigm's recommender: the
+    ``Params`` fields declared ``param(..., option=True)`` are passed to it, and each must be one of its fields.
     """
 
     name: ClassVar[str] = ""
     paradigm: ClassVar[str] = "baseline"
     citation: ClassVar[str] = ""
     Params: ClassVar[type] = NoParams
+    Options: ClassVar[type | None] = None
     profiles: ClassVar[dict[str, dict[str, Any]]] = {}
     train_profiles: ClassVar[dict[str, dict[str, Any]]] = {}
     uses_backbone: ClassVar[bool] = True
@@ -152,7 +164,8 @@ class Scheme(ABC):
 
     @classmethod
     def resolve_params(cls, profile: str, overrides: dict[str, Any]) -> dict[str, Any]:
-        """Defaults, then the profile's overrides, then the user's; unknown keys are a ConfigError."""
+        """Defaults, then the profile's overrides, then the user's, checked: unknown keys, wrong types, values
+        out of range and options the recommender does not have are a ConfigError naming the key."""
         valid = {f.name for f in dataclasses.fields(cls.Params)}
         merged = dataclasses.asdict(cls.Params())
         for where, values in ((f"scheme {cls.name} profile {profile}", cls.profiles.get(profile, {})),
@@ -162,242 +175,128 @@ class Scheme(ABC):
                     raise ConfigError(f"{where}: unknown parameter '{key}'; "
                                       f"valid: {', '.join(sorted(valid)) or 'none'}")
                 merged[key] = value
-        return merged
+        checked = check_params(cls.Params, merged, f"schemes.{cls.name}")
+        option_fields(cls.Params, cls.Options, f"schemes.{cls.name}")
+        return checked
 
     def not_applicable(self, dataset: Dataset) -> str | None:
         """Why this scheme cannot run on ``dataset`` (e.g. no categories), or None when it can."""
         return None
 
     @abstractmethod
-    def build(self, data: TrainData) -> Recommender:
-        """Fit the identifiers on training data and item content; return the untrained recommender."""
+    def build(self, data: TrainData) -> Built:
+        """Fit the identifiers on training data and item content; return the untrained recommender and the
+        identifiers' statistics."""
 
-    def statistics(self) -> dict[str, Any]:
-        """Identifier statistics for the run record (new tokens, code length, collisions, usage)."""
-        return {}
+    def options(self, **fixed: Any) -> Any:
+        """The recommender's :attr:`Options`: the ``Params`` fields declared as options, then ``fixed``."""
+        names = option_fields(self.Params, self.Options, f"schemes.{self.name}")
+        return self.Options(**{**{name: getattr(self.params, name) for name in names}, **fixed})
 
 
-@dataclass
-class ItemCodes:
-    """Sequence-paradigm identifiers: ``codes[i]`` is item ``i``'s token sequence.
+class BaselineScheme(Scheme):
+    """A baseline without identifiers (popularity, SASRec): ``recommender`` is all it defines."""
 
-    Tokens are ids in ``[0, vocab_size)``: of the scheme's own new tokens (the recommender appends them to
-    the backbone's vocabulary), or, when ``text_vocab`` is given, of the backbone's text vocabulary (words;
-    ``vocab_size`` is then its size). Shorter codes are right-padded with -1. Codes must be unique, so every
-    generated code names exactly one item. ``level_sizes`` (tokens per position, for fixed-length level-wise codes
-    such as RQ-VAE's) enables per-level usage statistics; ``raw_codes`` are the codes before
-    de-duplication, for the collision statistics.
+    paradigm = "baseline"
+
+    @abstractmethod
+    def recommender(self, data: TrainData) -> Recommender:
+        """The untrained baseline model."""
+
+    def build(self, data: TrainData) -> Built:
+        return Built(self.recommender(data), {})
+
+
+class ParadigmScheme(Scheme):
+    """An identifier scheme of one paradigm, in two documented stages.
+
+    1. ``tokenize(data)`` fits the identifiers on training data and item content and returns the paradigm's
+       contract object (:attr:`contract`), which carries its own statistics;
+    2. ``recommender(identifiers)`` builds the untrained recommender that reads them (default: the paradigm's
+       shared one, configured by the ``Params`` options).
+
+    Schemes whose identifiers are learned together with the recommender's own model (IDGenRec alternates its
+    ID generator with the recommender; STORE tokenizes with the backbone that then recommends) implement the
+    **two-stage hook** :meth:`two_stage` instead of ``tokenize``: it returns the final identifiers and the
+    recommender built on them. :meth:`build` is the same for every scheme and checks the contract.
     """
 
-    codes: torch.Tensor
-    vocab_size: int
-    level_sizes: list[int] | None = None
-    raw_codes: torch.Tensor | None = None
-    text_vocab: TextVocabulary | None = None
+    contract: ClassVar[type]
 
-    def __post_init__(self) -> None:
-        if self.text_vocab is not None and self.vocab_size != self.text_vocab.size:
-            raise ValueError(f"ItemCodes over a text vocabulary need vocab_size {self.text_vocab.size}")
-        if self.codes.dim() != 2 or self.codes.dtype != torch.long:
-            raise ValueError("ItemCodes.codes must be a LongTensor [n_items, L]")
-        if int(self.codes.max()) >= self.vocab_size or int(self.codes.min()) < -1:
-            raise ValueError(f"ItemCodes.codes must lie in [0, {self.vocab_size}) or be -1 padding")
-        if len(torch.unique(self.codes, dim=0)) != len(self.codes):
-            raise ValueError("ItemCodes.codes are not unique: de-duplicate before building the recommender")
+    def tokenize(self, data: TrainData) -> Any:
+        """Fit the identifiers on training data and item content; return one :attr:`contract` object."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither tokenize nor two_stage")
 
-    @property
-    def n_items(self) -> int:
-        return self.codes.shape[0]
+    @abstractmethod
+    def recommender(self, identifiers: Any) -> Recommender:
+        """The untrained recommender that reads ``identifiers``."""
 
-    def lengths(self) -> torch.Tensor:
-        return (self.codes >= 0).sum(dim=1)
+    def two_stage(self, data: TrainData) -> tuple[Any, Recommender]:
+        """The identifiers and the recommender built on them (default: :meth:`tokenize`, then
+        :meth:`recommender`)."""
+        identifiers = self.tokenize(data)
+        return identifiers, self.recommender(identifiers)
 
-
-def code_table(codes: list[list[int]]) -> torch.Tensor:
-    """``LongTensor [n, max length]`` of variable-length codes, right-padded with -1."""
-    table = torch.full((len(codes), max(1, max(map(len, codes), default=1))), -1, dtype=torch.long)
-    for row, code in enumerate(codes):
-        table[row, :len(code)] = torch.tensor(code, dtype=torch.long)
-    return table
+    def build(self, data: TrainData) -> Built:
+        identifiers, model = self.two_stage(data)
+        if not isinstance(identifiers, self.contract):
+            raise TypeError(f"scheme {self.name} returned {type(identifiers).__name__}, not the {self.paradigm} "
+                            f"paradigm's {self.contract.__name__}")
+        if identifiers.n_items != data.n_items:
+            raise ValueError(f"scheme {self.name}: identifiers for {identifiers.n_items} items, the catalogue has "
+                             f"{data.n_items}")
+        return Built(model, identifiers.statistics())
 
 
-def collision_rate(codes: torch.Tensor) -> float:
-    """Share of items whose code is shared with at least one other item."""
-    _, inverse, counts = torch.unique(codes, dim=0, return_inverse=True, return_counts=True)
-    return float((counts[inverse] > 1).float().mean())
+class SequenceScheme(ParadigmScheme):
+    """Sequence paradigm: ``tokenize`` gives every item a short code of discrete tokens (:class:`ItemCodes`); a
+    generative backbone learns to emit the next item's code, decoded by beam search constrained to valid codes.
 
-
-def code_statistics(codes: ItemCodes) -> dict[str, Any]:
-    """New tokens, code length, collision rates before/after de-duplication and codebook usage per level.
-
-    Usage is measured on the codes before de-duplication (``raw_codes`` where given): what the tokenizer
-    itself assigns, not an appended disambiguation level or a collision re-assignment.
-    """
-    lengths = codes.lengths().float()
-    stats: dict[str, Any] = {
-        "new_tokens": 0 if codes.text_vocab is not None else codes.vocab_size,
-        "code_length_max": int(codes.codes.shape[1]),
-        "code_length_mean": float(lengths.mean()),
-        "collision_rate_before_dedup": collision_rate(codes.raw_codes) if codes.raw_codes is not None else 0.0,
-        "collision_rate_after_dedup": collision_rate(codes.codes),
-    }
-    if codes.text_vocab is not None:
-        stats["text_vocabulary"] = codes.text_vocab.source
-    if codes.level_sizes:
-        table = codes.raw_codes if codes.raw_codes is not None else codes.codes
-        stats["codebook_usage_per_level"] = [
-            float(len(torch.unique(table[:, level][table[:, level] >= 0])) / size)
-            for level, size in enumerate(codes.level_sizes[:table.shape[1]])
-        ]
-    return stats
-
-
-class SequenceScheme(Scheme):
-    """Sequence paradigm: ``tokenize`` gives every item a short code of discrete tokens; a generative
-    backbone learns to emit the next item's code, decoded by beam search constrained to valid codes.
-
-    ``Params`` fields named like those of :class:`recommenders.sequence.SequenceOptions` (``beam_size``,
-    ``temperature``, ``user_tokens``) configure the recommender; the run's ``constrained_decoding`` says
-    whether beam search is restricted to valid codes.
+    Options: :class:`recommenders.sequence.SequenceOptions` (``beam_size``, ``temperature``, ``user_tokens``);
+    the run's ``constrained_decoding`` says whether beam search is restricted to valid codes.
     """
 
     paradigm = "sequence"
+    contract = ItemCodes
+    Options = SequenceOptions
 
-    @abstractmethod
-    def tokenize(self, data: TrainData) -> ItemCodes:
-        """Fit the tokenizer on training data and item content; return every item's code."""
-
-    def build(self, data: TrainData) -> Recommender:
-        from recommenders.sequence import GenerativeRecommender
-
-        self.codes = self.tokenize(data)
-        return GenerativeRecommender(self.codes, self.ctx.config.backbone, self.ctx.config.max_history,
+    def recommender(self, identifiers: ItemCodes) -> Recommender:
+        return GenerativeRecommender(identifiers, self.ctx.config.backbone, self.ctx.config.max_history,
                                      self.sequence_options())
 
     def sequence_options(self) -> SequenceOptions:
-        """The recommender's options: the ``Params`` fields named like them, decoding as the run says."""
-        from recommenders.sequence import SequenceOptions
-
-        return options_from_params(SequenceOptions, self.params, constrained=self.ctx.config.constrained_decoding)
-
-    def statistics(self) -> dict[str, Any]:
-        return code_statistics(self.codes)
+        """The recommender's options, decoding constrained as the run says."""
+        return self.options(constrained=self.ctx.config.constrained_decoding)
 
 
-def options_from_params(options_cls: type, params: Any, **fixed: Any) -> Any:
-    """An options dataclass of a paradigm's recommender, its fields taken from ``params`` where they exist."""
-    values = {f.name: getattr(params, f.name) for f in dataclasses.fields(options_cls) if hasattr(params, f.name)}
-    return options_cls(**{**values, **fixed})
+class EmbeddingScheme(ParadigmScheme):
+    """Embedding paradigm: ``tokenize`` gives every item one vector (:class:`ItemVectors`); a backbone encodes
+    the history of vectors and a linear head scores all items (cross-entropy over the catalogue, no decoding).
 
-
-@dataclass
-class ItemVectors:
-    """Embedding-paradigm identifiers: ``vectors[i]`` is item ``i``'s single continuous token, ``[n_items, d]``.
-
-    The recommender feeds a history as the sequence of its items' vectors (after a learned projection into
-    the backbone's width) and scores every item with a linear head, so no code has to be decoded.
-    """
-
-    vectors: torch.Tensor
-
-    def __post_init__(self) -> None:
-        if self.vectors.dim() != 2 or not self.vectors.is_floating_point():
-            raise ValueError("ItemVectors.vectors must be a FloatTensor [n_items, d]")
-        if not bool(torch.isfinite(self.vectors).all()):
-            raise ValueError("ItemVectors.vectors contain NaN or infinite values")
-
-    @property
-    def n_items(self) -> int:
-        return self.vectors.shape[0]
-
-    @property
-    def dim(self) -> int:
-        return self.vectors.shape[1]
-
-
-@dataclass
-class ItemTokenSets:
-    """Set-paradigm identifiers: every item is an unordered set of continuous tokens, one per named dimension.
-
-    The tokens are produced inside the recommender (trained with it) from per-item inputs fixed here:
-    ``cf`` ``[n_items, d_cf]`` gives one token, dimension ``cf`` (collaborative filtering); ``semantic``
-    ``[n_items, d_sem]`` gives ``n_semantic`` tokens ``sem_1 .. sem_n`` through one shared tokenizer. Either
-    source may be None (an ablation), not both. :attr:`dimensions` lists the token names in the order the
-    recommender indexes them; that order is an index only, tokens of one item carry no order.
-    """
-
-    cf: torch.Tensor | None
-    semantic: torch.Tensor | None
-    n_semantic: int = 0
-
-    def __post_init__(self) -> None:
-        if self.cf is None and self.semantic is None:
-            raise ValueError("ItemTokenSets needs at least one of cf and semantic")
-        if (self.semantic is None) != (self.n_semantic == 0):
-            raise ValueError("ItemTokenSets: give n_semantic > 0 exactly when semantic inputs are given")
-        sizes = {source.shape[0] for source in (self.cf, self.semantic) if source is not None}
-        for source in (self.cf, self.semantic):
-            if source is not None and (source.dim() != 2 or not source.is_floating_point()):
-                raise ValueError("ItemTokenSets inputs must be FloatTensors [n_items, d]")
-        if len(sizes) != 1:
-            raise ValueError(f"ItemTokenSets: cf and semantic cover different item counts {sorted(sizes)}")
-
-    @property
-    def n_items(self) -> int:
-        return (self.cf if self.cf is not None else self.semantic).shape[0]
-
-    @property
-    def dimensions(self) -> list[str]:
-        """Token names, e.g. ``["cf", "sem_1", "sem_2"]``."""
-        return (["cf"] if self.cf is not None else []) + [f"sem_{j + 1}" for j in range(self.n_semantic)]
-
-
-class EmbeddingScheme(Scheme):
-    """Embedding paradigm: ``tokenize`` gives every item one vector; a backbone encodes the history of
-    vectors and a linear head scores all items (cross-entropy over the catalogue, no decoding).
-
-    ``Params`` fields named like those of :class:`recommenders.embedding.EmbeddingOptions` configure the
-    recommender.
+    Options: :class:`recommenders.embedding.EmbeddingOptions`.
     """
 
     paradigm = "embedding"
+    contract = ItemVectors
+    Options = EmbeddingOptions
 
-    @abstractmethod
-    def tokenize(self, data: TrainData) -> ItemVectors:
-        """Fit the item vectors on training data and item content; return one vector per item."""
-
-    def build(self, data: TrainData) -> Recommender:
-        from recommenders.embedding import EmbeddingOptions, EmbeddingRecommender
-
-        self.vectors = self.tokenize(data)
-        options = options_from_params(EmbeddingOptions, self.params)
-        return EmbeddingRecommender(self.vectors, self.ctx.config.backbone, self.ctx.config.max_history, options)
-
-    def statistics(self) -> dict[str, Any]:
-        return {"new_tokens": 0, "code_length_max": 1, "vector_dim": self.vectors.dim}
+    def recommender(self, identifiers: ItemVectors) -> Recommender:
+        return EmbeddingRecommender(identifiers, self.ctx.config.backbone, self.ctx.config.max_history,
+                                    self.options())
 
 
-class SetScheme(Scheme):
-    """Set paradigm: ``tokenize`` gives every item an unordered set of continuous tokens; the backbone
-    generates one vector per token dimension in a single pass and each is grounded to all items.
+class SetScheme(ParadigmScheme):
+    """Set paradigm: ``tokenize`` gives every item an unordered set of tokens (:class:`ItemTokenSets`); the
+    backbone generates one vector per token dimension in a single pass and each is grounded to all items.
 
-    ``Params`` fields named like those of :class:`recommenders.set.SetOptions` configure the recommender;
-    knobs chosen on validation are scored with the run's ``train.valid_metric``.
+    Options: :class:`recommenders.set.SetOptions`; knobs chosen on validation are scored with the run's
+    ``train.valid_metric``.
     """
 
     paradigm = "set"
+    contract = ItemTokenSets
+    Options = SetOptions
 
-    @abstractmethod
-    def tokenize(self, data: TrainData) -> ItemTokenSets:
-        """Fit the token inputs on training data and item content; return them for every item."""
-
-    def build(self, data: TrainData) -> Recommender:
-        from recommenders.set import SetOptions, SetRecommender
-
-        self.tokens = self.tokenize(data)
-        options = options_from_params(SetOptions, self.params, selection_metric=self.ctx.config.train.valid_metric)
-        return SetRecommender(self.tokens, self.ctx.config.backbone, self.ctx.config.max_history, options)
-
-    def statistics(self) -> dict[str, Any]:
-        return {"new_tokens": 0, "code_length_max": len(self.tokens.dimensions),
-                "dimensions": self.tokens.dimensions}
+    def recommender(self, identifiers: ItemTokenSets) -> Recommender:
+        return SetRecommender(identifiers, self.ctx.config.backbone, self.ctx.config.max_history,
+                              self.options(selection_metric=self.ctx.config.train.valid_metric))

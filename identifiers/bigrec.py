@@ -24,14 +24,14 @@ produces an out-of-catalogue title, which the L2 step exists to repair.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from benchmark.config import ConfigError
+from benchmark.config import param
 from benchmark.splits import TrainData
-from identifiers.base import ItemCodes, SequenceScheme, code_table
+from identifiers.base import SequenceScheme
 from identifiers.registry import register
+from recommenders.contracts import ItemCodes, code_table
 from recommenders.text import disambiguate
 
 
@@ -45,8 +45,8 @@ class BIGRecParams:
         sources available to us; authors' code: one output from 4 beams, items ranked by grounding].
     """
 
-    max_title_tokens: int = 16
-    beam_size: int = 20
+    max_title_tokens: int = param(16, low=1)
+    beam_size: int = param(20, low=1, option=True)
 
 
 @register("bigrec")
@@ -60,22 +60,18 @@ class BIGRec(SequenceScheme):
     train_profiles = {"quick": {"epochs": 10}}
 
     def tokenize(self, data: TrainData) -> ItemCodes:
-        if self.params.max_title_tokens < 1:
-            raise ConfigError(f"schemes.bigrec.max_title_tokens must be at least 1, got {self.params.max_title_tokens}")
         vocab = self.ctx.text_vocabulary()
         items = self.ctx.items
         titles = [title if title.strip() else f"item {raw}" for title, raw in zip(items["title"], items["raw_id"])]
         raw = vocab.encode(titles, self.params.max_title_tokens)
         codes, suffixed = disambiguate(raw, vocab)
         lengths = np.array([len(code) for code in codes])
-        self.title_stats: dict[str, Any] = {
+        details = {
             "items_without_title": int(sum(not title.strip() for title in items["title"])),
             "items_with_suffix": suffixed,
             "title_tokens_mean": float(lengths.mean()),
             "title_tokens_max": int(lengths.max()),
             "text_vocab_size": vocab.size,
         }
-        return ItemCodes(codes=code_table(codes), vocab_size=vocab.size, raw_codes=code_table(raw), text_vocab=vocab)
-
-    def statistics(self) -> dict[str, Any]:
-        return {**super().statistics(), **self.title_stats}
+        return ItemCodes(codes=code_table(codes), vocab_size=vocab.size, raw_codes=code_table(raw), text_vocab=vocab,
+                         details=details)

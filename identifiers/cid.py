@@ -50,10 +50,11 @@ import torch
 from scipy.sparse.csgraph import connected_components
 from sklearn.cluster import SpectralClustering
 
-from benchmark.config import ConfigError
+from benchmark.config import param
 from benchmark.splits import TrainData
-from identifiers.base import ItemCodes, RunContext, SequenceScheme
+from identifiers.base import SequenceScheme
 from identifiers.registry import register
+from recommenders.contracts import ItemCodes
 
 ASSIGN_LABELS = ("cluster_qr", "kmeans", "discretize")
 EIGEN_SOLVERS = ("lobpcg", "arpack")
@@ -82,12 +83,12 @@ class CIDParams:
         code generates with 20 beams over a trie of valid IDs).
     """
 
-    n_clusters: int = 10
-    max_leaf: int = 50
-    window: int = 0
-    assign_labels: str = "cluster_qr"
-    eigen_solver: str = "lobpcg"
-    beam_size: int = 20
+    n_clusters: int = param(10, low=2)
+    max_leaf: int = param(50, low=1)
+    window: int = param(0, low=0)
+    assign_labels: str = param("cluster_qr", choices=ASSIGN_LABELS)
+    eigen_solver: str = param("lobpcg", choices=EIGEN_SOLVERS)
+    beam_size: int = param(20, low=1, option=True)
 
 
 @dataclass
@@ -112,21 +113,6 @@ class CID(SequenceScheme):
     }
     train_profiles: ClassVar[dict[str, dict[str, Any]]] = {"quick": {"epochs": 20}}
 
-    def __init__(self, params: dict[str, Any], ctx: RunContext) -> None:
-        super().__init__(params, ctx)
-        p = self.params
-        if p.n_clusters < 2:
-            raise ConfigError(f"schemes.cid.n_clusters must be at least 2, got {p.n_clusters}")
-        if p.max_leaf < 1:
-            raise ConfigError(f"schemes.cid.max_leaf must be at least 1, got {p.max_leaf}")
-        if p.window < 0:
-            raise ConfigError(f"schemes.cid.window must be 0 (whole sequence) or positive, got {p.window}")
-        if p.assign_labels not in ASSIGN_LABELS:
-            raise ConfigError(f"schemes.cid.assign_labels '{p.assign_labels}': choose from {', '.join(ASSIGN_LABELS)}")
-        if p.eigen_solver not in EIGEN_SOLVERS:
-            raise ConfigError(f"schemes.cid.eigen_solver '{p.eigen_solver}': choose from {', '.join(EIGEN_SOLVERS)}")
-        self.tree_stats: dict[str, Any] = {}
-
     def tokenize(self, data: TrainData) -> ItemCodes:
         start = time.perf_counter()
         adjacency = cooccurrence_graph(data.sequences, data.n_items, self.params.window)
@@ -146,7 +132,7 @@ class CID(SequenceScheme):
             codes[item, len(path)] = n_cluster_tokens + int(leaf_index[item])
         sizes = np.array([len(leaf) for leaf in tree.leaves])
         n_components, _ = connected_components(adjacency, directed=False)
-        self.tree_stats = {
+        details = {
             "cluster_tokens": n_cluster_tokens,
             "leaf_tokens": leaf_tokens,
             "levels": depth,
@@ -159,10 +145,7 @@ class CID(SequenceScheme):
             "isolated_items": int((np.diff(adjacency.indptr) == 0).sum()),
             "tokenize_seconds": time.perf_counter() - start,
         }
-        return ItemCodes(codes=codes, vocab_size=n_cluster_tokens + leaf_tokens, raw_codes=raw)
-
-    def statistics(self) -> dict[str, Any]:
-        return {**super().statistics(), **self.tree_stats}
+        return ItemCodes(codes=codes, vocab_size=n_cluster_tokens + leaf_tokens, raw_codes=raw, details=details)
 
     def _cluster_tree(self, adjacency: sp.csr_matrix) -> _Tree:
         """Split clusters larger than ``max_leaf`` until none is left; breadth-first for level counts."""

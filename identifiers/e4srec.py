@@ -23,9 +23,11 @@ from dataclasses import dataclass
 
 import torch
 
+from benchmark.config import param
 from benchmark.splits import TrainData
-from identifiers.base import EmbeddingScheme, ItemVectors
+from identifiers.base import EmbeddingScheme
 from identifiers.registry import register
+from recommenders.contracts import ItemVectors
 
 
 @dataclass
@@ -37,7 +39,7 @@ class E4SRecParams:
         scheme's ``hidden`` for the profile [64 in the public code].
     """
 
-    freeze_vectors: bool = True
+    freeze_vectors: bool = param(True, option=True)
 
 
 @register("e4srec")

@@ -15,7 +15,6 @@ machine without the model (a GPU box that cannot download it, say).
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from abc import ABC, abstractmethod
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 import torch
 
+from benchmark.hashing import content_key
 from recommenders.trainer import random_state_kept
 
 if TYPE_CHECKING:
@@ -138,11 +138,7 @@ def get_encoder(name: str = "auto", device: torch.device | str | None = None) ->
 
 def texts_hash(texts: list[str], signature: str) -> str:
     """A short stable hash of the texts (in order) and the encoder's settings."""
-    digest = hashlib.sha256(signature.encode())
-    for text in texts:
-        digest.update(text.encode())
-        digest.update(b"\0")
-    return digest.hexdigest()[:16]
+    return content_key(signature, texts)
 
 
 def item_embeddings(ctx: RunContext, encoder: str | TextEncoder = "auto") -> np.ndarray:

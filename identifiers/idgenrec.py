@@ -67,17 +67,18 @@ import torch
 import torch.nn.functional as F
 from sklearn.feature_extraction.text import TfidfVectorizer
 from torch import nn
-from tqdm import tqdm
 
-from benchmark.config import ConfigError
-from benchmark.splits import TrainData
-from identifiers.base import ItemCodes, SequenceScheme, code_table
+from benchmark.batches import HistoryBatch, iterate
+from benchmark.config import ConfigError, param
+from benchmark.splits import Examples, TrainData
+from identifiers.base import SequenceScheme
 from identifiers.registry import register
 from recommenders.backbones import EOS_ID, PAD_ID, build_t5
-from recommenders.base import HistoryBatch, Recommender, iterate
+from recommenders.base import Recommender
+from recommenders.contracts import ItemCodes, code_table
 from recommenders.sequence import IGNORE_INDEX, GenerativeRecommender
 from recommenders.text import TextVocabulary, disambiguate
-from recommenders.trainer import check_finite
+from recommenders.trainer import train_epochs
 
 ALTERNATIONS = ("id_first", "rec_first")
 SOFT_IDS = ("greedy", "teacher_forced")
@@ -113,23 +114,29 @@ class IDGenRecParams:
     beam_size: beams of the constrained beam search that decodes recommendations [20].
     """
 
-    id_max_tokens: int = 6
-    text_max_tokens: int = 64
-    id_beams: int = 10
+    id_max_tokens: int = param(6, low=1)
+    text_max_tokens: int = param(64, low=1)
+    id_beams: int = param(10, low=1)
     generator_backbone: str = "t5-tiny"
-    tag_words: int = 3
-    tag_epochs: int = 30
-    tag_lr: float = 1e-3
-    tag_batch_size: int = 32
-    rounds: int = 2
-    alternation: str = "id_first"
-    rec_epochs: int = 3
-    id_epochs: int = 1
-    id_lr: float = 1e-4
-    id_batch_size: int = 64
-    id_examples: int = 2000
-    soft_ids: str = "greedy"
-    beam_size: int = 20
+    tag_words: int = param(3, low=0)
+    tag_epochs: int = param(30, low=0)
+    tag_lr: float = param(1e-3, low=0, low_open=True)
+    tag_batch_size: int = param(32, low=1)
+    rounds: int = param(2, low=1)
+    alternation: str = param("id_first", choices=ALTERNATIONS)
+    rec_epochs: int = param(3, low=0)
+    id_epochs: int = param(1, low=1)
+    id_lr: float = param(1e-4, low=0, low_open=True)
+    id_batch_size: int = param(64, low=1)
+    id_examples: int = param(2000, low=0)
+    soft_ids: str = param("greedy", choices=SOFT_IDS)
+    beam_size: int = param(20, low=1, option=True)
+
+    def check(self) -> None:
+        if self.alternation == "rec_first" and self.rounds < 2:
+            raise ConfigError(f"rounds {self.rounds} with alternation 'rec_first' runs no ID-generator phase "
+                              "(rec_first runs rounds - 1 of them): set rounds to at least 2 or alternation to "
+                              "'id_first'")
 
 
 class IDGenerator(nn.Module):
@@ -219,33 +226,18 @@ class IDGenRec(SequenceScheme):
     }
     train_profiles = {"quick": {"epochs": 10}}
 
-    def _check(self) -> None:
-        p = self.params
-        for name, value, valid in (("alternation", p.alternation, ALTERNATIONS), ("soft_ids", p.soft_ids, SOFT_IDS)):
-            if value not in valid:
-                raise ConfigError(f"schemes.idgenrec.{name} '{value}': choose from {', '.join(valid)}")
-        for name in ("id_max_tokens", "text_max_tokens", "id_beams", "rounds", "id_epochs", "id_batch_size"):
-            if getattr(p, name) < 1:
-                raise ConfigError(f"schemes.idgenrec.{name} must be at least 1, got {getattr(p, name)}")
-        if p.alternation == "rec_first" and p.rounds < 2:
-            raise ConfigError(f"schemes.idgenrec.rounds {p.rounds} with schemes.idgenrec.alternation 'rec_first' "
-                              "runs no ID-generator phase (rec_first runs rounds - 1 of them): set rounds to at least "
-                              "2 or alternation to 'id_first'")
-
-    def build(self, data: TrainData) -> Recommender:
-        """Pre-train the generator, then alternate; returns the recommender for its last (the run's) phase."""
-        self._check()
+    def two_stage(self, data: TrainData) -> tuple[ItemCodes, Recommender]:
+        """Pre-train the generator, then alternate ID-generator and recommender phases; the final IDs and the
+        recommender for the last (the run's) phase."""
         p, ctx = self.params, self.ctx
         start = time.perf_counter()
-        self.vocab = ctx.text_vocabulary()
+        vocab = ctx.text_vocabulary()
         texts = ctx.dataset.item_texts()
         torch.manual_seed(ctx.seed)
-        self.generator = IDGenerator(p.generator_backbone, self.vocab,
-                                     self.vocab.encode(texts, p.text_max_tokens)).to(ctx.device)
-        self.log: dict[str, Any] = {"tag_losses": self.pretrain_generator(texts), "rounds": []}
-        self.codes = self.generate_ids()
-        model = GenerativeRecommender(self.codes, ctx.config.backbone, ctx.config.max_history,
-                                      self.sequence_options())
+        generator = IDGenerator(p.generator_backbone, vocab, vocab.encode(texts, p.text_max_tokens)).to(ctx.device)
+        log: dict[str, Any] = {"tag_losses": self.pretrain_generator(generator, vocab, texts), "rounds": []}
+        codes = self.generate_ids(generator, vocab)
+        model = GenerativeRecommender(codes, ctx.config.backbone, ctx.config.max_history, self.sequence_options())
         examples = data.next_item_examples().subset(p.id_examples, ctx.seed)
         rec_train = dataclasses.replace(ctx.config.train, epochs=p.rec_epochs)
         for round_ in range(p.rounds):
@@ -255,119 +247,115 @@ class IDGenRec(SequenceScheme):
                 if last:
                     break
                 entry["rec_best_valid"] = ctx.fit(model, data, rec_train, desc=f"idgenrec rec {round_ + 1}").best_valid
-            entry["id_losses"] = self.id_phase(model, examples, round_)
-            previous, self.codes = self.codes, self.generate_ids()
-            entry["ids_changed_share"] = float((_padded(previous.codes, self.codes.codes) != _padded(
-                self.codes.codes, previous.codes)).any(dim=1).float().mean())
-            model.set_codes(self.codes)
+            entry["id_losses"] = self.id_phase(generator, vocab, model, codes, examples, round_)
+            previous, codes = codes, self.generate_ids(generator, vocab)
+            entry["ids_changed_share"] = float((_padded(previous.codes, codes.codes) != _padded(
+                codes.codes, previous.codes)).any(dim=1).float().mean())
+            model.set_codes(codes)
             if p.alternation == "id_first" and not last:
                 entry["rec_best_valid"] = ctx.fit(model, data, rec_train, desc=f"idgenrec rec {round_ + 1}").best_valid
-            self.log["rounds"].append(entry)
-        self.log["alternation_seconds"] = time.perf_counter() - start
-        return model
+            log["rounds"].append(entry)
+        log["alternation_seconds"] = time.perf_counter() - start
+        shown = range(min(EXAMPLE_IDS, len(texts)))
+        codes.details.update(alternation=log, example_ids={texts[i][:80]: vocab.decode(codes.codes[i].tolist())
+                                                            for i in shown})
+        return codes, model
 
-    def tokenize(self, data: TrainData) -> ItemCodes:
-        """The current IDs (after :meth:`build`, the IDs of the final alternation round)."""
-        return self.codes
-
-    def pretrain_generator(self, texts: list[str]) -> list[float]:
+    def pretrain_generator(self, generator: IDGenerator, vocab: TextVocabulary, texts: list[str]) -> list[float]:
         """Train the generator to write each item's TF-IDF keyword tags; the mean loss per epoch."""
         p, ctx = self.params, self.ctx
         if p.tag_words < 1 or p.tag_epochs < 1:
             return []
-        tags = code_table([ids + [EOS_ID] for ids in self.vocab.encode(keyword_tags(texts, p.tag_words),
-                                                                        p.id_max_tokens)]).to(ctx.device)
-        optimizer = torch.optim.AdamW(self.generator.parameters(), lr=p.tag_lr)
-        generator = torch.Generator().manual_seed(ctx.seed)
-        losses = []
-        self.generator.train()
-        for epoch in tqdm(range(p.tag_epochs), desc="idgenrec tag pre-training", disable=not ctx.progress,
-                          leave=False):
-            total = 0.0
-            for items in torch.randperm(len(tags), generator=generator).to(ctx.device).split(p.tag_batch_size):
-                labels = tags[items].masked_fill(tags[items] < 0, IGNORE_INDEX)
-                loss = self.generator.t5(**self.generator.inputs(items), labels=labels).loss
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach()) * len(items)
-            losses.append(total / len(tags))
-            check_finite(losses[-1], "idgenrec tag pre-training", epoch + 1, "schemes.idgenrec.tag_lr")
-        return losses
+        tags = code_table([ids + [EOS_ID] for ids in vocab.encode(keyword_tags(texts, p.tag_words),
+                                                                   p.id_max_tokens)]).to(ctx.device)
+        optimizer = torch.optim.AdamW(generator.parameters(), lr=p.tag_lr)
+        order = torch.Generator().manual_seed(ctx.seed)
+        generator.train()
 
-    def generate_ids(self) -> ItemCodes:
+        def batches():
+            for items in torch.randperm(len(tags), generator=order).to(ctx.device).split(p.tag_batch_size):
+                yield len(items), items
+
+        def loss_terms(items: torch.Tensor) -> dict[str, torch.Tensor]:
+            labels = tags[items].masked_fill(tags[items] < 0, IGNORE_INDEX)
+            return {"tags": generator.t5(**generator.inputs(items), labels=labels).loss}
+
+        history = train_epochs(optimizer, p.tag_epochs, batches, loss_terms, "idgenrec tag pre-training",
+                               "schemes.idgenrec.tag_lr", ctx.progress)
+        return [epoch["tags"] for epoch in history]
+
+    def generate_ids(self, generator: IDGenerator, vocab: TextVocabulary) -> ItemCodes:
         """Unique textual IDs of all items, assigned in catalogue order from the generator's beams (an item
-        whose beams hold no word falls back to the first words of its text)."""
+        whose beams hold no word falls back to the first words of its text); ``details`` say how they were
+        assigned."""
         p, ctx = self.params, self.ctx
-        self.generator.eval()
+        generator.eval()
         taken: set[tuple[int, ...]] = set()
         codes, first, later = [], 0, 0
         n_items = len(ctx.items)
         for start in range(0, n_items, GENERATION_BATCH):
             items = torch.arange(start, min(start + GENERATION_BATCH, n_items), device=ctx.device)
-            for item, beams in zip(items.tolist(), self.generator.candidates(items, p.id_beams, p.id_max_tokens)):
-                words = [w for w in map(self.words, beams) if w] or [self.words(self.generator.texts[item].tolist())]
+            for item, beams in zip(items.tolist(), generator.candidates(items, p.id_beams, p.id_max_tokens)):
+                words = [w for w in (self.words(vocab, beam) for beam in beams) if w] or [
+                    self.words(vocab, generator.texts[item].tolist())]
                 free = [rank for rank, w in enumerate(words) if w not in taken]
                 choice = words[free[0]] if free else words[0]
                 first += bool(free) and free[0] == 0
                 later += bool(free) and free[0] > 0
                 taken.add(choice)
                 codes.append(list(choice))
-        unique, suffixed = disambiguate(codes, self.vocab)
-        self.assignment = {"first_beam": first, "later_beam": later, "suffixed": suffixed}
-        return ItemCodes(codes=code_table(unique), vocab_size=self.vocab.size, raw_codes=code_table(codes),
-                         text_vocab=self.vocab)
+        unique, suffixed = disambiguate(codes, vocab)
+        return ItemCodes(codes=code_table(unique), vocab_size=vocab.size, raw_codes=code_table(codes),
+                         text_vocab=vocab,
+                         details={"id_assignment": {"first_beam": first, "later_beam": later, "suffixed": suffixed}})
 
-    def words(self, tokens: list[int]) -> tuple[int, ...]:
+    def words(self, vocab: TextVocabulary, tokens: list[int]) -> tuple[int, ...]:
         """A generated ID normalised to its words (punctuation dropped) and re-tokenised."""
-        text = " ".join(WORD.findall(self.vocab.decode(tokens)))
-        return tuple(self.vocab.encode([text], self.params.id_max_tokens)[0]) if text else ()
+        text = " ".join(WORD.findall(vocab.decode(tokens)))
+        return tuple(vocab.encode([text], self.params.id_max_tokens)[0]) if text else ()
 
-    def id_phase(self, model: GenerativeRecommender, examples, round_: int) -> list[float]:
+    def id_phase(self, generator: IDGenerator, vocab: TextVocabulary, model: GenerativeRecommender,
+                 ids: ItemCodes, examples: Examples, round_: int) -> list[float]:
         """Train the generator through soft IDs with the recommender frozen; the mean loss per epoch."""
         p, ctx = self.params, self.ctx
         model.to(ctx.device).train()
-        self.generator.train()
+        generator.train()
         for parameter in model.parameters():
             parameter.requires_grad_(False)
-        optimizer = torch.optim.AdamW(self.generator.parameters(), lr=p.id_lr)
+        optimizer = torch.optim.AdamW(generator.parameters(), lr=p.id_lr)
         embedding = model.backbone.get_input_embeddings().weight
-        codes = self.codes.codes.to(ctx.device)
+        codes = ids.codes.to(ctx.device)
         rng = np.random.default_rng(ctx.seed + round_)
-        losses = []
-        for epoch in range(p.id_epochs):
-            total = 0.0
-            batches = iterate(examples, p.id_batch_size, ctx.device, rng)
-            for batch in tqdm(batches, total=-(-len(examples) // p.id_batch_size), disable=not ctx.progress,
-                              desc=f"idgenrec id {round_ + 1}.{epoch + 1}", leave=False):
-                loss = self.soft_id_loss(model, batch, codes, embedding)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if ctx.config.train.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(self.generator.parameters(), ctx.config.train.grad_clip)
-                optimizer.step()
-                total += float(loss.detach()) * len(batch.targets)
-            losses.append(total / len(examples))
-            check_finite(losses[-1], f"idgenrec ID generator, round {round_ + 1}", epoch + 1, "schemes.idgenrec.id_lr")
+
+        def batches():
+            for batch in iterate(examples, p.id_batch_size, ctx.device, rng):
+                yield len(batch.targets), batch
+
+        history = train_epochs(
+            optimizer, p.id_epochs, batches,
+            lambda batch: {"soft_ids": self.soft_id_loss(generator, vocab, model, batch, codes, embedding)},
+            f"idgenrec ID generator, round {round_ + 1}", "schemes.idgenrec.id_lr", ctx.progress,
+            clip=(ctx.config.train.grad_clip, list(generator.parameters())))
+        losses = [epoch["soft_ids"] for epoch in history]
         for parameter in model.parameters():
             parameter.requires_grad_(True)
         return losses
 
-    def soft_id_loss(self, model: GenerativeRecommender, batch: HistoryBatch, codes: torch.Tensor,
-                     embedding: torch.Tensor) -> torch.Tensor:
+    def soft_id_loss(self, generator: IDGenerator, vocab: TextVocabulary, model: GenerativeRecommender,
+                     batch: HistoryBatch, codes: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
         """The recommender's loss on the target ID when every history ID is written as ``p_t^T E``."""
         history = batch.items[:, -model.max_history:]
         unique, inverse = torch.unique(history, return_inverse=True)
         if self.params.soft_ids == "greedy":
-            probs, lengths = self.generator.greedy(unique, self.params.id_max_tokens)
+            probs, lengths = generator.greedy(unique, self.params.id_max_tokens)
         else:
-            probs = self.generator.teacher_forced(unique, codes[unique])
+            probs = generator.teacher_forced(unique, codes[unique])
             lengths = (codes[unique] >= 0).sum(dim=1)
         soft = probs @ embedding[:probs.shape[-1]].float()
         width = soft.shape[1]
         positions = torch.arange(width + 1, device=soft.device)[None, :]
         rows = torch.cat([soft, torch.zeros_like(soft[:, :1])], dim=1)
-        separator = embedding[self.vocab.separator_id].float()
+        separator = embedding[vocab.separator_id].float()
         rows = torch.where((positions == lengths[:, None])[..., None], separator, rows)
         table = torch.where(positions <= lengths[:, None], 0, -1)
         layout = model.history_layout(inverse.view_as(history), batch.mask[:, -model.max_history:], table)
@@ -377,14 +365,6 @@ class IDGenRec(SequenceScheme):
         labels = model.target_labels(batch.targets)
         logits = model.seq2seq_logits(None, layout.attention_mask(), labels, inputs_embeds=inputs)
         return model.sequence_loss(logits, labels, batch)
-
-    def statistics(self) -> dict[str, Any]:
-        """Code statistics, the alternation log, how IDs were assigned and a few example IDs."""
-        texts = self.ctx.dataset.item_texts()
-        examples = {texts[i][:80]: self.vocab.decode(self.codes.codes[i].tolist())
-                    for i in range(min(EXAMPLE_IDS, len(texts)))}
-        return {**super().statistics(), "alternation": self.log, "id_assignment": self.assignment,
-                "example_ids": examples}
 
 
 def _padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

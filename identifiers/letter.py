@@ -67,12 +67,12 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
-from benchmark.config import ConfigError
+from benchmark.config import ConfigError, param
 from benchmark.splits import TrainData
-from identifiers.base import ItemCodes, code_statistics
 from identifiers.quantizers import RQVAE, RQVAEOutput, constrained_kmeans, level_codes
 from identifiers.registry import register
 from identifiers.tiger import TIGER, TIGERParams
+from recommenders.contracts import ItemCodes
 
 CLUSTER_SIZE_RANGE = (0.39, 2.34)
 """Cluster sizes of the diversity clustering relative to the mean size (LETTER: 10 and 60 of 25.6)."""
@@ -96,12 +96,12 @@ class LETTERParams(TIGERParams):
     latent_dim: must equal the CF encoder's width, the ``sasrec`` scheme's ``hidden`` [32 with their SASRec].
     """
 
-    latent_dim: int = 64
-    cf_weight: float = 0.01
-    diversity_weight: float = 1e-4
-    diversity_clusters: int = 10
-    temperature: float = 1.0
-    rqvae_loss: str = "released"
+    latent_dim: int = param(64, low=1)
+    cf_weight: float = param(0.01, low=0)
+    diversity_weight: float = param(1e-4, low=0)
+    diversity_clusters: int = param(10, low=1)
+    temperature: float = param(1.0, low=0, low_open=True, option=True)
+    rqvae_loss: str = param("released", choices=RQVAE_LOSSES)
 
 
 class ReleasedRQVAE(RQVAE):
@@ -210,8 +210,6 @@ class LETTER(TIGER):
 
     def tokenize(self, data: TrainData) -> ItemCodes:
         p, ctx = self.params, self.ctx
-        if p.rqvae_loss not in RQVAE_LOSSES:
-            raise ConfigError(f"schemes.letter.rqvae_loss '{p.rqvae_loss}': choose from {', '.join(RQVAE_LOSSES)}")
         cf = ctx.cf_encoder(data).item_embeddings().detach().float()
         if cf.shape[1] != p.latent_dim:
             raise ConfigError(f"schemes.letter.latent_dim is {p.latent_dim} but the CF encoder (sasrec hidden) has "
@@ -222,13 +220,16 @@ class LETTER(TIGER):
         train = torch.as_tensor(train_items)
         batches = -(-len(train_items) // p.rqvae_batch_size)
         regularizers = Regularizers(cf[train].to(ctx.device), p, batches, ctx.seed)
-        self.rqvae, self.fit_report = self.fit_rqvae(embeddings[train], p.latent_dim, regularizers,
-                                                      (regularizers.cf,))
-        raw = self.rqvae.encode(embeddings)
-        self.reference = self.tiger_reference(embeddings, train)
-        reassigned, self.reassigned_items = self.reassign_collisions(raw, embeddings)
+        rqvae, report = self.fit_rqvae(embeddings[train], p.latent_dim, regularizers, (regularizers.cf,))
+        raw = rqvae.encode(embeddings)
+        reference = self.tiger_reference(embeddings, train)
+        reassigned, reassigned_items = self.reassign_collisions(rqvae, raw, embeddings)
         codes = level_codes(reassigned, p.codebook_size, extra_level=False)
         codes.raw_codes = raw + torch.arange(p.n_levels) * p.codebook_size
+        last = report.history[-1] if report.history else {}
+        codes.details.update(self.rqvae_statistics(report), reassigned_items=reassigned_items,
+                             tiger_reference=reference, rqvae_collaborative_loss=last.get("collaborative"),
+                             rqvae_diversity_loss=last.get("diversity"))
         return codes
 
     def rqvae_class(self) -> type[RQVAE]:
@@ -238,19 +239,14 @@ class LETTER(TIGER):
     def tiger_reference(self, embeddings: torch.Tensor, train: torch.Tensor) -> dict[str, Any]:
         """Collision rate and codebook usage of the same RQ-VAE trained without L_CF and L_Div."""
         rqvae, _ = self.fit_rqvae(embeddings[train], self.params.latent_dim)
-        stats = code_statistics(level_codes(rqvae.encode(embeddings), self.params.codebook_size, extra_level=False))
+        stats = level_codes(rqvae.encode(embeddings), self.params.codebook_size, extra_level=False).statistics()
         return {key: stats[key] for key in ("collision_rate_before_dedup", "codebook_usage_per_level")}
 
     @torch.no_grad()
-    def reassign_collisions(self, raw: torch.Tensor, embeddings: torch.Tensor) -> tuple[torch.Tensor, int]:
+    def reassign_collisions(self, rqvae: RQVAE, raw: torch.Tensor,
+                            embeddings: torch.Tensor) -> tuple[torch.Tensor, int]:
         """:func:`reassign_last_level` with the trained RQ-VAE's last residuals and codebook."""
-        self.rqvae.eval()
-        out = self.rqvae(embeddings.to(next(self.rqvae.parameters()).device))
-        codebook = self.rqvae.quantizer.codebooks[-1].detach().cpu().numpy()
+        rqvae.eval()
+        out = rqvae(embeddings.to(next(rqvae.parameters()).device))
+        codebook = rqvae.quantizer.codebooks[-1].detach().cpu().numpy()
         return reassign_last_level(raw, out.residuals[-1].cpu().numpy(), codebook)
-
-    def statistics(self) -> dict[str, Any]:
-        last = self.fit_report.history[-1] if self.fit_report.history else {}
-        return {**super().statistics(), "reassigned_items": self.reassigned_items,
-                "tiger_reference": self.reference,
-                "rqvae_collaborative_loss": last.get("collaborative"), "rqvae_diversity_loss": last.get("diversity")}

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import torch
 
+from benchmark.batches import HistoryBatch
 from benchmark.splits import TrainData
-from identifiers.base import Scheme
+from identifiers.base import BaselineScheme
 from identifiers.registry import register
-from recommenders.base import HistoryBatch, Recommender
+from recommenders.base import Recommender
 
 
 class Popularity(Recommender):
@@ -26,12 +27,11 @@ class Popularity(Recommender):
 
 
 @register("pop")
-class Pop(Scheme):
+class Pop(BaselineScheme):
     """Most-popular items; the floor every scheme should clear."""
 
-    paradigm = "baseline"
     citation = "Popularity ranking (standard non-personalised baseline)."
     uses_backbone = False
 
-    def build(self, data: TrainData) -> Recommender:
+    def recommender(self, data: TrainData) -> Recommender:
         return Popularity(data.n_items)

@@ -13,8 +13,6 @@ quantizer once per settings and training vectors and keeps it in the run's cache
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, replace
@@ -23,11 +21,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 from vector_quantize_pytorch import ResidualVQ
 
-from identifiers.base import ItemCodes, RunContext
-from recommenders.trainer import check_finite
+from benchmark.hashing import content_key
+from identifiers.base import RunContext
+from recommenders.contracts import ItemCodes
+from recommenders.trainer import train_epochs
 
 
 @dataclass(frozen=True)
@@ -164,28 +163,21 @@ class RQVAE(Quantizer):
         self.train()
         with torch.no_grad():
             self.quantizer(self.encoder(x))
-        optimizer = _optimizer(cfg, self.parameters())
         report = FitReport(n_vectors=len(x))
-        bar = tqdm(range(cfg.epochs), desc="rq-vae", disable=not progress, leave=False)
-        for _ in bar:
-            totals: dict[str, float] = {}
-            order = torch.randperm(len(x), generator=generator).to(device)
-            for index in order.split(cfg.batch_size):
-                batch = x[index]
-                out = self(batch)
-                terms = self.loss_terms(batch, out)
-                if extra_loss_fn is not None:
-                    terms.update(extra_loss_fn(self, out, index))
-                loss = torch.stack(list(terms.values())).sum()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                for name, value in terms.items():
-                    totals[name] = totals.get(name, 0.0) + float(value.detach()) * len(index)
-            epoch = {name: value / len(x) for name, value in totals.items()}
-            report.history.append(epoch)
-            check_finite(sum(epoch.values()), "rq-vae", len(report.history), "its learning rate (rqvae_lr)")
-            bar.set_postfix(loss=f"{sum(epoch.values()):.4f}")
+
+        def batches():
+            for index in torch.randperm(len(x), generator=generator).to(device).split(cfg.batch_size):
+                yield len(index), index
+
+        def loss_terms(index: torch.Tensor) -> dict[str, torch.Tensor]:
+            out = self(x[index])
+            terms = self.loss_terms(x[index], out)
+            if extra_loss_fn is not None:
+                terms.update(extra_loss_fn(self, out, index))
+            return terms
+
+        report.history = train_epochs(_optimizer(cfg, self.parameters()), cfg.epochs, batches, loss_terms, "rq-vae",
+                                      "its learning rate (rqvae_lr)", progress)
         report.final = self.evaluate(x)
         report.seconds = time.perf_counter() - start
         return report
@@ -220,12 +212,8 @@ def fit_key(name: str, settings: dict[str, Any], cfg: FitConfig, tensors: Sequen
     """Cache key of a fitted quantizer: everything that determines its weights, i.e. ``name`` (its class), its
     constructor ``settings``, the fit config (seed included) and the ``tensors`` it is trained on (the vectors,
     and whatever an extra loss reads), so that other settings or other data never reuse stale weights."""
-    blob = json.dumps({"quantizer": name, "settings": settings, "fit": asdict(cfg)}, sort_keys=True)
-    digest = hashlib.sha256(blob.encode())
-    for tensor in tensors:
-        digest.update(repr(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
+    return content_key({"quantizer": name, "settings": settings, "fit": asdict(cfg)},
+                       [tensor.detach().to("cpu", torch.float32) for tensor in tensors])
 
 
 def cached_fit(ctx: RunContext, kind: str, quantizer: Quantizer, settings: dict[str, Any], cfg: FitConfig,
@@ -291,6 +279,10 @@ def _mlp(dims: list[int]) -> nn.Sequential:
 def _sq_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Squared Euclidean distance over the last dimension, averaged over every other dimension."""
     return (a - b).pow(2).sum(dim=-1).mean()
+
+
+RQVAE_OPTIMIZERS = ("adam", "adagrad")
+"""Optimizers of :meth:`RQVAE.fit` (``FitConfig.optimizer``)."""
 
 
 def _optimizer(cfg: FitConfig, parameters) -> torch.optim.Optimizer:

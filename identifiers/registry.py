@@ -1,5 +1,6 @@
 """Schemes by name. A module under ``identifiers/`` registers its class with ``@register``; every module
-of the package is imported on first lookup, so adding a scheme means adding one file."""
+of the package (schemes and the machinery beside them) is imported on first lookup, so adding a scheme means
+adding one file."""
 from __future__ import annotations
 
 import importlib
@@ -9,7 +10,6 @@ import identifiers
 from identifiers.base import Scheme
 
 _REGISTRY: dict[str, type[Scheme]] = {}
-_INFRASTRUCTURE = {"base", "registry", "encoders", "quantizers"}
 
 
 def register(name: str):
@@ -27,7 +27,7 @@ def register(name: str):
 
 def _discover() -> None:
     for module in pkgutil.iter_modules(identifiers.__path__):
-        if module.name not in _INFRASTRUCTURE and not module.name.startswith("_"):
+        if not module.name.startswith("_"):
             importlib.import_module(f"identifiers.{module.name}")
 
 

@@ -7,17 +7,16 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from benchmark.splits import TrainData
-from identifiers.base import Scheme
+from identifiers.base import BaselineScheme
 from identifiers.registry import register
 from recommenders.base import Recommender
 from recommenders.sasrec import SASRec, SASRecParams
 
 
 @register("sasrec")
-class SASRecScheme(Scheme):
+class SASRecScheme(BaselineScheme):
     """Item-ID sequential baseline; its trained model is also the CF encoder of E4SRec, LETTER and SETRec."""
 
-    paradigm = "baseline"
     citation = "Kang & McAuley, Self-Attentive Sequential Recommendation, ICDM 2018."
     Params = SASRecParams
     uses_backbone = False
@@ -25,5 +24,5 @@ class SASRecScheme(Scheme):
     train_profiles = {"smoke": {"epochs": 15, "lr": 0.005, "patience": 15}, "quick": {"epochs": 60, "patience": 5},
                       "paper": {"epochs": 300, "patience": 20}}
 
-    def build(self, data: TrainData) -> Recommender:
+    def recommender(self, data: TrainData) -> Recommender:
         return SASRec(data.n_items, self.ctx.config.max_history, SASRecParams(**asdict(self.params)))

@@ -31,15 +31,16 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
+from benchmark.config import param
 from benchmark.data.dataset import Dataset
 from benchmark.splits import TrainData
-from identifiers.base import ItemCodes, RunContext, SequenceScheme
+from identifiers.base import SequenceScheme
 from identifiers.registry import register
+from recommenders.contracts import ItemCodes
 
 UNKNOWN = "<unknown>"
 
@@ -56,7 +57,7 @@ class SemIDParams:
     """
 
     drop_shared_root: bool = True
-    beam_size: int = 20
+    beam_size: int = param(20, low=1, option=True)
 
 
 @register("semid")
@@ -67,10 +68,6 @@ class SemID(SequenceScheme):
                 "SIGIR-AP 2023 (semantic indexing, SemID).")
     Params = SemIDParams
     train_profiles = {"quick": {"epochs": 20}}
-
-    def __init__(self, params: dict[str, Any], ctx: RunContext) -> None:
-        super().__init__(params, ctx)
-        self.path_stats: dict[str, Any] = {}
 
     def not_applicable(self, dataset: Dataset) -> str | None:
         if not dataset.has_categories:
@@ -103,7 +100,7 @@ class SemID(SequenceScheme):
             codes[item, len(ids)] = len(nodes) + int(leaf_index[item])
         per_path = np.array([len(items) for items in members.values()])
         lengths = np.array([len(path) for path in paths])
-        self.path_stats = {
+        details = {
             "path_tokens": len(nodes),
             "path_tokens_per_level": [int(n) for _, n in sorted(Counter(d for d, _ in nodes).items())],
             "leaf_tokens": leaf_tokens,
@@ -115,10 +112,7 @@ class SemID(SequenceScheme):
             "unknown_path_items": sum(path == (UNKNOWN,) for path in paths),
             "tokenize_seconds": time.perf_counter() - start,
         }
-        return ItemCodes(codes=codes, vocab_size=len(nodes) + leaf_tokens, raw_codes=raw)
-
-    def statistics(self) -> dict[str, Any]:
-        return {**super().statistics(), **self.path_stats}
+        return ItemCodes(codes=codes, vocab_size=len(nodes) + leaf_tokens, raw_codes=raw, details=details)
 
 
 def item_paths(categories: list[tuple[str, ...]], drop_shared_root: bool) -> list[tuple[str, ...]]:

@@ -26,11 +26,12 @@ from dataclasses import dataclass
 
 import torch
 
-from benchmark.config import ConfigError
+from benchmark.config import ConfigError, param
 from benchmark.splits import TrainData
-from identifiers.base import ItemTokenSets, SetScheme
+from identifiers.base import SetScheme
 from identifiers.encoders import ENCODERS, item_embeddings
 from identifiers.registry import register
+from recommenders.contracts import ItemTokenSets
 
 
 @dataclass
@@ -60,16 +61,20 @@ class SETRecParams:
         (ablation "w/o SA", Sec. 4.3.1) [True].
     """
 
-    n_semantic: int = 2
-    alpha: float = 0.7
-    beta_grid: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
-    semantic_layers: tuple[int, ...] = (512, 256, 128)
-    semantic_dropout: float = 0.0
-    semantic_encoder: str = "auto"
+    n_semantic: int = param(2, low=1)
+    alpha: float = param(0.7, low=0, option=True)
+    beta_grid: tuple[float, ...] = param((0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0), low=0, option=True)
+    semantic_layers: tuple[int, ...] = param((512, 256, 128), low=1, option=True)
+    semantic_dropout: float = param(0.0, low=0, high=1, high_open=True, option=True)
+    semantic_encoder: str = param("auto", choices=ENCODERS)
     use_cf: bool = True
     use_semantic: bool = True
-    learnable_queries: bool = True
-    sparse_mask: bool = True
+    learnable_queries: bool = param(True, option=True)
+    sparse_mask: bool = param(True, option=True)
+
+    def check(self) -> None:
+        if not (self.use_cf or self.use_semantic):
+            raise ConfigError("use_cf and use_semantic cannot both be false")
 
 
 @register("setrec")
@@ -86,13 +91,6 @@ class SETRec(SetScheme):
 
     def tokenize(self, data: TrainData) -> ItemTokenSets:
         params = self.params
-        if not (params.use_cf or params.use_semantic):
-            raise ConfigError("schemes.setrec: use_cf and use_semantic cannot both be false")
-        if params.use_semantic and params.n_semantic < 1:
-            raise ConfigError(f"schemes.setrec: n_semantic must be at least 1, got {params.n_semantic}")
-        if params.semantic_encoder not in ENCODERS:
-            raise ConfigError(f"schemes.setrec: unknown semantic_encoder '{params.semantic_encoder}'; "
-                              f"choose from {', '.join(ENCODERS)}")
         cf = None
         if params.use_cf:
             cf = self.ctx.cf_encoder(data).item_embeddings().detach().to("cpu", torch.float32).clone()

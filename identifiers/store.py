@@ -69,19 +69,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.decomposition import PCA
-from tqdm import tqdm
 from transformers import T5ForConditionalGeneration
 
-from benchmark.config import ConfigError
+from benchmark.batches import HistoryBatch
+from benchmark.config import param
 from benchmark.splits import TrainData
-from identifiers.base import ItemCodes, SequenceScheme, code_table
+from identifiers.base import SequenceScheme
 from identifiers.quantizers import level_codes, residual_kmeans
 from identifiers.registry import register
 from recommenders.backbones import EOS_ID, PAD_ID, add_tokens, build_t5, new_token_offset
-from recommenders.base import HistoryBatch, Recommender
+from recommenders.base import Recommender
+from recommenders.contracts import ItemCodes, code_table
 from recommenders.decoding import beam_search
 from recommenders.sequence import IGNORE_INDEX, GenerativeRecommender, SequenceOptions
-from recommenders.trainer import check_finite
+from recommenders.trainer import train_epochs
 
 DISCRETIZERS = ("residual", "per_position")
 ACCURACY_ITEMS = 1000
@@ -112,18 +113,18 @@ class STOREParams:
         suite's setting for every sequence scheme].
     """
 
-    n_tokens: int = 3
-    codebook_size: int = 64
-    pca_dim: int = 32
-    text_max_tokens: int = 48
-    tokenizer_epochs: int = 20
-    tokenizer_lr: float = 1e-3
-    tokenizer_batch_size: int = 64
-    text_to_token_weight: float = 1.0
-    token_to_text_weight: float = 1.0
-    item_task_items: int = 64
-    discretizer: str = "residual"
-    beam_size: int = 20
+    n_tokens: int = param(3, low=1)
+    codebook_size: int = param(64, low=1)
+    pca_dim: int = param(32, low=1)
+    text_max_tokens: int = param(48, low=1)
+    tokenizer_epochs: int = param(20, low=0)
+    tokenizer_lr: float = param(1e-3, low=0, low_open=True)
+    tokenizer_batch_size: int = param(64, low=1)
+    text_to_token_weight: float = param(1.0, low=0)
+    token_to_text_weight: float = param(1.0, low=0)
+    item_task_items: int = param(64, low=1)
+    discretizer: str = param("residual", choices=DISCRETIZERS)
+    beam_size: int = param(20, low=1, option=True)
 
 
 class ItemTexts:
@@ -187,6 +188,11 @@ class STORERecommender(GenerativeRecommender):
                                                         labels=self.texts.labels[items]).loss
         return loss
 
+    def identifier_statistics(self) -> dict[str, Any]:
+        """How well the trained backbone maps item text to the item's code (first :data:`ACCURACY_ITEMS`)."""
+        items = torch.arange(min(ACCURACY_ITEMS, self.n_items), device=self.texts.input_ids.device)
+        return {"text_to_token_accuracy": self.text_to_token_accuracy(items)}
+
     @torch.no_grad()
     def text_to_token_accuracy(self, items: torch.Tensor) -> float:
         """Share of ``items`` whose code the backbone generates first from the item text (constrained)."""
@@ -214,34 +220,24 @@ class STORE(SequenceScheme):
     }
     train_profiles = {"quick": {"epochs": 15}}
 
-    def _check(self) -> None:
-        p = self.params
-        if p.discretizer not in DISCRETIZERS:
-            raise ConfigError(f"schemes.store.discretizer '{p.discretizer}': choose from {', '.join(DISCRETIZERS)}")
-        for name in ("n_tokens", "codebook_size", "pca_dim", "text_max_tokens", "tokenizer_batch_size"):
-            if getattr(p, name) < 1:
-                raise ConfigError(f"schemes.store.{name} must be at least 1, got {getattr(p, name)}")
-
-    def build(self, data: TrainData) -> Recommender:
-        self._check()
+    def two_stage(self, data: TrainData) -> tuple[ItemCodes, Recommender]:
+        """Stage 1 trains the backbone as dense tokenizer and discretises its tokens; stage 2's recommender is the
+        same backbone with the codes' tokens added."""
         p, ctx = self.params, self.ctx
         vocab = ctx.text_vocabulary()
-        self.texts = ItemTexts(vocab.encode(ctx.dataset.item_texts(), p.text_max_tokens), ctx.device)
+        texts = ItemTexts(vocab.encode(ctx.dataset.item_texts(), p.text_max_tokens), ctx.device)
         torch.manual_seed(ctx.seed)
         model = build_t5(ctx.config.backbone, new_tokens=p.n_tokens, text_vocab_size=vocab.size).to(ctx.device)
         train_items = torch.as_tensor(np.flatnonzero(data.item_counts() > 0), device=ctx.device)
-        tokenizer = DenseTokenizer(model, self.texts, p.n_tokens)
-        self.stage = {"reconstruction_losses": self.train_tokenizer(tokenizer, train_items)}
-        self.codes = self.discretize(tokenizer, train_items)
-        add_tokens(model, self.codes.vocab_size)
-        self.model = STORERecommender(self.codes, model, ctx.config.max_history,
-                                      self.sequence_options(), self.texts,
-                                      (p.text_to_token_weight, p.token_to_text_weight), p.item_task_items)
-        return self.model
-
-    def tokenize(self, data: TrainData) -> ItemCodes:
-        """The discrete codes of the tokenization stage (set by :meth:`build`)."""
-        return self.codes
+        tokenizer = DenseTokenizer(model, texts, p.n_tokens)
+        start = time.perf_counter()
+        losses = self.train_tokenizer(tokenizer, train_items)
+        seconds = time.perf_counter() - start
+        codes = self.discretize(tokenizer, texts, train_items)
+        codes.details.update(reconstruction_losses=losses, tokenizer_fit_s=seconds)
+        add_tokens(model, codes.vocab_size)
+        return codes, STORERecommender(codes, model, ctx.config.max_history, self.sequence_options(), texts,
+                                       (p.text_to_token_weight, p.token_to_text_weight), p.item_task_items)
 
     def train_tokenizer(self, tokenizer: DenseTokenizer, items: torch.Tensor) -> list[float]:
         """Train dense tokenizer + token-to-text reconstruction on the training items; mean loss per epoch."""
@@ -249,27 +245,22 @@ class STORE(SequenceScheme):
         optimizer = torch.optim.AdamW(tokenizer.model.parameters(), lr=p.tokenizer_lr)
         generator = torch.Generator().manual_seed(ctx.seed)
         tokenizer.model.train()
-        losses = []
-        start = time.perf_counter()
-        for epoch in tqdm(range(p.tokenizer_epochs), desc="store tokenizer", disable=not ctx.progress, leave=False):
-            total = 0.0
+
+        def batches():
             for index in torch.randperm(len(items), generator=generator).split(p.tokenizer_batch_size):
-                loss = tokenizer.reconstruction_loss(items[index.to(items.device)])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach()) * len(index)
-            losses.append(total / len(items))
-            check_finite(losses[-1], "store tokenizer", epoch + 1, "schemes.store.tokenizer_lr")
-        self.tokenizer_seconds = time.perf_counter() - start
-        return losses
+                yield len(index), items[index.to(items.device)]
+
+        history = train_epochs(optimizer, p.tokenizer_epochs, batches,
+                               lambda batch: {"reconstruction": tokenizer.reconstruction_loss(batch)},
+                               "store tokenizer", "schemes.store.tokenizer_lr", ctx.progress)
+        return [epoch["reconstruction"] for epoch in history]
 
     @torch.no_grad()
-    def discretize(self, tokenizer: DenseTokenizer, train_items: torch.Tensor) -> ItemCodes:
+    def discretize(self, tokenizer: DenseTokenizer, texts: ItemTexts, train_items: torch.Tensor) -> ItemCodes:
         """PCA + k-means of the dense tokens, fitted on the training items; every item's nearest clusters."""
         p, ctx = self.params, self.ctx
         tokenizer.model.eval()
-        n_items = len(self.texts.input_ids)
+        n_items = len(texts.input_ids)
         dense = torch.cat([tokenizer.dense(chunk) for chunk in torch.arange(n_items, device=ctx.device).split(256)])
         dense = dense.float().cpu().numpy()
         train = train_items.cpu().numpy()
@@ -280,11 +271,6 @@ class STORE(SequenceScheme):
             raw = np.concatenate([residual_kmeans(_pca(dense[:, position], train, p.pca_dim, ctx.seed), train, 1,
                                                   p.codebook_size, ctx.seed) for position in range(p.n_tokens)], axis=1)
         return level_codes(torch.as_tensor(raw), p.codebook_size, extra_level=False)
-
-    def statistics(self) -> dict[str, Any]:
-        items = torch.arange(min(ACCURACY_ITEMS, self.codes.n_items), device=self.ctx.device)
-        return {**super().statistics(), **self.stage, "tokenizer_fit_s": self.tokenizer_seconds,
-                "text_to_token_accuracy": self.model.text_to_token_accuracy(items)}
 
 
 def _pca(x: np.ndarray, fit_rows: np.ndarray, dim: int, seed: int) -> np.ndarray:

@@ -20,11 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmark.config import param
 from benchmark.splits import TrainData
-from identifiers.base import ItemCodes, SequenceScheme
-from identifiers.encoders import item_embeddings
-from identifiers.quantizers import RQVAE, ExtraLossFn, FitConfig, FitReport, cached_fit, level_codes
+from identifiers.base import SequenceScheme
+from identifiers.encoders import ENCODERS, item_embeddings
+from identifiers.quantizers import RQVAE, RQVAE_OPTIMIZERS, ExtraLossFn, FitConfig, FitReport, cached_fit, level_codes
 from identifiers.registry import register
+from recommenders.contracts import ItemCodes
 
 
 @dataclass
@@ -54,20 +56,20 @@ class TIGERParams:
         :func:`recommenders.sequence.user_bucket`), 0 = none. Paper: 2,000.
     """
 
-    encoder: str = "auto"
-    latent_dim: int = 32
-    hidden_dims: tuple[int, ...] = (512, 256, 128)
-    n_levels: int = 3
-    codebook_size: int = 64
-    rqvae_epochs: int = 300
-    rqvae_batch_size: int = 128
-    rqvae_lr: float = 1e-3
-    rqvae_optimizer: str = "adam"
-    beta: float = 0.25
+    encoder: str = param("auto", choices=ENCODERS)
+    latent_dim: int = param(32, low=1)
+    hidden_dims: tuple[int, ...] = param((512, 256, 128), low=1)
+    n_levels: int = param(3, low=1)
+    codebook_size: int = param(64, low=2)
+    rqvae_epochs: int = param(300, low=0)
+    rqvae_batch_size: int = param(128, low=1)
+    rqvae_lr: float = param(1e-3, low=0, low_open=True)
+    rqvae_optimizer: str = param("adam", choices=RQVAE_OPTIMIZERS)
+    beta: float = param(0.25, low=0)
     kmeans_init: bool = True
-    kmeans_iters: int = 10
-    beam_size: int = 20
-    user_tokens: int = 2000
+    kmeans_iters: int = param(10, low=1)
+    beam_size: int = param(20, low=1, option=True)
+    user_tokens: int = param(2000, low=0, option=True)
 
 
 @register("tiger")
@@ -103,13 +105,14 @@ class TIGER(SequenceScheme):
 
     def tokenize(self, data: TrainData) -> ItemCodes:
         embeddings, train_items = self.content_embeddings(data)
-        self.rqvae, self.fit_report = self.fit_rqvae(embeddings[train_items], self.params.latent_dim)
-        return level_codes(self.rqvae.encode(embeddings), self.params.codebook_size, extra_level=True)
+        rqvae, report = self.fit_rqvae(embeddings[train_items], self.params.latent_dim)
+        codes = level_codes(rqvae.encode(embeddings), self.params.codebook_size, extra_level=True)
+        codes.details.update(self.rqvae_statistics(report))
+        return codes
 
     def content_embeddings(self, data: TrainData) -> tuple[torch.Tensor, np.ndarray]:
         """Text embeddings of every item (cached) and the ids of the training items."""
         vectors = item_embeddings(self.ctx, self.params.encoder)
-        self.encoder_name = self.ctx.components["text_encoder"]["name"]
         return torch.from_numpy(vectors), np.flatnonzero(data.item_counts() > 0)
 
     def rqvae_class(self) -> type[RQVAE]:
@@ -134,15 +137,14 @@ class TIGER(SequenceScheme):
                             lambda: rqvae.fit(x, fit, progress=ctx.progress, extra_loss_fn=extra_loss_fn))
         return rqvae, report
 
-    def statistics(self) -> dict[str, Any]:
-        """Code statistics plus the text encoder and the RQ-VAE's final losses on the training items."""
-        final = self.fit_report.final
+    def rqvae_statistics(self, report: FitReport) -> dict[str, Any]:
+        """The text encoder and the RQ-VAE's final losses on the training items, for the codes' details."""
+        final = report.final
         return {
-            **super().statistics(),
-            "text_encoder": self.encoder_name,
-            "rqvae_train_items": self.fit_report.n_vectors,
+            "text_encoder": self.ctx.components["text_encoder"]["name"],
+            "rqvae_train_items": report.n_vectors,
             "rqvae_reconstruction_loss": final["reconstruction"],
             "rqvae_quantization_loss": final["codebook"] + final["commitment"],
-            "rqvae_fit_s": self.fit_report.seconds,
-            "rqvae_loaded_from_cache": self.fit_report.loaded_from_cache,
+            "rqvae_fit_s": report.seconds,
+            "rqvae_loaded_from_cache": report.loaded_from_cache,
         }

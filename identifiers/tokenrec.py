@@ -8,11 +8,11 @@ continuous vector that is matched to items by nearest neighbour, so nothing is d
 Pipeline:
 
 * **CF representations**: LightGCN (He et al., SIGIR 2020; propagation ``E^(k+1) = A_hat E^(k)``, layer mean,
-  BPR) trained on the training interactions only (:mod:`recommenders.lightgcn`), giving every user and
+  BPR) trained on the training interactions only (:mod:`identifiers.lightgcn`), giving every user and
   item a ``lightgcn_dim`` vector; ``cf_model="mf"`` trains BPR-MF instead (the same BPR training with zero
   propagation layers). Cached on disk per training split, settings (``cf_model`` included, as the layer
   count) and seed.
-* **MQ-Tokenizers** (:mod:`recommenders.mq_tokenizer`): a representation ``x`` is masked element-wise with
+* **MQ-Tokenizers** (:mod:`identifiers.mq_tokenizer`): a representation ``x`` is masked element-wise with
   ratio rho, encoded by a K-way encoder into sub-vectors ``z_k``, each replaced by its nearest entry of
   codebook k (M entries; token k = its index), decoded K-to-1; loss ``||x - x_hat||^2 + sum_k
   (||sg[z_k] - e_k||^2 + beta ||z_k - sg[e_k]||^2)``. Two tokenizers with the same settings: the item
@@ -30,7 +30,7 @@ Pipeline:
 Users unseen in training (an empty training sequence, possible under the temporal split, or an id outside
 the training users): the paper tokenizes a new user's CF representation with the trained user tokenizer,
 without retraining; how that representation is obtained without retraining the CF model is left open. Our
-choice is LightGCN's fold-in (:func:`recommenders.lightgcn.fold_in`): ``e_u = sum_i e_i / sqrt(|N_u| |N_i|)``
+choice is LightGCN's fold-in (:func:`identifiers.lightgcn.fold_in`): ``e_u = sum_i e_i / sqrt(|N_u| |N_i|)``
 over the user's distinct history items that occur in training, one propagation step of the items' final
 representations, i.e. the layer mean of the user's layers 1..K+1. It is computed from the example's history
 when the user is scored and tokenized by the same user tokenizer; the history items need only their tokens.
@@ -75,15 +75,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.config import ConfigError
+from benchmark.batches import HistoryBatch
+from benchmark.config import param
 from benchmark.splits import TrainData
-from identifiers.base import Scheme, collision_rate, options_from_params
+from identifiers.base import SetScheme
+from identifiers.lightgcn import LightGCNConfig, fit_lightgcn, fold_in, item_degrees, lightgcn_cache_key
+from identifiers.mq_tokenizer import OPTIMIZERS, MQTokenizer
 from identifiers.quantizers import FitConfig, FitReport, cached_fit
 from identifiers.registry import register
 from recommenders.backbones import build_t5, new_token_offset
-from recommenders.base import HistoryBatch, Recommender
-from recommenders.lightgcn import LightGCNConfig, fit_lightgcn, fold_in, item_degrees, lightgcn_cache_key
-from recommenders.mq_tokenizer import OPTIMIZERS, MQTokenizer
+from recommenders.base import Recommender
+from recommenders.contracts import ItemTokenSets, codebook_usage, collision_rate
 
 CF_MODELS = ("lightgcn", "mf")
 ITEM_INPUTS = ("sequence", "sum")
@@ -122,29 +124,29 @@ class TokenRecParams:
     projection_dropout: dropout inside the output projection [0.2].
     """
 
-    cf_model: str = "lightgcn"
-    lightgcn_dim: int = 64
-    lightgcn_layers: int = 3
-    lightgcn_epochs: int = 200
-    lightgcn_lr: float = 0.001
-    lightgcn_reg: float = 1e-4
-    lightgcn_batch_size: int = 2048
-    n_codebooks: int = 3
-    codebook_size: int = 256
-    code_dim: int = 64
-    tokenizer_hidden: tuple[int, ...] = (128, 256)
-    mask_ratio: float = 0.1
-    beta: float = 0.25
-    tokenizer_epochs: int = 500
-    tokenizer_lr: float = 0.001
-    tokenizer_optimizer: str = "adamw"
-    tokenizer_batch_size: int = 512
+    cf_model: str = param("lightgcn", choices=CF_MODELS)
+    lightgcn_dim: int = param(64, low=1)
+    lightgcn_layers: int = param(3, low=0)
+    lightgcn_epochs: int = param(200, low=0)
+    lightgcn_lr: float = param(0.001, low=0, low_open=True)
+    lightgcn_reg: float = param(1e-4, low=0)
+    lightgcn_batch_size: int = param(2048, low=1)
+    n_codebooks: int = param(3, low=1)
+    codebook_size: int = param(256, low=2)
+    code_dim: int = param(64, low=1)
+    tokenizer_hidden: tuple[int, ...] = param((128, 256), low=1)
+    mask_ratio: float = param(0.1, low=0, high=1, high_open=True)
+    beta: float = param(0.25, low=0)
+    tokenizer_epochs: int = param(500, low=0)
+    tokenizer_lr: float = param(0.001, low=0, low_open=True)
+    tokenizer_optimizer: str = param("adamw", choices=OPTIMIZERS)
+    tokenizer_batch_size: int = param(512, low=1)
     user_tokens: bool = True
-    item_input: str = "sequence"
-    loss: str = "cosine"
-    temperature: float = 0.1
-    projection_hidden: int = 256
-    projection_dropout: float = 0.2
+    item_input: str = param("sequence", choices=ITEM_INPUTS, option=True)
+    loss: str = param("cosine", choices=LOSSES, option=True)
+    temperature: float = param(0.1, low=0, low_open=True, option=True)
+    projection_hidden: int = param(256, low=1, option=True)
+    projection_dropout: float = param(0.2, low=0, high=1, high_open=True, option=True)
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,14 @@ class UserTokenizer:
     tokenizer: MQTokenizer
     item_representations: torch.Tensor
     item_degrees: torch.Tensor
+
+
+@dataclass
+class TokenRecTokens(ItemTokenSets):
+    """TokenRec's identifiers: the set paradigm's discrete form (``codes`` ``[n_items, K]``, grounded in the
+    items' CF representations ``cf``) plus the users' tokens (``users``; None without ``user_tokens``)."""
+
+    users: UserTokenizer | None = None
 
 
 class TokenRecRecommender(Recommender):
@@ -264,14 +274,14 @@ class TokenRecRecommender(Recommender):
 
 
 @register("tokenrec")
-class TokenRec(Scheme):
+class TokenRec(SetScheme):
     """LightGCN (or MF) representations -> masked K-codebook tokens per item and per user -> T5 generative
     retrieval."""
 
-    paradigm = "set"
     citation = ("Qu, Fan, Zhao & Li, TokenRec: Learning to Tokenize ID for LLM-based Generative Recommendations, "
                 "arXiv:2406.10450, IEEE TKDE 2025.")
     Params = TokenRecParams
+    Options = TokenRecOptions
     profiles = {"smoke": {"lightgcn_dim": 16, "lightgcn_epochs": 5, "n_codebooks": 2, "codebook_size": 16,
                           "code_dim": 8, "tokenizer_hidden": (32,), "tokenizer_epochs": 5},
                 "quick": {},
@@ -280,20 +290,6 @@ class TokenRec(Scheme):
                       "quick": {"epochs": 20, "batch_size": 256, "lr": 0.001, "patience": 3},
                       "paper": {"epochs": 100, "lr": 0.001, "patience": 10}}
 
-    def _check(self) -> None:
-        params = self.params
-        for name, value, valid in (("cf_model", params.cf_model, CF_MODELS),
-                                   ("item_input", params.item_input, ITEM_INPUTS), ("loss", params.loss, LOSSES),
-                                   ("tokenizer_optimizer", params.tokenizer_optimizer, OPTIMIZERS)):
-            if value not in valid:
-                raise ConfigError(f"schemes.tokenrec: unknown {name} '{value}'; choose from {', '.join(valid)}")
-        if not isinstance(params.user_tokens, bool):
-            raise ConfigError(f"schemes.tokenrec: user_tokens must be true or false, got {params.user_tokens!r}")
-        if params.n_codebooks < 1 or params.codebook_size < 2:
-            raise ConfigError("schemes.tokenrec: n_codebooks must be at least 1 and codebook_size at least 2")
-        if not 0.0 <= params.mask_ratio < 1.0:
-            raise ConfigError(f"schemes.tokenrec: mask_ratio must lie in [0, 1), got {params.mask_ratio}")
-
     def lightgcn_config(self) -> LightGCNConfig:
         """The CF model's settings; ``cf_model="mf"`` is LightGCN with zero propagation layers (BPR-MF)."""
         params = self.params
@@ -301,8 +297,9 @@ class TokenRec(Scheme):
         return LightGCNConfig(dim=params.lightgcn_dim, layers=layers, epochs=params.lightgcn_epochs,
                               batch_size=params.lightgcn_batch_size, lr=params.lightgcn_lr, reg=params.lightgcn_reg)
 
-    def cf_representations(self, data: TrainData) -> tuple[torch.Tensor, torch.Tensor]:
-        """CF user and item representations of the training split, cached under ``lightgcn/``."""
+    def cf_representations(self, data: TrainData) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """CF user and item representations of the training split, cached under ``lightgcn/``, and how they were
+        made."""
         config = self.lightgcn_config()
 
         def train() -> dict[str, Any]:
@@ -310,9 +307,9 @@ class TokenRec(Scheme):
             return {"users": result.users, "items": result.items, "losses": result.losses, "seconds": result.seconds}
 
         state, cached = self.ctx.load_or_compute("lightgcn", lightgcn_cache_key(data, config, self.ctx.seed), train)
-        self.cf_report = {"final_bpr_loss": state["losses"][-1] if state["losses"] else None,
-                          "train_s": state.get("seconds"), "loaded_from_cache": cached}
-        return state["users"], state["items"]
+        report = {"final_bpr_loss": state["losses"][-1] if state["losses"] else None,
+                  "train_s": state.get("seconds"), "loaded_from_cache": cached}
+        return state["users"], state["items"], report
 
     def fit_tokenizer(self, vectors: torch.Tensor, rows: torch.Tensor) -> tuple[MQTokenizer, FitReport]:
         """An MQ-Tokenizer fitted on ``vectors[rows]`` (on all rows when none is selected), or loaded from the
@@ -330,56 +327,41 @@ class TokenRec(Scheme):
                             lambda: tokenizer.fit(x, fit, self.ctx.progress))
         return tokenizer.cpu().eval(), report
 
-    def tokenize(self, data: TrainData) -> torch.Tensor:
-        """Every item's K tokens ``[n_items, K]``: CF item vectors through the item MQ-Tokenizer; with
-        ``user_tokens``, also fits the user MQ-Tokenizer (:attr:`users`)."""
-        self._check()
-        users, items = self.cf_representations(data)
-        self.item_representations = items
-        tokenizer, self.tokenizer_report = self.fit_tokenizer(items, torch.as_tensor(data.item_counts() > 0))
-        self.users = self.tokenize_users(data, users, items) if self.params.user_tokens else None
-        return tokenizer.encode(items)
-
-    def tokenize_users(self, data: TrainData, users: torch.Tensor, items: torch.Tensor) -> UserTokenizer:
-        """The user MQ-Tokenizer, fitted on and encoding the users with training interactions (-1 rows for the
-        others, who are folded in from their history when scored)."""
-        trained = torch.tensor([len(seq) > 0 for seq in data.sequences], dtype=torch.bool)
-        tokenizer, self.user_tokenizer_report = self.fit_tokenizer(users, trained)
-        codes = torch.full((len(users), self.params.n_codebooks), -1, dtype=torch.long)
-        codes[trained] = tokenizer.encode(users[trained])
-        return UserTokenizer(codes, tokenizer, items, torch.as_tensor(item_degrees(data)))
-
-    def build(self, data: TrainData) -> Recommender:
-        self.codes = self.tokenize(data)
+    def tokenize(self, data: TrainData) -> TokenRecTokens:
+        """Every item's K tokens ``[n_items, K]``: CF item vectors through the item MQ-Tokenizer, grounded in the
+        items' CF representations; with ``user_tokens``, also the users' tokens and the user MQ-Tokenizer."""
         params = self.params
-        options = options_from_params(TokenRecOptions, params)
-        torch.manual_seed(self.ctx.seed)
-        return TokenRecRecommender(self.codes, params.codebook_size, self.item_representations,
-                                   self.ctx.config.backbone, self.ctx.config.max_history, options, self.users)
-
-    def statistics(self) -> dict[str, Any]:
-        params = self.params
+        users, items, cf_report = self.cf_representations(data)
+        tokenizer, report = self.fit_tokenizer(items, torch.as_tensor(data.item_counts() > 0))
+        user_side, user_report = self.tokenize_users(data, users, items) if params.user_tokens else (None, None)
         tokens_per_side = params.n_codebooks * params.codebook_size
-        collisions = collision_rate(self.codes)
-        stats: dict[str, Any] = {
-            "new_tokens": tokens_per_side * (2 if self.users is not None else 1),
-            "item_new_tokens": tokens_per_side, "code_length_max": params.n_codebooks,
-            "collision_rate_before_dedup": collisions, "collision_rate_after_dedup": collisions,
-            "codebook_usage_per_level": codebook_usage(self.codes, params.codebook_size),
-            "lightgcn": {**asdict(self.lightgcn_config()), "cf_model": params.cf_model, **self.cf_report},
-            "tokenizer_final": self.tokenizer_report.final,
-            "tokenizer_loaded_from_cache": self.tokenizer_report.loaded_from_cache}
-        if self.users is not None:
-            codes = self.users.codes[(self.users.codes >= 0).all(dim=1)]
-            stats["users"] = {
-                "new_tokens": tokens_per_side, "tokenized": len(codes), "folded_in": len(self.users.codes) - len(codes),
+        details: dict[str, Any] = {
+            "new_tokens": tokens_per_side * (2 if user_side is not None else 1), "item_new_tokens": tokens_per_side,
+            "lightgcn": {**asdict(self.lightgcn_config()), "cf_model": params.cf_model, **cf_report},
+            "tokenizer_final": report.final, "tokenizer_loaded_from_cache": report.loaded_from_cache}
+        if user_side is not None:
+            codes = user_side.codes[(user_side.codes >= 0).all(dim=1)]
+            details["users"] = {
+                "new_tokens": tokens_per_side, "tokenized": len(codes), "folded_in": len(user_side.codes) - len(codes),
                 "collision_rate": collision_rate(codes) if len(codes) else 0.0,
                 "codebook_usage_per_level": codebook_usage(codes, params.codebook_size),
-                "tokenizer_final": self.user_tokenizer_report.final,
-                "tokenizer_loaded_from_cache": self.user_tokenizer_report.loaded_from_cache}
-        return stats
+                "tokenizer_final": user_report.final, "tokenizer_loaded_from_cache": user_report.loaded_from_cache}
+        return TokenRecTokens(cf=items, semantic=None, codes=tokenizer.encode(items).long(),
+                              codebook_size=params.codebook_size, details=details, users=user_side)
 
+    def tokenize_users(self, data: TrainData, users: torch.Tensor,
+                       items: torch.Tensor) -> tuple[UserTokenizer, FitReport]:
+        """The user MQ-Tokenizer, fitted on and encoding the users with training interactions (-1 rows for the
+        others, who are folded in from their history when scored), and its fit report."""
+        trained = torch.tensor([len(seq) > 0 for seq in data.sequences], dtype=torch.bool)
+        tokenizer, report = self.fit_tokenizer(users, trained)
+        codes = torch.full((len(users), self.params.n_codebooks), -1, dtype=torch.long)
+        codes[trained] = tokenizer.encode(users[trained])
+        return UserTokenizer(codes, tokenizer, items, torch.as_tensor(item_degrees(data))), report
 
-def codebook_usage(codes: torch.Tensor, codebook_size: int) -> list[float]:
-    """Share of the ``codebook_size`` entries of each codebook that ``codes`` ``[n, K]`` use."""
-    return [float(len(torch.unique(codes[:, k])) / codebook_size) for k in range(codes.shape[1])]
+    def recommender(self, identifiers: TokenRecTokens) -> Recommender:
+        """TokenRec's own recommender: user and item tokens in, one generated CF-space vector out."""
+        torch.manual_seed(self.ctx.seed)
+        return TokenRecRecommender(identifiers.codes, identifiers.codebook_size, identifiers.cf,
+                                   self.ctx.config.backbone, self.ctx.config.max_history, self.options(),
+                                   identifiers.users)

@@ -1,40 +1,14 @@
 """The recommender contract shared by baselines and all three identifier paradigms."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable
 
-import numpy as np
 import torch
 from torch import nn
 
-from benchmark.splits import PAD, Examples, Split, TrainData
-
-
-@dataclass
-class HistoryBatch:
-    """A batch of examples on a device: ``items[b]`` left-padded (pads are 0 where ``mask`` is False)."""
-
-    users: torch.Tensor
-    items: torch.Tensor
-    mask: torch.Tensor
-    targets: torch.Tensor
-
-    @classmethod
-    def from_examples(cls, examples: Examples, index: np.ndarray, device: torch.device | str) -> "HistoryBatch":
-        hist = torch.as_tensor(examples.histories[index], device=device)
-        mask = hist != PAD
-        return cls(users=torch.as_tensor(examples.users[index], device=device),
-                   items=hist.clamp_min(0), mask=mask,
-                   targets=torch.as_tensor(examples.targets[index], device=device))
-
-
-def iterate(examples: Examples, batch_size: int, device: torch.device | str,
-            rng: np.random.Generator | None = None) -> Iterator[HistoryBatch]:
-    """Batches over ``examples``, shuffled when ``rng`` is given."""
-    order = rng.permutation(len(examples)) if rng is not None else np.arange(len(examples))
-    for start in range(0, len(order), batch_size):
-        yield HistoryBatch.from_examples(examples, order[start:start + batch_size], device)
+from benchmark.batches import HistoryBatch
+from benchmark.evaluate import EvaluationResult
+from benchmark.splits import Examples, TrainData
 
 
 class Recommender(nn.Module):
@@ -77,6 +51,12 @@ class Recommender(nn.Module):
         """What ranking did since the last reset, for the run record (e.g. invalid generations)."""
         return {}
 
-    def select_on_validation(self, split: Split, evaluate_fn: Any) -> dict[str, Any]:
-        """Tune inference-time knobs on validation after training (default: none); returns what it chose."""
+    def identifier_statistics(self) -> dict[str, Any]:
+        """Statistics of the identifiers that only the trained model can tell (e.g. STORE's text-to-token
+        accuracy), added to the record's identifier statistics after training (default: none)."""
+        return {}
+
+    def select_on_validation(self, evaluate_valid: Callable[[Recommender], EvaluationResult]) -> dict[str, Any]:
+        """Tune inference-time knobs after training (default: none); returns what it chose. ``evaluate_valid``
+        ranks validation examples only (test examples never reach a model before its final evaluation)."""
         return {}

@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from identifiers.base import ItemVectors
+from benchmark.batches import HistoryBatch
 from recommenders.backbones import build_t5
-from recommenders.base import HistoryBatch, Recommender
+from recommenders.base import Recommender
+from recommenders.contracts import ItemVectors
 
 
 @dataclass(frozen=True)

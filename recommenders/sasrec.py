@@ -7,8 +7,6 @@ sampled negative; the full softmax is markedly stronger on Amazon data, so state
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -16,9 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark.batches import HistoryBatch
 from benchmark.config import TrainConfig
+from benchmark.hashing import content_key
 from benchmark.splits import Examples, TrainData, pad_left
-from recommenders.base import HistoryBatch, Recommender
+from recommenders.base import Recommender
 
 
 @dataclass(frozen=True)
@@ -103,9 +103,6 @@ def cf_cache_key(data: TrainData, dataset: str, split: str, seed: int, params: S
                  train: TrainConfig) -> str:
     """Cache key of a trained CF encoder: everything that determines its weights, the training sequences
     themselves included (so a re-generated or replaced dataset of the same name never reuses stale weights)."""
-    blob = json.dumps({"dataset": dataset, "split": split, "seed": seed, "n_items": data.n_items,
-                       "max_len": data.max_history, "params": asdict(params), "train": asdict(train)}, sort_keys=True)
-    digest = hashlib.sha256(blob.encode())
-    for seq in data.sequences:
-        digest.update(np.asarray(seq, dtype=np.int64).tobytes() + b"|")
-    return digest.hexdigest()[:16]
+    return content_key({"dataset": dataset, "split": split, "seed": seed, "n_items": data.n_items,
+                        "max_len": data.max_history, "params": asdict(params), "train": asdict(train)},
+                       [np.asarray(seq, dtype=np.int64) for seq in data.sequences])

@@ -14,18 +14,17 @@ lengths vary (see :func:`recommenders.decoding.code_sequences`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from transformers import T5ForConditionalGeneration
 
+from benchmark.batches import HistoryBatch
 from recommenders.backbones import EOS_ID, PAD_ID, build_t5, new_token_offset
-from recommenders.base import HistoryBatch, Recommender
+from recommenders.base import Recommender
+from recommenders.contracts import ItemCodes
 from recommenders.decoding import CodeTrie, beam_search
-
-if TYPE_CHECKING:
-    from identifiers.base import ItemCodes
 
 IGNORE_INDEX = -100
 

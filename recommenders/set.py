@@ -33,11 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark.batches import HistoryBatch
+from benchmark.evaluate import EvaluationResult
 from benchmark.metrics import metric_value
-from benchmark.splits import Split
-from identifiers.base import ItemTokenSets
 from recommenders.backbones import build_t5
-from recommenders.base import HistoryBatch, Recommender
+from recommenders.base import Recommender
+from recommenders.contracts import ItemTokenSets
 
 TRAINING_BETA = 1.0
 """Weight of the semantic scores while training (validation for early stopping), before beta is chosen."""
@@ -240,7 +241,7 @@ class SetRecommender(Recommender):
             loss = loss + self.options.alpha * F.mse_loss(reconstruction[seen].float(), self.semantic_inputs[seen])
         return loss
 
-    def select_on_validation(self, split: Split, evaluate_fn: Callable[[Recommender], Any]) -> dict[str, Any]:
+    def select_on_validation(self, evaluate_valid: Callable[[Recommender], EvaluationResult]) -> dict[str, Any]:
         """Choose beta of Eq. 7 on validation (first best in grid order); return it and the value per beta."""
         if not self.has_cf or self.tokens_per_item == 1:
             return {}
@@ -248,7 +249,7 @@ class SetRecommender(Recommender):
         best = None
         for beta in map(float, self.options.beta_grid):
             self.beta = beta
-            values[beta] = metric_value(self.options.selection_metric, evaluate_fn(self).ranks)
+            values[beta] = metric_value(self.options.selection_metric, evaluate_valid(self).ranks)
             if best is None or values[beta] > values[best]:
                 best = beta
         self.beta = best

@@ -11,7 +11,6 @@ Token ids follow T5's convention: 0 is the pad (and decoder start), 1 the end of
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import string
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from benchmark.hashing import content_key
 from recommenders.backbones import EOS_ID, PAD_ID, PRESETS, BackboneError
 
 SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")
@@ -84,10 +84,7 @@ def text_vocabulary(backbone: str, corpus: list[str], vocab_size: int, cache_dir
         except (OSError, ValueError) as error:
             raise BackboneError(f"backbone '{backbone}': no tokenizer loadable with from_pretrained: "
                                 f"{error}") from error
-    digest = hashlib.sha256(f"bpe:{vocab_size}".encode())
-    for text in corpus:
-        digest.update(text.encode() + b"\0")
-    path = cache_dir / "text_vocab" / f"{digest.hexdigest()[:16]}.json"
+    path = cache_dir / "text_vocab" / f"{content_key(f'bpe:{vocab_size}', corpus)}.json"
     if path.is_file():
         tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(path), pad_token="<pad>", eos_token="</s>",
                                             unk_token="<unk>")

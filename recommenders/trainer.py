@@ -12,7 +12,6 @@ cached component without moving the global random generators.
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import os
 import random
@@ -20,17 +19,19 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from benchmark.batches import iterate
 from benchmark.config import TrainConfig
 from benchmark.evaluate import evaluate
+from benchmark.hashing import content_key
 from benchmark.metrics import metric_value
 from benchmark.splits import Examples, TrainData
-from recommenders.base import Recommender, iterate
+from recommenders.base import Recommender
 
 
 class DivergenceError(RuntimeError):
@@ -58,6 +59,41 @@ def check_finite(value: float, what: str, epoch: int, knob: str, batch: int | No
     if not math.isfinite(value):
         at = f"in epoch {epoch}" if batch is None else f"at epoch {epoch}, batch {batch}"
         raise DivergenceError(f"{what}: the training loss is {value} {at}; it diverged: lower {knob}")
+
+
+Batches = Callable[[], Iterable[tuple[int, Any]]]
+"""A fresh pass over the training data: ``(rows, batch)`` pairs, ``rows`` weighting the batch's loss."""
+
+
+def train_epochs(optimizer: torch.optim.Optimizer, epochs: int, batches: Batches,
+                 loss_terms: Callable[[Any], dict[str, torch.Tensor]], what: str, knob: str, progress: bool,
+                 clip: tuple[float, Iterable[torch.nn.Parameter]] | None = None) -> list[dict[str, float]]:
+    """The epoch loop of every component trained before the recommender (RQ-VAE, MQ-Tokenizer, LightGCN, STORE's
+    tokenizer, IDGenRec's ID generator): for each epoch, one step per batch on the sum of ``loss_terms(batch)``
+    (gradient norm clipped to ``clip[0]`` over ``clip[1]`` when given), a progress bar named ``what``, and the
+    row-weighted mean of every term; a non-finite epoch loss raises :class:`DivergenceError` naming ``knob``.
+    Returns the per-epoch means."""
+    history: list[dict[str, float]] = []
+    bar = tqdm(range(epochs), desc=what, disable=not progress, leave=False)
+    for epoch in bar:
+        totals: dict[str, float] = {}
+        rows = 0
+        for size, batch in batches():
+            terms = loss_terms(batch)
+            loss = torch.stack(list(terms.values())).sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip is not None and clip[0] > 0:
+                torch.nn.utils.clip_grad_norm_(clip[1], clip[0])
+            optimizer.step()
+            for name, value in terms.items():
+                totals[name] = totals.get(name, 0.0) + float(value.detach()) * size
+            rows += size
+        history.append({name: value / max(1, rows) for name, value in totals.items()})
+        total = sum(history[-1].values())
+        check_finite(total, what, epoch + 1, knob)
+        bar.set_postfix(loss=f"{total:.4f}")
+    return history
 
 
 @dataclass
@@ -158,11 +194,8 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
 
 def fingerprint(model: torch.nn.Module) -> str:
     """A hash of every buffer of ``model`` (persistent or not), i.e. of the identifiers it was built on."""
-    digest = hashlib.sha256()
-    for name, buffer in sorted(model.named_buffers(), key=lambda item: item[0]):
-        digest.update(name.encode())
-        digest.update(buffer.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    buffers = sorted(model.named_buffers(), key=lambda item: item[0])
+    return content_key([name for name, _ in buffers], [buffer for _, buffer in buffers], length=64)
 
 
 def save_atomic(path: Path, state: dict) -> None:

@@ -25,9 +25,9 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmark.batches import HistoryBatch  # noqa: E402
 from benchmark.splits import PAD, Examples  # noqa: E402
-from identifiers.base import ItemCodes  # noqa: E402
-from recommenders.base import HistoryBatch  # noqa: E402
+from recommenders.contracts import ItemCodes  # noqa: E402
 from recommenders.decoding import (  # noqa: E402
     BeamResult,
     CodeTrie,

@@ -13,6 +13,7 @@ from benchmark.data.dataset import Dataset, build_dataset
 from benchmark.data.synthetic import SyntheticConfig, generate
 from benchmark.splits import Split, make_split
 from identifiers.base import RunContext
+from identifiers.registry import get_scheme
 
 
 def make_dataset(sequences: dict[str, list[str]], timestamps: dict[str, list[int]] | None = None,
@@ -54,4 +55,4 @@ def make_context(scheme: type, dataset: Dataset, cache_dir: Path, seed: int = 0,
     split = split or make_split(dataset, "loo", 10)
     return RunContext(config=resolve("synthetic", scheme, seed, "smoke", cli=dict(run)), dataset=dataset,
                       valid=split.valid, warm=split.warm, device=torch.device("cpu"), cache_dir=cache_dir,
-                      progress=False)
+                      progress=False, cf_config=resolve("synthetic", get_scheme("sasrec"), seed, "smoke"))

@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from identifiers.base import ItemCodes, code_table
 from recommenders.backbones import (
     EOS_ID,
     PAD_ID,
@@ -16,6 +15,7 @@ from recommenders.backbones import (
     check_backbone,
     new_token_offset,
 )
+from recommenders.contracts import ItemCodes, code_table
 from recommenders.sequence import GenerativeRecommender
 from recommenders.text import text_vocabulary
 

@@ -11,17 +11,17 @@ import torch
 from benchmark.config import ConfigError, resolve
 from benchmark.data.dataset import Dataset, build_dataset
 from benchmark.splits import TrainData, make_split
-from identifiers.base import ItemCodes, RunContext
+from identifiers.base import RunContext
 from identifiers.cid import CID, cooccurrence_graph
 from identifiers.registry import get_scheme
 from identifiers.semid import UNKNOWN, SemID, item_paths
+from recommenders.contracts import ItemCodes
 from tests.conftest import make_context
 
 
 def cid_codes(ctx: RunContext, data: TrainData, **params) -> tuple[CID, ItemCodes]:
     scheme = CID({**ctx.config.params, **params}, ctx)
-    scheme.codes = scheme.tokenize(data)
-    return scheme, scheme.codes
+    return scheme, scheme.tokenize(data)
 
 
 def assert_prefix_free(codes: ItemCodes) -> None:
@@ -63,7 +63,7 @@ def test_cid_separates_two_communities_and_codes_cold_items(small_synthetic: Dat
     assert len(set(isolated.tolist())) == 1 and int(isolated[0]) not in (int(first[0]), int(first[10]))
     assert_prefix_free(codes)
     assert codes.codes.shape == (23, 2) and int(codes.codes.min()) >= 0
-    stats = scheme.statistics()
+    stats = codes.statistics()
     assert stats["isolated_items"] == 3 and stats["levels"] == 1 and stats["clusters_per_level"] == [3]
     assert stats["cluster_tokens"] == 3 and stats["leaf_tokens"] == 10 and codes.vocab_size == 13
     assert stats["collision_rate_after_dedup"] == 0.0 and stats["collision_rate_before_dedup"] == 1.0
@@ -72,7 +72,7 @@ def test_cid_separates_two_communities_and_codes_cold_items(small_synthetic: Dat
 def test_cid_uses_only_the_training_sequences(small_synthetic: Dataset, tmp_path: Path) -> None:
     split = make_split(small_synthetic, "loo", 10)
     scheme, codes = cid_codes(make_context(CID, small_synthetic, tmp_path), split.train)
-    assert scheme.statistics()["isolated_items"] >= int((~split.warm).sum())
+    assert codes.statistics()["isolated_items"] >= int((~split.warm).sum())
     other_dataset = semid_dataset([("A",), ("B",), ("C",)])
     _, same = cid_codes(make_context(CID, other_dataset, tmp_path), split.train)
     assert torch.equal(codes.codes, same.codes)
@@ -86,7 +86,7 @@ def test_cid_recursive_levels_disconnected_graph_and_determinism(small_synthetic
     ctx = make_context(CID, small_synthetic, tmp_path)
     scheme, codes = cid_codes(ctx, data, n_clusters=4, max_leaf=8)
     assert_prefix_free(codes)
-    stats = scheme.statistics()
+    stats = codes.statistics()
     assert stats["levels"] >= 2 and stats["leaf_size_max"] <= 8 and stats["isolated_items"] == 6
     assert stats["graph_components"] == 3 + 6
     for group in groups[:2]:
@@ -101,13 +101,13 @@ def test_cid_on_synthetic_split_and_parameter_checks(small_synthetic: Dataset, t
     scheme, codes = cid_codes(ctx, split.train)
     assert codes.n_items == small_synthetic.n_items
     assert_prefix_free(codes)
-    assert scheme.statistics()["leaf_size_max"] <= ctx.config.params["max_leaf"]
+    assert codes.statistics()["leaf_size_max"] <= ctx.config.params["max_leaf"]
     _, windowed = cid_codes(ctx, split.train, window=2)
     assert_prefix_free(windowed)
     for bad in ({"n_clusters": 1}, {"max_leaf": 0}, {"window": -1}, {"assign_labels": "agglomerative"},
                 {"eigen_solver": "amg"}):
-        with pytest.raises(ConfigError):
-            CID({**ctx.config.params, **bad}, ctx)
+        with pytest.raises(ConfigError, match=f"schemes.cid.{next(iter(bad))}"):
+            CID.resolve_params("smoke", bad)
 
 
 def semid_dataset(paths: list[tuple[str, ...]]) -> Dataset:
@@ -122,8 +122,7 @@ def semid_codes(dataset: Dataset, tmp_path: Path, **params) -> tuple[SemID, Item
     ctx = make_context(SemID, dataset, tmp_path)
     scheme = SemID({**ctx.config.params, **params}, ctx)
     assert scheme.not_applicable(dataset) is None
-    scheme.codes = scheme.tokenize(make_split(dataset, "loo", 10).train)
-    return scheme, scheme.codes
+    return scheme, scheme.tokenize(make_split(dataset, "loo", 10).train)
 
 
 def test_semid_tokens_follow_category_tree_nodes(tmp_path: Path) -> None:
@@ -139,7 +138,7 @@ def test_semid_tokens_follow_category_tree_nodes(tmp_path: Path) -> None:
     assert rows[1] == [1, 4, 6] and rows[2] == [2, 5, 6] and rows[4] == [0, 6, -1]
     assert codes.vocab_size == 8
     assert_prefix_free(codes)
-    stats = scheme.statistics()
+    stats = codes.statistics()
     assert stats["distinct_paths"] == 4 and stats["max_items_per_path"] == 2 and stats["unknown_path_items"] == 1
     assert stats["path_tokens_per_level"] == [3, 3] and stats["collision_rate_before_dedup"] == pytest.approx(0.4)
     _, full = semid_codes(dataset, tmp_path, drop_shared_root=False)

@@ -6,9 +6,9 @@ import itertools
 import pytest
 import torch
 
-from identifiers.base import ItemCodes
+from benchmark.batches import HistoryBatch
 from recommenders.backbones import EOS_ID, build_t5
-from recommenders.base import HistoryBatch
+from recommenders.contracts import ItemCodes
 from recommenders.decoding import (
     BeamResult,
     CodeTrie,

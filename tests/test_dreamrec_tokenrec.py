@@ -9,15 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from benchmark.batches import HistoryBatch, iterate
 from benchmark.config import ConfigError
 from benchmark.splits import TrainData
-from identifiers.base import ItemVectors
+from identifiers.diffusion import SCHEDULES, GaussianDiffusion, beta_schedule
 from identifiers.dreamrec import DreamRecParams, DreamRecRecommender
-from identifiers.quantizers import FitConfig
-from identifiers.registry import get_scheme
-from recommenders.base import HistoryBatch, iterate
-from recommenders.diffusion import SCHEDULES, GaussianDiffusion, beta_schedule
-from recommenders.lightgcn import (
+from identifiers.lightgcn import (
     LightGCN,
     LightGCNConfig,
     fit_lightgcn,
@@ -27,7 +24,10 @@ from recommenders.lightgcn import (
     lightgcn_cache_key,
     normalized_adjacency,
 )
-from recommenders.mq_tokenizer import MQTokenizer, random_mask
+from identifiers.mq_tokenizer import MQTokenizer, random_mask
+from identifiers.quantizers import FitConfig
+from identifiers.registry import get_scheme
+from recommenders.contracts import ItemVectors
 from tests.conftest import make_context
 
 
@@ -114,7 +114,8 @@ def test_guidance_weight_zero_is_the_conditional_path() -> None:
 
 def test_dreamrec_trains_and_scores_all_items(tiny, cache: Path) -> None:
     dreamrec = scheme(tiny, cache, "dreamrec")
-    model = dreamrec.build(tiny[1].train)
+    built = dreamrec.build(tiny[1].train)
+    model = built.model
     batch = first_batch(tiny)
     train_one_step(model, batch)
     model.eval()
@@ -122,7 +123,7 @@ def test_dreamrec_trains_and_scores_all_items(tiny, cache: Path) -> None:
         scores = model.score(batch)
         assert scores.shape == (len(batch.targets), model.n_items) and bool(torch.isfinite(scores).all())
         assert torch.equal(scores, model.score(batch)), "evaluation sampling is seeded"
-    assert dreamrec.statistics()["vector_dim"] == dreamrec.params.item_dim
+    assert built.statistics["vector_dim"] == dreamrec.params.item_dim
 
 
 # ----------------------------------------------------------------------------------------------- TokenRec
@@ -213,15 +214,15 @@ def tokenrec_scheme(tiny, cache: Path, data: TrainData | None = None, **override
     dataset, split = tiny
     cls = get_scheme("tokenrec")
     tokenrec = cls(cls.resolve_params("smoke", overrides), make_context(cls, dataset, cache, split=split))
-    return tokenrec, tokenrec.build(data or split.train)
+    return (tokenrec, *tokenrec.two_stage(data or split.train))
 
 
 def test_tokenrec_trains_scores_all_items_and_any_user(tiny, cache: Path) -> None:
-    tokenrec, model = tokenrec_scheme(tiny, cache)
+    tokenrec, tokens, model = tokenrec_scheme(tiny, cache)
     params, train = tokenrec.params, tiny[1].train
     assert params.loss == "cosine" and params.user_tokens and params.cf_model == "lightgcn"
-    assert tokenrec.codes.shape == (train.n_items, params.n_codebooks)
-    assert int(tokenrec.codes.min()) >= 0 and int(tokenrec.codes.max()) < params.codebook_size
+    assert tokens.codes.shape == (train.n_items, params.n_codebooks)
+    assert int(tokens.codes.min()) >= 0 and int(tokens.codes.max()) < params.codebook_size
     batch = first_batch(tiny)
     train_one_step(model, batch)
     model.eval()
@@ -231,10 +232,10 @@ def test_tokenrec_trains_scores_all_items_and_any_user(tiny, cache: Path) -> Non
         stranger = HistoryBatch(users=torch.full_like(batch.users, 10 ** 6), items=batch.items, mask=batch.mask,
                                 targets=batch.targets)
         assert stranger.users.max() >= len(train.sequences), "a user id absent from training"
-        folded = fold_in(batch.items, batch.mask, tokenrec.users.item_representations, tokenrec.users.item_degrees)
-        assert torch.equal(model.user_token_codes(stranger), tokenrec.users.tokenizer.codes(folded))
+        folded = fold_in(batch.items, batch.mask, tokens.users.item_representations, tokens.users.item_degrees)
+        assert torch.equal(model.user_token_codes(stranger), tokens.users.tokenizer.codes(folded))
         assert bool(torch.isfinite(model.score(stranger)).all())
-    stats = tokenrec.statistics()
+    stats = tokens.statistics()
     assert stats["new_tokens"] == 2 * params.n_codebooks * params.codebook_size
     assert stats["item_new_tokens"] == params.n_codebooks * params.codebook_size
     assert stats["code_length_max"] == params.n_codebooks
@@ -244,14 +245,13 @@ def test_tokenrec_trains_scores_all_items_and_any_user(tiny, cache: Path) -> Non
 
 
 def test_tokenrec_fits_its_cf_model_and_tokenizers_once(tiny, tmp_path: Path) -> None:
-    first, _ = tokenrec_scheme(tiny, tmp_path)
-    again, _ = tokenrec_scheme(tiny, tmp_path)
-    assert not first.cf_report["loaded_from_cache"] and not first.tokenizer_report.loaded_from_cache
-    assert again.cf_report["loaded_from_cache"] and again.tokenizer_report.loaded_from_cache
-    assert again.user_tokenizer_report.loaded_from_cache and torch.equal(first.codes, again.codes)
-    assert again.tokenizer_report.final == first.tokenizer_report.final
-    stats = again.statistics()
-    assert stats["tokenizer_loaded_from_cache"] and stats["users"]["tokenizer_loaded_from_cache"]
+    _, first, _ = tokenrec_scheme(tiny, tmp_path)
+    _, again, _ = tokenrec_scheme(tiny, tmp_path)
+    before, after = first.statistics(), again.statistics()
+    assert not before["lightgcn"]["loaded_from_cache"] and not before["tokenizer_loaded_from_cache"]
+    assert after["lightgcn"]["loaded_from_cache"] and after["tokenizer_loaded_from_cache"]
+    assert after["users"]["tokenizer_loaded_from_cache"] and torch.equal(first.codes, again.codes)
+    assert after["tokenizer_final"] == before["tokenizer_final"]
 
 
 def test_tokenrec_user_tokens_open_the_prompt_and_unseen_users_are_folded_in(tiny, cache: Path) -> None:
@@ -260,14 +260,14 @@ def test_tokenrec_user_tokens_open_the_prompt_and_unseen_users_are_folded_in(tin
     sequences = [np.zeros(0, dtype=np.int64) if user in set(unseen.tolist()) else seq
                  for user, seq in enumerate(train.sequences)]
     data = TrainData(sequences=sequences, n_items=train.n_items, max_history=train.max_history)
-    tokenrec, model = tokenrec_scheme(tiny, cache, data)
+    tokenrec, tokens, model = tokenrec_scheme(tiny, cache, data)
     k, m = tokenrec.params.n_codebooks, tokenrec.params.codebook_size
-    users = tokenrec.users
+    users = tokens.users
     assert users.codes.shape == (len(sequences), k)
     assert bool((users.codes[unseen] == -1).all()), "users without training interactions are not precomputed"
     seen = users.codes[[u for u in range(len(sequences)) if len(sequences[u])]]
     assert int(seen.min()) >= 0 and int(seen.max()) < m
-    assert tokenrec.statistics()["users"]["folded_in"] == len(unseen)
+    assert tokens.statistics()["users"]["folded_in"] == len(unseen)
     model.eval()
     batch = first_batch(tiny, size=8)
     assert set(unseen.tolist()) <= set(batch.users.tolist())
@@ -289,11 +289,11 @@ def test_tokenrec_user_tokens_open_the_prompt_and_unseen_users_are_folded_in(tin
 
 
 def test_tokenrec_without_user_tokens_reads_item_tokens_only(tiny, cache: Path) -> None:
-    tokenrec, model = tokenrec_scheme(tiny, cache, user_tokens=False)
+    tokenrec, tokens, model = tokenrec_scheme(tiny, cache, user_tokens=False)
     k, m = tokenrec.params.n_codebooks, tokenrec.params.codebook_size
-    assert tokenrec.users is None and model.user_tokenizer is None
+    assert tokens.users is None and model.user_tokenizer is None
     assert model.t5.get_input_embeddings().num_embeddings == 2 + k * m
-    assert tokenrec.statistics()["new_tokens"] == k * m and "users" not in tokenrec.statistics()
+    assert tokens.statistics()["new_tokens"] == k * m and "users" not in tokens.statistics()
     batch = first_batch(tiny, size=4)
     with torch.no_grad():
         inputs, mask = model.history_inputs(batch)
@@ -313,9 +313,8 @@ def test_tokenrec_mf_option_and_config_errors(tiny, cache: Path) -> None:
     assert (lightgcn_cache_key(train, mf.lightgcn_config(), 0)
             != lightgcn_cache_key(train, lightgcn.lightgcn_config(), 0))
     for key, value in (("cf_model", "ngcf"), ("loss", "bpr"), ("item_input", "mean"), ("user_tokens", "yes")):
-        bad = cls(cls.resolve_params("smoke", {key: value}), ctx)
-        with pytest.raises(ConfigError, match=key):
-            bad.build(train)
+        with pytest.raises(ConfigError, match=f"schemes.tokenrec.{key}"):
+            cls.resolve_params("smoke", {key: value})
 
 
 def test_registry_paradigms() -> None:

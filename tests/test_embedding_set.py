@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from identifiers.base import ItemTokenSets, ItemVectors
+from benchmark.batches import HistoryBatch, iterate
 from identifiers.registry import get_scheme
-from recommenders.base import HistoryBatch, iterate
+from recommenders.contracts import ItemTokenSets, ItemVectors
 from recommenders.set import (
     SetOptions,
     SetRecommender,
@@ -142,7 +142,7 @@ def test_beta_is_chosen_on_validation() -> None:
         rank = {0.5: 0, 1.0: 0, 2.0: 3}.get(m.beta, 50)  # 0.5 and 1.0 tie: the first in grid order wins
         return SimpleNamespace(ranks=np.array([rank, 50]))
 
-    chosen = model.select_on_validation(None, fake_evaluate)
+    chosen = model.select_on_validation(fake_evaluate)
     assert seen == list(model.options.beta_grid)
     assert chosen["beta"] == 0.5 and model.beta == 0.5 and chosen["metric"] == "ndcg@10"
     assert chosen["valid"]["0.5"] == pytest.approx(0.5) and chosen["valid"]["0.0"] == 0.0
@@ -156,9 +156,9 @@ def test_ablation_switches_change_the_token_set(tiny, cache: Path) -> None:
     assert scheme(tiny, cache, "setrec", use_cf=False).tokenize(data).dimensions == ["sem_1", "sem_2"]
     assert scheme(tiny, cache, "setrec", use_semantic=False).tokenize(data).dimensions == ["cf"]
     assert scheme(tiny, cache, "setrec", n_semantic=3).tokenize(data).dimensions[-1] == "sem_3"
-    frozen = scheme(tiny, cache, "setrec", learnable_queries=False).build(data)
+    frozen = scheme(tiny, cache, "setrec", learnable_queries=False).build(data).model
     assert all(name != "queries" for name, _ in frozen.named_parameters()) and "queries" in dict(frozen.named_buffers())
-    dense = scheme(tiny, cache, "setrec", sparse_mask=False).build(data)
+    dense = scheme(tiny, cache, "setrec", sparse_mask=False).build(data).model
     item_mask = torch.ones(1, 3, dtype=torch.bool)
     assert dense.attention_mask(item_mask).all() and not frozen.attention_mask(item_mask).all()
 
@@ -167,9 +167,8 @@ def test_ablation_switches_change_the_token_set(tiny, cache: Path) -> None:
 def test_one_training_step_on_tiny_data(tiny, cache: Path, name: str) -> None:
     torch.manual_seed(0)
     data = tiny[1].train
-    built = scheme(tiny, cache, name)
-    model = built.build(data)
-    assert isinstance(built.tokens, ItemTokenSets) if name == "setrec" else isinstance(built.vectors, ItemVectors)
+    identifiers, model = scheme(tiny, cache, name).two_stage(data)
+    assert isinstance(identifiers, ItemTokenSets if name == "setrec" else ItemVectors)
     batch = next(iterate(model.training_examples(data), 32, "cpu", np.random.default_rng(0)))
     loss = model.loss(batch)
     assert loss.ndim == 0 and math.isfinite(loss.item())
@@ -186,7 +185,7 @@ def test_one_training_step_on_tiny_data(tiny, cache: Path, name: str) -> None:
     with torch.no_grad():
         scores = model.score(batch)
     assert scores.shape == (32, data.n_items) and torch.isfinite(scores).all()
-    assert built.statistics()["new_tokens"] == 0
+    assert identifiers.statistics()["new_tokens"] == 0
 
 
 def test_registry_contract() -> None:

@@ -8,15 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from benchmark.batches import iterate
 from benchmark.config import ConfigError
 from benchmark.data.dataset import Dataset
 from benchmark.splits import make_split
-from identifiers.base import ItemCodes
 from identifiers.letter import LETTER, Regularizers, ReleasedRQVAE, reassign_last_level, same_cluster_positives
 from identifiers.quantizers import RQVAE, constrained_kmeans
 from identifiers.store import STORE, DenseTokenizer
 from recommenders.backbones import EOS_ID
-from recommenders.base import iterate
+from recommenders.contracts import ItemCodes
 from recommenders.sequence import GenerativeRecommender, SequenceOptions
 from tests.conftest import make_context
 
@@ -100,37 +100,37 @@ def test_ranking_guided_loss_is_temperature_scaled_cross_entropy() -> None:
 def test_letter_codes_are_unique_and_report_the_tiger_reference(small_synthetic: Dataset, cache: Path) -> None:
     ctx = make_context(LETTER, small_synthetic, cache)
     scheme = LETTER({**ctx.config.params, "rqvae_epochs": 30}, ctx)
-    scheme.codes = scheme.tokenize(make_split(small_synthetic, "loo", 10).train)
-    stats = scheme.statistics()
-    assert isinstance(scheme.rqvae, ReleasedRQVAE)
-    assert len(torch.unique(scheme.codes.codes, dim=0)) == small_synthetic.n_items
+    codes = scheme.tokenize(make_split(small_synthetic, "loo", 10).train)
+    stats = codes.statistics()
+    assert scheme.rqvae_class() is ReleasedRQVAE
+    assert len(torch.unique(codes.codes, dim=0)) == small_synthetic.n_items
     assert set(stats["tiger_reference"]) == {"collision_rate_before_dedup", "codebook_usage_per_level"}
     assert len(stats["tiger_reference"]["codebook_usage_per_level"]) == scheme.params.n_levels
     assert stats["rqvae_collaborative_loss"] is not None and stats["reassigned_items"] >= 0
     again = LETTER({**ctx.config.params, "rqvae_epochs": 30}, ctx)
-    again.codes = again.tokenize(make_split(small_synthetic, "loo", 10).train)
-    assert torch.equal(again.codes.codes, scheme.codes.codes)
-    assert again.statistics()["rqvae_loaded_from_cache"] and not stats["rqvae_loaded_from_cache"]
+    repeated = again.tokenize(make_split(small_synthetic, "loo", 10).train)
+    assert torch.equal(repeated.codes, codes.codes)
+    assert repeated.statistics()["rqvae_loaded_from_cache"] and not stats["rqvae_loaded_from_cache"]
     with pytest.raises(Exception, match="latent_dim"):
         LETTER({**ctx.config.params, "latent_dim": 7}, ctx).tokenize(make_split(small_synthetic, "loo", 10).train)
-    with pytest.raises(ConfigError, match="schemes.letter.rqvae_loss 'l1': choose from released, tiger"):
-        LETTER({**ctx.config.params, "rqvae_loss": "l1"}, ctx).tokenize(make_split(small_synthetic, "loo", 10).train)
+    with pytest.raises(ConfigError, match="schemes.letter.rqvae_loss: 'l1' is not a valid choice; choose from "
+                                          "released, tiger"):
+        LETTER.resolve_params("smoke", {"rqvae_loss": "l1"})
 
 
 def test_store_tokenizes_with_its_own_backbone_and_trains_all_tasks(small_synthetic: Dataset, cache: Path) -> None:
     ctx = make_context(STORE, small_synthetic, cache)
     split = make_split(small_synthetic, "loo", 10)
     scheme = STORE({**ctx.config.params, "tokenizer_epochs": 3}, ctx)
-    model = scheme.build(split.train)
-    assert model.backbone is scheme.model.backbone
-    assert len(torch.unique(scheme.codes.codes, dim=0)) == small_synthetic.n_items
-    losses = scheme.stage["reconstruction_losses"]
+    identifiers, model = scheme.two_stage(split.train)
+    assert len(torch.unique(identifiers.codes, dim=0)) == small_synthetic.n_items
+    losses = identifiers.statistics()["reconstruction_losses"]
     assert len(losses) == 3 and losses[-1] < losses[0]
-    tokenizer = DenseTokenizer(model.backbone, scheme.texts, scheme.params.n_tokens)
+    tokenizer = DenseTokenizer(model.backbone, model.texts, scheme.params.n_tokens)
     dense = tokenizer.dense(torch.arange(4))
     assert dense.shape == (4, scheme.params.n_tokens, model.backbone.config.d_model)
     ids, mask = model.code_inputs(torch.tensor([0, 1]))
-    length = int((scheme.codes.codes[0] >= 0).sum())
+    length = int((identifiers.codes[0] >= 0).sum())
     assert ids[0, length].item() == EOS_ID and int(mask[0].sum()) == length + 1
     batch = next(iterate(split.valid, 16, "cpu"))
     model.train()

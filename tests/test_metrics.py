@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from benchmark.batches import HistoryBatch
 from benchmark.evaluate import EvaluationResult, evaluate, ranks_from_lists, ranks_from_scores
 from benchmark.metrics import NDCG, Recall, metric_value
 from benchmark.splits import PAD, Examples
-from recommenders.base import HistoryBatch, Recommender
+from recommenders.base import Recommender
 
 
 def test_recall_is_hit_within_k() -> None:

@@ -2,17 +2,22 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import inspect
 import math
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from benchmark.config import PROFILES, Environment, resolve
+from benchmark.config import PROFILES, ConfigError, Environment, param, resolve
+from benchmark.records import PARADIGMS
 from benchmark.runner import run_one
-from identifiers.base import PARADIGMS, Scheme
+from identifiers import registry
+from identifiers.base import BaselineScheme, ParadigmScheme, Scheme, SequenceScheme
 from identifiers.registry import expand, get_scheme, register, schemes
+from recommenders.contracts import ItemCodes, ItemTokenSets, ItemVectors
 from recommenders.sasrec import SASRecParams, cf_cache_key
 from tests.conftest import make_context
 
@@ -37,6 +42,13 @@ def test_scheme_contract(name: str) -> None:
         params = cls.resolve_params(profile, {})
         assert set(params) == {f.name for f in dataclasses.fields(cls.Params)}
         resolve("synthetic", cls, 0, profile)
+    if issubclass(cls, ParadigmScheme):
+        own = {hook for hook in ("tokenize", "two_stage") if getattr(cls, hook) is not getattr(ParadigmScheme, hook)}
+        assert len(own) == 1, f"{name} implements exactly one of tokenize and two_stage, not {sorted(own)}"
+        assert cls.build is ParadigmScheme.build, "build is the paradigm's, never a scheme's"
+        assert cls.contract in (ItemCodes, ItemVectors, ItemTokenSets)
+    else:
+        assert issubclass(cls, BaselineScheme) and cls.paradigm == "baseline"
 
 
 def test_duplicate_registration_is_rejected() -> None:
@@ -87,3 +99,77 @@ def test_unconstrained_decoding_is_recorded(tmp_path: Path) -> None:
     assert record["config"]["constrained_decoding"] is False and inference["generated_sequences"] > 0
     assert inference["invalid_generation_rate"] == inference["invalid_generations"] / inference["generated_sequences"]
     assert 0.0 < inference["invalid_generation_rate"] <= 1.0
+
+
+THROWAWAY = """
+\"\"\"A throw-away scheme: every item's code is its id in base 8 (two tokens).\"\"\"
+from dataclasses import dataclass
+
+import torch
+
+from benchmark.config import param
+from identifiers.base import SequenceScheme
+from identifiers.registry import register
+from recommenders.contracts import ItemCodes
+
+
+@dataclass
+class Base8Params:
+    \"\"\"Beam size of the constrained beam search.\"\"\"
+
+    beam_size: int = param(10, low=1, option=True)
+
+
+@register("base8")
+class Base8(SequenceScheme):
+    citation = "A test."
+    Params = Base8Params
+
+    def tokenize(self, data) -> ItemCodes:
+        items = torch.arange(data.n_items)
+        high = -(-data.n_items // 8)
+        codes = torch.stack([items // 8, high + items % 8], dim=1)
+        return ItemCodes(codes=codes, vocab_size=high + 8, level_sizes=[high, 8], details={"base": 8})
+"""
+
+
+@pytest.fixture
+def own_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registrations made by the test go to a copy of the registry."""
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+
+def test_a_scheme_in_one_new_module_runs_end_to_end(tmp_path: Path, own_registry: None,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "base8_scheme.py"
+    path.write_text(THROWAWAY)
+    spec = importlib.util.spec_from_file_location("base8_scheme", path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "base8_scheme", module)
+    spec.loader.exec_module(module)
+    assert "base8" in expand("all") and get_scheme("base8").paradigm == "sequence"
+    test_scheme_contract("base8")
+    with pytest.raises(ConfigError, match="schemes.base8.beam_size: 0 is out of range"):
+        resolve("synthetic", get_scheme("base8"), 0, "smoke", {"schemes": {"base8": {"beam_size": 0}}})
+    record = run_one(resolve("synthetic", get_scheme("base8"), 0, "smoke"),
+                     Environment(device="cpu", cache_dir=str(tmp_path), progress=False))
+    assert record["status"] == "ok" and record["paradigm"] == "sequence"
+    assert record["identifier"]["base"] == 8 and record["identifier"]["code_length_max"] == 2
+    assert record["metrics"]["all"]["count"] == record["split"]["test_examples"]
+
+
+def test_a_misspelt_recommender_option_is_an_error(own_registry: None) -> None:
+    @dataclasses.dataclass
+    class Params:
+        """A misspelt option."""
+
+        beam_sise: int = param(20, option=True)
+
+    @register("misspelt")
+    class Misspelt(SequenceScheme):
+        citation = "A test."
+
+    Misspelt.Params = Params
+    with pytest.raises(ConfigError, match="schemes.misspelt.beam_sise is declared a recommender option, but "
+                                          "SequenceOptions has no option 'beam_sise'"):
+        Misspelt.resolve_params("smoke", {})

@@ -8,14 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from benchmark.batches import HistoryBatch, iterate
 from benchmark.config import ConfigError
 from benchmark.data.dataset import Dataset
 from benchmark.splits import make_split
-from identifiers.base import ItemCodes, code_table
 from identifiers.bigrec import BIGRec
-from identifiers.idgenrec import IDGenRec, keyword_tags
+from identifiers.idgenrec import IDGenerator, IDGenRec, keyword_tags
 from recommenders.backbones import EOS_ID, PAD_ID
-from recommenders.base import HistoryBatch, iterate
+from recommenders.contracts import ItemCodes, code_table
 from recommenders.sequence import GenerativeRecommender
 from recommenders.text import disambiguate, text_vocabulary, train_bpe
 from tests.conftest import make_context
@@ -72,7 +72,13 @@ def test_bigrec_titles_are_unique_word_codes(small_synthetic: Dataset, cache: Pa
             assert decoded[item] == title
         else:
             assert decoded[item].startswith(title + " (")
-    assert scheme.title_stats["items_with_suffix"] == len(titles) - len(set(titles))
+    assert codes.statistics()["items_with_suffix"] == len(titles) - len(set(titles))
+
+
+def id_generator(scheme: IDGenRec) -> IDGenerator:
+    """A fresh ID generator of ``scheme``'s settings over its run's text vocabulary."""
+    vocab, p = scheme.ctx.text_vocabulary(), scheme.params
+    return IDGenerator(p.generator_backbone, vocab, vocab.encode(scheme.ctx.dataset.item_texts(), p.text_max_tokens))
 
 
 def test_keyword_tags_rank_distinctive_words() -> None:
@@ -83,14 +89,15 @@ def test_keyword_tags_rank_distinctive_words() -> None:
 def test_idgenrec_ids_are_unique_words_from_the_generator(small_synthetic: Dataset, cache: Path) -> None:
     ctx = make_context(IDGenRec, small_synthetic, cache)
     scheme = IDGenRec({**ctx.config.params, "tag_epochs": 20}, ctx)
-    model = scheme.build(make_split(small_synthetic, "loo", 10).train)
-    codes = scheme.codes.codes
+    identifiers, model = scheme.two_stage(make_split(small_synthetic, "loo", 10).train)
+    codes, stats = identifiers.codes, identifiers.statistics()
     assert len(torch.unique(codes, dim=0)) == small_synthetic.n_items and isinstance(model, GenerativeRecommender)
-    assert scheme.assignment["first_beam"] + scheme.assignment["later_beam"] <= small_synthetic.n_items
-    decoded = [scheme.vocab.decode(row.tolist()) for row in codes]
+    assert stats["id_assignment"]["first_beam"] + stats["id_assignment"]["later_beam"] <= small_synthetic.n_items
+    decoded = [identifiers.text_vocab.decode(row.tolist()) for row in codes]
     assert all(re.fullmatch(r"\w+( \w+)*( \(\d+\))?", text) for text in decoded)
-    assert scheme.log["tag_losses"][-1] < scheme.log["tag_losses"][0]
-    rounds = scheme.log["rounds"]
+    assert stats["alternation"]["tag_losses"][-1] < stats["alternation"]["tag_losses"][0]
+    assert len(stats["example_ids"]) == 10
+    rounds = stats["alternation"]["rounds"]
     assert len(rounds) == ctx.config.params["rounds"] - 1
     assert all("rec_best_valid" in entry and entry["id_losses"] for entry in rounds)
 
@@ -101,19 +108,21 @@ def test_soft_ids_of_one_hot_distributions_equal_the_hard_ids(small_synthetic: D
     ctx = make_context(IDGenRec, small_synthetic, cache)
     split = make_split(small_synthetic, "loo", 10)
     scheme = IDGenRec({**ctx.config.params, "rounds": 1, "alternation": "id_first"}, ctx)
-    model = scheme.build(split.train).eval()
-    codes = scheme.codes.codes
-    (entry,) = scheme.log["rounds"]
+    identifiers, model = scheme.two_stage(split.train)
+    model.eval()
+    codes, vocab = identifiers.codes, identifiers.text_vocab
+    (entry,) = identifiers.statistics()["alternation"]["rounds"]
     assert entry["id_losses"] and "rec_best_valid" not in entry
+    generator = id_generator(scheme)
 
     def one_hot(items: torch.Tensor, item_codes: torch.Tensor) -> torch.Tensor:
-        return F.one_hot(item_codes.clamp_min(0), scheme.vocab.size).float() * (item_codes >= 0)[..., None]
+        return F.one_hot(item_codes.clamp_min(0), vocab.size).float() * (item_codes >= 0)[..., None]
 
-    monkeypatch.setattr(scheme.generator, "teacher_forced", one_hot)
+    monkeypatch.setattr(generator, "teacher_forced", one_hot)
     batch = next(iterate(split.valid, 8, "cpu"))
     embedding = model.backbone.get_input_embeddings().weight
     with torch.no_grad():
-        soft = scheme.soft_id_loss(model, batch, codes, embedding)
+        soft = scheme.soft_id_loss(generator, vocab, model, batch, codes, embedding)
         hard = model.loss(batch)
     assert torch.allclose(soft, hard, atol=1e-5)
 
@@ -122,14 +131,16 @@ def test_greedy_soft_ids_have_gradients_and_lengths(small_synthetic: Dataset, ca
     ctx = make_context(IDGenRec, small_synthetic, cache)
     scheme = IDGenRec({**ctx.config.params, "rounds": 1, "alternation": "id_first", "soft_ids": "greedy"}, ctx)
     split = make_split(small_synthetic, "loo", 10)
-    model = scheme.build(split.train)
-    probs, lengths = scheme.generator.greedy(torch.arange(5), scheme.params.id_max_tokens)
-    assert probs.shape[0] == 5 and probs.shape[2] == scheme.vocab.size
+    identifiers, model = scheme.two_stage(split.train)
+    generator, vocab = id_generator(scheme), identifiers.text_vocab
+    probs, lengths = generator.greedy(torch.arange(5), scheme.params.id_max_tokens)
+    assert probs.shape[0] == 5 and probs.shape[2] == vocab.size
     assert bool((lengths >= 1).all()) and bool((lengths <= scheme.params.id_max_tokens).all())
     batch = next(iterate(split.valid, 4, "cpu"))
-    loss = scheme.soft_id_loss(model, batch, scheme.codes.codes, model.backbone.get_input_embeddings().weight)
+    loss = scheme.soft_id_loss(generator, vocab, model, batch, identifiers.codes,
+                               model.backbone.get_input_embeddings().weight)
     loss.backward()
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in scheme.generator.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in generator.parameters())
 
 
 def test_idgenrec_defaults_follow_the_authors_and_quick_profile_is_cheaper() -> None:
@@ -140,9 +151,7 @@ def test_idgenrec_defaults_follow_the_authors_and_quick_profile_is_cheaper() -> 
 
 @pytest.mark.parametrize(("override", "keys"), [({"rounds": 1, "alternation": "rec_first"}, ("rounds", "alternation")),
                                                ({"rounds": 2, "id_epochs": 0}, ("id_epochs",))])
-def test_idgenrec_rejects_configs_without_an_id_generator_phase(small_synthetic: Dataset, cache: Path,
-                                                                override: dict, keys: tuple[str, ...]) -> None:
-    ctx = make_context(IDGenRec, small_synthetic, cache)
+def test_idgenrec_rejects_configs_without_an_id_generator_phase(override: dict, keys: tuple[str, ...]) -> None:
     with pytest.raises(ConfigError) as error:
-        IDGenRec({**ctx.config.params, **override}, ctx).build(make_split(small_synthetic, "loo", 10).train)
-    assert all(f"schemes.idgenrec.{key}" in str(error.value) for key in keys)
+        IDGenRec.resolve_params("quick", override)
+    assert str(error.value).startswith("schemes.idgenrec") and all(key in str(error.value) for key in keys)

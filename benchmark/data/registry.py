@@ -15,13 +15,15 @@ DATA_DIR_ENV = "GENREC_DATA_DIR"
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A named dataset: its source format, its folder relative to the data directory, its origin."""
+    """A named dataset: its source format, its folder relative to the data directory, its origin, and whether
+    ``python -m benchmark download`` fetches it from a public source (:mod:`benchmark.data.download`)."""
 
     name: str
     fmt: str
     subdir: str
     description: str
     reader: Callable[[Path, str], Dataset]
+    downloadable: bool = False
 
 
 SPECS: dict[str, DatasetSpec] = {
@@ -30,16 +32,17 @@ SPECS: dict[str, DatasetSpec] = {
         DatasetSpec("synthetic", "synthetic", "", "embedded generator (category tree, long tail, habits, releases)",
                     lambda _folder, name: generate(SyntheticConfig(), name=name)),
         DatasetSpec("beauty", "p5", "amazon2014-p5/beauty", "Amazon 2014 Beauty 5-core (P5 split files)",
-                    loaders.load_p5),
-        DatasetSpec("toys", "p5", "amazon2014-p5/toys", "Amazon 2014 Toys_and_Games 5-core (P5)", loaders.load_p5),
+                    loaders.load_p5, downloadable=True),
+        DatasetSpec("toys", "p5", "amazon2014-p5/toys", "Amazon 2014 Toys_and_Games 5-core (P5)", loaders.load_p5,
+                    downloadable=True),
         DatasetSpec("sports", "p5", "amazon2014-p5/sports", "Amazon 2014 Sports_and_Outdoors 5-core (P5)",
-                    loaders.load_p5),
+                    loaders.load_p5, downloadable=True),
         DatasetSpec("office", "lcrec", "amazon-lcrec/office", "Amazon 2014 Office_Products 5-core (LC-Rec json)",
-                    loaders.load_lcrec),
+                    loaders.load_lcrec, downloadable=True),
         DatasetSpec("scientific", "lcrec", "amazon-lcrec/scientific",
                     "Amazon 2018 Industrial_and_Scientific (LC-Rec json)", loaders.load_lcrec),
         DatasetSpec("ml-100k", "recbole", "movielens-100k", "MovieLens 100K (RecBole atomic files)",
-                    loaders.load_recbole),
+                    loaders.load_recbole, downloadable=True),
     )
 }
 AMAZON_RAW_PREFIX = "amazon2014:"
@@ -78,9 +81,7 @@ def load_raw(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
     spec = SPECS[name]
     folder = root / spec.subdir
     if not is_present(name, data_dir):
-        from benchmark.data.download import DOWNLOADABLE  # download imports this module
-
-        fetch = (f"run `python -m benchmark download {name}`" if name in DOWNLOADABLE else
+        fetch = (f"run `python -m benchmark download {name}`" if spec.downloadable else
                  "place its files there by hand (it has no download source; datasets/README.md shows the layout)")
         raise DataError(f"dataset '{name}': folder {folder} not found; pass --data-dir (or set {DATA_DIR_ENV}) "
                         f"to a directory holding {spec.subdir}/, or {fetch}")

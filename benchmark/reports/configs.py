@@ -6,20 +6,20 @@ labelled by :func:`variant_labels` with the config keys in which they differ.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pandas as pd
 
+from benchmark.hashing import content_key
+
 SEED_KEY = "seed"
 
 
 def config_id(config: dict[str, Any]) -> str:
     """A short hash of a record's config without its seed: runs with equal ids are seeds of one config."""
-    blob = json.dumps({k: v for k, v in config.items() if k != SEED_KEY}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:8]
+    return content_key({k: v for k, v in config.items() if k != SEED_KEY}, length=8)
 
 
 def flat_config(config: dict[str, Any], prefix: str = "") -> dict[str, str]:

@@ -17,10 +17,8 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from benchmark.records import RecordScan, now
+from benchmark.records import PARADIGMS, RecordScan, now
 from benchmark.reports.configs import LEGEND, config_id, flat_configs, row_label, variant_labels
-from identifiers.base import PARADIGMS
-from identifiers.registry import schemes
 
 TABLE_KEYS = ("dataset", "backbone", "split", "profile")
 SEGMENTS = {"all": "All", "warm": "Warm", "cold": "Cold"}
@@ -78,9 +76,7 @@ def leaderboard_frame(records: list[tuple[Path, dict[str, Any]]]) -> pd.DataFram
     frame["variant"] = variant_labels(frame, [*TABLE_KEYS, "scheme"], configs)
     frame = frame[[*TABLE_KEYS, "scheme", "variant", "config_id", "paradigm", "n",
                    *[c for v in VALUES for c in (v, f"{v}_std")], *COUNTS, "reason"]]
-    registered = {name: i for i, name in enumerate(schemes())}
-    order = {"_paradigm": frame["paradigm"].map(lambda p: PARADIGMS.index(p) if p in PARADIGMS else len(PARADIGMS)),
-             "_registered": frame["scheme"].map(lambda s: registered.get(s, len(registered)))}
+    order = {"_paradigm": frame["paradigm"].map(lambda p: PARADIGMS.index(p) if p in PARADIGMS else len(PARADIGMS))}
     return (frame.assign(**order).sort_values([*TABLE_KEYS, *order, "scheme", "variant"])
             .drop(columns=list(order)).reset_index(drop=True))
 
@@ -88,8 +84,7 @@ def leaderboard_frame(records: list[tuple[Path, dict[str, Any]]]) -> pd.DataFram
 def _flatten(record: dict[str, Any]) -> dict[str, Any]:
     """One record as a flat row: table keys, scheme, status and its metrics (none when not applicable)."""
     config, ok = record["config"], record["status"] == "ok"
-    registered = schemes().get(config["scheme"])
-    paradigm = registered.paradigm if registered else (record.get("identifier") or {}).get("paradigm", "other")
+    paradigm = record.get("paradigm") or (record.get("identifier") or {}).get("paradigm", "other")
     row = {**{key: config[key] for key in TABLE_KEYS}, "scheme": config["scheme"], "config_id": config_id(config),
            "paradigm": paradigm, "ok": ok, "reason": None if ok else record.get("reason") or "no reason recorded"}
     if ok:

@@ -24,7 +24,6 @@ training interactions (untrained vectors) are left out of ``N_u``.
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -32,10 +31,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
+from benchmark.hashing import content_key
 from benchmark.splits import TrainData
-from recommenders.trainer import check_finite
+from recommenders.trainer import train_epochs
 
 NEGATIVE_RESAMPLING_ROUNDS = 10
 """Redraws of negatives that hit a training positive; the rare survivors after that are kept."""
@@ -156,21 +155,19 @@ def fit_lightgcn(data: TrainData, config: LightGCNConfig, device: torch.device, 
     rng = np.random.default_rng(seed)
     keys = np.sort(users * n_items + items)
     result = LightGCNResult(users=torch.empty(0), items=torch.empty(0))
-    for _ in tqdm(range(config.epochs if len(users) else 0), desc="lightgcn", disable=not progress, leave=False):
+
+    def batches():
         order = rng.permutation(len(users))
         negatives = sample_negatives(users[order], n_items, keys, rng)
-        total = 0.0
         for begin in range(0, len(order), config.batch_size):
             index = order[begin:begin + config.batch_size]
-            batch = [torch.as_tensor(a, device=device) for a in
-                     (users[index], items[index], negatives[begin:begin + config.batch_size])]
-            loss = model.bpr_loss(*batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(index)
-        result.losses.append(total / len(users))
-        check_finite(result.losses[-1], "lightgcn", len(result.losses), "its learning rate (lightgcn_lr)")
+            yield len(index), [torch.as_tensor(a, device=device) for a in
+                               (users[index], items[index], negatives[begin:begin + config.batch_size])]
+
+    history = train_epochs(optimizer, config.epochs if len(users) else 0, batches,
+                           lambda batch: {"bpr": model.bpr_loss(*batch)}, "lightgcn", "its learning rate (lightgcn_lr)",
+                           progress)
+    result.losses = [epoch["bpr"] for epoch in history]
     model.eval()
     with torch.no_grad():
         user_final, item_final = model()
@@ -203,8 +200,6 @@ def fold_in(items: torch.Tensor, mask: torch.Tensor, representations: torch.Tens
 def lightgcn_cache_key(data: TrainData, config: LightGCNConfig, seed: int) -> str:
     """A key naming everything that determines the trained representations: the training interactions,
     the catalogue size, the settings (``layers = 0`` for BPR-MF) and the seed."""
-    digest = hashlib.sha256()
-    digest.update(repr((data.n_items, len(data.sequences), sorted(asdict(config).items()), seed)).encode())
-    for seq in data.sequences:
-        digest.update(np.asarray(seq, dtype=np.int64).tobytes() + b"|")
-    return digest.hexdigest()[:16]
+    sequences = [np.asarray(seq, dtype=np.int64) for seq in data.sequences]
+    return content_key({"n_items": data.n_items, "users": len(sequences), "config": asdict(config), "seed": seed},
+                       sequences)

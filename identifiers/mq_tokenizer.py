@@ -30,11 +30,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from identifiers.quantizers import FitConfig, FitReport, Quantizer
 from recommenders.set import mlp
-from recommenders.trainer import check_finite
+from recommenders.trainer import train_epochs
 
 ADAMW_WEIGHT_DECAY = 0.01
 """Weight decay of the ``adamw`` optimiser (as in the TokenRec authors' tokenizer training)."""
@@ -163,20 +162,13 @@ class MQTokenizer(Quantizer):
         optimizer = make_optimizer(cfg, self.parameters())
         report = FitReport(n_vectors=len(x))
         self.train()
-        for _ in tqdm(range(cfg.epochs), desc="mq-tokenizer", disable=not progress, leave=False):
-            totals: dict[str, float] = {}
+
+        def batches():
             for index in torch.randperm(len(x), generator=generator).to(device).split(cfg.batch_size):
-                batch = x[index]
-                terms = self.loss_terms(batch, self(batch))
-                loss = torch.stack(list(terms.values())).sum()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                for name, value in terms.items():
-                    totals[name] = totals.get(name, 0.0) + float(value.detach()) * len(index)
-            report.history.append({name: value / len(x) for name, value in totals.items()})
-            check_finite(sum(report.history[-1].values()), "mq-tokenizer", len(report.history),
-                         "its learning rate (tokenizer_lr)")
+                yield len(index), x[index]
+
+        report.history = train_epochs(optimizer, cfg.epochs, batches, lambda batch: self.loss_terms(batch, self(batch)),
+                                      "mq-tokenizer", "its learning rate (tokenizer_lr)", progress)
         report.final = self.evaluate(x)
         report.seconds = time.perf_counter() - start
         return report
