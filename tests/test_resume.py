@@ -117,3 +117,27 @@ def test_the_checkpoint_survives_a_failed_record_write(tmp_path: Path, small_run
     record = json.loads(path.read_text())
     assert record["training"]["resumed_from_epoch"] == 2 and record["status"] == "ok"
     assert not checkpoint.exists()
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"not a checkpoint", "cannot be read"),
+    ({"fingerprint": "x", "model": {}, "epoch": 0}, "lacks bad, best_state, finished, generators, optimizer, report"),
+])
+def test_an_unusable_checkpoint_is_named_and_ignored(content: bytes | dict, reason: str, tmp_path: Path,
+                                                     small_synthetic: Dataset,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from recommenders.sasrec import SASRec, SASRecParams
+
+    checkpoint = tmp_path / "ckpt.pt"
+    if isinstance(content, bytes):
+        checkpoint.write_bytes(content)
+    else:
+        torch.save(content, checkpoint)
+    split = make_split(small_synthetic, "loo", 10)
+    cfg = resolve("synthetic", get_scheme("sasrec"), 0, "smoke", {"train": {"epochs": 1}}).train
+    report = trainer.fit(SASRec(split.train.n_items, 10, SASRecParams(hidden=16, layers=1)), split.train, split.valid,
+                         split.warm, cfg, (10,), 256, torch.device("cpu"), 0, progress=False, checkpoint=checkpoint,
+                         desc="sasrec")
+    assert report.epochs_run == 1 and report.resumed_from_epoch == 0
+    assert f"sasrec: checkpoint {checkpoint} {reason}" in capsys.readouterr().out
+    assert set(torch.load(checkpoint, weights_only=True)) == trainer.CHECKPOINT_KEYS
