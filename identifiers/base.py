@@ -20,6 +20,7 @@ import torch
 
 from benchmark.config import ConfigError, RunConfig, TrainConfig, resolve
 from benchmark.data.dataset import Dataset
+from benchmark.data.quality import check_content
 from benchmark.splits import Examples, TrainData
 from recommenders import trainer
 from recommenders.base import Recommender
@@ -134,8 +135,9 @@ class Scheme(ABC):
     Class attributes: ``paradigm`` (one of :data:`PARADIGMS`), ``citation`` (paper), ``Params`` (a
     dataclass whose fields are the hyper-parameters, documented in its docstring with the paper's values; its
     defaults are the quick profile's unless the docstring says otherwise), ``profiles`` (per-profile
-    overrides of ``Params``), ``train_profiles`` (per-profile overrides of the run's ``train`` section) and
-    ``uses_backbone``.
+    overrides of ``Params``), ``train_profiles`` (per-profile overrides of the run's ``train`` section),
+    ``uses_backbone`` and ``needs_content`` (item fields its identifiers are made from: ``text``, ``categories``;
+    see :meth:`required_content`).
     """
 
     name: ClassVar[str] = ""
@@ -145,6 +147,7 @@ class Scheme(ABC):
     profiles: ClassVar[dict[str, dict[str, Any]]] = {}
     train_profiles: ClassVar[dict[str, dict[str, Any]]] = {}
     uses_backbone: ClassVar[bool] = True
+    needs_content: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: dict[str, Any], ctx: RunContext) -> None:
         self.params = self.Params(**params)
@@ -164,9 +167,16 @@ class Scheme(ABC):
                 merged[key] = value
         return merged
 
+    @classmethod
+    def required_content(cls, params: dict[str, Any]) -> tuple[str, ...]:
+        """The item fields (of :data:`benchmark.data.quality.CONTENT_FIELDS`) this scheme needs with ``params``;
+        the run refuses a dataset where too few items have them (:func:`benchmark.data.quality.check_content`)."""
+        return cls.needs_content
+
     def not_applicable(self, dataset: Dataset) -> str | None:
-        """Why this scheme cannot run on ``dataset`` (e.g. no categories), or None when it can."""
-        return None
+        """Why this scheme cannot run on ``dataset`` (no item has a field it needs), or None when it can; a field
+        that only too few items have stops the run with a :class:`~benchmark.data.dataset.DataError`."""
+        return check_content(dataset, self.name, self.required_content(dataclasses.asdict(self.params)))
 
     @abstractmethod
     def build(self, data: TrainData) -> Recommender:

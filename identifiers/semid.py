@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmark.data.dataset import Dataset
 from benchmark.splits import TrainData
 from identifiers.base import ItemCodes, RunContext, SequenceScheme
 from identifiers.registry import register
@@ -66,16 +65,12 @@ class SemID(SequenceScheme):
     citation = ("Hua, Xu, Ge & Zhang, How to Index Item IDs for Recommendation Foundation Models, "
                 "SIGIR-AP 2023 (semantic indexing, SemID).")
     Params = SemIDParams
+    needs_content = ("categories",)
     train_profiles = {"quick": {"epochs": 20}}
 
     def __init__(self, params: dict[str, Any], ctx: RunContext) -> None:
         super().__init__(params, ctx)
         self.path_stats: dict[str, Any] = {}
-
-    def not_applicable(self, dataset: Dataset) -> str | None:
-        if not dataset.has_categories:
-            return "dataset has no item categories; SemID needs a category path per item"
-        return None
 
     def tokenize(self, data: TrainData) -> ItemCodes:
         start = time.perf_counter()
