@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from benchmark.config import MAX_SEED, PROFILES, SPLITS, ConfigError, Environment, read_user_config, resolve
-from benchmark.data.dataset import DataError
+from benchmark.data.dataset import DataError, Dataset
+from benchmark.data.quality import check_content, coverage_line, data_warnings
 from benchmark.data.registry import SPECS, check_dataset_name, dataset_names, is_present, load_dataset, resolve_data_dir
 from benchmark.splits import SplitError, make_split
 
@@ -112,6 +113,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_content(dataset: Dataset) -> None:
+    """Print the dataset's item-content coverage, and its data warnings to stderr."""
+    print(f"  {coverage_line(dataset)}")
+    for warning in data_warnings(dataset):
+        print(f"warning: {warning}", file=sys.stderr)
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     for name in _datasets(args.datasets, args.data_dir):
         dataset = load_dataset(name, args.data_dir, args.k_core)
@@ -120,6 +128,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
               f"density {stats['density']:.5f}, mean history length {stats['mean_history_length']:.2f}, "
               f"timestamps {'yes' if stats['has_timestamps'] else 'no'}, "
               f"categories {'yes' if stats['has_categories'] else 'no'}")
+        _report_content(dataset)
         for protocol in SPLITS:
             try:
                 split = make_split(dataset, protocol, args.max_history).stats()
@@ -162,8 +171,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             check_backbone(backbone)
         except BackboneError as error:
             raise UsageError(f"{'--backbone' if args.backbone else 'run.backbone'}: {error}") from error
+    loaded: dict[tuple[str, int], Dataset] = {}
+    for config in configs:
+        key = (config.dataset, config.k_core)
+        if key not in loaded:
+            loaded[key] = load_dataset(config.dataset, env.data_dir, config.k_core)
+            print(f"{config.dataset} (k-core {config.k_core}):")
+            _report_content(loaded[key])
+        check_content(loaded[key], config.scheme, get_scheme(config.scheme).required_content(config.params))
     for config in {(c.dataset, c.k_core, c.split, c.max_history): c for c in configs}.values():
-        make_split(load_dataset(config.dataset, env.data_dir, config.k_core), config.split, config.max_history)
+        make_split(loaded[config.dataset, config.k_core], config.split, config.max_history)
     try:
         paths = run_all(configs, env, force=args.force)
     except BackboneError as error:

@@ -1,7 +1,8 @@
 """The loop over dataset x scheme x seed: dataset -> split -> identifiers -> model -> training -> evaluation.
 
 Each finished run is one atomic JSON record; a run whose complete record exists is skipped unless ``force``,
-so a killed sweep resumes where it stopped (and a killed training resumes from its last epoch checkpoint). A
+so a killed sweep resumes where it stopped (and a killed training resumes from its last epoch checkpoint, which
+is deleted only once the run's record is durably on disk). A
 file that is not a complete record (truncated, of another schema) is reported and its run done again. A
 diverged training raises :class:`~recommenders.trainer.DivergenceError` naming the run; finished records stay.
 """
@@ -75,6 +76,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def checkpoint_path(config: RunConfig, env: Environment) -> Path:
+    """Where the training of ``config`` keeps its epoch checkpoint; :func:`run_all` deletes it after the record."""
+    return Path(env.cache_dir) / "checkpoints" / f"{config.hash()}.pt"
+
+
 def run_all(configs: list[RunConfig], env: Environment, force: bool = False) -> list[Path]:
     """Run every config whose record is missing (all with ``force``); return the record paths."""
     paths = []
@@ -96,6 +102,7 @@ def run_all(configs: list[RunConfig], env: Environment, force: bool = False) -> 
         except trainer.DivergenceError as error:
             raise trainer.DivergenceError(f"{config.run_name}: {error}") from error
         write_json_atomic(path, record)
+        checkpoint_path(config, env).unlink(missing_ok=True)
         summary = record["metrics"]["all"] if record["status"] == "ok" else {}
         tqdm.write(f"done {config.run_name}: " + (", ".join(f"{k} {summary[k]:.4f}" for k in ("recall@10", "ndcg@10"))
                                                   if summary else f"not applicable ({record['reason']})"))
@@ -129,9 +136,9 @@ def run_one(config: RunConfig, env: Environment) -> dict[str, Any]:
     built = scheme.build(split.train)
     model = built.model
     fit_seconds = time.perf_counter() - start
-    checkpoint = Path(env.cache_dir) / "checkpoints" / f"{config.hash()}.pt"
     report = trainer.fit(model, split.train, split.valid, split.warm, config.train, config.ks, config.eval_batch_size,
-                         device, config.seed, env.progress, checkpoint=checkpoint, desc=config.scheme)
+                         device, config.seed, env.progress, checkpoint=checkpoint_path(config, env),
+                         desc=config.scheme)
     selection_examples = split.valid.subset(config.train.max_valid_examples, config.seed)
     selection = model.select_on_validation(
         lambda m: evaluate(m, selection_examples, split.warm, config.ks, config.eval_batch_size, device))
@@ -140,7 +147,6 @@ def run_one(config: RunConfig, env: Environment) -> dict[str, Any]:
     model.reset_inference_statistics()
     test = evaluate(model, split.test, split.warm, config.ks, config.eval_batch_size, device, env.progress,
                     desc="test")
-    checkpoint.unlink(missing_ok=True)
     n_test = max(1, len(split.test))
     return {
         **record, "status": "ok", "reason": None,

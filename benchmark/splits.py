@@ -161,7 +161,17 @@ SPLITTERS = {"loo": leave_one_out, "temporal": temporal}
 
 
 def make_split(dataset: Dataset, protocol: str, max_history: int) -> Split:
-    """Split ``dataset`` under ``protocol`` (``loo`` or ``temporal``)."""
+    """Split ``dataset`` under ``protocol`` (``loo`` or ``temporal``); a split without validation or test
+    examples is a :class:`SplitError` naming the reason (it would be scored as 0)."""
     if protocol not in SPLITTERS:
         raise SplitError(f"unknown split '{protocol}'; choose from {', '.join(SPLITTERS)}")
-    return SPLITTERS[protocol](dataset, max_history)
+    split = SPLITTERS[protocol](dataset, max_history)
+    empty = [name for name, examples in (("validation", split.valid), ("test", split.test)) if not len(examples)]
+    if empty:
+        longest = max((len(s) for s in dataset.sequences()), default=0)
+        reason = ("leave-one-out needs users with at least 3 interactions" if protocol == "loo" else
+                  "the temporal split needs users with interactions before and after its cuts")
+        raise SplitError(f"dataset '{dataset.name}': the {protocol} split has no {' and no '.join(empty)} examples "
+                         f"({dataset.n_users:,} users, {len(dataset.interactions):,} interactions, longest history "
+                         f"{longest}); {reason}: raise --k-core or use more data")
+    return split

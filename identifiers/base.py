@@ -20,6 +20,7 @@ import torch
 
 from benchmark.config import ConfigError, RunConfig, TrainConfig, check_params, option_fields
 from benchmark.data.dataset import Dataset
+from benchmark.data.quality import check_content
 from benchmark.splits import Examples, TrainData
 from recommenders import trainer
 from recommenders.base import Recommender
@@ -140,13 +141,15 @@ class Built:
 class Scheme(ABC):
     """A registered identifier scheme (or baseline).
 
-    Class attributes: ``paradigm`` (one of :data:`benchmark.records.PARADIGMS`), ``citation`` (paper), ``Params`` (a
-    dataclass whose fields are the hyper-parameters, documented in its docstring with the paper's values; its
-    defaults are the quick profile's unless the docstring says otherwise; ranges and choices declared with
-    :func:`benchmark.config.param`, cross-field rules in an optional ``check()`` method), ``profiles``
+    Class attributes: ``paradigm`` (one of :data:`benchmark.records.PARADIGMS`), ``citation`` (paper),
+    ``Params`` (a dataclass whose fields are the hyper-parameters, documented in its docstring with the paper's
+    values; its defaults are the quick profile's unless the docstring says otherwise; ranges and choices declared
+    with :func:`benchmark.config.param`, cross-field rules in an optional ``check()`` method), ``profiles``
     (per-profile overrides of ``Params``), ``train_profiles`` (per-profile overrides of the run's ``train``
-    section) and ``uses_backbone``. ``Options`` is the options dataclass of the paradigm's recommender: the
-    ``Params`` fields declared ``param(..., option=True)`` are passed to it, and each must be one of its fields.
+    section), ``uses_backbone`` and ``needs_content`` (item fields its identifiers are made from: ``text``,
+    ``categories``; see :meth:`required_content`). ``Options`` is the options dataclass of the paradigm's
+    recommender: the ``Params`` fields declared ``param(..., option=True)`` are passed to it, and each must be
+    one of its fields.
     """
 
     name: ClassVar[str] = ""
@@ -157,6 +160,7 @@ class Scheme(ABC):
     profiles: ClassVar[dict[str, dict[str, Any]]] = {}
     train_profiles: ClassVar[dict[str, dict[str, Any]]] = {}
     uses_backbone: ClassVar[bool] = True
+    needs_content: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: dict[str, Any], ctx: RunContext) -> None:
         self.params = self.Params(**params)
@@ -179,9 +183,16 @@ class Scheme(ABC):
         option_fields(cls.Params, cls.Options, f"schemes.{cls.name}")
         return checked
 
+    @classmethod
+    def required_content(cls, params: dict[str, Any]) -> tuple[str, ...]:
+        """The item fields (of :data:`benchmark.data.quality.CONTENT_FIELDS`) this scheme needs with ``params``;
+        the run refuses a dataset where too few items have them (:func:`benchmark.data.quality.check_content`)."""
+        return cls.needs_content
+
     def not_applicable(self, dataset: Dataset) -> str | None:
-        """Why this scheme cannot run on ``dataset`` (e.g. no categories), or None when it can."""
-        return None
+        """Why this scheme cannot run on ``dataset`` (no item has a field it needs), or None when it can; a field
+        that only too few items have stops the run with a :class:`~benchmark.data.dataset.DataError`."""
+        return check_content(dataset, self.name, self.required_content(dataclasses.asdict(self.params)))
 
     @abstractmethod
     def build(self, data: TrainData) -> Built:

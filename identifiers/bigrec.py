@@ -56,6 +56,7 @@ class BIGRec(SequenceScheme):
     citation = ("Bao, Zhang, Wang, Zhang, Feng & He, A Bi-Step Grounding Paradigm for Large Language Models in "
                 "Recommendation Systems, arXiv:2308.08434, 2023.")
     Params = BIGRecParams
+    needs_content = ("text",)
     profiles = {"smoke": {"max_title_tokens": 8}, "paper": {"max_title_tokens": 64}}
     train_profiles = {"quick": {"epochs": 10}}
 

@@ -217,6 +217,7 @@ class IDGenRec(SequenceScheme):
     citation = ("Tan, Xu, Hua, Ge, Li, Zhang, Zhao & Zhang, IDGenRec: LLM-RecSys Alignment with Textual ID "
                 "Learning, SIGIR 2024.")
     Params = IDGenRecParams
+    needs_content = ("text",)
     profiles = {
         "smoke": {"id_max_tokens": 4, "text_max_tokens": 24, "id_beams": 4, "tag_epochs": 2, "rec_epochs": 1,
                   "id_examples": 128, "id_batch_size": 64, "alternation": "rec_first", "soft_ids": "teacher_forced"},

@@ -36,7 +36,6 @@ import numpy as np
 import torch
 
 from benchmark.config import param
-from benchmark.data.dataset import Dataset
 from benchmark.splits import TrainData
 from identifiers.base import SequenceScheme
 from identifiers.registry import register
@@ -67,12 +66,8 @@ class SemID(SequenceScheme):
     citation = ("Hua, Xu, Ge & Zhang, How to Index Item IDs for Recommendation Foundation Models, "
                 "SIGIR-AP 2023 (semantic indexing, SemID).")
     Params = SemIDParams
+    needs_content = ("categories",)
     train_profiles = {"quick": {"epochs": 20}}
-
-    def not_applicable(self, dataset: Dataset) -> str | None:
-        if not dataset.has_categories:
-            return "dataset has no item categories; SemID needs a category path per item"
-        return None
 
     def tokenize(self, data: TrainData) -> ItemCodes:
         start = time.perf_counter()

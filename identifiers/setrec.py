@@ -23,6 +23,7 @@ early stopping instead of their 30 epochs); ``quick`` uses N = 2 and 15 epochs a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -88,6 +89,11 @@ class SETRec(SetScheme):
     train_profiles = {"smoke": {"epochs": 1, "lr": 0.003},
                       "quick": {"epochs": 15, "batch_size": 256, "lr": 0.001, "patience": 4},
                       "paper": {"batch_size": 512, "lr": 0.001}}
+
+    @classmethod
+    def required_content(cls, params: dict[str, Any]) -> tuple[str, ...]:
+        """Item text for the semantic part only."""
+        return ("text",) if params["use_semantic"] else ()
 
     def tokenize(self, data: TrainData) -> ItemTokenSets:
         params = self.params

@@ -213,6 +213,7 @@ class STORE(SequenceScheme):
     citation = ("Liu, Zhu, Fan, Zhao & Wu, STORE: Streamlining Semantic Tokenization and Generative "
                 "Recommendation with A Single LLM, arXiv:2409.07276, 2024.")
     Params = STOREParams
+    needs_content = ("text",)
     profiles = {
         "smoke": {"n_tokens": 2, "codebook_size": 16, "pca_dim": 8, "text_max_tokens": 24, "tokenizer_epochs": 2,
                   "item_task_items": 32},

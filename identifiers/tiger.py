@@ -93,6 +93,7 @@ class TIGER(SequenceScheme):
 
     citation = "Rajput et al., Recommender Systems with Generative Retrieval, NeurIPS 2023."
     Params = TIGERParams
+    needs_content = ("text",)
     profiles = {
         "smoke": {"encoder": "tfidf", "codebook_size": 16, "rqvae_epochs": 20, "rqvae_batch_size": 256},
         "quick": {},

@@ -6,18 +6,23 @@ killed run resumes from its last finished epoch, provided the model's buffers (i
 item inputs: what the identifiers made) have the same :func:`fingerprint`; a checkpoint of other
 identifiers, e.g. from a re-fitted tokenizer that came out differently, is ignored and training starts over.
 A checkpoint written when early stopping fired is marked finished: resuming from it trains no further.
+The checkpoint also holds every generator state the next epoch draws from (:func:`generator_states`: torch on
+the CPU and CUDA, NumPy's and Python's global generators, the batch-order generator), so a resumed run is the
+uninterrupted run: same batches, same dropout, same curve and metrics. It holds only tensors, numbers, strings,
+lists and dicts, so it loads with ``torch.load(weights_only=True)``. Resuming, or ignoring a checkpoint, prints
+one line naming the file.
 A loss that is not finite stops training with :class:`DivergenceError`. :func:`random_state_kept` fits a
 cached component without moving the global random generators.
 """
 from __future__ import annotations
 
-import copy
 import math
 import os
+import pickle
 import random
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -132,19 +137,17 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
                                   weight_decay=cfg.weight_decay)
     best_state, bad, start_epoch, finished = None, 0, 0, False
     identity = fingerprint(model)
-    state = None
-    if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
-    if state is not None and state.get("fingerprint") != identity:
-        tqdm.write(f"{desc}: checkpoint {checkpoint} belongs to other identifiers; training from the start")
-        state = None
+    order = np.random.default_rng(seed)
+    state = read_checkpoint(checkpoint, identity, desc) if checkpoint is not None else None
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         best_state, bad, start_epoch = state["best_state"], state["bad"], state["epoch"] + 1
-        report, finished = state["report"], state.get("finished", False)
+        report, finished = TrainReport(**state["report"]), state["finished"]
         report.resumed_from_epoch = start_epoch
-    rng = np.random.default_rng(seed + start_epoch)
+        restore_generators(state["generators"], order)
+        tqdm.write(f"{desc}: resuming from checkpoint {checkpoint} after epoch {start_epoch} of {cfg.epochs}"
+                   + (" (early stopping had fired: no further training)" if finished else ""))
     start = time.perf_counter() - report.seconds
     last_epoch = start_epoch if finished else cfg.epochs  # an early-stopped checkpoint has nothing left to train
     knob = f"train.lr (now {cfg.lr:g})" + ("" if cfg.grad_clip > 0 else " or set train.grad_clip > 0")
@@ -153,7 +156,7 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
         examples = model.training_examples(data)
         total = (len(examples) + cfg.batch_size - 1) // cfg.batch_size
         losses = []
-        bar = tqdm(iterate(examples, cfg.batch_size, device, rng), total=total, disable=not progress,
+        bar = tqdm(iterate(examples, cfg.batch_size, device, order), total=total, disable=not progress,
                    desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False)
         for batch in bar:
             with autocast(device, cfg.amp):
@@ -183,7 +186,8 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
         if checkpoint is not None:
             save_atomic(checkpoint, {"fingerprint": identity, "model": model.state_dict(),
                                      "optimizer": optimizer.state_dict(), "best_state": best_state, "bad": bad,
-                                     "epoch": epoch, "finished": finished, "report": copy.deepcopy(report)})
+                                     "epoch": epoch, "finished": finished, "report": asdict(report),
+                                     "generators": generator_states(order)})
         if finished:
             break
     if best_state is not None:
@@ -198,8 +202,64 @@ def fingerprint(model: torch.nn.Module) -> str:
     return content_key([name for name, _ in buffers], [buffer for _, buffer in buffers], length=64)
 
 
+CHECKPOINT_KEYS = frozenset({"fingerprint", "model", "optimizer", "best_state", "bad", "epoch", "finished", "report",
+                             "generators"})
+
+
+def read_checkpoint(path: Path, identity: str, desc: str) -> dict[str, Any] | None:
+    """The epoch checkpoint at ``path`` (loaded with ``weights_only=True``, on the CPU), or None when there is
+    none or it cannot be used; an unusable one is named with the reason in one printed line."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
+        reason = f"cannot be read ({type(error).__name__}; truncated, or written by an older version)"
+    else:
+        missing = CHECKPOINT_KEYS - set(state) if isinstance(state, dict) else CHECKPOINT_KEYS
+        if missing:
+            reason = f"lacks {', '.join(sorted(missing))} (written by an older version)"
+        elif state["fingerprint"] != identity:
+            reason = "belongs to other identifiers"
+        else:
+            return state
+    tqdm.write(f"{desc}: checkpoint {path} {reason}; training from the start")
+    return None
+
+
+def generator_states(order: np.random.Generator) -> dict[str, Any]:
+    """Every generator state the next epoch draws from, as tensors, numbers, strings, lists and dicts only (so
+    the checkpoint loads with ``weights_only=True``): torch's CPU generator, each CUDA device's, NumPy's global
+    generator as ``[kind, keys, position, has_gauss, cached_gaussian]``, Python's ``random`` as
+    ``[version, internal state, gauss_next]`` and the batch-order generator ``order``."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [str(kind), torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss),
+                      float(cached)],
+            "python": [version, list(internal), gauss_next],
+            "batch_order": order.bit_generator.state}
+
+
+def restore_generators(states: dict[str, Any], order: np.random.Generator) -> None:
+    """Put the generators saved by :func:`generator_states` back (CUDA devices this machine has)."""
+    torch.set_rng_state(states["torch"])
+    for index, cuda_state in enumerate(states["cuda"][:torch.cuda.device_count()]):
+        torch.cuda.set_rng_state(cuda_state, index)
+    kind, keys, position, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    version, internal, gauss_next = states["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    order.bit_generator.state = states["batch_order"]
+
+
 def save_atomic(path: Path, state: dict) -> None:
+    """Write ``state`` to a temporary file, flush it to disk, then rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
+    with open(tmp, "wb") as handle:
+        torch.save(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(tmp, path)

@@ -1,7 +1,7 @@
 """The one in-memory form of every data source: an items table and an interactions table."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -22,12 +22,16 @@ class Dataset:
     ``price`` (float, NaN when unknown). ``interactions`` has integer ``user`` and ``item`` columns, a
     float ``timestamp`` (NaN when the source only gives order) and ``position``, the 0-based index of
     the interaction in its user's chronological sequence. Users are ``0..n_users-1``.
+    ``item_source`` names the file(s) the item content was read from (empty: none, or generated), for messages;
+    ``duplicate_item_rows`` counts item rows of the source that repeated an earlier row's id (the first is kept).
     """
 
     name: str
     items: pd.DataFrame
     interactions: pd.DataFrame
     user_ids: np.ndarray = field(repr=False)
+    item_source: str = ""
+    duplicate_item_rows: int = 0
 
     @property
     def n_items(self) -> int:
@@ -66,8 +70,21 @@ class Dataset:
             texts.append(". ".join(parts))
         return texts
 
+    def content_coverage(self) -> dict[str, float]:
+        """Share of items with text (a title or a description), with categories and with a brand."""
+        items, n = self.items, max(1, self.n_items)
+        has_text = items["title"].str.len().gt(0) | items["description"].str.len().gt(0)
+        return {"text": float(has_text.sum()) / n, "categories": float(items["categories"].map(len).gt(0).sum()) / n,
+                "brand": float(items["brand"].str.len().gt(0).sum()) / n}
+
+    def shared_texts(self) -> int:
+        """Items whose non-empty text (:meth:`item_texts`) is identical to another item's."""
+        texts = pd.Series(self.item_texts())
+        texts = texts[texts.str.len() > 0]
+        return int(texts.duplicated(keep=False).sum())
+
     def stats(self) -> dict[str, float]:
-        """Users, items, interactions, density and mean history length."""
+        """Users, items, interactions, density, mean history length and item-content coverage."""
         n_inter = len(self.interactions)
         return {
             "users": self.n_users,
@@ -77,11 +94,12 @@ class Dataset:
             "mean_history_length": n_inter / max(1, self.n_users),
             "has_timestamps": self.has_timestamps,
             "has_categories": self.has_categories,
+            "content_coverage": self.content_coverage(),
         }
 
 
-def build_dataset(name: str, items: pd.DataFrame, interactions: pd.DataFrame) -> Dataset:
-    """Re-index raw tables into a :class:`Dataset`.
+def build_dataset(name: str, items: pd.DataFrame, interactions: pd.DataFrame, item_source: str = "") -> Dataset:
+    """Re-index raw tables into a :class:`Dataset` (``item_source``: the file(s) ``items`` was read from).
 
     ``items`` needs ``raw_id`` and may carry any of the other item columns; ``interactions`` needs
     ``user`` and ``item`` (raw ids) and either ``timestamp`` or ``position`` (or both). Interactions
@@ -104,7 +122,9 @@ def build_dataset(name: str, items: pd.DataFrame, interactions: pd.DataFrame) ->
 
     items = items.copy()
     items["raw_id"] = items["raw_id"].astype(str)
+    n_rows = len(items)
     items = items.drop_duplicates("raw_id", keep="first")
+    duplicates = n_rows - len(items)
     used = pd.Index(inter["item"].unique())
     missing = used.difference(pd.Index(items["raw_id"]))
     if len(missing):
@@ -125,7 +145,8 @@ def build_dataset(name: str, items: pd.DataFrame, interactions: pd.DataFrame) ->
     })
     out["position"] = out.groupby("user").cumcount()
     out = out.reset_index(drop=True)
-    return Dataset(name=name, items=items, interactions=out, user_ids=np.asarray(user_ids, dtype=object))
+    return Dataset(name=name, items=items, interactions=out, user_ids=np.asarray(user_ids, dtype=object),
+                   item_source=item_source, duplicate_item_rows=duplicates)
 
 
 def _normalise_items(items: pd.DataFrame) -> pd.DataFrame:
@@ -175,4 +196,5 @@ def kcore(dataset: Dataset, k: int) -> Dataset:
         "timestamp": inter["timestamp"].to_numpy(),
         "position": inter["position"].to_numpy(),
     })
-    return build_dataset(dataset.name, items, raw)
+    filtered = build_dataset(dataset.name, items, raw, dataset.item_source)
+    return replace(filtered, duplicate_item_rows=dataset.duplicate_item_rows)

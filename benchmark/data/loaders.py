@@ -68,7 +68,8 @@ def load_p5(folder: Path, name: str) -> Dataset:
             if parts:
                 raw_ids.append(parts[0])
                 titles.append(parts[1] if len(parts) == 2 else "")
-    return _build(name, seq_path, pd.DataFrame({"raw_id": raw_ids, "title": titles}, dtype=object), interactions)
+    return _build(name, seq_path, pd.DataFrame({"raw_id": raw_ids, "title": titles}, dtype=object), interactions,
+                  text_path if text_path.is_file() else None)
 
 
 def load_lcrec(folder: Path, name: str) -> Dataset:
@@ -106,7 +107,7 @@ def load_lcrec(folder: Path, name: str) -> Dataset:
                      "description": _text(fields.get("description")), "brand": _text(fields.get("brand")),
                      "categories": categories if isinstance(categories, (str, list)) else ""})
     return _build(name, inter_path, pd.DataFrame(rows, columns=["raw_id", "title", "description", "brand",
-                                                                "categories"]), interactions)
+                                                                "categories"]), interactions, item_path)
 
 
 def load_recbole(folder: Path, name: str) -> Dataset:
@@ -133,7 +134,7 @@ def load_recbole(folder: Path, name: str) -> Dataset:
         items = pd.DataFrame({"raw_id": raw_ids, "title": titles,
                               "description": [_movie_description(g, year) for g, year in zip(genres, years)],
                               "categories": [(RECBOLE_CATEGORY_ROOT, g[0]) if g else () for g in genres]})
-    return _build(name, inter_path, items, interactions)
+    return _build(name, inter_path, items, interactions, item_path if item_path.is_file() else None)
 
 
 def load_amazon2014(folder: Path, category: str, name: str) -> Dataset:
@@ -188,13 +189,14 @@ def load_amazon2014(folder: Path, category: str, name: str) -> Dataset:
                          "price": record.get("price"), "categories": _first_path(record.get("categories"))})
     metadata = pd.DataFrame(rows, columns=["raw_id", "title", "description", "brand", "price", "categories"])
     metadata["categories"] = _drop_common_root(list(metadata["categories"]))
-    return _build(name, reviews_path, metadata, interactions)
+    return _build(name, reviews_path, metadata, interactions, meta_path if meta_path.is_file() else None)
 
 
-def _build(name: str, source: Path, items: pd.DataFrame, interactions: pd.DataFrame) -> Dataset:
+def _build(name: str, source: Path, items: pd.DataFrame, interactions: pd.DataFrame,
+           item_source: Path | None) -> Dataset:
     if interactions.empty:
         raise DataError(f"{source}: no interactions found; expected at least one user with an item")
-    return build_dataset(name, items, interactions)
+    return build_dataset(name, items, interactions, str(item_source) if item_source else "")
 
 
 def _require(path: Path, what: str) -> Path:
