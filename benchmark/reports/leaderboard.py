@@ -183,7 +183,7 @@ def _number(column: str, value: float) -> str:
     return f"{value:#.4g}" if column == INFERENCE else f"{value:.4f}"
 
 
-def _cells(table: pd.DataFrame, style: Style) -> list[list[str]]:
+def table_cells(table: pd.DataFrame, style: Style) -> list[list[str]]:
     """The body of one table: scheme (with its variant), every value column, n. The best shown value per
     column is bold (ties too; lowest inference time; none when every metric value is zero); ``±`` the 95%
     t-interval half-width over seeds; :data:`SIMILAR` marks values not significantly worse than the best;
@@ -215,7 +215,7 @@ def _marked(mark: Any) -> bool:
     return not pd.isna(mark) and bool(mark)
 
 
-def _tables(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+def table_sections(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """Each table's heading (dataset, backbone, split, profile, test users) with its rows."""
     out = []
     for keys, table in frame.groupby(list(TABLE_KEYS), sort=False):
@@ -241,8 +241,8 @@ def to_markdown(frame: pd.DataFrame, banner: str, problems: list[str] | None = N
              "R = Recall, N = NDCG; mean over n seeds (± the 95% t-interval half-width when n > 1; a single "
              "seed has no interval); best per column in bold (for inference time the lowest); – = no test targets "
              f"in that segment. {LEGEND}\n"]
-    for heading, table in _tables(frame):
-        rows = [header, *_cells(table, MARKDOWN)]
+    for heading, table in table_sections(frame):
+        rows = [header, *table_cells(table, MARKDOWN)]
         widths = [max(3, *(len(row[i]) for row in rows)) for i in range(len(header))]
         rule = ["-" * widths[0], *["-" * (w - 1) + ":" for w in widths[1:]]]
         lines.append(f"## {heading}\n")
@@ -268,9 +268,9 @@ def to_latex(frame: pd.DataFrame, banner: str) -> str:
     rules = "".join(f"\\cmidrule(lr){{{2 + i * width}-{1 + (i + 1) * width}}}" for i in range(len(SEGMENTS)))
     labels = " & ".join(label for _, label in COLUMNS.values())
     lines = [f"% {LATEX.text(banner)}", f"% {LATEX.text(LEGEND)}", "% Requires \\usepackage{booktabs}.", ""]
-    for heading, table in _tables(frame):
+    for heading, table in table_sections(frame):
         body, previous = [], None
-        for paradigm, cells in zip(table["paradigm"], _cells(table, LATEX)):
+        for paradigm, cells in zip(table["paradigm"], table_cells(table, LATEX)):
             body += [r"\midrule"] if previous is not None and paradigm != previous else []
             body.append(" & ".join(cells) + r" \\")
             previous = paradigm
