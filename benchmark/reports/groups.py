@@ -196,12 +196,13 @@ def _figure(table: pd.DataFrame, groups: Groups, key: tuple, scheme: str, report
             values = [row[f"G{g + 1}_{metric}@{SHOWN_K}"] for g in range(N_GROUPS)]
             ax.bar(x - 0.4 + width * (i + 0.5), np.nan_to_num(values), width, label=label)
         ax.set_xticks(x, [f"G{g + 1}\n{groups.items[g]} items" for g in range(N_GROUPS)])
-        ax.set_xlabel(f"item group by training interactions (G1 most popular; equal {scheme} per group)")
+        ax.set_xlabel("item group by training interactions (G1 most popular)")
         ax.set_ylabel(f"Recall@{SHOWN_K} (share of the group's test targets)" if metric == "recall"
                       else f"NDCG@{SHOWN_K} (mean over the group's test targets)")
         ax.grid(axis="y", alpha=0.3)
     axes[1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), title="scheme")
-    fig.suptitle(f"Popularity groups — {key[0]}, split {key[1]}, profile {key[2]}, backbone {key[3]}")
+    fig.suptitle(f"Popularity groups (equal {scheme} per group) — {key[0]}, split {key[1]}, profile {key[2]}, "
+                 f"backbone {key[3]}")
     seeds = sorted({r["config"].get("seed") for r in records}, key=str)
     caption = (f"Data: {key[0]} ({key[1]} split), profile {key[2]}; mean over seeds {seeds}; "
                f"hardware: {hardware_label(records)}. Drawn from run records by python -m benchmark leaderboard.")

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import NullFormatter
 
 from benchmark.records import RecordScan, now
 from benchmark.reports.configs import LEGEND, config_id, flat_configs, row_label, variant_labels
@@ -141,6 +142,9 @@ def _scaling_figure(table: pd.DataFrame, key: tuple, records: list[dict[str, Any
                 ax.annotate(point["backbone"], (point["parameters"], point[column]), fontsize=6,
                             textcoords="offset points", xytext=(3, 3))
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        if table[column].isna().all():
+            ax.text(0.5, 0.5, "no test targets in this segment", ha="center", va="center", transform=ax.transAxes)
         ax.set_xlabel("parameters (count, log scale)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
