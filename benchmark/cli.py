@@ -14,6 +14,7 @@ from benchmark.config import MAX_SEED, PROFILES, SPLITS, ConfigError, Environmen
 from benchmark.data.dataset import DataError, Dataset
 from benchmark.data.quality import check_content, coverage_line, data_warnings
 from benchmark.data.registry import SPECS, check_dataset_name, dataset_names, is_present, load_dataset, resolve_data_dir
+from benchmark.reports import GROUP_SCHEMES
 from benchmark.splits import SplitError, make_split
 
 EXIT_USAGE = 2
@@ -195,14 +196,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from benchmark.records import scan_records
     from benchmark.reports.costs import build_cost_report
+    from benchmark.reports.groups import build_group_report
+    from benchmark.reports.html import build_html_report
     from benchmark.reports.identifiers import build_identifier_report
     from benchmark.reports.leaderboard import build_leaderboard
+    from benchmark.reports.scaling import build_scaling_report
 
     scan, reports = scan_records(args.results_dir), Path(args.reports_dir)
     for problem in scan.problems:
         print(f"warning: skipped {problem}", file=sys.stderr)
     written = build_leaderboard(scan, reports)
-    written += [*build_identifier_report(scan, reports), *build_cost_report(scan, reports)] if written else []
+    if written:
+        written += [*build_identifier_report(scan, reports), *build_cost_report(scan, reports),
+                    *build_group_report(scan, reports, args.groups), *build_scaling_report(scan, reports)]
+        written += build_html_report(scan, reports, written)
     if not written:
         raise UsageError(f"no run records under {args.results_dir}/; run `python -m benchmark run` first")
     for path in written:
@@ -257,9 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     data_options(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("leaderboard", help="tables (md, csv, tex) from the run records")
+    p = sub.add_parser("leaderboard", help="tables (md, csv, tex), analyses, figures and index.html from the records")
     p.add_argument("--results-dir", default="results")
     p.add_argument("--reports-dir", default="reports")
+    p.add_argument("--groups", default="interactions", choices=GROUP_SCHEMES,
+                   help="popularity groups: an equal number of training interactions (default) or of items per "
+                        "group")
     p.set_defaults(func=cmd_leaderboard)
 
     p = sub.add_parser("download", help="fetch a dataset's files from its public source")

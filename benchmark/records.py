@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import resource
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -140,6 +141,16 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+def git_commit() -> str | None:
+    """The commit checked out where the benchmark's code lives (``git rev-parse HEAD``), None outside git."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                             text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
 
 
 def hardware(device: torch.device) -> dict[str, Any]:

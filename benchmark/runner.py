@@ -26,6 +26,7 @@ from benchmark.evaluate import evaluate
 from benchmark.records import (
     SCHEMA_VERSION,
     RecordError,
+    git_commit,
     hardware,
     now,
     peak_memory_mb,
@@ -121,7 +122,8 @@ def run_one(config: RunConfig, env: Environment) -> dict[str, Any]:
         "schema": SCHEMA_VERSION, "run_name": config.run_name, "config_hash": config.hash(),
         "config": config.to_dict(), "paradigm": get_scheme(config.scheme).paradigm, "environment": asdict(env),
         "dataset": dataset.stats(), "split": split.stats(),
-        "seed": config.seed, "versions": versions(), "hardware": hardware(device), "started_at": now(),
+        "seed": config.seed, "versions": versions(), "commit": git_commit(), "hardware": hardware(device),
+        "started_at": now(),
     }
     cf_config = resolve(config.dataset, get_scheme("sasrec"), config.seed, config.profile)
     ctx = RunContext(config=config, dataset=dataset, valid=split.valid, warm=split.warm, device=device,
@@ -130,7 +132,8 @@ def run_one(config: RunConfig, env: Environment) -> dict[str, Any]:
     scheme = get_scheme(config.scheme)(config.params, ctx)
     reason = scheme.not_applicable(dataset)
     if reason:
-        return {**record, "status": "not_applicable", "reason": reason, "finished_at": now()}
+        return {**record, "status": "not_applicable", "reason": reason, "identifier": {"paradigm": scheme.paradigm},
+                "finished_at": now()}
 
     start = time.perf_counter()
     built = scheme.build(split.train)
@@ -148,6 +151,8 @@ def run_one(config: RunConfig, env: Environment) -> dict[str, Any]:
     test = evaluate(model, split.test, split.warm, config.ks, config.eval_batch_size, device, env.progress,
                     desc="test")
     n_test = max(1, len(split.test))
+    item_counts = split.train.item_counts()
+    values, items = np.unique(item_counts, return_counts=True)
     return {
         **record, "status": "ok", "reason": None,
         "identifier": {"paradigm": scheme.paradigm, "citation": scheme.citation, **built.statistics,
@@ -158,5 +163,18 @@ def run_one(config: RunConfig, env: Environment) -> dict[str, Any]:
         "inference": model.inference_statistics(),
         "timings": {"identifier_fit_s": fit_seconds, "train_s": report.seconds, "inference_s": test.seconds,
                     "inference_ms_per_user": 1000.0 * test.seconds / n_test},
-        "memory": peak_memory_mb(device), "per_user": test.per_user(), "finished_at": now(),
+        "memory": peak_memory_mb(device), "model": model_size(model),
+        "per_user": {**test.per_user(), "target_train_counts": item_counts[split.test.targets].tolist()},
+        "item_train_count_histogram": {"train_count": values.tolist(), "items": items.tolist()},
+        "finished_at": now(),
     }
+
+
+def model_size(model: torch.nn.Module) -> dict[str, Any]:
+    """Parameter counts of the whole recommender (backbone, heads, identifier buffers excluded) and the family
+    (``config.model_type``, e.g. ``t5``) of its first transformers sub-model, None for backbone-free models."""
+    family = next((m.config.model_type for m in model.modules() if hasattr(getattr(m, "config", None), "model_type")),
+                  None)
+    return {"total_parameters": sum(p.numel() for p in model.parameters()),
+            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "backbone_family": family}

@@ -84,19 +84,21 @@ def test_one_table_per_backbone_with_baselines_replicated(tmp_path: Path) -> Non
     assert md_row(md, "other", "pop")[1] == "**0.0700**"
 
 
-def test_seeds_are_averaged_with_std_and_n(tmp_path: Path) -> None:
+def test_seeds_are_averaged_with_a_t_interval_and_n(tmp_path: Path) -> None:
     results = tmp_path / "results"
     write_record(results, "pop", 0.1, seed=1, ms=2.0)
     write_record(results, "pop", 0.3, seed=2, ms=4.0)
     write_record(results, "sasrec", 0.15)
     out = build(tmp_path)
     pop = md_row(out["md"], "toy_data", "pop")
-    assert pop[1] == "**0.2000**±0.1414" and pop[-2] == "3.000±1.414" and pop[-1] == "2"
+    # 95% t-interval of two seeds: t(0.975, 1) * std / sqrt(2) = 12.706 * 0.1414 / 1.414
+    assert pop[1] == "**0.2000**±1.2706" and pop[-2] == "3.000±12.71" and pop[-1] == "2"
     sasrec = md_row(out["md"], "toy_data", "sasrec")
-    assert sasrec[1] == "0.1500" and sasrec[-1] == "1"  # no ±std for a single seed
+    assert sasrec[1] == "0.1500" and sasrec[-1] == "1 (single seed)"  # no interval for a single seed
     row = out["csv"].set_index("scheme").loc["pop"]
     assert row["n"] == 2 and row["all_recall@5"] == pytest.approx(0.2)
     assert row["all_recall@5_std"] == pytest.approx(0.1414, abs=1e-4)
+    assert row["all_recall@5_ci95"] == pytest.approx(12.7062 * 0.1, abs=1e-3)
     assert row["inference_ms_per_user"] == pytest.approx(3.0)
     assert pd.isna(out["csv"].set_index("scheme").loc["sasrec", "all_recall@5_std"])
 
@@ -238,9 +240,9 @@ def test_configs_that_differ_beyond_the_seed_are_separate_labelled_rows(tmp_path
     write_record(results, "sasrec", 0.5, seed=1, config=fast, name="_fast")
     write_record(results, "pop", 0.05)
     out = build(tmp_path)
-    assert md_row(out["md"], "toy_data", "sasrec [train.lr=0.001]")[1:2] == ["0.2000±0.1414"]
-    assert md_row(out["md"], "toy_data", "sasrec [train.lr=0.01]")[-1] == "1"
-    assert md_row(out["md"], "toy_data", "pop")[-1] == "1" and "config_id is the hash" in out["md"]
+    assert md_row(out["md"], "toy_data", "sasrec [train.lr=0.001]")[1:2] == ["0.2000±1.2706"]
+    assert md_row(out["md"], "toy_data", "sasrec [train.lr=0.01]")[-1] == "1 (single seed)"
+    assert md_row(out["md"], "toy_data", "pop")[-1] == "1 (single seed)" and "config_id is the hash" in out["md"]
     assert sorted(out["csv"]["variant"].fillna("")) == ["", "train.lr=0.001", "train.lr=0.01"]
     assert out["csv"]["config_id"].nunique() == 3 and r"sasrec [train.lr=0.01] &" in out["tex"]
     identifiers = identifier_frame(scan_records(results).finished())

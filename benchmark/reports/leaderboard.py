@@ -2,11 +2,14 @@
 
 Rows are identifier schemes (baselines, then sequence, embedding and set identifiers); columns are
 Recall/NDCG@{5,10} on all, warm and cold test targets plus inference time per test user. Seeds of one
-config are averaged; other configs of a scheme are rows of their own, named with the keys where they differ
-(:mod:`benchmark.reports.configs`). Files under the results folder that are not complete records are
-listed under the tables. Baselines use no LLM backbone (``backbone == "none"``), so they appear in every
-backbone's table of their dataset, split and profile. A scheme that was not applicable shows "n/a" with
-its reason under the table; a segment without test targets (no cold items) shows "–".
+config are averaged, with the 95% Student-t interval over seeds (a single seed is labelled as such); in each
+metric column the rows not significantly worse than the best one by a Holm-corrected paired test over the
+test examples are marked (:mod:`benchmark.reports.stats`). Other configs of a scheme are rows of their own,
+named with the keys where they differ (:mod:`benchmark.reports.configs`). Files under the results folder
+that are not complete records are listed under the tables. Baselines use no LLM backbone
+(``backbone == "none"``), so they appear in every backbone's table of their dataset, split and profile. A
+scheme that was not applicable shows "n/a" with its reason under the table; a segment without test targets
+(no cold items) shows "–".
 """
 from __future__ import annotations
 
@@ -15,12 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 
 from benchmark.records import PARADIGMS, RecordScan, now
 from benchmark.reports.configs import LEGEND, config_id, flat_configs, row_label, variant_labels
+from benchmark.reports.stats import not_worse_than_best, per_example, significance_note, t_interval
 
 TABLE_KEYS = ("dataset", "backbone", "split", "profile")
+SINGLE_SEED = "1 (single seed)"
+"""The n cell of a row with one finished seed: no interval."""
+SIMILAR = "≈"
+"""Mark of a value not significantly worse than its column's best."""
 SEGMENTS = {"all": "All", "warm": "Warm", "cold": "Cold"}
 METRICS = {"recall@5": "R@5", "recall@10": "R@10", "ndcg@5": "N@5", "ndcg@10": "N@10"}
 INFERENCE = "inference_ms_per_user"
@@ -32,7 +41,8 @@ COLUMNS: dict[str, tuple[str | None, str]] = {
 VALUES = list(COLUMNS)
 COUNTS = [f"{seg}_count" for seg in SEGMENTS]
 TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-               "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+               "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+               "≈": r"$\approx$", "±": r"$\pm$"}
 
 
 def build_leaderboard(scan: RecordScan, reports_dir: Path) -> list[Path]:
@@ -70,15 +80,61 @@ def leaderboard_frame(records: list[tuple[Path, dict[str, Any]]]) -> pd.DataFram
     mean = ok.groupby(keys)[VALUES].mean()
     std = ok.groupby(keys)[VALUES].std().add_suffix("_std")
     counts = ok.groupby(keys)[COUNTS].max().astype("Int64")
+    ci = ok.groupby(keys)[VALUES].agg(lambda s: t_interval(s.tolist())[1]).add_suffix("_ci95")
     rows = runs.groupby(keys).agg(paradigm=("paradigm", "first"), n=("ok", "sum"),
                                   reason=("reason", lambda s: "; ".join(dict.fromkeys(s.dropna()))))
-    frame = rows.join([mean, std, counts]).reset_index()
+    frame = rows.join([mean, std, ci, counts]).reset_index()
     frame["variant"] = variant_labels(frame, [*TABLE_KEYS, "scheme"], configs)
     frame = frame[[*TABLE_KEYS, "scheme", "variant", "config_id", "paradigm", "n",
-                   *[c for v in VALUES for c in (v, f"{v}_std")], *COUNTS, "reason"]]
+                   *[c for v in VALUES for c in (v, f"{v}_std", f"{v}_ci95")], *COUNTS, "reason"]]
     order = {"_paradigm": frame["paradigm"].map(lambda p: PARADIGMS.index(p) if p in PARADIGMS else len(PARADIGMS))}
-    return (frame.assign(**order).sort_values([*TABLE_KEYS, *order, "scheme", "variant"])
-            .drop(columns=list(order)).reset_index(drop=True))
+    frame = (frame.assign(**order).sort_values([*TABLE_KEYS, *order, "scheme", "variant"])
+             .drop(columns=list(order)).reset_index(drop=True))
+    return _with_significance(frame, records)
+
+
+def _with_significance(frame: pd.DataFrame, records: list[tuple[Path, dict[str, Any]]]) -> pd.DataFrame:
+    """Add ``<column>_similar`` per metric column: True where the row is the best or not significantly worse
+    (:func:`~benchmark.reports.stats.not_worse_than_best`), False where worse, empty where not tested (no
+    stored per-example ranks, or other test examples than the table's other rows)."""
+    per_user: dict[tuple, list[dict[str, Any]]] = {}
+    for _, record in records:
+        if record["status"] == "ok" and (record.get("per_user") or {}).get("ranks"):
+            config = record["config"]
+            key = (*(config[k] for k in TABLE_KEYS), config["scheme"], config_id(config))
+            per_user.setdefault(key, []).append(record["per_user"])
+    marks = {f"{column}_similar": pd.Series(pd.NA, index=frame.index, dtype="boolean")
+             for column, (segment, _) in COLUMNS.items() if segment}
+    for _, table in frame.groupby(list(TABLE_KEYS), sort=False):
+        runs = {}
+        for index, row in table.iterrows():
+            key = (row["dataset"], row["backbone"], row["split"], row["profile"], row["scheme"], row["config_id"])
+            seeds = per_user.get(key) or per_user.get((*key[:1], NO_BACKBONE, *key[2:]))
+            if seeds and all(_same_examples(seeds[0], other) for other in seeds):
+                runs[index] = seeds
+        if not runs:
+            continue
+        reference = next(iter(runs.values()))[0]
+        runs = {index: seeds for index, seeds in runs.items() if _same_examples(reference, seeds[0])}
+        warm = np.asarray(reference.get("warm", [1] * len(reference["ranks"])), dtype=bool)
+        for column, (segment, _) in COLUMNS.items():
+            if not segment:
+                continue
+            mask = {"all": np.ones_like(warm), "warm": warm, "cold": ~warm}[segment]
+            if not mask.any():
+                continue
+            metric = column.split("_", 1)[1]
+            values = {index: np.mean([per_example(s["ranks"], metric)[mask] for s in seeds], axis=0)
+                      for index, seeds in runs.items()}
+            for index, similar in not_worse_than_best(values).items():
+                marks[f"{column}_similar"][index] = similar
+    return frame.assign(**marks)
+
+
+def _same_examples(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two per-example records are over the same test examples (users and targets, in order)."""
+    return (len(a["ranks"]) == len(b["ranks"]) and a.get("users") == b.get("users")
+            and a.get("targets") == b.get("targets"))
 
 
 def _flatten(record: dict[str, Any]) -> dict[str, Any]:
@@ -125,10 +181,11 @@ def _number(column: str, value: float) -> str:
     return f"{value:#.4g}" if column == INFERENCE else f"{value:.4f}"
 
 
-def _cells(table: pd.DataFrame, style: Style) -> list[list[str]]:
+def table_cells(table: pd.DataFrame, style: Style) -> list[list[str]]:
     """The body of one table: scheme (with its variant), every value column, n. The best shown value per
-    column is bold (ties too; lowest inference time; none when every metric value is zero); "n/a" for rows
-    without finished runs."""
+    column is bold (ties too; lowest inference time; none when every metric value is zero); ``±`` the 95%
+    t-interval half-width over seeds; :data:`SIMILAR` marks values not significantly worse than the best;
+    "n/a" for rows without finished runs."""
     columns = [[style.text(row_label(scheme, variant)) for scheme, variant in zip(table["scheme"], table["variant"])]]
     for column in COLUMNS:
         shown = table[column].map(lambda v: _number(column, v), na_action="ignore")
@@ -136,20 +193,27 @@ def _cells(table: pd.DataFrame, style: Style) -> list[list[str]]:
         if column != INFERENCE and best == 0.0:
             best = None
         cells = []
-        for text, spread, n in zip(shown, table[f"{column}_std"], table["n"]):
+        similar = table.get(f"{column}_similar", pd.Series(pd.NA, index=table.index))
+        for text, spread, n, mark in zip(shown, table[f"{column}_ci95"], table["n"], similar):
             if n == 0:
                 cells.append("n/a")
             elif pd.isna(text):
                 cells.append(style.dash)
             else:
                 cells.append((style.bold(text) if float(text) == best else text)
-                             + (f"{style.pm}{_number(column, spread)}" if style.pm and n > 1 else ""))
+                             + (f"{style.pm}{_number(column, spread)}" if style.pm and n > 1 else "")
+                             + (style.text(SIMILAR) if _marked(mark) and float(text) != best else ""))
         columns.append(cells)
-    columns.append([str(n) for n in table["n"]])
+    columns.append([SINGLE_SEED if n == 1 else str(n) for n in table["n"]])
     return [list(row) for row in zip(*columns)]
 
 
-def _tables(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+def _marked(mark: Any) -> bool:
+    """Whether a ``_similar`` cell says "not significantly worse" (empty cells: not tested)."""
+    return not pd.isna(mark) and bool(mark)
+
+
+def table_sections(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """Each table's heading (dataset, backbone, split, profile, test users) with its rows."""
     out = []
     for keys, table in frame.groupby(list(TABLE_KEYS), sort=False):
@@ -172,16 +236,17 @@ def to_markdown(frame: pd.DataFrame, banner: str, problems: list[str] | None = N
     ``problems`` names as not read."""
     header = ["Scheme", *[f"{SEGMENTS[seg]} {label}" if seg else label for seg, label in COLUMNS.values()], "n"]
     lines = [f"# Leaderboard\n\n{banner}\n",
-             "R = Recall, N = NDCG; mean over n seeds (± std when n > 1); best per column in bold "
-             f"(for inference time the lowest); – = no test targets in that segment. {LEGEND}\n"]
-    for heading, table in _tables(frame):
-        rows = [header, *_cells(table, MARKDOWN)]
+             "R = Recall, N = NDCG; mean over n seeds (± the 95% t-interval half-width when n > 1; a single "
+             "seed has no interval); best per column in bold (for inference time the lowest); – = no test targets "
+             f"in that segment. {LEGEND}\n"]
+    for heading, table in table_sections(frame):
+        rows = [header, *table_cells(table, MARKDOWN)]
         widths = [max(3, *(len(row[i]) for row in rows)) for i in range(len(header))]
         rule = ["-" * widths[0], *["-" * (w - 1) + ":" for w in widths[1:]]]
         lines.append(f"## {heading}\n")
         for row in [rows[0], rule, *rows[1:]]:
             lines.append("| " + " | ".join([row[0].ljust(widths[0]), *map(str.rjust, row[1:], widths[1:])]) + " |")
-        lines.append("")
+        lines += ["", f"_{significance_note()}_", ""]
         notes = _notes(table)
         lines += [*(f"- {note}" for note in notes), ""] if notes else []
     if problems:
@@ -201,9 +266,9 @@ def to_latex(frame: pd.DataFrame, banner: str) -> str:
     rules = "".join(f"\\cmidrule(lr){{{2 + i * width}-{1 + (i + 1) * width}}}" for i in range(len(SEGMENTS)))
     labels = " & ".join(label for _, label in COLUMNS.values())
     lines = [f"% {LATEX.text(banner)}", f"% {LATEX.text(LEGEND)}", "% Requires \\usepackage{booktabs}.", ""]
-    for heading, table in _tables(frame):
+    for heading, table in table_sections(frame):
         body, previous = [], None
-        for paradigm, cells in zip(table["paradigm"], _cells(table, LATEX)):
+        for paradigm, cells in zip(table["paradigm"], table_cells(table, LATEX)):
             body += [r"\midrule"] if previous is not None and paradigm != previous else []
             body.append(" & ".join(cells) + r" \\")
             previous = paradigm
@@ -212,6 +277,6 @@ def to_latex(frame: pd.DataFrame, banner: str) -> str:
                   " & " + " & ".join(spans) + r" & & \\", rules,
                   f"Scheme & {labels} & n \\\\", r"\midrule", *body, r"\bottomrule",
                   r"\end{tabular}"]
-        lines += [f"\\par\\footnotesize {LATEX.text(note)}" for note in _notes(table)]
+        lines += [f"\\par\\footnotesize {LATEX.text(note)}" for note in [significance_note(), *_notes(table)]]
         lines += [r"\end{table}", ""]
     return "\n".join(lines)

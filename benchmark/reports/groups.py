@@ -1,0 +1,209 @@
+"""Popularity groups: Recall@K / NDCG@K over the test targets of five item groups by training popularity.
+
+Items are ordered by their number of training interactions (most first) and cut into :data:`N_GROUPS` groups,
+G1 the most popular (as in SETRec's and LETTER's group studies). Two ways to cut:
+
+* ``interactions`` (default): each group holds about a fifth of the training interactions, so G1 is a few
+  head items and G5 the long tail (and every cold item, which has no training interaction);
+* ``items``: each group holds about a fifth of the items.
+
+Caveats: items with equal training counts are never split between groups, so groups are only approximately
+equal (one count value shared by many items can leave a group empty). The groups come from each record's
+histogram of item training counts and the metric of a group from its per-example ranks and target training
+counts; records written before these fields existed are listed, not used. Values are means over seeds.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchmark.records import RecordScan, now
+from benchmark.reports import GROUP_SCHEMES
+from benchmark.reports.configs import LEGEND, config_id, flat_configs, row_label, variant_labels
+from benchmark.reports.figures import hardware_label, new_figure, save, slug
+from benchmark.reports.sections import records_by_section
+from benchmark.reports.stats import per_example
+
+N_GROUPS = 5
+SHOWN_K = 10
+"""Cut-off of the Markdown tables and figures (the csv has every K of the records)."""
+KEYS = ("dataset", "split", "profile", "backbone")
+
+
+@dataclass(frozen=True)
+class Groups:
+    """The popularity groups of one split: the group of each training-count value, and per group its items,
+    training interactions and the range of training counts."""
+
+    group_of_count: dict[int, int]
+    items: list[int]
+    interactions: list[int]
+    count_range: list[tuple[int, int] | None]
+
+    def label(self, g: int) -> str:
+        span = self.count_range[g]
+        counts = "no items" if span is None else (f"{span[1]}" if span[0] == span[1] else f"{span[1]}–{span[0]}")
+        return f"G{g + 1} (train count {counts}; {self.items[g]} items, {self.interactions[g]} interactions)"
+
+
+def make_groups(train_count: Sequence[int], items: Sequence[int], scheme: str = "interactions") -> Groups:
+    """Groups from a histogram (``items[i]`` items have ``train_count[i]`` training interactions).
+
+    Count values in decreasing order; a value goes to group ``min(N-1, floor(N * before / total))``, where
+    ``before`` is the mass (interactions or items, by ``scheme``) of the more popular values and ``total`` all.
+    """
+    if scheme not in GROUP_SCHEMES:
+        raise ValueError(f"unknown group scheme '{scheme}'; choose from {', '.join(GROUP_SCHEMES)}")
+    counts, sizes = np.asarray(train_count, dtype=np.int64), np.asarray(items, dtype=np.int64)
+    order = np.argsort(-counts, kind="stable")
+    counts, sizes = counts[order], sizes[order]
+    mass = counts * sizes if scheme == "interactions" else sizes
+    total = max(int(mass.sum()), 1)
+    before = np.cumsum(mass) - mass
+    group = np.minimum(N_GROUPS - 1, (N_GROUPS * before) // total)
+    spans: list[tuple[int, int] | None] = []
+    for g in range(N_GROUPS):
+        values = counts[group == g]
+        spans.append((int(values.min()), int(values.max())) if len(values) else None)
+    return Groups(group_of_count={int(c): int(g) for c, g in zip(counts, group)},
+                  items=[int(sizes[group == g].sum()) for g in range(N_GROUPS)],
+                  interactions=[int((counts * sizes)[group == g].sum()) for g in range(N_GROUPS)],
+                  count_range=spans)
+
+
+def has_group_fields(record: dict[str, Any]) -> bool:
+    """Whether a finished record carries the target training counts and the item training-count histogram."""
+    return bool((record.get("per_user") or {}).get("target_train_counts") is not None
+                and record.get("item_train_count_histogram"))
+
+
+def record_groups(record: dict[str, Any], scheme: str) -> Groups:
+    histogram = record["item_train_count_histogram"]
+    return make_groups(histogram["train_count"], histogram["items"], scheme)
+
+
+def group_metrics(record: dict[str, Any], groups: Groups) -> dict[str, float]:
+    """``G<g>_<metric>@<k>`` (NaN for a group without test targets) and ``G<g>_targets`` of one run."""
+    per_user = record["per_user"]
+    ranks = np.asarray(per_user["ranks"])
+    group = np.asarray([groups.group_of_count.get(int(c), N_GROUPS - 1) for c in per_user["target_train_counts"]])
+    out: dict[str, float] = {}
+    for g in range(N_GROUPS):
+        mask = group == g
+        out[f"G{g + 1}_targets"] = int(mask.sum())
+        for k in record["config"].get("ks", [SHOWN_K]):
+            for metric in ("recall", "ndcg"):
+                name = f"{metric}@{k}"
+                out[f"G{g + 1}_{name}"] = float(per_example(ranks[mask], name).mean()) if mask.any() else np.nan
+    return out
+
+
+def group_frame(records: Sequence[dict[str, Any]], scheme: str = "interactions") -> tuple[pd.DataFrame,
+                                                                                          dict[tuple, Groups]]:
+    """One row per section and scheme config (mean over seeds) with every group's metrics and target counts,
+    and the groups of each section (from its first record). Records without the fields are left out."""
+    rows, sections = [], {}
+    for key, section in records_by_section(records).items():
+        usable = [r for r in section if has_group_fields(r)]
+        if not usable:
+            continue
+        groups = sections[key] = record_groups(usable[0], scheme)
+        for record in usable:
+            rows.append({**dict(zip(KEYS, key)), "scheme": record["config"]["scheme"],
+                         "config_id": config_id(record["config"]), **group_metrics(record, groups)})
+    if not rows:
+        return pd.DataFrame(), sections
+    runs = pd.DataFrame(rows)
+    keys = [*KEYS, "scheme", "config_id"]
+    values = [c for c in runs.columns if c not in keys]
+    frame = runs.groupby(keys, sort=False)[values].mean()
+    frame.insert(0, "n", runs.groupby(keys, sort=False).size())
+    frame = frame.reset_index()
+    frame.insert(len(KEYS) + 1, "variant", variant_labels(frame, [*KEYS, "scheme"], flat_configs(records)))
+    frame.insert(len(KEYS), "groups", scheme)
+    return frame, sections
+
+
+def build_group_report(scan: RecordScan, reports_dir: Path, scheme: str = "interactions") -> list[Path]:
+    """Write ``groups.md``, ``groups.csv`` and a grouped bar figure per section; [] without finished runs."""
+    finished = [(path, r) for path, r in scan.records if r["status"] == "ok"]
+    if not finished:
+        return []
+    frame, sections = group_frame([r for _, r in finished], scheme)
+    lacking = [str(path) for path, r in finished if not has_group_fields(r)]
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    md, csv = reports_dir / "groups.md", reports_dir / "groups.csv"
+    cut = ("an equal number of training interactions" if scheme == "interactions" else "an equal number of items")
+    lines = ["# Popularity groups\n",
+             f"Generated by `python -m benchmark leaderboard` from the records in {scan.results_dir} at {now()}; "
+             f"do not edit by hand. Items are cut into {N_GROUPS} groups by training interactions, G1 the most "
+             f"popular, each holding about {cut} (`--groups {scheme}`; the other choice is "
+             f"`--groups {'items' if scheme == 'interactions' else 'interactions'}`); items with equal counts stay "
+             f"together, and cold items fall in G{N_GROUPS}. Cells: Recall@{SHOWN_K} / NDCG@{SHOWN_K} over the test "
+             f"targets in the group, mean over n seeds; targets = test targets in the group. {LEGEND}\n"]
+    figures: list[Path] = []
+    for key, table in (frame.groupby(list(KEYS), sort=False) if not frame.empty else []):
+        groups = sections[key]
+        first = table.iloc[0]
+        lines += [f"## {key[0]} — split {key[1]}, profile {key[2]}, backbone {key[3]}\n",
+                  *(f"- {groups.label(g)}, {int(first[f'G{g + 1}_targets'])} test targets" for g in range(N_GROUPS)),
+                  ""]
+        header = ["Scheme", *(f"G{g + 1} R@{SHOWN_K} / N@{SHOWN_K}" for g in range(N_GROUPS)), "n"]
+        lines += ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+        for _, row in table.iterrows():
+            cells = [_pair(row, g) for g in range(N_GROUPS)]
+            lines.append(f"| {row_label(row['scheme'], row['variant'])} | " + " | ".join(cells) + f" | {row['n']} |")
+        lines.append("")
+        records = [r for _, r in finished if _in_section(r, key)]
+        figures += _figure(table, groups, key, scheme, reports_dir, records)
+    if lacking:
+        lines += ["## Records without popularity fields\n",
+                  "These finished runs were recorded before records carried each test target's training count and "
+                  "the item training-count histogram, so they are not in the tables above (re-run them with "
+                  "`python -m benchmark run ... --force` to include them):\n", *(f"- {path}" for path in lacking), ""]
+    md.write_text("\n".join(lines))
+    if frame.empty:
+        pd.DataFrame(columns=[*KEYS, "groups", "scheme"]).to_csv(csv, index=False)
+    else:
+        frame.to_csv(csv, index=False)
+    return [md, csv, *figures]
+
+
+def _in_section(record: dict[str, Any], key: tuple) -> bool:
+    config = record["config"]
+    return (config["dataset"], config["split"], config["profile"]) == key[:3] and config["backbone"] in (key[3], "none")
+
+
+def _pair(row: pd.Series, g: int) -> str:
+    recall, ndcg = row[f"G{g + 1}_recall@{SHOWN_K}"], row[f"G{g + 1}_ndcg@{SHOWN_K}"]
+    return "–" if pd.isna(recall) else f"{recall:.4f} / {ndcg:.4f}"
+
+
+def _figure(table: pd.DataFrame, groups: Groups, key: tuple, scheme: str, reports_dir: Path,
+            records: list[dict[str, Any]]) -> list[Path]:
+    """Grouped bars: one panel per metric, groups on the x axis, a bar per scheme."""
+    fig, axes = new_figure(10, 4.2, 1, 2)
+    labels = [row_label(s, v) for s, v in zip(table["scheme"], table["variant"])]
+    width = 0.8 / max(1, len(labels))
+    x = np.arange(N_GROUPS)
+    for ax, metric in zip(axes, ("recall", "ndcg")):
+        for i, (label, (_, row)) in enumerate(zip(labels, table.iterrows())):
+            values = [row[f"G{g + 1}_{metric}@{SHOWN_K}"] for g in range(N_GROUPS)]
+            ax.bar(x - 0.4 + width * (i + 0.5), np.nan_to_num(values), width, label=label)
+        ax.set_xticks(x, [f"G{g + 1}\n{groups.items[g]} items" for g in range(N_GROUPS)])
+        ax.set_xlabel("item group by training interactions (G1 most popular)")
+        ax.set_ylabel(f"Recall@{SHOWN_K} (share of the group's test targets)" if metric == "recall"
+                      else f"NDCG@{SHOWN_K} (mean over the group's test targets)")
+        ax.grid(axis="y", alpha=0.3)
+    axes[1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), title="scheme")
+    fig.suptitle(f"Popularity groups (equal {scheme} per group) — {key[0]}, split {key[1]}, profile {key[2]}, "
+                 f"backbone {key[3]}")
+    seeds = sorted({r["config"].get("seed") for r in records}, key=str)
+    caption = (f"Data: {key[0]} ({key[1]} split), profile {key[2]}; mean over seeds {seeds}; "
+               f"hardware: {hardware_label(records)}. Drawn from run records by python -m benchmark leaderboard.")
+    return save(fig, reports_dir, slug("groups", *key), caption)
