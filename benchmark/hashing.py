@@ -24,10 +24,14 @@ def content_key(*parts: Any, length: int = 16) -> str:
 
 
 def _update(digest: Any, part: Any) -> None:
-    if isinstance(part, (torch.Tensor, np.ndarray)):
-        tensor = torch.as_tensor(part).detach().cpu().contiguous()
-        digest.update(repr((str(tensor.dtype), tuple(tensor.shape))).encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    if isinstance(part, np.ndarray):
+        digest.update(repr((str(part.dtype), part.shape)).encode())
+        digest.update(np.ascontiguousarray(part).tobytes())
+    elif isinstance(part, torch.Tensor):
+        tensor = part.detach().cpu().contiguous().reshape(-1)
+        digest.update(repr((str(part.dtype), tuple(part.shape))).encode())
+        if tensor.numel():
+            digest.update(tensor.view(torch.uint8).numpy().tobytes())
     elif isinstance(part, str):
         digest.update(part.encode())
     elif isinstance(part, (list, tuple)) and part and all(
