@@ -20,10 +20,13 @@ SPLITS = ("loo", "temporal")
 SECTIONS = ("run", "train", "schemes")
 MAX_SEED = 2**32 - 1
 """numpy's seeds are 0 .. 2**32 - 1."""
-RUN_MINIMUM = {"seed": 0, "k_core": 1, "max_history": 1, "eval_batch_size": 1, "text_vocab_size": 1}
+RUN_MINIMUM = {"seed": 0, "k_core": 1, "max_history": 1, "eval_batch_size": 1, "text_vocab_size": 1,
+               "max_eval_users": 0}
 TRAIN_MINIMUM = {"epochs": 0, "batch_size": 1, "weight_decay": 0, "grad_clip": 0, "patience": 1,
                  "max_valid_examples": 0}
 """Smallest valid value of each numeric run / train key (``defaults.yaml`` documents them)."""
+LATER_KEYS = {"max_eval_users": 0}
+"""Run keys added after the first records, with their off value (see :class:`RunConfig`)."""
 
 
 class ConfigError(ValueError):
@@ -50,7 +53,9 @@ class RunConfig:
     """Everything that defines one experiment; its hash names the result record.
 
     ``params`` are the scheme's resolved hyper-parameters. Where the run happens (device, folders) is not
-    part of the experiment and lives in :class:`Environment`.
+    part of the experiment and lives in :class:`Environment`. Keys of :data:`LATER_KEYS`, added after records
+    were first written, are left out of :meth:`to_dict` (and so of the hash and the record) while they hold
+    their off value, so the records written before them keep their names and config ids.
     """
 
     dataset: str
@@ -67,10 +72,14 @@ class RunConfig:
     constrained_decoding: bool
     train: TrainConfig
     params: dict[str, Any] = field(default_factory=dict)
+    max_eval_users: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["ks"] = list(self.ks)
+        for key, off in LATER_KEYS.items():
+            if out[key] == off:
+                del out[key]
         return out
 
     def hash(self) -> str:
@@ -164,7 +173,8 @@ def resolve(dataset: str, scheme_cls: type, seed: int | None, profile: str, user
     return RunConfig(dataset=dataset, scheme=scheme_cls.name, backbone=backbone, seed=run["seed"], profile=profile,
                      split=run["split"], k_core=run["k_core"], max_history=run["max_history"], ks=run["ks"],
                      eval_batch_size=run["eval_batch_size"], text_vocab_size=run["text_vocab_size"],
-                     constrained_decoding=run["constrained_decoding"], train=TrainConfig(**train), params=params)
+                     constrained_decoding=run["constrained_decoding"], train=TrainConfig(**train), params=params,
+                     max_eval_users=run["max_eval_users"])
 
 
 def _check_run(run: dict[str, Any]) -> dict[str, Any]:

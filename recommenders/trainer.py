@@ -6,19 +6,19 @@ killed run resumes from its last finished epoch, provided the model's buffers (i
 item inputs: what the identifiers made) have the same :func:`fingerprint`; a checkpoint of other
 identifiers, e.g. from a re-fitted tokenizer that came out differently, is ignored and training starts over.
 A checkpoint written when early stopping fired is marked finished: resuming from it trains no further.
+Checkpoints hold tensors and plain values only and are read with :func:`benchmark.safeio.safe_load`
+(``weights_only=True``): a file that does not load so is reported and training starts over, nothing in it runs.
 A loss that is not finite stops training with :class:`DivergenceError`. :func:`random_state_kept` fits a
 cached component without moving the global random generators.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import math
-import os
 import random
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -29,6 +29,7 @@ from tqdm import tqdm
 from benchmark.config import TrainConfig
 from benchmark.evaluate import evaluate
 from benchmark.metrics import metric_value
+from benchmark.safeio import safe_load, save_tensors
 from benchmark.splits import Examples, TrainData
 from recommenders.base import Recommender, iterate
 
@@ -96,9 +97,7 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
                                   weight_decay=cfg.weight_decay)
     best_state, bad, start_epoch, finished = None, 0, 0, False
     identity = fingerprint(model)
-    state = None
-    if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+    state = safe_load(checkpoint, map_location=device) if checkpoint is not None and checkpoint.is_file() else None
     if state is not None and state.get("fingerprint") != identity:
         tqdm.write(f"{desc}: checkpoint {checkpoint} belongs to other identifiers; training from the start")
         state = None
@@ -106,7 +105,7 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         best_state, bad, start_epoch = state["best_state"], state["bad"], state["epoch"] + 1
-        report, finished = state["report"], state.get("finished", False)
+        report, finished = TrainReport(**state["report"]), state.get("finished", False)
         report.resumed_from_epoch = start_epoch
     rng = np.random.default_rng(seed + start_epoch)
     start = time.perf_counter() - report.seconds
@@ -145,9 +144,9 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
                    f"{value:.4f} (best {report.best_valid:.4f} @ {report.best_epoch}), {report.seconds:.0f} s")
         finished = bad >= cfg.patience
         if checkpoint is not None:
-            save_atomic(checkpoint, {"fingerprint": identity, "model": model.state_dict(),
-                                     "optimizer": optimizer.state_dict(), "best_state": best_state, "bad": bad,
-                                     "epoch": epoch, "finished": finished, "report": copy.deepcopy(report)})
+            save_tensors(checkpoint, {"fingerprint": identity, "model": model.state_dict(),
+                                      "optimizer": optimizer.state_dict(), "best_state": best_state, "bad": bad,
+                                      "epoch": epoch, "finished": finished, "report": asdict(report)})
         if finished:
             break
     if best_state is not None:
@@ -163,10 +162,3 @@ def fingerprint(model: torch.nn.Module) -> str:
         digest.update(name.encode())
         digest.update(buffer.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-def save_atomic(path: Path, state: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
