@@ -23,10 +23,11 @@ MAX_SEED = 2**32 - 1
 RUN_MINIMUM = {"seed": 0, "k_core": 1, "max_history": 1, "eval_batch_size": 1, "text_vocab_size": 1,
                "max_eval_users": 0}
 TRAIN_MINIMUM = {"epochs": 0, "batch_size": 1, "weight_decay": 0, "grad_clip": 0, "patience": 1,
-                 "max_valid_examples": 0}
+                 "max_valid_examples": 0, "max_batches": 0}
 """Smallest valid value of each numeric run / train key (``defaults.yaml`` documents them)."""
 LATER_KEYS = {"max_eval_users": 0}
-"""Run keys added after the first records, with their off value (see :class:`RunConfig`)."""
+LATER_TRAIN_KEYS = {"max_batches": 0}
+"""Run and train keys added after the first records, with their off value (see :class:`RunConfig`)."""
 
 
 class ConfigError(ValueError):
@@ -46,6 +47,12 @@ class TrainConfig:
     valid_metric: str
     max_valid_examples: int
     amp: bool
+    max_batches: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields, without those of :data:`LATER_TRAIN_KEYS` at their off value (see :class:`RunConfig`)."""
+        return {key: value for key, value in dataclasses.asdict(self).items()
+                if not (key in LATER_TRAIN_KEYS and value == LATER_TRAIN_KEYS[key])}
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,7 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["ks"] = list(self.ks)
+        out["train"] = self.train.to_dict()
         for key, off in LATER_KEYS.items():
             if out[key] == off:
                 del out[key]

@@ -104,7 +104,7 @@ def cf_cache_key(data: TrainData, dataset: str, split: str, seed: int, params: S
     """Cache key of a trained CF encoder: everything that determines its weights, the training sequences
     themselves included (so a re-generated or replaced dataset of the same name never reuses stale weights)."""
     blob = json.dumps({"dataset": dataset, "split": split, "seed": seed, "n_items": data.n_items,
-                       "max_len": data.max_history, "params": asdict(params), "train": asdict(train)}, sort_keys=True)
+                       "max_len": data.max_history, "params": asdict(params), "train": train.to_dict()}, sort_keys=True)
     digest = hashlib.sha256(blob.encode())
     for seq in data.sequences:
         digest.update(np.asarray(seq, dtype=np.int64).tobytes() + b"|")

@@ -115,10 +115,13 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
         model.train()
         examples = model.training_examples(data)
         total = (len(examples) + cfg.batch_size - 1) // cfg.batch_size
+        total = min(total, cfg.max_batches) if cfg.max_batches > 0 else total
         losses = []
         bar = tqdm(iterate(examples, cfg.batch_size, device, rng), total=total, disable=not progress,
                    desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False)
         for batch in bar:
+            if len(losses) == total:  # train.max_batches: the rest of this epoch's shuffle is skipped
+                break
             with autocast(device, cfg.amp):
                 loss = model.loss(batch)
             losses.append(loss.item())
