@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import tempfile
@@ -78,11 +77,6 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     finally:
         if tmp is not None and tmp.exists():
             tmp.unlink()
-
-
-def write_json(path: Path, payload: Any) -> None:
-    """``payload`` as compact JSON, written atomically."""
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, separators=(",", ":"))))
 
 
 def plain(value: Any) -> Any:

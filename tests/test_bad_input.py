@@ -476,3 +476,17 @@ def test_two_workers_on_one_folder_train_every_config_exactly_once(tmp_path: Pat
     assert len(done) == len(set(done)) == len(found) == 4
     assert all(record["status"] == "ok" and record["evaluation"]["test_examples"] > 0 for _, record in found)
     assert not [p for p in (tmp_path / "results").rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_a_smoke_run_is_capped_recorded_and_marked_in_the_leaderboard(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(run_argv(tmp_path), capsys)[0] == 0
+    [(_, record)] = list(records.iter_records(tmp_path / "results"))
+    evaluation = record["evaluation"]
+    assert evaluation["max_eval_users"] == record["config"]["max_eval_users"] == 300
+    assert evaluation["test_users"] == 300 < evaluation["test_examples_total"]
+    assert record["config"]["train"]["max_batches"] == 20
+    code, _, _ = cli(["leaderboard", "--results-dir", str(tmp_path / "results"), "--reports-dir",
+                      str(tmp_path / "reports")], capsys)
+    table = (tmp_path / "reports" / "leaderboard.md").read_text()
+    assert code == 0 and "| pop ¶ " in table and "¶ smoke row: evaluated on a fixed random subset" in table
