@@ -40,6 +40,7 @@ from benchmark.records import (
     versions,
     write_json_atomic,
 )
+from benchmark.safeio import WriteError
 from benchmark.splits import Split, make_split
 from identifiers.base import RunContext
 from identifiers.registry import get_scheme
@@ -115,13 +116,15 @@ def run_all(configs: list[RunConfig], env: Environment, force: bool = False) -> 
                 tqdm.write(f"skip {config.run_name}: record exists ({path})")
                 paths.append(path)
                 continue
-            path.parent.mkdir(parents=True, exist_ok=True)
             lock = FileLock(lock_path(path), timeout=0)
             try:
+                path.parent.mkdir(parents=True, exist_ok=True)
                 lock.acquire()
             except Timeout:
                 tqdm.write(f"skip {config.run_name}: another process is running it (it holds {lock_path(path)})")
                 continue
+            except OSError as error:
+                raise WriteError(f"cannot write {lock_path(path)}: {error.strerror or error}") from error
             try:
                 if not force and _complete(path, report=False):  # another process finished it meanwhile
                     tqdm.write(f"skip {config.run_name}: record exists ({path})")

@@ -172,7 +172,7 @@ def test_an_early_stopped_checkpoint_trains_no_further(tmp_path: Path, small_syn
                            progress=False, checkpoint=checkpoint)
 
     first = fit(_tiny_sasrec(split))
-    assert (first.epochs_run, first.best_epoch) == (2, 1) and torch.load(checkpoint, weights_only=False)["finished"]
+    assert (first.epochs_run, first.best_epoch) == (2, 1) and torch.load(checkpoint, weights_only=True)["finished"]
     model = _tiny_sasrec(split)
     monkeypatch.setattr(model, "loss", lambda batch: pytest.fail("trained past early stopping"))
     resumed = fit(model)
