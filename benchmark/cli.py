@@ -1,8 +1,10 @@
 """Command line: ``python -m benchmark {list,stats,run,leaderboard,download}``.
 
 Parsing and error messages only; the work happens in the runner, the data registry and the reports.
-Invalid names or options exit with code 2 and list the valid choices; a training that diverges (loss NaN or
-infinite) exits with code 3, keeping every record finished before it.
+Invalid names or options, and output folders that are not writable folders, exit with code 2 (before any work)
+and list the valid choices; a training that diverges (loss NaN or infinite) exits with code 3; a write that
+fails (disk full) exits with code 4; SIGINT and SIGTERM exit with 130 and 143. Each keeps every record
+finished before it (and an interrupt the current training's last epoch checkpoint).
 """
 from __future__ import annotations
 
@@ -14,11 +16,14 @@ from benchmark.config import MAX_SEED, PROFILES, SPLITS, ConfigError, Environmen
 from benchmark.data.dataset import DataError, Dataset
 from benchmark.data.quality import check_content, coverage_line, data_warnings
 from benchmark.data.registry import SPECS, check_dataset_name, dataset_names, is_present, load_dataset, resolve_data_dir
+from benchmark.interrupts import EXIT_CODES, Interrupted, Terminated, signal_name, sigterm_raises
 from benchmark.reports import GROUP_SCHEMES
+from benchmark.safeio import OutputDirError, WriteError, check_output_dir
 from benchmark.splits import SplitError, make_split
 
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
+EXIT_WRITE = 4
 
 
 class UsageError(Exception):
@@ -150,6 +155,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from recommenders.trainer import DivergenceError
 
     datasets, names, seeds = _datasets(args.datasets, args.data_dir), _schemes(args.identifiers), _seeds(args.seed)
+    for folder, option in ((args.results_dir, "--results-dir"), (args.cache_dir, "--cache-dir"),
+                           (Path(args.cache_dir) / "checkpoints", "--cache-dir checkpoints folder")):
+        check_output_dir(folder, option)
     user = read_user_config(args.config) if args.config else {}
     unknown = sorted(set(user.get("schemes") or {}) - set(schemes()))
     if unknown:
@@ -189,7 +197,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except DivergenceError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_DIVERGED
-    print(f"{len(paths)} record(s) under {args.results_dir}/; build tables with `python -m benchmark leaderboard`")
+    others = len(configs) - len(paths)
+    print(f"{len(paths)} record(s) under {args.results_dir}/" + (f"; {others} run(s) left to the other process(es) "
+                                                                 "holding their locks" if others else "")
+          + "; build tables with `python -m benchmark leaderboard`")
     return 0
 
 
@@ -202,14 +213,18 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from benchmark.reports.leaderboard import build_leaderboard
     from benchmark.reports.scaling import build_scaling_report
 
-    scan, reports = scan_records(args.results_dir), Path(args.reports_dir)
+    reports = check_output_dir(args.reports_dir, "--reports-dir")
+    scan = scan_records(args.results_dir)
     for problem in scan.problems:
         print(f"warning: skipped {problem}", file=sys.stderr)
-    written = build_leaderboard(scan, reports)
-    if written:
-        written += [*build_identifier_report(scan, reports), *build_cost_report(scan, reports),
-                    *build_group_report(scan, reports, args.groups), *build_scaling_report(scan, reports)]
-        written += build_html_report(scan, reports, written)
+    try:
+        written = build_leaderboard(scan, reports)
+        if written:
+            written += [*build_identifier_report(scan, reports), *build_cost_report(scan, reports),
+                        *build_group_report(scan, reports, args.groups), *build_scaling_report(scan, reports)]
+            written += build_html_report(scan, reports, written)
+    except OSError as error:
+        raise WriteError(f"cannot write the reports under {reports}: {error.strerror or error}") from error
     if not written:
         raise UsageError(f"no run records under {args.results_dir}/; run `python -m benchmark run` first")
     for path in written:
@@ -283,10 +298,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
-    except (UsageError, ConfigError, DataError, SplitError) as error:
+        with sigterm_raises():
+            return args.func(args)
+    except (UsageError, ConfigError, DataError, SplitError, OutputDirError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except WriteError as error:
+        print(f"error: {error}; records finished before it are kept, the same command resumes once there is room",
+              file=sys.stderr)
+        return EXIT_WRITE
+    except Interrupted as error:
+        print(f"stopped: {error}", file=sys.stderr)
+        return error.exit_code
+    except (KeyboardInterrupt, Terminated) as error:
+        name = signal_name(error)
+        print(f"stopped: interrupted by {name} while no run was training; every record written so far is kept. "
+              "Run the same command again.", file=sys.stderr)
+        return EXIT_CODES[name]
 
 
 if __name__ == "__main__":

@@ -20,10 +20,14 @@ SPLITS = ("loo", "temporal")
 SECTIONS = ("run", "train", "schemes")
 MAX_SEED = 2**32 - 1
 """numpy's seeds are 0 .. 2**32 - 1."""
-RUN_MINIMUM = {"seed": 0, "k_core": 1, "max_history": 1, "eval_batch_size": 1, "text_vocab_size": 1}
+RUN_MINIMUM = {"seed": 0, "k_core": 1, "max_history": 1, "eval_batch_size": 1, "text_vocab_size": 1,
+               "max_eval_users": 0}
 TRAIN_MINIMUM = {"epochs": 0, "batch_size": 1, "weight_decay": 0, "grad_clip": 0, "patience": 1,
-                 "max_valid_examples": 0}
+                 "max_valid_examples": 0, "max_batches": 0}
 """Smallest valid value of each numeric run / train key (``defaults.yaml`` documents them)."""
+LATER_KEYS = {"max_eval_users": 0}
+LATER_TRAIN_KEYS = {"max_batches": 0}
+"""Run and train keys added after the first records, with their off value (see :class:`RunConfig`)."""
 
 
 class ConfigError(ValueError):
@@ -43,6 +47,12 @@ class TrainConfig:
     valid_metric: str
     max_valid_examples: int
     amp: bool
+    max_batches: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields, without those of :data:`LATER_TRAIN_KEYS` at their off value (see :class:`RunConfig`)."""
+        return {key: value for key, value in dataclasses.asdict(self).items()
+                if not (key in LATER_TRAIN_KEYS and value == LATER_TRAIN_KEYS[key])}
 
 
 @dataclass(frozen=True)
@@ -50,7 +60,9 @@ class RunConfig:
     """Everything that defines one experiment; its hash names the result record.
 
     ``params`` are the scheme's resolved hyper-parameters. Where the run happens (device, folders) is not
-    part of the experiment and lives in :class:`Environment`.
+    part of the experiment and lives in :class:`Environment`. Keys of :data:`LATER_KEYS`, added after records
+    were first written, are left out of :meth:`to_dict` (and so of the hash and the record) while they hold
+    their off value, so the records written before them keep their names and config ids.
     """
 
     dataset: str
@@ -67,10 +79,15 @@ class RunConfig:
     constrained_decoding: bool
     train: TrainConfig
     params: dict[str, Any] = field(default_factory=dict)
+    max_eval_users: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["ks"] = list(self.ks)
+        out["train"] = self.train.to_dict()
+        for key, off in LATER_KEYS.items():
+            if out[key] == off:
+                del out[key]
         return out
 
     def hash(self) -> str:
@@ -162,7 +179,8 @@ def resolve(dataset: str, scheme_cls: type, seed: int | None, profile: str, user
     return RunConfig(dataset=dataset, scheme=scheme_cls.name, backbone=backbone, seed=run["seed"], profile=profile,
                      split=run["split"], k_core=run["k_core"], max_history=run["max_history"], ks=run["ks"],
                      eval_batch_size=run["eval_batch_size"], text_vocab_size=run["text_vocab_size"],
-                     constrained_decoding=run["constrained_decoding"], train=TrainConfig(**train), params=params)
+                     constrained_decoding=run["constrained_decoding"], train=TrainConfig(**train), params=params,
+                     max_eval_users=run["max_eval_users"])
 
 
 def _check_run(run: dict[str, Any]) -> dict[str, Any]:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -24,8 +24,11 @@ from typing import Any, Iterator
 import torch
 
 from benchmark.config import RunConfig
+from benchmark.safeio import atomic_write
 
 SCHEMA_VERSION = 1
+UNSAFE = re.compile(r"[^A-Za-z0-9_.&-]+")
+"""Characters replaced by ``-`` in the name parts of a record's path."""
 CONFIG_KEYS = ("dataset", "scheme", "backbone", "split", "profile")
 """Config fields every record must have: they place it in the reports."""
 SEGMENTS = ("all", "warm", "cold")
@@ -38,25 +41,22 @@ PARADIGMS = ("baseline", "sequence", "embedding", "set")
 
 
 def record_path(results_dir: str | Path, config: RunConfig) -> Path:
-    """``<results>/<dataset>/<scheme>__<backbone>__<split>__<profile>__s<seed>__<hash>.json``."""
-    name = f"{config.scheme}__{config.backbone}__{config.split}__{config.profile}__s{config.seed}__{config.hash()}"
-    return Path(results_dir) / config.dataset.replace(":", "_") / f"{name}.json"
+    """``<results>/<dataset>/<scheme>__<backbone>__<split>__<profile>__s<seed>__<hash>.json``; a backbone given as
+    a path is named by its characters outside :data:`UNSAFE` (the hash tells such runs apart), so no name part
+    can make the record leave its folder."""
+    backbone = UNSAFE.sub("-", config.backbone).strip("-.") or "backbone"
+    name = f"{config.scheme}__{backbone}__{config.split}__{config.profile}__s{config.seed}__{config.hash()}"
+    return Path(results_dir) / UNSAFE.sub("-", config.dataset.replace(":", "_")) / f"{name}.json"
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "w") as handle:
+    """Write to a temporary file in the same folder, then rename: readers never see half a file, and a failed
+    write leaves none (:class:`~benchmark.safeio.WriteError` names the file)."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "w") as handle:
             json.dump(payload, handle, separators=(",", ":"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
 
 
 class RecordError(ValueError):

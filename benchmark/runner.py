@@ -5,6 +5,11 @@ so a killed sweep resumes where it stopped (and a killed training resumes from i
 is deleted only once the run's record is durably on disk). A
 file that is not a complete record (truncated, of another schema) is reported and its run done again. A
 diverged training raises :class:`~recommenders.trainer.DivergenceError` naming the run; finished records stay.
+
+Several processes may share one results folder (a grid split over machines): a run is done under a lock file
+beside its record (``filelock``, an OS lock the kernel releases when its process dies, so a killed worker's
+lock is taken over), and a config whose lock another process holds is skipped and reported. A ``max_eval_users``
+cap (the smoke profile) evaluates a fixed random subset of users; the record's ``evaluation`` section counts them.
 """
 from __future__ import annotations
 
@@ -17,12 +22,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from benchmark.config import Environment, RunConfig, resolve
 from benchmark.data.dataset import Dataset
 from benchmark.data.registry import load_dataset
 from benchmark.evaluate import evaluate
+from benchmark.interrupts import Interrupted, Terminated, signal_name
 from benchmark.records import (
     SCHEMA_VERSION,
     RecordError,
@@ -35,6 +42,7 @@ from benchmark.records import (
     versions,
     write_json_atomic,
 )
+from benchmark.safeio import WriteError
 from benchmark.splits import Split, make_split
 from identifiers.base import RunContext
 from identifiers.registry import get_scheme
@@ -82,32 +90,83 @@ def checkpoint_path(config: RunConfig, env: Environment) -> Path:
     return Path(env.cache_dir) / "checkpoints" / f"{config.hash()}.pt"
 
 
+def lock_path(record: Path) -> Path:
+    """The lock file of the run whose record is ``record``: ``.<record name>.lock`` beside it."""
+    return record.with_name(f".{record.stem}.lock")
+
+
+def _complete(path: Path, report: bool = True) -> bool:
+    """Whether ``path`` holds a complete record (a file that is not one is reported, to be run again)."""
+    if not path.exists():
+        return False
+    try:
+        read_record(path)
+    except RecordError as error:
+        if report:
+            tqdm.write(f"warning: {error}; running it again")
+        return False
+    return True
+
+
 def run_all(configs: list[RunConfig], env: Environment, force: bool = False) -> list[Path]:
-    """Run every config whose record is missing (all with ``force``); return the record paths."""
-    paths = []
+    """Run every config whose record is missing (all with ``force``); return the paths of the records written or
+    found. A config whose lock another process holds (it is running it) is skipped and reported; a SIGINT or
+    SIGTERM raises :class:`~benchmark.interrupts.Interrupted` naming the runs finished before it."""
+    paths: list[Path] = []
+    done: list[str] = []
+    config = None
     bar = tqdm(configs, desc="runs", disable=not env.progress)
-    for config in bar:
-        path = record_path(env.results_dir, config)
-        paths.append(path)
-        if path.exists() and not force:
-            try:
-                read_record(path)
-            except RecordError as error:
-                tqdm.write(f"warning: {error}; running {config.run_name} again")
-            else:
+    try:
+        for config in bar:
+            path = record_path(env.results_dir, config)
+            if not force and _complete(path):
                 tqdm.write(f"skip {config.run_name}: record exists ({path})")
+                paths.append(path)
                 continue
-        bar.set_postfix_str(config.run_name)
-        try:
-            record = run_one(config, env)
-        except trainer.DivergenceError as error:
-            raise trainer.DivergenceError(f"{config.run_name}: {error}") from error
-        write_json_atomic(path, record)
-        checkpoint_path(config, env).unlink(missing_ok=True)
-        summary = record["metrics"]["all"] if record["status"] == "ok" else {}
-        tqdm.write(f"done {config.run_name}: " + (", ".join(f"{k} {summary[k]:.4f}" for k in ("recall@10", "ndcg@10"))
-                                                  if summary else f"not applicable ({record['reason']})"))
+            lock = FileLock(lock_path(path), timeout=0)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                lock.acquire()
+            except Timeout:
+                tqdm.write(f"skip {config.run_name}: another process is running it (it holds {lock_path(path)})")
+                continue
+            except OSError as error:
+                raise WriteError(f"cannot write {lock_path(path)}: {error.strerror or error}") from error
+            try:
+                if not force and _complete(path, report=False):  # another process finished it meanwhile
+                    tqdm.write(f"skip {config.run_name}: record exists ({path})")
+                    paths.append(path)
+                    continue
+                bar.set_postfix_str(config.run_name)
+                try:
+                    record = run_one(config, env)
+                except trainer.DivergenceError as error:
+                    raise trainer.DivergenceError(f"{config.run_name}: {error}") from error
+                write_json_atomic(path, record)
+                checkpoint_path(config, env).unlink(missing_ok=True)
+            finally:
+                lock.release()
+            paths.append(path)
+            done.append(config.run_name)
+            summary = record["metrics"]["all"] if record["status"] == "ok" else {}
+            tqdm.write(f"done {config.run_name}: " + (
+                ", ".join(f"{k} {summary[k]:.4f}" for k in ("recall@10", "ndcg@10")) if summary
+                else f"not applicable ({record['reason']})"))
+    except (KeyboardInterrupt, Terminated) as error:
+        raise Interrupted(signal_name(error), _interrupted_message(signal_name(error), done, config, env)) from None
     return paths
+
+
+def _interrupted_message(name: str, done: list[str], current: RunConfig | None, env: Environment) -> str:
+    finished = (f"{len(done)} run(s) finished in this process and their records are kept under {env.results_dir}/: "
+                + ", ".join(done)) if done else "no run finished in this process"
+    if current is None:
+        return f"interrupted by {name} before any run started. Run the same command again to start."
+    checkpoint = checkpoint_path(current, env)
+    kept = (f"its checkpoint of the last finished epoch is kept ({checkpoint})" if checkpoint.is_file()
+            else "it had no finished epoch to keep")
+    return (f"interrupted by {name} during {current.run_name}; {kept}. {finished}. Run the same command again to "
+            "resume: finished runs are skipped, an interrupted training continues from its checkpoint.")
 
 
 def run_one(config: RunConfig, env: Environment) -> dict[str, Any]:
@@ -145,12 +204,14 @@ def run_one(config: RunConfig, env: Environment) -> dict[str, Any]:
     selection_examples = split.valid.subset(config.train.max_valid_examples, config.seed)
     selection = model.select_on_validation(
         lambda m: evaluate(m, selection_examples, split.warm, config.ks, config.eval_batch_size, device))
-    valid = evaluate(model, split.valid, split.warm, config.ks, config.eval_batch_size, device, env.progress,
+    valid_examples = split.valid.of_users(config.max_eval_users, config.seed)
+    test_examples = split.test.of_users(config.max_eval_users, config.seed)
+    valid = evaluate(model, valid_examples, split.warm, config.ks, config.eval_batch_size, device, env.progress,
                      desc="validation")
     model.reset_inference_statistics()
-    test = evaluate(model, split.test, split.warm, config.ks, config.eval_batch_size, device, env.progress,
+    test = evaluate(model, test_examples, split.warm, config.ks, config.eval_batch_size, device, env.progress,
                     desc="test")
-    n_test = max(1, len(split.test))
+    n_test = max(1, len(test_examples))
     item_counts = split.train.item_counts()
     values, items = np.unique(item_counts, return_counts=True)
     return {
@@ -159,12 +220,16 @@ def run_one(config: RunConfig, env: Environment) -> dict[str, Any]:
                        **model.identifier_statistics()},
         "components": ctx.components,
         "training": asdict(report), "selection": selection,
+        "evaluation": {"max_eval_users": config.max_eval_users,
+                       "test_users": len(np.unique(test_examples.users)), "test_examples": len(test_examples),
+                       "test_examples_total": len(split.test), "valid_examples": len(valid_examples),
+                       "valid_examples_total": len(split.valid)},
         "metrics": test.metrics(config.ks), "valid_metrics": valid.metrics(config.ks),
         "inference": model.inference_statistics(),
         "timings": {"identifier_fit_s": fit_seconds, "train_s": report.seconds, "inference_s": test.seconds,
                     "inference_ms_per_user": 1000.0 * test.seconds / n_test},
         "memory": peak_memory_mb(device), "model": model_size(model),
-        "per_user": {**test.per_user(), "target_train_counts": item_counts[split.test.targets].tolist()},
+        "per_user": {**test.per_user(), "target_train_counts": item_counts[test_examples.targets].tolist()},
         "item_train_count_histogram": {"train_count": values.tolist(), "items": items.tolist()},
         "finished_at": now(),
     }

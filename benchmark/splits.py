@@ -33,6 +33,15 @@ class Examples:
         index = np.sort(np.random.default_rng(seed).choice(len(self), n, replace=False))
         return Examples(self.users[index], self.histories[index], self.targets[index])
 
+    def of_users(self, n: int, seed: int) -> "Examples":
+        """Every example of a fixed random subset of ``n`` users (all when ``n`` is 0 or not smaller)."""
+        users = np.unique(self.users)
+        if n <= 0 or n >= len(users):
+            return self
+        chosen = np.random.default_rng(seed).choice(users, n, replace=False)
+        index = np.flatnonzero(np.isin(self.users, chosen))
+        return Examples(self.users[index], self.histories[index], self.targets[index])
+
 
 @dataclass(frozen=True)
 class TrainData:

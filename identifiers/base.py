@@ -21,6 +21,7 @@ import torch
 from benchmark.config import ConfigError, RunConfig, TrainConfig, check_params, option_fields
 from benchmark.data.dataset import Dataset
 from benchmark.data.quality import check_content
+from benchmark.safeio import WriteError, plain, safe_load, save_tensors
 from benchmark.splits import Examples, TrainData
 from recommenders import trainer
 from recommenders.base import Recommender
@@ -64,7 +65,10 @@ class RunContext:
     def cache_path(self, kind: str, key: str, suffix: str) -> Path:
         """A file under the cache folder, e.g. ``.cache/cf/<key>.pt``; its folder exists."""
         folder = self.cache_dir / kind
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise WriteError(f"cannot create the cache folder {folder}: {error.strerror or error}") from error
         return folder / f"{key}{suffix}"
 
     def load_or_compute(self, kind: str, key: str,
@@ -72,14 +76,19 @@ class RunContext:
         """What ``compute()`` returns, written atomically to ``<cache>/<kind>/<key>.pt`` the first time and read
         back (onto the CPU) by every later call with the same key, so a repeated or killed-and-resumed run keeps
         what was fitted; and whether it was read from the file. ``key`` must name everything that determines
-        the result. ``compute`` runs under :func:`~recommenders.trainer.random_state_kept`, so what the run
-        draws afterwards does not depend on whether the file existed."""
+        the result. What ``compute`` returns is saved as tensors and plain values (:func:`~benchmark.safeio.plain`,
+        also what this call returns) and read with
+        :func:`~benchmark.safeio.safe_load`, and one that does not load that way (e.g. a crafted pickle) is
+        reported and computed again, never executed. ``compute`` runs under
+        :func:`~recommenders.trainer.random_state_kept`, so what the run draws afterwards does not depend on
+        whether the file existed."""
         path = self.cache_path(kind, key, ".pt")
-        if path.is_file():
-            return torch.load(path, map_location="cpu", weights_only=False), True
+        saved = safe_load(path) if path.is_file() else None
+        if saved is not None:
+            return saved, True
         with trainer.random_state_kept():
-            saved = compute()
-        trainer.save_atomic(path, saved)
+            saved = plain(compute())
+        save_tensors(path, saved)
         return saved, False
 
     def text_vocabulary(self) -> TextVocabulary:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from benchmark.hashing import content_key
+from benchmark.safeio import load_array, save_array
 from recommenders.trainer import random_state_kept
 
 if TYPE_CHECKING:
@@ -145,7 +146,8 @@ def item_embeddings(ctx: RunContext, encoder: str | TextEncoder = "auto") -> np.
     """L2-normalised text embeddings ``[n_items, d]`` of every item of ``ctx.dataset``, cached on disk.
 
     The cache file is ``<cache>/embeddings/<dataset>__<encoder>__<hash>.npy``; a second call with the same
-    texts and encoder reads it instead of encoding again. For the names ``auto`` and ``minilm`` a cached MiniLM
+    texts and encoder reads it instead of encoding again (a numeric ``.npy`` only: a file that is not one, e.g. a
+    pickle, is reported and encoded again). For the names ``auto`` and ``minilm`` a cached MiniLM
     file is read first, without needing the model. ``ctx.components["text_encoder"]`` records which encoder
     gave the vectors and whether they came from the cache. Encoding runs under
     :func:`~recommenders.trainer.random_state_kept`, like every other cached component.
@@ -157,15 +159,12 @@ def item_embeddings(ctx: RunContext, encoder: str | TextEncoder = "auto") -> np.
         reuse = encoder in ("auto", "minilm") and _cache_file(ctx, sentence, texts).is_file()
         model = sentence if reuse else get_encoder(encoder, ctx.device)
     path = _cache_file(ctx, model, texts)
-    cached = path.is_file()
-    if cached:
-        vectors = np.load(path)
-    else:
+    vectors = load_array(path) if path.is_file() else None
+    cached = vectors is not None
+    if vectors is None:
         with random_state_kept():
             vectors = model.encode(texts, progress=ctx.progress)
-        tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
-        np.save(tmp, vectors)
-        os.replace(tmp, path)
+        save_array(path, vectors)
     ctx.components["text_encoder"] = {"name": model.name, "signature": model.signature, "file": path.name,
                                       "loaded_from_cache": cached}
     return vectors

@@ -103,9 +103,18 @@ def new_token_offset(model: T5ForConditionalGeneration, new_tokens: int) -> int:
 
 def check_backbone(name: str) -> None:
     """Raise :class:`BackboneError` unless ``name`` is a preset, an existing local path, or a name whose config
-    is in the local Hugging Face cache (nothing is downloaded)."""
-    if name in PRESETS or Path(name).exists():
+    is in the local Hugging Face cache (nothing is downloaded). A local path must be a folder (what
+    ``save_pretrained`` writes); control characters are refused."""
+    if name in PRESETS:
         return
+    if not name.strip() or any(ord(ch) < 32 for ch in name):
+        raise BackboneError(f"backbone {name!r}: expected a preset ({', '.join(PRESETS)}), a checkpoint folder or a "
+                            "cached Hugging Face name, without control characters")
+    if Path(name).is_dir():
+        return
+    if Path(name).exists():
+        raise BackboneError(f"backbone '{name}': a local checkpoint must be a folder written by save_pretrained, "
+                            "not a file")
     try:
         T5Config.from_pretrained(name, local_files_only=True)
     except (OSError, ValueError) as error:

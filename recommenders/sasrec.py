@@ -104,5 +104,5 @@ def cf_cache_key(data: TrainData, dataset: str, split: str, seed: int, params: S
     """Cache key of a trained CF encoder: everything that determines its weights, the training sequences
     themselves included (so a re-generated or replaced dataset of the same name never reuses stale weights)."""
     return content_key({"dataset": dataset, "split": split, "seed": seed, "n_items": data.n_items,
-                        "max_len": data.max_history, "params": asdict(params), "train": asdict(train)},
+                        "max_len": data.max_history, "params": asdict(params), "train": train.to_dict()},
                        [np.asarray(seq, dtype=np.int64) for seq in data.sequences])

@@ -9,7 +9,8 @@ A checkpoint written when early stopping fired is marked finished: resuming from
 The checkpoint also holds every generator state the next epoch draws from (:func:`generator_states`: torch on
 the CPU and CUDA, NumPy's and Python's global generators, the batch-order generator), so a resumed run is the
 uninterrupted run: same batches, same dropout, same curve and metrics. It holds only tensors, numbers, strings,
-lists and dicts, so it loads with ``torch.load(weights_only=True)``. Resuming, or ignoring a checkpoint, prints
+lists and dicts and is read with :func:`benchmark.safeio.safe_load` (``weights_only=True``): a file that does
+not load so is reported and training starts over, nothing in it runs. Resuming, or ignoring a checkpoint, prints
 one line naming the file.
 A loss that is not finite stops training with :class:`DivergenceError`. :func:`random_state_kept` fits a
 cached component without moving the global random generators.
@@ -17,8 +18,6 @@ cached component without moving the global random generators.
 from __future__ import annotations
 
 import math
-import os
-import pickle
 import random
 import time
 from contextlib import contextmanager
@@ -35,6 +34,7 @@ from benchmark.config import TrainConfig
 from benchmark.evaluate import evaluate
 from benchmark.hashing import content_key
 from benchmark.metrics import metric_value
+from benchmark.safeio import safe_load, save_tensors
 from benchmark.splits import Examples, TrainData
 from recommenders.base import Recommender
 
@@ -155,10 +155,13 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
         model.train()
         examples = model.training_examples(data)
         total = (len(examples) + cfg.batch_size - 1) // cfg.batch_size
+        total = min(total, cfg.max_batches) if cfg.max_batches > 0 else total
         losses = []
         bar = tqdm(iterate(examples, cfg.batch_size, device, order), total=total, disable=not progress,
                    desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False)
         for batch in bar:
+            if len(losses) == total:  # train.max_batches: the rest of this epoch's shuffle is skipped
+                break
             with autocast(device, cfg.amp):
                 loss = model.loss(batch)
             losses.append(loss.item())
@@ -184,10 +187,10 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
                    f"{value:.4f} (best {report.best_valid:.4f} @ {report.best_epoch}), {report.seconds:.0f} s")
         finished = bad >= cfg.patience
         if checkpoint is not None:
-            save_atomic(checkpoint, {"fingerprint": identity, "model": model.state_dict(),
-                                     "optimizer": optimizer.state_dict(), "best_state": best_state, "bad": bad,
-                                     "epoch": epoch, "finished": finished, "report": asdict(report),
-                                     "generators": generator_states(order)})
+            save_tensors(checkpoint, {"fingerprint": identity, "model": model.state_dict(),
+                                      "optimizer": optimizer.state_dict(), "best_state": best_state, "bad": bad,
+                                      "epoch": epoch, "finished": finished, "report": asdict(report),
+                                      "generators": generator_states(order)})
         if finished:
             break
     if best_state is not None:
@@ -211,12 +214,11 @@ def read_checkpoint(path: Path, identity: str, desc: str) -> dict[str, Any] | No
     none or it cannot be used; an unusable one is named with the reason in one printed line."""
     if not path.is_file():
         return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
-        reason = f"cannot be read ({type(error).__name__}; truncated, or written by an older version)"
+    state = safe_load(path)
+    if state is None:
+        reason = "cannot be read (truncated, or not a checkpoint)"
     else:
-        missing = CHECKPOINT_KEYS - set(state) if isinstance(state, dict) else CHECKPOINT_KEYS
+        missing = CHECKPOINT_KEYS - set(state)
         if missing:
             reason = f"lacks {', '.join(sorted(missing))} (written by an older version)"
         elif state["fingerprint"] != identity:
@@ -253,13 +255,3 @@ def restore_generators(states: dict[str, Any], order: np.random.Generator) -> No
     random.setstate((version, tuple(internal), gauss_next))
     order.bit_generator.state = states["batch_order"]
 
-
-def save_atomic(path: Path, state: dict) -> None:
-    """Write ``state`` to a temporary file, flush it to disk, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as handle:
-        torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)

@@ -67,7 +67,7 @@ def test_smoke_run(name: str, tmp_path: Path) -> None:
     for segment in ("all", "warm"):
         for key, value in record["metrics"][segment].items():
             assert math.isfinite(value) and value >= 0, key
-    assert record["metrics"]["all"]["count"] == record["split"]["test_examples"]
+    assert record["metrics"]["all"]["count"] == record["evaluation"]["test_examples"] == config.max_eval_users
     assert record["identifier"]["paradigm"] == get_scheme(name).paradigm
     if get_scheme(name).paradigm == "sequence":
         inference = record["inference"]

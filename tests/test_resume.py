@@ -50,14 +50,14 @@ def _setup(scheme: str, tmp_path: Path, epochs: int = 3) -> tuple[RunConfig, Env
 
 def _kill_after_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
     """The run's training raises :class:`Killed` right after the checkpoint of ``epoch`` (1-based) is written."""
-    save = trainer.save_atomic
+    save = trainer.save_tensors
 
     def save_then_die(path: Path, state: dict) -> None:
         save(path, state)
         if state["epoch"] + 1 == epoch:
             raise Killed
 
-    monkeypatch.setattr(trainer, "save_atomic", save_then_die)
+    monkeypatch.setattr(trainer, "save_tensors", save_then_die)
 
 
 def _comparable(value: Any) -> Any:

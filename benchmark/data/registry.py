@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -46,6 +47,8 @@ SPECS: dict[str, DatasetSpec] = {
     )
 }
 AMAZON_RAW_PREFIX = "amazon2014:"
+CATEGORY = re.compile(r"[A-Za-z0-9_&-]+")
+"""The characters an ``amazon2014:`` category may hold (no path separators, no dots)."""
 
 
 def dataset_names() -> list[str]:
@@ -59,9 +62,18 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
 
 
 def check_dataset_name(name: str) -> None:
-    """Raise ``KeyError`` with the valid choices when ``name`` is not a known dataset."""
-    if name in SPECS or (name.startswith(AMAZON_RAW_PREFIX) and len(name) > len(AMAZON_RAW_PREFIX)):
+    """Raise ``KeyError`` with the valid choices when ``name`` is not a known dataset; an ``amazon2014:``
+    category may hold letters, digits, ``_``, ``-`` and ``&`` only, so it never names a path outside the data
+    folder."""
+    if name in SPECS:
         return
+    if name.startswith(AMAZON_RAW_PREFIX) and len(name) > len(AMAZON_RAW_PREFIX):
+        category = name[len(AMAZON_RAW_PREFIX):]
+        if CATEGORY.fullmatch(category):
+            return
+        raise KeyError(f"dataset '{name}': an {AMAZON_RAW_PREFIX} category may hold letters, digits, _, - and & "
+                       f"only (e.g. {AMAZON_RAW_PREFIX}Beauty or {AMAZON_RAW_PREFIX}Clothing_Shoes_and_Jewelry), got "
+                       f"{category!r}")
     raise KeyError(f"unknown dataset '{name}'; choose from {', '.join(SPECS)} or {AMAZON_RAW_PREFIX}<Category>")
 
 

@@ -9,7 +9,9 @@ named with the keys where they differ (:mod:`benchmark.reports.configs`). Files 
 that are not complete records are listed under the tables. Baselines use no LLM backbone
 (``backbone == "none"``), so they appear in every backbone's table of their dataset, split and profile. A
 scheme that was not applicable shows "n/a" with its reason under the table; a segment without test targets
-(no cold items) shows "–".
+(no cold items) shows "–". A row whose runs
+were evaluated on a capped subset of users (``run.max_eval_users``, set by the smoke profile) is marked
+:data:`CAPPED` (csv column ``eval_users_capped``): a smoke check, not comparable with full runs.
 """
 from __future__ import annotations
 
@@ -34,6 +36,8 @@ SEGMENTS = {"all": "All", "warm": "Warm", "cold": "Cold"}
 METRICS = {"recall@5": "R@5", "recall@10": "R@10", "ndcg@5": "N@5", "ndcg@10": "N@10"}
 INFERENCE = "inference_ms_per_user"
 NO_BACKBONE = "none"
+CAPPED = "¶"
+"""Mark of a row evaluated on a fixed random subset of the users (``run.max_eval_users``)."""
 COLUMNS: dict[str, tuple[str | None, str]] = {
     **{f"{seg}_{metric}": (seg, label) for seg in SEGMENTS for metric, label in METRICS.items()},
     INFERENCE: (None, "Inf. ms/user")}
@@ -71,7 +75,8 @@ def leaderboard_frame(records: list[tuple[Path, dict[str, Any]]]) -> pd.DataFram
     """
     configs = flat_configs(record for _, record in records)
     runs = pd.DataFrame([_flatten(record) for _, record in records],
-                        columns=[*TABLE_KEYS, "scheme", "config_id", "paradigm", "ok", "reason", *VALUES, *COUNTS])
+                        columns=[*TABLE_KEYS, "scheme", "config_id", "paradigm", "ok", "reason", "capped", *VALUES,
+                                 *COUNTS])
     if runs.empty:
         return runs
     runs = _with_baselines(runs)
@@ -81,12 +86,13 @@ def leaderboard_frame(records: list[tuple[Path, dict[str, Any]]]) -> pd.DataFram
     std = ok.groupby(keys)[VALUES].std().add_suffix("_std")
     counts = ok.groupby(keys)[COUNTS].max().astype("Int64")
     ci = ok.groupby(keys)[VALUES].agg(lambda s: t_interval(s.tolist())[1]).add_suffix("_ci95")
-    rows = runs.groupby(keys).agg(paradigm=("paradigm", "first"), n=("ok", "sum"),
+    rows = runs.groupby(keys).agg(paradigm=("paradigm", "first"), n=("ok", "sum"), eval_users_capped=("capped", "any"),
                                   reason=("reason", lambda s: "; ".join(dict.fromkeys(s.dropna()))))
     frame = rows.join([mean, std, ci, counts]).reset_index()
     frame["variant"] = variant_labels(frame, [*TABLE_KEYS, "scheme"], configs)
     frame = frame[[*TABLE_KEYS, "scheme", "variant", "config_id", "paradigm", "n",
-                   *[c for v in VALUES for c in (v, f"{v}_std", f"{v}_ci95")], *COUNTS, "reason"]]
+                   *[c for v in VALUES for c in (v, f"{v}_std", f"{v}_ci95")], *COUNTS, "reason",
+                   "eval_users_capped"]]
     order = {"_paradigm": frame["paradigm"].map(lambda p: PARADIGMS.index(p) if p in PARADIGMS else len(PARADIGMS))}
     frame = (frame.assign(**order).sort_values([*TABLE_KEYS, *order, "scheme", "variant"])
              .drop(columns=list(order)).reset_index(drop=True))
@@ -142,7 +148,8 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
     config, ok = record["config"], record["status"] == "ok"
     paradigm = record.get("paradigm") or (record.get("identifier") or {}).get("paradigm", "other")
     row = {**{key: config[key] for key in TABLE_KEYS}, "scheme": config["scheme"], "config_id": config_id(config),
-           "paradigm": paradigm, "ok": ok, "reason": None if ok else record.get("reason") or "no reason recorded"}
+           "paradigm": paradigm, "ok": ok, "reason": None if ok else record.get("reason") or "no reason recorded",
+           "capped": config.get("max_eval_users", 0) > 0}
     if ok:
         for seg in SEGMENTS:
             segment = record["metrics"].get(seg, {})
@@ -185,8 +192,9 @@ def table_cells(table: pd.DataFrame, style: Style) -> list[list[str]]:
     """The body of one table: scheme (with its variant), every value column, n. The best shown value per
     column is bold (ties too; lowest inference time; none when every metric value is zero); ``±`` the 95%
     t-interval half-width over seeds; :data:`SIMILAR` marks values not significantly worse than the best;
-    "n/a" for rows without finished runs."""
-    columns = [[style.text(row_label(scheme, variant)) for scheme, variant in zip(table["scheme"], table["variant"])]]
+    "n/a" for rows without finished runs; :data:`CAPPED` marks rows evaluated on a capped subset of users."""
+    columns = [[style.text(row_label(scheme, variant) + (f" {CAPPED}" if capped else ""))
+                for scheme, variant, capped in zip(table["scheme"], table["variant"], table["eval_users_capped"])]]
     for column in COLUMNS:
         shown = table[column].map(lambda v: _number(column, v), na_action="ignore")
         best = (min if column == INFERENCE else max)(map(float, shown.dropna()), default=None)
@@ -226,9 +234,13 @@ def table_sections(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 
 
 def _notes(table: pd.DataFrame) -> list[str]:
-    """Why runs of a table were not applicable, one line per scheme."""
-    return [f"{row_label(row.scheme, row.variant)}: not applicable — {row.reason}" for row in table.itertuples()
-            if row.reason]
+    """Why runs of a table were not applicable, one line per scheme; what the capped-evaluation mark means."""
+    notes = [f"{row_label(row.scheme, row.variant)}: not applicable — {row.reason}" for row in table.itertuples()
+             if row.reason]
+    if table["eval_users_capped"].any():
+        notes.append(f"{CAPPED} smoke row: evaluated on a fixed random subset of the users (run.max_eval_users; "
+                     "the test-user counts above are of that subset), not comparable with full runs")
+    return notes
 
 
 def to_markdown(frame: pd.DataFrame, banner: str, problems: list[str] | None = None) -> str:
