@@ -6,16 +6,19 @@
 * :func:`safe_load` reads a tensor file with ``torch.load(weights_only=True)``: tensors, numbers, strings,
   lists, tuples and dicts only; a pickle that would construct any other object (code) is refused, reported
   with a warning naming the file, and ``None`` is returned so the caller recomputes (and overwrites) it.
+* :func:`load_or_compute` is how every cached component is read or fitted and written.
 * :func:`check_output_dir` runs before any work: the folder exists or can be made, is a folder and is writable.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -79,6 +82,11 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
             tmp.unlink()
 
 
+def write_text(path: Path, text: str) -> None:
+    """``text`` as the UTF-8 file ``path``, atomically (:func:`atomic_write`)."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
 def plain(value: Any) -> Any:
     """``value`` in the types :func:`safe_load` reads back: NumPy arrays become tensors, NumPy scalars Python
     numbers, dataclasses dicts; dicts, lists and tuples are converted item by item."""
@@ -119,25 +127,31 @@ def safe_load(path: Path, map_location: str | torch.device = "cpu") -> dict[str,
     return state
 
 
-def save_array(path: Path, array: np.ndarray) -> None:
-    """A numeric array as ``.npy`` (no pickled objects), atomically."""
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:
-            np.save(handle, np.asarray(array), allow_pickle=False)
-
-    atomic_write(path, write)
-
-
-def load_array(path: Path) -> np.ndarray | None:
-    """The numeric array in the ``.npy`` file ``path`` (``allow_pickle=False``); None, with a warning naming the
-    file, when it is not one, so the caller recomputes it."""
+@contextmanager
+def random_state_kept() -> Iterator[None]:
+    """Run the body, then put the global random generators (Python, NumPy, torch on the CPU and every CUDA
+    device) back where they were. Fitting a cached component inside it makes a run's later draws (the
+    recommender's initial weights, dropout) the same whether the component was fitted or loaded, so a result
+    depends on its config and seed, not on what the cache held."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
     try:
-        array = np.load(path, allow_pickle=False)
-    except Exception as error:  # noqa: BLE001 - any unreadable file is recomputed, whatever the reason
-        warn(f"{path}: not loaded (only numeric .npy arrays are read, nothing is executed: {error}); "
-             "computing it again")
-        return None
-    if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiub":
-        warn(f"{path}: not loaded (expected a numeric .npy array); computing it again")
-        return None
-    return array
+        with torch.random.fork_rng():
+            yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
+def load_or_compute(path: Path, compute: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
+    """The cached component in ``path`` and whether it came from there: read with :func:`safe_load`, or, when the
+    file is missing or unreadable, ``compute()`` (run under :func:`random_state_kept`, so what a run draws
+    afterwards does not depend on whether the file existed) made :func:`plain` and saved with
+    :func:`save_tensors`. The one way every cached component (CF encoder, quantizers, LightGCN, text embeddings,
+    text vocabularies) is read and written."""
+    saved = safe_load(path) if Path(path).is_file() else None
+    if saved is not None:
+        return saved, True
+    with random_state_kept():
+        saved = plain(compute())
+    save_tensors(path, saved)
+    return saved, False

@@ -21,7 +21,7 @@ import torch
 from benchmark.config import ConfigError, RunConfig, TrainConfig, check_params, option_fields
 from benchmark.data.dataset import Dataset
 from benchmark.data.quality import check_content
-from benchmark.safeio import WriteError, plain, safe_load, save_tensors
+from benchmark.safeio import WriteError, load_or_compute
 from benchmark.splits import Examples, TrainData
 from recommenders import trainer
 from recommenders.base import Recommender
@@ -73,23 +73,10 @@ class RunContext:
 
     def load_or_compute(self, kind: str, key: str,
                         compute: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
-        """What ``compute()`` returns, written atomically to ``<cache>/<kind>/<key>.pt`` the first time and read
-        back (onto the CPU) by every later call with the same key, so a repeated or killed-and-resumed run keeps
-        what was fitted; and whether it was read from the file. ``key`` must name everything that determines
-        the result. What ``compute`` returns is saved as tensors and plain values (:func:`~benchmark.safeio.plain`,
-        also what this call returns) and read with
-        :func:`~benchmark.safeio.safe_load`, and one that does not load that way (e.g. a crafted pickle) is
-        reported and computed again, never executed. ``compute`` runs under
-        :func:`~recommenders.trainer.random_state_kept`, so what the run draws afterwards does not depend on
-        whether the file existed."""
-        path = self.cache_path(kind, key, ".pt")
-        saved = safe_load(path) if path.is_file() else None
-        if saved is not None:
-            return saved, True
-        with trainer.random_state_kept():
-            saved = plain(compute())
-        save_tensors(path, saved)
-        return saved, False
+        """What ``compute()`` returns, cached as ``<cache>/<kind>/<key>.pt`` (:func:`benchmark.safeio.load_or_compute`:
+        safe loads, atomic writes, the global random generators kept), and whether it was read from the file.
+        ``key`` must name everything that determines the result (:func:`benchmark.hashing.content_key`)."""
+        return load_or_compute(self.cache_path(kind, key, ".pt"), compute)
 
     def text_vocabulary(self) -> TextVocabulary:
         """The backbone's text vocabulary: its own tokenizer, or BPE fitted on every item's text for a preset."""

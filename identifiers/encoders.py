@@ -8,7 +8,7 @@ Deerwester et al., JASIS 1990) stands in, and a warning says so.
 
 The text of an item is :meth:`~benchmark.data.dataset.Dataset.item_texts` (title, brand, categories,
 description). Item content of every item, cold ones included, may be used: it is known at catalogue time.
-Embeddings are L2-normalised and cached under ``<cache>/embeddings/<dataset>__<encoder>__<hash>.npy``,
+Embeddings are L2-normalised and cached under ``<cache>/embeddings/<dataset>__<encoder>__<hash>.pt``,
 where the hash covers the texts and the encoder's settings. Asked for ``auto`` or ``minilm``, cached MiniLM
 vectors are used even where the model is not installed, so a cache folder computed on one machine serves a
 machine without the model (a GPU box that cannot download it, say).
@@ -25,8 +25,7 @@ import numpy as np
 import torch
 
 from benchmark.hashing import content_key
-from benchmark.safeio import load_array, save_array
-from recommenders.trainer import random_state_kept
+from benchmark.safeio import load_or_compute
 
 if TYPE_CHECKING:
     from identifiers.base import RunContext
@@ -145,34 +144,30 @@ def texts_hash(texts: list[str], signature: str) -> str:
 def item_embeddings(ctx: RunContext, encoder: str | TextEncoder = "auto") -> np.ndarray:
     """L2-normalised text embeddings ``[n_items, d]`` of every item of ``ctx.dataset``, cached on disk.
 
-    The cache file is ``<cache>/embeddings/<dataset>__<encoder>__<hash>.npy``; a second call with the same
-    texts and encoder reads it instead of encoding again (a numeric ``.npy`` only: a file that is not one, e.g. a
-    pickle, is reported and encoded again). For the names ``auto`` and ``minilm`` a cached MiniLM
-    file is read first, without needing the model. ``ctx.components["text_encoder"]`` records which encoder
-    gave the vectors and whether they came from the cache. Encoding runs under
-    :func:`~recommenders.trainer.random_state_kept`, like every other cached component.
+    The vectors are cached as ``<cache>/embeddings/<dataset>__<encoder>__<hash>.pt`` by
+    :func:`benchmark.safeio.load_or_compute`, like every other cached component (safe loads, the random
+    generators kept); a second call with the same texts and encoder reads it instead of encoding again. For the
+    names ``auto`` and ``minilm`` a cached MiniLM file is read first, without needing the model.
+    ``ctx.components["text_encoder"]`` records which encoder gave the vectors and whether they came from the
+    cache.
     """
     texts = ctx.dataset.item_texts()
     model = encoder
     if isinstance(encoder, str):
         sentence = SentenceEncoder(ctx.device)
-        reuse = encoder in ("auto", "minilm") and _cache_file(ctx, sentence, texts).is_file()
+        reuse = encoder in ("auto", "minilm") and cache_file(ctx, sentence, texts).is_file()
         model = sentence if reuse else get_encoder(encoder, ctx.device)
-    path = _cache_file(ctx, model, texts)
-    vectors = load_array(path) if path.is_file() else None
-    cached = vectors is not None
-    if vectors is None:
-        with random_state_kept():
-            vectors = model.encode(texts, progress=ctx.progress)
-        save_array(path, vectors)
+    path = cache_file(ctx, model, texts)
+    saved, cached = load_or_compute(path, lambda: {"vectors": model.encode(texts, progress=ctx.progress)})
     ctx.components["text_encoder"] = {"name": model.name, "signature": model.signature, "file": path.name,
                                       "loaded_from_cache": cached}
-    return vectors
+    return saved["vectors"].numpy()
 
 
-def _cache_file(ctx: RunContext, model: TextEncoder, texts: list[str]) -> Path:
+def cache_file(ctx: RunContext, model: TextEncoder, texts: list[str]) -> Path:
+    """Where the embeddings of ``texts`` by ``model`` are cached (``embeddings/<dataset>__<encoder>__<hash>.pt``)."""
     return ctx.cache_path("embeddings", f"{ctx.dataset.name}__{model.name}__{texts_hash(texts, model.signature)}",
-                          ".npy")
+                          ".pt")
 
 
 def _l2_normalise(vectors: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from benchmark.hashing import content_key
-from benchmark.safeio import atomic_write, warn
+from benchmark.safeio import load_or_compute
 from recommenders.backbones import EOS_ID, PAD_ID, PRESETS, BackboneError
 
 SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")
@@ -76,8 +76,9 @@ def train_bpe(corpus: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
 def text_vocabulary(backbone: str, corpus: list[str], vocab_size: int, cache_dir: Path) -> TextVocabulary:
     """The backbone's text vocabulary: a checkpoint's own tokenizer, or BPE fitted on ``corpus`` for a preset.
 
-    The fitted tokenizer is cached as ``<cache_dir>/text_vocab/<hash>.json`` (hash of corpus and size), written
-    atomically; a file there that is not a tokenizer JSON is reported and the vocabulary fitted again.
+    The fitted tokenizer's JSON is cached as ``<cache_dir>/text_vocab/<hash>.pt`` (hash of corpus and size) by
+    :func:`benchmark.safeio.load_or_compute`, like every other cached component; an unreadable file is reported
+    and the vocabulary fitted again.
     """
     if backbone not in PRESETS:
         try:
@@ -85,23 +86,11 @@ def text_vocabulary(backbone: str, corpus: list[str], vocab_size: int, cache_dir
         except (OSError, ValueError) as error:
             raise BackboneError(f"backbone '{backbone}': no tokenizer loadable with from_pretrained: "
                                 f"{error}") from error
-    path = cache_dir / "text_vocab" / f"{content_key(f'bpe:{vocab_size}', corpus)}.json"
-    tokenizer = _load_bpe(path) if path.is_file() else None
-    if tokenizer is None:
-        tokenizer = train_bpe(corpus, vocab_size)
-        atomic_write(path, lambda tmp: tokenizer.backend_tokenizer.save(str(tmp)))
+    path = cache_dir / "text_vocab" / f"{content_key(f'bpe:{vocab_size}', corpus)}.pt"
+    saved, _ = load_or_compute(path, lambda: {"tokenizer": train_bpe(corpus, vocab_size).backend_tokenizer.to_str()})
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(saved["tokenizer"]), pad_token="<pad>",
+                                        eos_token="</s>", unk_token="<unk>")
     return TextVocabulary(tokenizer, f"bpe-{vocab_size} fitted on the item texts")
-
-
-def _load_bpe(path: Path) -> PreTrainedTokenizerFast | None:
-    """The tokenizer saved as JSON in ``path`` (read by ``tokenizers``, nothing is executed); None, with a warning
-    naming the file, when it is not a tokenizer file, so it is fitted again."""
-    try:
-        return PreTrainedTokenizerFast(tokenizer_file=str(path), pad_token="<pad>", eos_token="</s>",
-                                       unk_token="<unk>")
-    except Exception as error:  # noqa: BLE001 - any unreadable file is fitted again, whatever the reason
-        warn(f"{path}: not a tokenizer JSON file ({error}); fitting the vocabulary again")
-        return None
 
 
 def disambiguate(codes: list[list[int]], vocab: TextVocabulary) -> tuple[list[list[int]], int]:

@@ -12,18 +12,16 @@ uninterrupted run: same batches, same dropout, same curve and metrics. It holds 
 lists and dicts and is read with :func:`benchmark.safeio.safe_load` (``weights_only=True``): a file that does
 not load so is reported and training starts over, nothing in it runs. Resuming, or ignoring a checkpoint, prints
 one line naming the file.
-A loss that is not finite stops training with :class:`DivergenceError`. :func:`random_state_kept` fits a
-cached component without moving the global random generators.
+A loss that is not finite stops training with :class:`DivergenceError`.
 """
 from __future__ import annotations
 
 import math
 import random
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -41,21 +39,6 @@ from recommenders.base import Recommender
 
 class DivergenceError(RuntimeError):
     """The training loss became NaN or infinite; the message names the model, the epoch and what to try."""
-
-
-@contextmanager
-def random_state_kept() -> Iterator[None]:
-    """Run the body, then put the global random generators (Python, NumPy, torch on the CPU and every CUDA
-    device) back where they were. Fitting a cached component inside it makes a run's later draws (the
-    recommender's initial weights, dropout) the same whether the component was fitted or loaded, so a result
-    depends on its config and seed, not on what the cache held."""
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    try:
-        with torch.random.fork_rng():
-            yield
-    finally:
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
 
 
 def check_finite(value: float, what: str, epoch: int, knob: str, batch: int | None = None) -> None:

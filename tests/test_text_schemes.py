@@ -25,7 +25,7 @@ def test_fitted_vocabulary_is_deterministic_cached_and_t5_compatible(tmp_path: P
     corpus = ["Voltix slim keyboard, 2 pack", "Glowra hydrating serum", "Voltix wireless mouse"]
     first = text_vocabulary("t5-tiny", corpus, 200, tmp_path)
     assert (first.tokenizer.pad_token_id, first.tokenizer.eos_token_id) == (PAD_ID, EOS_ID)
-    assert len(list((tmp_path / "text_vocab").glob("*.json"))) == 1
+    assert len(list((tmp_path / "text_vocab").glob("*.pt"))) == 1
     again = text_vocabulary("t5-tiny", corpus, 200, tmp_path)
     assert again.encode(corpus, 50) == first.encode(corpus, 50)
     assert train_bpe(corpus, 200).backend_tokenizer.to_str() == train_bpe(corpus, 200).backend_tokenizer.to_str()

@@ -7,6 +7,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from benchmark.data.dataset import Dataset
+from benchmark.safeio import save_tensors
 from benchmark.splits import Split, make_split
 from identifiers import encoders
 from identifiers.mq_tokenizer import MQTokenizer
@@ -38,7 +39,7 @@ def test_tfidf_encoder_is_deterministic_and_cached(small_synthetic, temporal_spl
     assert first.shape[0] == small_synthetic.n_items and first.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-5)
     np.testing.assert_array_equal(first, encoders.TfidfSvdEncoder().encode(small_synthetic.item_texts()))
-    files = list((tmp_path / "embeddings").glob(f"{small_synthetic.name}__tfidf__*.npy"))
+    files = list((tmp_path / "embeddings").glob(f"{small_synthetic.name}__tfidf__*.pt"))
     assert len(files) == 1
 
     def fail(self, texts, progress=True):
@@ -57,7 +58,7 @@ def test_cached_minilm_vectors_serve_a_machine_without_the_model(small_synthetic
         encoders.item_embeddings(ctx, "minilm")
     texts = small_synthetic.item_texts()
     stored = np.eye(small_synthetic.n_items, 8, dtype=np.float32)
-    np.save(encoders._cache_file(ctx, encoders.SentenceEncoder(), texts), stored)
+    save_tensors(encoders.cache_file(ctx, encoders.SentenceEncoder(), texts), {"vectors": stored})
     for name in ("auto", "minilm"):
         np.testing.assert_array_equal(encoders.item_embeddings(ctx, name), stored)
         assert ctx.components["text_encoder"]["name"] == "minilm"

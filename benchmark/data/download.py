@@ -11,7 +11,6 @@ interrupted download never leaves a truncated file behind; files already present
 from __future__ import annotations
 
 import http.client
-import os
 import re
 import sys
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from tqdm import tqdm
 
 from benchmark.data.dataset import DataError
 from benchmark.data.registry import AMAZON_RAW_PREFIX, SPECS
+from benchmark.safeio import atomic_write
 
 AMAZON2014_URL = "http://snap.stanford.edu/data/amazon/productGraph/categoryFiles/"
 IDGENREC_URL = "https://raw.githubusercontent.com/agiresearch/IDGenRec/a297185/rec_datasets/"
@@ -134,21 +134,21 @@ def download(name: str, data_dir: Path) -> Path:
 
 
 def fetch(remote: RemoteFile, target: Path) -> None:
-    """Stream ``remote.url`` to ``target.part`` with a progress bar, then rename it to ``target``."""
-    part = target.with_name(target.name + ".part")
-    try:
-        with urlopen(remote.url, timeout=TIMEOUT_S) as response, open(part, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=target.name,
-                      disable=None) as bar:
-                while chunk := response.read(CHUNK_BYTES):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-    except (URLError, OSError, http.client.HTTPException) as error:
-        part.unlink(missing_ok=True)
-        raise DataError(f"could not download {remote.url} ({error}); download it by hand and place it in "
-                        f"{target.parent} as {target.name}") from error
-    if remote.accept is not None and not remote.accept(part, target.parent):
-        part.unlink()
-        raise DataError(f"{remote.url} is not in the expected format; not saved as {target}")
-    os.replace(part, target)
+    """Stream ``remote.url`` into a temporary file beside ``target`` with a progress bar, check it, then rename it to
+    ``target`` (:func:`~benchmark.safeio.atomic_write`: an interrupted download leaves no file)."""
+    def write(tmp: Path) -> None:
+        try:
+            with urlopen(remote.url, timeout=TIMEOUT_S) as response, open(tmp, "wb") as out:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=target.name,
+                          disable=None) as bar:
+                    while chunk := response.read(CHUNK_BYTES):
+                        out.write(chunk)
+                        bar.update(len(chunk))
+        except (URLError, OSError, http.client.HTTPException) as error:
+            raise DataError(f"could not download {remote.url} ({error}); download it by hand and place it in "
+                            f"{target.parent} as {target.name}") from error
+        if remote.accept is not None and not remote.accept(tmp, target.parent):
+            raise DataError(f"{remote.url} is not in the expected format; not saved as {target}")
+
+    atomic_write(target, write)

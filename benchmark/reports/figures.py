@@ -15,6 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from benchmark.safeio import atomic_write  # noqa: E402
+
 FIGURES_DIR = "figures"
 """Folder of the figures under the reports folder."""
 DPI = 150
@@ -36,8 +38,9 @@ def save(fig: Figure, reports_dir: Path, stem: str, caption: str) -> list[Path]:
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     paths = [folder / f"{stem}.{suffix}" for suffix in ("png", "pdf")]
     for path in paths:
-        fig.savefig(path, dpi=DPI, metadata={"CreationDate": None, "Subject": caption} if path.suffix == ".pdf"
-                    else {"Description": caption})
+        metadata = {"CreationDate": None, "Subject": caption} if path.suffix == ".pdf" else {"Description": caption}
+        atomic_write(path, lambda tmp, path=path, metadata=metadata: fig.savefig(
+            tmp, format=path.suffix[1:], dpi=DPI, metadata=metadata))
     plt.close(fig)
     return paths
 

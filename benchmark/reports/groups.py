@@ -28,6 +28,7 @@ from benchmark.reports.configs import LEGEND, config_id, flat_configs, row_label
 from benchmark.reports.figures import hardware_label, new_figure, save, slug
 from benchmark.reports.sections import records_by_section
 from benchmark.reports.stats import per_example
+from benchmark.safeio import write_text
 
 N_GROUPS = 5
 SHOWN_K = 10
@@ -166,11 +167,11 @@ def build_group_report(scan: RecordScan, reports_dir: Path, scheme: str = "inter
                   "These finished runs were recorded before records carried each test target's training count and "
                   "the item training-count histogram, so they are not in the tables above (re-run them with "
                   "`python -m benchmark run ... --force` to include them):\n", *(f"- {path}" for path in lacking), ""]
-    md.write_text("\n".join(lines))
+    write_text(md, "\n".join(lines))
     if frame.empty:
-        pd.DataFrame(columns=[*KEYS, "groups", "scheme"]).to_csv(csv, index=False)
+        write_text(csv, pd.DataFrame(columns=[*KEYS, "groups", "scheme"]).to_csv(index=False))
     else:
-        frame.to_csv(csv, index=False)
+        write_text(csv, frame.to_csv(index=False))
     return [md, csv, *figures]
 
 

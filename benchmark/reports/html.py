@@ -28,6 +28,7 @@ from benchmark.reports.leaderboard import (
 )
 from benchmark.reports.sections import records_by_section
 from benchmark.reports.stats import significance_note
+from benchmark.safeio import write_text
 
 HTML_STYLE = Style(bold=lambda s: f"<strong>{s}</strong>", dash="–", pm="±", text=html.escape)
 SORT_SCRIPT = """
@@ -95,7 +96,7 @@ def build_html_report(scan: RecordScan, reports_dir: Path, figures: list[Path]) 
             + f"<script>{SORT_SCRIPT}</script>\n</body>\n</html>\n")
     path = reports_dir / "index.html"
     reports_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(page)
+    write_text(path, page)
     return [path]
 
 

@@ -23,6 +23,7 @@ from matplotlib.ticker import NullFormatter
 from benchmark.records import RecordScan, now
 from benchmark.reports.configs import LEGEND, config_id, flat_configs, row_label, variant_labels
 from benchmark.reports.figures import hardware_label, new_figure, save, slug
+from benchmark.safeio import write_text
 
 SEGMENTS = ("all", "warm", "cold")
 METRICS = ("recall@10", "ndcg@10")
@@ -115,8 +116,9 @@ def build_scaling_report(scan: RecordScan, reports_dir: Path) -> list[Path]:
                   "These finished runs were recorded before records carried the model's parameter counts, so they "
                   "are not in the tables above (re-run them with `--force` to include them):\n",
                   *(f"- {path}" for path in lacking), ""]
-    md.write_text("\n".join(lines))
-    (scaled if not scaled.empty else pd.DataFrame(columns=[*CONTEXT, "scheme", "backbone"])).to_csv(csv, index=False)
+    write_text(md, "\n".join(lines))
+    write_text(csv, (scaled if not scaled.empty else pd.DataFrame(columns=[*CONTEXT, "scheme", "backbone"]))
+               .to_csv(index=False))
     for key, table in frame.groupby(list(CONTEXT), sort=False):
         records = [r for _, r in finished if tuple(r["config"][k] for k in CONTEXT) == key]
         figures += _efficiency_figure(table, key, records, reports_dir)
