@@ -119,7 +119,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print(f"{name}: {stats['users']:,} users, {stats['items']:,} items, {stats['interactions']:,} interactions, "
               f"density {stats['density']:.5f}, mean history length {stats['mean_history_length']:.2f}, "
               f"timestamps {'yes' if stats['has_timestamps'] else 'no'}, "
-              f"categories {'yes' if stats['has_categories'] else 'no'}")
+              f"categories {'yes' if stats['has_categories'] else 'no'}, "
+              f"extras {', '.join(stats['extras']) or 'none'}")
         for protocol in SPLITS:
             try:
                 split = make_split(dataset, protocol, args.max_history).stats()

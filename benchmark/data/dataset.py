@@ -1,7 +1,7 @@
 """The one in-memory form of every data source: an items table and an interactions table."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -21,13 +21,15 @@ class Dataset:
     ``description``, ``brand`` (str, possibly empty), ``categories`` (tuple of str, root first) and
     ``price`` (float, NaN when unknown). ``interactions`` has integer ``user`` and ``item`` columns, a
     float ``timestamp`` (NaN when the source only gives order) and ``position``, the 0-based index of
-    the interaction in its user's chronological sequence. Users are ``0..n_users-1``.
+    the interaction in its user's chronological sequence. Users are ``0..n_users-1``. ``extras`` names the
+    optional files read beside the source's main files (e.g. ``item_meta.jsonl``, ``timestamps.tsv``).
     """
 
     name: str
     items: pd.DataFrame
     interactions: pd.DataFrame
     user_ids: np.ndarray = field(repr=False)
+    extras: tuple[str, ...] = ()
 
     @property
     def n_items(self) -> int:
@@ -66,8 +68,8 @@ class Dataset:
             texts.append(". ".join(parts))
         return texts
 
-    def stats(self) -> dict[str, float]:
-        """Users, items, interactions, density and mean history length."""
+    def stats(self) -> dict[str, object]:
+        """Users, items, interactions, density, mean history length and the extras read."""
         n_inter = len(self.interactions)
         return {
             "users": self.n_users,
@@ -77,6 +79,7 @@ class Dataset:
             "mean_history_length": n_inter / max(1, self.n_users),
             "has_timestamps": self.has_timestamps,
             "has_categories": self.has_categories,
+            "extras": list(self.extras),
         }
 
 
@@ -175,4 +178,4 @@ def kcore(dataset: Dataset, k: int) -> Dataset:
         "timestamp": inter["timestamp"].to_numpy(),
         "position": inter["position"].to_numpy(),
     })
-    return build_dataset(dataset.name, items, raw)
+    return replace(build_dataset(dataset.name, items, raw), extras=dataset.extras)

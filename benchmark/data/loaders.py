@@ -2,7 +2,8 @@
 
 Formats (see the README's Data section for the folder layout):
 
-* P5 sequence files: ``user_sequence.txt`` and optional ``item_text.txt`` (order only, no timestamps);
+* P5 sequence files: ``user_sequence.txt`` and optional ``item_text.txt``, ``item_meta.jsonl`` (title, categories,
+  brand) and ``timestamps.tsv`` (order only without it);
 * LC-Rec json: ``X.inter.json`` and ``X.item.json`` (order only);
 * RecBole atomic files: ``X.inter`` and optional ``X.item`` (timestamps when the header has ``timestamp``);
 * raw Amazon 2014 (McAuley): ``reviews_<Category>_5.json.gz`` and optional ``meta_<Category>.json.gz``.
@@ -16,9 +17,11 @@ import gzip
 import html
 import json
 import re
+import sys
 import zlib
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -31,13 +34,28 @@ RECBOLE_CATEGORY_ROOT = "Movies"
 RECBOLE_TITLE_FIELDS = ("movie_title", "title")
 RECBOLE_YEAR_FIELDS = ("release_year", "year")
 RECBOLE_GENRE_FIELDS = ("class", "genre")
+P5_META_FILE = "item_meta.jsonl"
+P5_META_LINE = 'a JSON object with a string "asin" and optional "title", "categories" and "brand"'
+P5_TIMES_FILE = "timestamps.tsv"
+P5_TIMES_HEADER = ("user_id", "asin", "timestamp")
 AMAZON_META_LINE = "a Python dict literal (or JSON object) with an 'asin' key"
 _ASIN_KEY = re.compile(r"""["']asin["']\s*:\s*["']([^"']+)["']""")
 
 
 def load_p5(folder: Path, name: str) -> Dataset:
-    """P5 files: ``user_sequence.txt`` (``USER_ID ITEM ITEM ...`` per line, chronological) and optional
-    ``item_text.txt`` (``ITEM_ID text``; the text becomes the title). Interactions carry positions only."""
+    """P5 files: ``user_sequence.txt`` (``USER_ID ITEM ITEM ...`` per line, chronological), optional
+    ``item_text.txt`` (``ITEM_ID text``; the text becomes the title) and the optional extras beside them.
+
+    * ``item_meta.jsonl`` (``{"asin", "title", "categories": [[path, ...], ...], "brand"}`` per line): the
+      item's title (a null title falls back to ``item_text.txt``'s phrase), its first category path (root
+      first, as given) and its brand. Lines of items outside the sequences are skipped with a warning.
+    * ``timestamps.tsv`` (header ``user_id<TAB>asin<TAB>timestamp``, one row per interaction): unix seconds.
+      Rows are matched to the sequences by user and item (a repeated item by occurrence); every interaction
+      needs exactly one row and a user's timestamps must not decrease along the P5 order, which breaks ties.
+
+    Without ``timestamps.tsv`` interactions carry positions only. Mismatched extras raise :class:`DataError`
+    naming the file and line; :attr:`Dataset.extras` lists the extras that were read.
+    """
     seq_path = _require(folder / "user_sequence.txt", f"P5 user sequences, one line per user: {P5_SEQUENCE_LINE}")
     users: list[str] = []
     items: list[str] = []
@@ -68,7 +86,98 @@ def load_p5(folder: Path, name: str) -> Dataset:
             if parts:
                 raw_ids.append(parts[0])
                 titles.append(parts[1] if len(parts) == 2 else "")
-    return _build(name, seq_path, pd.DataFrame({"raw_id": raw_ids, "title": titles}, dtype=object), interactions)
+    catalogue = pd.DataFrame({"raw_id": raw_ids, "title": titles}, dtype=object)
+    extras: list[str] = []
+    meta_path = folder / P5_META_FILE
+    if meta_path.is_file():
+        catalogue = _p5_item_meta(meta_path, catalogue, set(items))
+        extras.append(P5_META_FILE)
+    time_path = folder / P5_TIMES_FILE
+    if time_path.is_file():
+        interactions["timestamp"] = _p5_timestamps(time_path, seq_path, users, items, first_line)
+        extras.append(P5_TIMES_FILE)
+    return replace(_build(name, seq_path, catalogue, interactions), extras=tuple(extras))
+
+
+def _p5_item_meta(path: Path, catalogue: pd.DataFrame, known: set[str]) -> pd.DataFrame:
+    """``catalogue`` (raw_id, title from ``item_text.txt``) completed with ``item_meta.jsonl``'s fields."""
+    rows: dict[str, dict] = {}
+    skipped = 0
+    for lineno, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path} line {lineno} column {error.colno}: invalid JSON ({error.msg})") from error
+        if not isinstance(record, dict) or not isinstance(record.get("asin"), str):
+            raise _bad_line(path, lineno, P5_META_LINE, line)
+        categories = record.get("categories") or []
+        if not (isinstance(categories, list) and all(isinstance(c, list) for c in categories)):
+            raise DataError(f"{path} line {lineno}: 'categories' must be a list of category paths (lists of "
+                            f"str), got {_snippet(json.dumps(categories))}")
+        asin = record["asin"]
+        if asin in rows:
+            raise DataError(f"{path} line {lineno}: item '{asin}' already has a line; expected one line per item")
+        if asin not in known:
+            skipped += 1
+            continue
+        rows[asin] = {"title": _text(record.get("title")), "brand": _text(record.get("brand")),
+                      "categories": tuple(part for part in map(_text, categories[0]) if part) if categories else ()}
+    without = len(known - set(rows))
+    if skipped or without:
+        _warn(f"{path}: {skipped} line(s) name items outside the sequences (ignored); {without} item(s) of the "
+              "sequences have no line (title from item_text.txt only)")
+    phrases = dict(zip(catalogue["raw_id"], catalogue["title"]))
+    ids = list(dict.fromkeys([*phrases, *rows]))
+    meta = [rows.get(raw, {}) for raw in ids]
+    return pd.DataFrame({"raw_id": ids,
+                         "title": [m.get("title") or phrases.get(raw, "") for raw, m in zip(ids, meta)],
+                         "brand": [m.get("brand", "") for m in meta],
+                         "categories": [m.get("categories", ()) for m in meta]})
+
+
+def _p5_timestamps(path: Path, seq_path: Path, users: list[str], items: list[str],
+                   first_line: dict[str, int]) -> list[float]:
+    """Each interaction's timestamp from ``timestamps.tsv``, checked against the sequences (see ``load_p5``)."""
+    lines = _lines(path)
+    header = next((line for _, line in lines if line.strip()), "")
+    if header.split("\t") != list(P5_TIMES_HEADER):
+        raise DataError(f"{path} line 1: expected the header {chr(9).join(P5_TIMES_HEADER)!r} (tab-separated), "
+                        f"got {_snippet(header)}")
+    rows: dict[tuple[str, str], list[tuple[float, int]]] = {}
+    for lineno, line in lines:
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 3:
+            raise _bad_line(path, lineno, "3 tab-separated fields: user_id, asin, timestamp", line)
+        try:
+            stamp = float(fields[2])
+        except ValueError:
+            stamp = float("nan")
+        if stamp != stamp:
+            raise DataError(f"{path} line {lineno}: expected a number in field 'timestamp', got {fields[2]!r}")
+        rows.setdefault((fields[0], fields[1]), []).append((stamp, lineno))
+    stamps: list[float] = []
+    previous: tuple[str, float, int] = ("", float("-inf"), 0)
+    for user, item in zip(users, items):
+        queue = rows.get((user, item))
+        if not queue:
+            raise DataError(f"{path}: no timestamp for user '{user}' item '{item}' ({seq_path} line "
+                            f"{first_line[user]}); expected one row per interaction")
+        stamp, lineno = queue.pop(0)
+        if user == previous[0] and stamp < previous[1]:
+            raise DataError(f"{path} line {lineno}: user '{user}' item '{item}' at {stamp:.0f} is earlier than "
+                            f"the user's previous item (line {previous[2]}, {previous[1]:.0f}), but follows it in "
+                            f"{seq_path} line {first_line[user]}; expected timestamps that do not decrease")
+        previous = (user, stamp, lineno)
+        stamps.append(stamp)
+    extra = next((queue[0] + (key,) for key, queue in rows.items() if queue), None)
+    if extra is not None:
+        raise DataError(f"{path} line {extra[1]}: user '{extra[2][0]}' item '{extra[2][1]}' is not an interaction "
+                        f"of {seq_path} (or has more rows than occurrences); expected one row per interaction")
+    return stamps
 
 
 def load_lcrec(folder: Path, name: str) -> Dataset:
@@ -329,6 +438,10 @@ def _text(value: object) -> str:
     if isinstance(value, list):
         return " ".join(part for part in map(_text, value) if part)
     return html.unescape(str(value)).strip()
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def _is_id(value: object) -> bool:
