@@ -14,9 +14,14 @@ from typing import Any
 
 import yaml
 
+from benchmark.data.registry import has_released_split
+
 DEFAULTS_PATH = Path(__file__).with_name("defaults.yaml")
 PROFILES = ("smoke", "quick", "paper")
-SPLITS = ("loo", "temporal")
+SPLITS = ("loo", "temporal", "fixed")
+CANDIDATES = ("all", "segment")
+HASHED_WHEN_NOT = {"candidates": "all"}
+"""Keys added after records existed: hashed only when not at this value, so earlier records keep their names."""
 SECTIONS = ("run", "train", "schemes")
 MAX_SEED = 2**32 - 1
 """numpy's seeds are 0 .. 2**32 - 1."""
@@ -66,6 +71,7 @@ class RunConfig:
     text_vocab_size: int
     constrained_decoding: bool
     train: TrainConfig
+    candidates: str = "all"
     params: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,7 +81,8 @@ class RunConfig:
 
     def hash(self) -> str:
         """A short stable hash of the experiment-defining fields."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        fields = {k: v for k, v in self.to_dict().items() if HASHED_WHEN_NOT.get(k, object()) != v}
+        blob = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     @property
@@ -148,6 +155,7 @@ def resolve(dataset: str, scheme_cls: type, seed: int | None, profile: str, user
     run = merge(run, user.get("run", {}), "config run")
     train = merge(train, user.get("train", {}), "config train")
     run = merge(run, cli, "command line")
+    run["split"] = _split_for(dataset, run["split"], "split" in cli or "split" in (user.get("run") or {}))
     if seed is not None:
         run["seed"] = seed
     run, train = _check_run(run), _check_train(train)
@@ -164,7 +172,21 @@ def resolve(dataset: str, scheme_cls: type, seed: int | None, profile: str, user
     return RunConfig(dataset=dataset, scheme=scheme_cls.name, backbone=backbone, seed=run["seed"], profile=profile,
                      split=run["split"], k_core=run["k_core"], max_history=run["max_history"], ks=run["ks"],
                      eval_batch_size=run["eval_batch_size"], text_vocab_size=run["text_vocab_size"],
-                     constrained_decoding=run["constrained_decoding"], train=TrainConfig(**train), params=params)
+                     constrained_decoding=run["constrained_decoding"], train=TrainConfig(**train), params=params,
+                     candidates=run["candidates"])
+
+
+def _split_for(dataset: str, split: str, explicit: bool) -> str:
+    """``fixed`` for a dataset that comes with its released split (an explicit other split is an error);
+    otherwise ``split``, which must then not be ``fixed``."""
+    released = has_released_split(dataset)
+    if released and split != "fixed":
+        if explicit:
+            raise ConfigError(f"split '{split}': dataset '{dataset}' comes with its released split; use split fixed")
+        return "fixed"
+    if not released and split == "fixed":
+        raise ConfigError(f"split 'fixed': dataset '{dataset}' has no released split; choose loo or temporal")
+    return split
 
 
 def _check_run(run: dict[str, Any]) -> dict[str, Any]:
@@ -176,6 +198,8 @@ def _check_run(run: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"run.seed: expected an integer from 0 to {MAX_SEED}, got {run['seed']}")
     if run["split"] not in SPLITS:
         raise ConfigError(f"unknown split '{run['split']}'; choose from {', '.join(SPLITS)}")
+    if run["candidates"] not in CANDIDATES:
+        raise ConfigError(f"run.candidates: unknown value '{run['candidates']}'; choose from {', '.join(CANDIDATES)}")
     if not run["ks"] or min(run["ks"]) < 1:
         raise ConfigError(f"run.ks: expected a non-empty list of positive integers, got {list(run['ks'])}")
     return run

@@ -21,7 +21,8 @@ class Dataset:
     ``description``, ``brand`` (str, possibly empty), ``categories`` (tuple of str, root first) and
     ``price`` (float, NaN when unknown). ``interactions`` has integer ``user`` and ``item`` columns, a
     float ``timestamp`` (NaN when the source only gives order) and ``position``, the 0-based index of
-    the interaction in its user's chronological sequence. Users are ``0..n_users-1``. ``extras`` names the
+    the interaction in its user's chronological sequence. Users are ``0..n_users-1``. A dataset with a released
+    split (SETRec's) has a ``split`` column (train / valid / test), which k-core filtering leaves alone. ``extras`` names the
     optional files read beside the source's main files (e.g. ``item_meta.jsonl``, ``timestamps.tsv``).
     """
 
@@ -42,6 +43,11 @@ class Dataset:
     @property
     def has_timestamps(self) -> bool:
         return bool(self.interactions["timestamp"].notna().all()) and len(self.interactions) > 0
+
+    @property
+    def has_fixed_split(self) -> bool:
+        """Whether the source fixes the train / valid / test split (a ``split`` column)."""
+        return "split" in self.interactions
 
     @property
     def has_categories(self) -> bool:
@@ -88,7 +94,7 @@ def build_dataset(name: str, items: pd.DataFrame, interactions: pd.DataFrame) ->
 
     ``items`` needs ``raw_id`` and may carry any of the other item columns; ``interactions`` needs
     ``user`` and ``item`` (raw ids) and either ``timestamp`` or ``position`` (or both). Interactions
-    whose item is missing from ``items`` get an item row with empty content. Items nobody interacted
+    whose item is missing from ``items`` get an item row with empty content. A ``split`` column is kept. Items nobody interacted
     with are dropped. Ties in timestamp keep the source order.
     """
     for column in ("user", "item"):
@@ -127,6 +133,8 @@ def build_dataset(name: str, items: pd.DataFrame, interactions: pd.DataFrame) ->
         "timestamp": inter["timestamp"].to_numpy(),
     })
     out["position"] = out.groupby("user").cumcount()
+    if "split" in inter:
+        out["split"] = inter["split"].to_numpy()
     out = out.reset_index(drop=True)
     return Dataset(name=name, items=items, interactions=out, user_ids=np.asarray(user_ids, dtype=object))
 
@@ -156,8 +164,11 @@ def _as_path(value: object) -> tuple[str, ...]:
 
 
 def kcore(dataset: Dataset, k: int) -> Dataset:
-    """Iteratively drop users and items with fewer than ``k`` interactions, then re-index."""
-    if k <= 1:
+    """Iteratively drop users and items with fewer than ``k`` interactions, then re-index.
+
+    A dataset with a released split (a ``split`` column) is returned as it is: filtering would change that split.
+    """
+    if k <= 1 or dataset.has_fixed_split:
         return dataset
     inter = dataset.interactions
     while True:

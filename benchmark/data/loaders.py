@@ -4,6 +4,7 @@ Formats (see the README's Data section for the folder layout):
 
 * P5 sequence files: ``user_sequence.txt`` and optional ``item_text.txt``, ``item_meta.jsonl`` (title, categories,
   brand) and ``timestamps.tsv`` (order only without it);
+* SETRec's released splits: ``interactions.tsv`` with a train/valid/test column, item content by ASIN;
 * LC-Rec json: ``X.inter.json`` and ``X.item.json`` (order only);
 * RecBole atomic files: ``X.inter`` and optional ``X.item`` (timestamps when the header has ``timestamp``);
 * raw Amazon 2014 (McAuley): ``reviews_<Category>_5.json.gz`` and optional ``meta_<Category>.json.gz``.
@@ -38,6 +39,10 @@ P5_META_FILE = "item_meta.jsonl"
 P5_META_LINE = 'a JSON object with a string "asin" and optional "title", "categories" and "brand"'
 P5_TIMES_FILE = "timestamps.tsv"
 P5_TIMES_HEADER = ("user_id", "asin", "timestamp")
+SETREC_FILE = "interactions.tsv"
+SETREC_HEADER = ("setrec_user_id", "reviewer_id", "setrec_item_id", "asin", "split", "timestamp")
+SETREC_SPLITS = ("train", "valid", "test")
+SETREC_CONTENT_DIR = "amazon2014-p5"
 AMAZON_META_LINE = "a Python dict literal (or JSON object) with an 'asin' key"
 _ASIN_KEY = re.compile(r"""["']asin["']\s*:\s*["']([^"']+)["']""")
 
@@ -99,8 +104,9 @@ def load_p5(folder: Path, name: str) -> Dataset:
     return replace(_build(name, seq_path, catalogue, interactions), extras=tuple(extras))
 
 
-def _p5_item_meta(path: Path, catalogue: pd.DataFrame, known: set[str]) -> pd.DataFrame:
-    """``catalogue`` (raw_id, title from ``item_text.txt``) completed with ``item_meta.jsonl``'s fields."""
+def _p5_item_meta(path: Path, catalogue: pd.DataFrame, known: set[str], warn_missing: bool = True) -> pd.DataFrame:
+    """``catalogue`` (raw_id, title from ``item_text.txt``) completed with ``item_meta.jsonl``'s fields; lines
+    of items outside ``known`` are skipped, and counted in a warning with the ``known`` items lacking a line."""
     rows: dict[str, dict] = {}
     skipped = 0
     for lineno, line in _lines(path):
@@ -125,7 +131,7 @@ def _p5_item_meta(path: Path, catalogue: pd.DataFrame, known: set[str]) -> pd.Da
         rows[asin] = {"title": _text(record.get("title")), "brand": _text(record.get("brand")),
                       "categories": tuple(part for part in map(_text, categories[0]) if part) if categories else ()}
     without = len(known - set(rows))
-    if skipped or without:
+    if (skipped or without) and warn_missing:
         _warn(f"{path}: {skipped} line(s) name items outside the sequences (ignored); {without} item(s) of the "
               "sequences have no line (title from item_text.txt only)")
     phrases = dict(zip(catalogue["raw_id"], catalogue["title"]))
@@ -178,6 +184,110 @@ def _p5_timestamps(path: Path, seq_path: Path, users: list[str], items: list[str
         raise DataError(f"{path} line {extra[1]}: user '{extra[2][0]}' item '{extra[2][1]}' is not an interaction "
                         f"of {seq_path} (or has more rows than occurrences); expected one row per interaction")
     return stamps
+
+
+def load_setrec(folder: Path, name: str) -> Dataset:
+    """SETRec's released split (``<data>/setrec-splits/<name>/interactions.tsv``): header
+    ``setrec_user_id reviewer_id setrec_item_id asin split timestamp`` (tab-separated), ``split`` one of
+    train / valid / test, ``timestamp`` unix seconds or empty. Rows of a user are in chronological order and
+    their splits must run train, then valid, then test. Users are reviewer ids; a row without one (SETRec
+    users that could not be mapped back) uses ``setrec:<setrec_user_id>``, with a warning counting them.
+
+    Item content is joined by ASIN from the P5 folder of the same name (``<data>/amazon2014-p5/<name>/``:
+    ``item_text.txt`` and ``item_meta.jsonl``, as :func:`load_p5` reads them); an ASIN missing there is an
+    error, a missing folder only a warning (items then have no text). The interactions keep a ``split``
+    column: the split is used as released (see :func:`benchmark.splits.fixed`), never re-derived.
+    """
+    path = _require(folder / SETREC_FILE, f"SETRec split rows with the header {' '.join(SETREC_HEADER)!r}")
+    lines = _lines(path)
+    header = next((line for _, line in lines if line.strip()), "")
+    if header.split("\t") != list(SETREC_HEADER):
+        raise DataError(f"{path} line 1: expected the tab-separated header {' '.join(SETREC_HEADER)!r}, "
+                        f"got {_snippet(header)}")
+    users: list[str] = []
+    items: list[str] = []
+    splits: list[str] = []
+    stamps: list[float] = []
+    rows_of: dict[str, int] = {}
+    last: dict[str, tuple[int, float, int]] = {}
+    reviewer_of: dict[str, tuple[str, int]] = {}
+    asin_of: dict[str, tuple[str, int]] = {}
+    unmapped: set[str] = set()
+    unmapped_rows = 0
+    for lineno, line in lines:
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != len(SETREC_HEADER):
+            raise _bad_line(path, lineno, f"{len(SETREC_HEADER)} tab-separated fields ({', '.join(SETREC_HEADER)})",
+                            line)
+        setrec_user, reviewer, setrec_item, asin, split, stamp_text = (field.strip() for field in fields)
+        if not setrec_user or not setrec_item or not asin:
+            raise _bad_line(path, lineno, "non-empty setrec_user_id, setrec_item_id and asin", line)
+        if split not in SETREC_SPLITS:
+            raise DataError(f"{path} line {lineno}: unknown split {split!r}; expected one of {', '.join(SETREC_SPLITS)}")
+        for key, value, seen, what in ((setrec_user, reviewer, reviewer_of, "setrec_user_id"),
+                                       (setrec_item, asin, asin_of, "setrec_item_id")):
+            first = seen.setdefault(key, (value, lineno))
+            if first[0] != value:
+                raise DataError(f"{path} line {lineno}: {what} {key} is {value!r} here but {first[0]!r} on line "
+                                f"{first[1]}; expected one id per {what}")
+        try:
+            stamp = float(stamp_text) if stamp_text else float("nan")
+        except ValueError:
+            raise DataError(f"{path} line {lineno}: expected a number or nothing in field 'timestamp', "
+                            f"got {stamp_text!r}") from None
+        user = reviewer or f"setrec:{setrec_user}"
+        if not reviewer:
+            unmapped.add(setrec_user)
+            unmapped_rows += 1
+        order = SETREC_SPLITS.index(split)
+        prev_order, prev_stamp, prev_line = last.get(user, (0, float("-inf"), 0))
+        if order < prev_order:
+            raise DataError(f"{path} line {lineno}: user {user!r} has a {split} row after a "
+                            f"{SETREC_SPLITS[prev_order]} row (line {prev_line}); expected train, then valid, then test")
+        if stamp < prev_stamp:
+            raise DataError(f"{path} line {lineno}: user {user!r} at {stamp:.0f} is earlier than the user's previous "
+                            f"row (line {prev_line}, {prev_stamp:.0f}); expected rows in chronological order")
+        last[user] = (order, stamp if stamp == stamp else prev_stamp, lineno)
+        rows_of[user] = rows_of.get(user, 0) + 1
+        users.append(user)
+        items.append(asin)
+        splits.append(split)
+        stamps.append(stamp)
+    if unmapped:
+        _warn(f"{path}: {len(unmapped)} user(s) ({unmapped_rows} rows) have no reviewer_id; they are named "
+              "setrec:<setrec_user_id>")
+    interactions = pd.DataFrame({"user": users, "item": items, "timestamp": stamps, "split": splits})
+    partial = interactions["timestamp"].isna().groupby(interactions["user"], sort=False).agg(["any", "all"])
+    partial = partial.index[partial["any"] & ~partial["all"]]
+    if len(partial):
+        raise DataError(f"{path}: user {partial[0]!r} has a timestamp on some rows and none on others; expected "
+                        "all or none of a user's rows timestamped")
+    interactions["position"] = interactions.groupby("user", sort=False).cumcount()
+
+    content = folder.parent.parent / SETREC_CONTENT_DIR / folder.name
+    catalogue = pd.DataFrame({"raw_id": []}, dtype=object)
+    extras: list[str] = []
+    if not content.is_dir():
+        _warn(f"{path}: no item content folder {content}; items have no text")
+    else:
+        text_path = content / "item_text.txt"
+        if text_path.is_file():
+            rows = [line.split(maxsplit=1) for _, line in _lines(text_path) if line.strip()]
+            catalogue = pd.DataFrame({"raw_id": [r[0] for r in rows], "title": [r[1] if len(r) == 2 else ""
+                                                                              for r in rows]}, dtype=object)
+            extras.append(str(text_path.relative_to(folder.parent.parent)))
+        meta_path = content / P5_META_FILE
+        if meta_path.is_file():
+            catalogue = _p5_item_meta(meta_path, catalogue, set(items), warn_missing=False)
+            extras.append(str(meta_path.relative_to(folder.parent.parent)))
+        known = set(catalogue["raw_id"])
+        missing = next((i for i, asin in enumerate(items) if asin not in known), None)
+        if missing is not None:
+            raise DataError(f"{path}: item {items[missing]!r} (row {missing + 1}) is not in the item content of "
+                            f"{content} (item_text.txt / item_meta.jsonl); expected every ASIN there")
+    return replace(_build(name, path, catalogue, interactions), extras=tuple(extras))
 
 
 def load_lcrec(folder: Path, name: str) -> Dataset:

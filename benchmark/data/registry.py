@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -34,6 +35,12 @@ SPECS: dict[str, DatasetSpec] = {
         DatasetSpec("toys", "p5", "amazon2014-p5/toys", "Amazon 2014 Toys_and_Games 5-core (P5)", loaders.load_p5),
         DatasetSpec("sports", "p5", "amazon2014-p5/sports", "Amazon 2014 Sports_and_Outdoors 5-core (P5)",
                     loaders.load_p5),
+        DatasetSpec("setrec-beauty", "setrec", "setrec-splits/beauty",
+                    "SETRec's released temporal split of Amazon 2014 Beauty (fixed; item content from P5's)",
+                    loaders.load_setrec),
+        DatasetSpec("setrec-toys", "setrec", "setrec-splits/toys",
+                    "SETRec's released split of Amazon 2014 Toys_and_Games (fixed; item content from P5's)",
+                    loaders.load_setrec),
         DatasetSpec("office", "lcrec", "amazon-lcrec/office", "Amazon 2014 Office_Products 5-core (LC-Rec json)",
                     loaders.load_lcrec),
         DatasetSpec("scientific", "lcrec", "amazon-lcrec/scientific",
@@ -43,6 +50,17 @@ SPECS: dict[str, DatasetSpec] = {
     )
 }
 AMAZON_RAW_PREFIX = "amazon2014:"
+SETREC_PREFIX = "setrec-"
+SETREC_SUBDIR = "setrec-splits"
+
+
+def get_spec(name: str) -> DatasetSpec:
+    """The spec of a registered name, or of ``setrec-<folder>`` for any folder under ``setrec-splits/``."""
+    if name in SPECS:
+        return SPECS[name]
+    folder = name[len(SETREC_PREFIX):]
+    return DatasetSpec(name, "setrec", f"{SETREC_SUBDIR}/{folder}", f"SETRec's released split '{folder}'",
+                       loaders.load_setrec)
 
 
 def dataset_names() -> list[str]:
@@ -55,16 +73,25 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
     return Path(data_dir or os.environ.get(DATA_DIR_ENV) or "datasets")
 
 
+def has_released_split(name: str) -> bool:
+    """Whether the dataset ``name`` comes with a fixed train / valid / test split (SETRec's)."""
+    return name.startswith(SETREC_PREFIX)
+
+
 def check_dataset_name(name: str) -> None:
     """Raise ``KeyError`` with the valid choices when ``name`` is not a known dataset."""
     if name in SPECS or (name.startswith(AMAZON_RAW_PREFIX) and len(name) > len(AMAZON_RAW_PREFIX)):
         return
-    raise KeyError(f"unknown dataset '{name}'; choose from {', '.join(SPECS)} or {AMAZON_RAW_PREFIX}<Category>")
+    if name.startswith(SETREC_PREFIX) and re.fullmatch(r"[A-Za-z0-9_.-]+", name[len(SETREC_PREFIX):]) \
+            and name[len(SETREC_PREFIX):].strip("."):
+        return
+    raise KeyError(f"unknown dataset '{name}'; choose from {', '.join(SPECS)}, {AMAZON_RAW_PREFIX}<Category> "
+                   f"or {SETREC_PREFIX}<folder under {SETREC_SUBDIR}/>")
 
 
 def is_present(name: str, data_dir: str | os.PathLike | None = None) -> bool:
     """Whether the folder of the registered dataset ``name`` exists (the embedded synthetic one always does)."""
-    spec = SPECS[name]
+    spec = get_spec(name)
     return spec.fmt == "synthetic" or (resolve_data_dir(data_dir) / spec.subdir).is_dir()
 
 
@@ -75,7 +102,7 @@ def load_raw(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
     if name.startswith(AMAZON_RAW_PREFIX):
         category = name[len(AMAZON_RAW_PREFIX):]
         return loaders.load_amazon2014(root / "amazon2014", category, name)
-    spec = SPECS[name]
+    spec = get_spec(name)
     folder = root / spec.subdir
     if not is_present(name, data_dir):
         from benchmark.data.download import DOWNLOADABLE  # download imports this module
@@ -88,5 +115,5 @@ def load_raw(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, k_core: int = 5) -> Dataset:
-    """Read a dataset and apply ``k_core`` filtering to users and items."""
+    """Read a dataset and apply ``k_core`` filtering to users and items (not to a released split)."""
     return kcore(load_raw(name, data_dir), k_core)
