@@ -132,12 +132,12 @@ def run_one(config: RunConfig, env: Environment) -> dict[str, Any]:
         split, lambda m: evaluate(m, split.valid.subset(config.train.max_valid_examples, config.seed), split.warm,
                                   config.ks, config.eval_batch_size, device))
     valid = evaluate(model, split.valid, split.warm, config.ks, config.eval_batch_size, device, env.progress,
-                     desc="validation")
+                     desc="validation", candidates=config.candidates)
     model.reset_inference_statistics()
     test = evaluate(model, split.test, split.warm, config.ks, config.eval_batch_size, device, env.progress,
-                    desc="test")
+                    desc="test", candidates=config.candidates)
     checkpoint.unlink(missing_ok=True)
-    n_test = max(1, len(split.test))
+    n_test = max(1, split.test.n_examples)
     return {
         **record, "status": "ok", "reason": None,
         "identifier": {"paradigm": scheme.paradigm, "citation": scheme.citation, **scheme.statistics()},

@@ -21,9 +21,10 @@ class Dataset:
     ``description``, ``brand`` (str, possibly empty), ``categories`` (tuple of str, root first) and
     ``price`` (float, NaN when unknown). ``interactions`` has integer ``user`` and ``item`` columns, a
     float ``timestamp`` (NaN when the source only gives order) and ``position``, the 0-based index of
-    the interaction in its user's chronological sequence. Users are ``0..n_users-1``. A dataset with a released
-    split (SETRec's) has a ``split`` column (train / valid / test), which k-core filtering leaves alone. ``extras`` names the
-    optional files read beside the source's main files (e.g. ``item_meta.jsonl``, ``timestamps.tsv``).
+    the interaction in its user's chronological sequence. Users are ``0..n_users-1``. A dataset with a
+    released split (SETRec's) has a ``split`` column (train / valid / test), which k-core filtering leaves
+    alone. ``extras`` names the optional files read beside the source's main files (e.g.
+    ``item_meta.jsonl``, ``timestamps.tsv``).
     """
 
     name: str
@@ -94,8 +95,8 @@ def build_dataset(name: str, items: pd.DataFrame, interactions: pd.DataFrame) ->
 
     ``items`` needs ``raw_id`` and may carry any of the other item columns; ``interactions`` needs
     ``user`` and ``item`` (raw ids) and either ``timestamp`` or ``position`` (or both). Interactions
-    whose item is missing from ``items`` get an item row with empty content. A ``split`` column is kept. Items nobody interacted
-    with are dropped. Ties in timestamp keep the source order.
+    whose item is missing from ``items`` get an item row with empty content. A ``split`` column is kept.
+    Items nobody interacted with are dropped. Ties in timestamp keep the source order.
     """
     for column in ("user", "item"):
         if column not in interactions:

@@ -225,7 +225,8 @@ def load_setrec(folder: Path, name: str) -> Dataset:
         if not setrec_user or not setrec_item or not asin:
             raise _bad_line(path, lineno, "non-empty setrec_user_id, setrec_item_id and asin", line)
         if split not in SETREC_SPLITS:
-            raise DataError(f"{path} line {lineno}: unknown split {split!r}; expected one of {', '.join(SETREC_SPLITS)}")
+            raise DataError(f"{path} line {lineno}: unknown split {split!r}; expected one of "
+                            f"{', '.join(SETREC_SPLITS)}")
         for key, value, seen, what in ((setrec_user, reviewer, reviewer_of, "setrec_user_id"),
                                        (setrec_item, asin, asin_of, "setrec_item_id")):
             first = seen.setdefault(key, (value, lineno))
@@ -245,7 +246,8 @@ def load_setrec(folder: Path, name: str) -> Dataset:
         prev_order, prev_stamp, prev_line = last.get(user, (0, float("-inf"), 0))
         if order < prev_order:
             raise DataError(f"{path} line {lineno}: user {user!r} has a {split} row after a "
-                            f"{SETREC_SPLITS[prev_order]} row (line {prev_line}); expected train, then valid, then test")
+                            f"{SETREC_SPLITS[prev_order]} row (line {prev_line}); expected train, then valid, "
+                            "then test")
         if stamp < prev_stamp:
             raise DataError(f"{path} line {lineno}: user {user!r} at {stamp:.0f} is earlier than the user's previous "
                             f"row (line {prev_line}, {prev_stamp:.0f}); expected rows in chronological order")
