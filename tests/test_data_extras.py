@@ -198,3 +198,16 @@ def test_real_beauty_extras() -> None:
     dataset = load_raw("beauty", SHARED_DATA)
     assert dataset.extras == ("item_meta.jsonl", "timestamps.tsv") and dataset.has_timestamps
     assert dataset.has_categories and (dataset.items["title"] != "").all()
+
+
+def test_leaderboard_heading_names_segment_candidates(tmp_path: Path) -> None:
+    from benchmark.records import scan_records
+    from benchmark.reports.leaderboard import build_leaderboard
+    from tests.test_leaderboard import write_record
+
+    write_record(tmp_path / "results", "pop", 0.2)
+    write_record(tmp_path / "results", "pop", 0.3, config={"candidates": "segment"}, name="_segment")
+    [md, *_] = build_leaderboard(scan_records(tmp_path / "results"), tmp_path / "reports")
+    headings = [line for line in md.read_text().splitlines() if line.startswith("## toy_data")]
+    assert [h.split(" — ")[1] for h in headings] == ["backbone none, split loo, profile quick",
+                                                    "backbone none, split loo, candidates segment, profile quick"]

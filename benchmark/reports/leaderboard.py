@@ -92,6 +92,7 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
     paradigm = registered.paradigm if registered else (record.get("identifier") or {}).get("paradigm", "other")
     row = {**{key: config[key] for key in TABLE_KEYS}, "scheme": config["scheme"], "config_id": config_id(config),
            "paradigm": paradigm, "ok": ok, "reason": None if ok else record.get("reason") or "no reason recorded"}
+    row["split"] += "" if config.get("candidates", "all") == "all" else f", candidates {config['candidates']}"
     if ok:
         for seg in SEGMENTS:
             segment = record["metrics"].get(seg, {})
@@ -178,7 +179,8 @@ def to_markdown(frame: pd.DataFrame, banner: str, problems: list[str] | None = N
     header = ["Scheme", *[f"{SEGMENTS[seg]} {label}" if seg else label for seg, label in COLUMNS.values()], "n"]
     lines = [f"# Leaderboard\n\n{banner}\n",
              "R = Recall, N = NDCG; mean over n seeds (± std when n > 1); best per column in bold "
-             f"(for inference time the lowest); – = no test targets in that segment. {LEGEND}\n"]
+             f"(for inference time the lowest); – = no test targets in that segment. {LEGEND} Targets are ranked "
+             "among all items unless a heading says candidates segment (warm/cold metrics within their segment).\n"]
     for heading, table in _tables(frame):
         rows = [header, *_cells(table, MARKDOWN)]
         widths = [max(3, *(len(row[i]) for row in rows)) for i in range(len(header))]
