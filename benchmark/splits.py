@@ -96,7 +96,7 @@ class Split:
         grouped = {f"{name}_users": examples.n_examples for name, examples in (("valid", self.valid),
                                                                                 ("test", self.test))
                    if examples.groups is not None}
-        return {**grouped,
+        return {
             "protocol": self.protocol,
             "train_interactions": int(sum(len(s) for s in self.train.sequences)),
             "valid_examples": len(self.valid),
@@ -104,6 +104,7 @@ class Split:
             "warm_items": int(self.warm.sum()),
             "cold_valid_share": float(np.mean(~self.warm[self.valid.targets])) if len(self.valid) else 0.0,
             "cold_test_share": float(np.mean(~self.warm[self.test.targets])) if len(self.test) else 0.0,
+            **grouped,
         }
 
 

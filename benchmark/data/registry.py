@@ -35,18 +35,18 @@ SPECS: dict[str, DatasetSpec] = {
         DatasetSpec("toys", "p5", "amazon2014-p5/toys", "Amazon 2014 Toys_and_Games 5-core (P5)", loaders.load_p5),
         DatasetSpec("sports", "p5", "amazon2014-p5/sports", "Amazon 2014 Sports_and_Outdoors 5-core (P5)",
                     loaders.load_p5),
-        DatasetSpec("setrec-beauty", "setrec", "setrec-splits/beauty",
-                    "SETRec's released temporal split of Amazon 2014 Beauty (fixed; item content from P5's)",
-                    loaders.load_setrec),
-        DatasetSpec("setrec-toys", "setrec", "setrec-splits/toys",
-                    "SETRec's released split of Amazon 2014 Toys_and_Games (fixed; item content from P5's)",
-                    loaders.load_setrec),
         DatasetSpec("office", "lcrec", "amazon-lcrec/office", "Amazon 2014 Office_Products 5-core (LC-Rec json)",
                     loaders.load_lcrec),
         DatasetSpec("scientific", "lcrec", "amazon-lcrec/scientific",
                     "Amazon 2018 Industrial_and_Scientific (LC-Rec json)", loaders.load_lcrec),
         DatasetSpec("ml-100k", "recbole", "movielens-100k", "MovieLens 100K (RecBole atomic files)",
                     loaders.load_recbole),
+        DatasetSpec("setrec-beauty", "setrec", "setrec-splits/beauty",
+                    "SETRec's released temporal split of Amazon 2014 Beauty (fixed; item content from P5's)",
+                    loaders.load_setrec),
+        DatasetSpec("setrec-toys", "setrec", "setrec-splits/toys",
+                    "SETRec's released split of Amazon 2014 Toys_and_Games (fixed; item content from P5's)",
+                    loaders.load_setrec),
     )
 }
 AMAZON_RAW_PREFIX = "amazon2014:"
@@ -58,6 +58,8 @@ def get_spec(name: str) -> DatasetSpec:
     """The spec of a registered name, or of ``setrec-<folder>`` for any folder under ``setrec-splits/``."""
     if name in SPECS:
         return SPECS[name]
+    if not name.startswith(SETREC_PREFIX):
+        raise KeyError(f"unknown dataset '{name}'")
     folder = name[len(SETREC_PREFIX):]
     return DatasetSpec(name, "setrec", f"{SETREC_SUBDIR}/{folder}", f"SETRec's released split '{folder}'",
                        loaders.load_setrec)
