@@ -133,7 +133,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print(f"{name}: {stats['users']:,} users, {stats['items']:,} items, {stats['interactions']:,} interactions, "
               f"density {stats['density']:.5f}, mean history length {stats['mean_history_length']:.2f}, "
               f"timestamps {'yes' if stats['has_timestamps'] else 'no'}, "
-              f"categories {'yes' if stats['has_categories'] else 'no'}")
+              f"categories {'yes' if stats['has_categories'] else 'no'}, "
+              f"extras {', '.join(stats['extras']) or 'none'}")
         _report_content(dataset)
         for protocol in SPLITS:
             try:
@@ -141,9 +142,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
             except SplitError as error:
                 print(f"  {protocol:<9} not available: {error}")
                 continue
+            users = {part: f" ({split[part + '_users']:,} users)" if part + "_users" in split else ""
+                     for part in ("valid", "test")}
             print(f"  {protocol:<9} train interactions {split['train_interactions']:,}, "
-                  f"valid {split['valid_examples']:,}, "
-                  f"test {split['test_examples']:,}, cold test targets {100 * split['cold_test_share']:.2f}% "
+                  f"valid {split['valid_examples']:,}{users['valid']}, "
+                  f"test {split['test_examples']:,}{users['test']}, "
+                  f"cold test targets {100 * split['cold_test_share']:.2f}% "
                   f"(valid {100 * split['cold_valid_share']:.2f}%)")
     return 0
 

@@ -12,11 +12,13 @@ from typing import Any
 
 import yaml
 
+from benchmark.data.registry import has_released_split
 from benchmark.hashing import content_key
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.yaml")
 PROFILES = ("smoke", "quick", "paper")
-SPLITS = ("loo", "temporal")
+SPLITS = ("loo", "temporal", "fixed")
+CANDIDATES = ("all", "segment")
 SECTIONS = ("run", "train", "schemes")
 MAX_SEED = 2**32 - 1
 """numpy's seeds are 0 .. 2**32 - 1."""
@@ -25,7 +27,7 @@ RUN_MINIMUM = {"seed": 0, "k_core": 1, "max_history": 1, "eval_batch_size": 1, "
 TRAIN_MINIMUM = {"epochs": 0, "batch_size": 1, "weight_decay": 0, "grad_clip": 0, "patience": 1,
                  "max_valid_examples": 0, "max_batches": 0}
 """Smallest valid value of each numeric run / train key (``defaults.yaml`` documents them)."""
-LATER_KEYS = {"max_eval_users": 0}
+LATER_KEYS = {"max_eval_users": 0, "candidates": "all"}
 LATER_TRAIN_KEYS = {"max_batches": 0}
 """Run and train keys added after the first records, with their off value (see :class:`RunConfig`)."""
 
@@ -78,6 +80,7 @@ class RunConfig:
     text_vocab_size: int
     constrained_decoding: bool
     train: TrainConfig
+    candidates: str = "all"
     params: dict[str, Any] = field(default_factory=dict)
     max_eval_users: int = 0
 
@@ -164,6 +167,7 @@ def resolve(dataset: str, scheme_cls: type, seed: int | None, profile: str, user
     run = merge(run, user.get("run", {}), "config run")
     train = merge(train, user.get("train", {}), "config train")
     run = merge(run, cli, "command line")
+    run["split"] = _split_for(dataset, run["split"], "split" in cli or "split" in (user.get("run") or {}))
     if seed is not None:
         run["seed"] = seed
     run, train = _check_run(run), _check_train(train)
@@ -180,7 +184,20 @@ def resolve(dataset: str, scheme_cls: type, seed: int | None, profile: str, user
                      split=run["split"], k_core=run["k_core"], max_history=run["max_history"], ks=run["ks"],
                      eval_batch_size=run["eval_batch_size"], text_vocab_size=run["text_vocab_size"],
                      constrained_decoding=run["constrained_decoding"], train=TrainConfig(**train), params=params,
-                     max_eval_users=run["max_eval_users"])
+                     max_eval_users=run["max_eval_users"], candidates=run["candidates"])
+
+
+def _split_for(dataset: str, split: str, explicit: bool) -> str:
+    """``fixed`` for a dataset that comes with its released split (an explicit other split is an error);
+    otherwise ``split``, which must then not be ``fixed``."""
+    released = has_released_split(dataset)
+    if released and split != "fixed":
+        if explicit:
+            raise ConfigError(f"split '{split}': dataset '{dataset}' comes with its released split; use split fixed")
+        return "fixed"
+    if not released and split == "fixed":
+        raise ConfigError(f"split 'fixed': dataset '{dataset}' has no released split; choose loo or temporal")
+    return split
 
 
 def _check_run(run: dict[str, Any]) -> dict[str, Any]:
@@ -192,6 +209,8 @@ def _check_run(run: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"run.seed: expected an integer from 0 to {MAX_SEED}, got {run['seed']}")
     if run["split"] not in SPLITS:
         raise ConfigError(f"unknown split '{run['split']}'; choose from {', '.join(SPLITS)}")
+    if run["candidates"] not in CANDIDATES:
+        raise ConfigError(f"run.candidates: unknown value '{run['candidates']}'; choose from {', '.join(CANDIDATES)}")
     if not run["ks"] or min(run["ks"]) < 1:
         raise ConfigError(f"run.ks: expected a non-empty list of positive integers, got {list(run['ks'])}")
     return run

@@ -207,11 +207,11 @@ def run_one(config: RunConfig, env: Environment) -> dict[str, Any]:
     valid_examples = split.valid.of_users(config.max_eval_users, config.seed)
     test_examples = split.test.of_users(config.max_eval_users, config.seed)
     valid = evaluate(model, valid_examples, split.warm, config.ks, config.eval_batch_size, device, env.progress,
-                     desc="validation")
+                     desc="validation", candidates=config.candidates)
     model.reset_inference_statistics()
     test = evaluate(model, test_examples, split.warm, config.ks, config.eval_batch_size, device, env.progress,
-                    desc="test")
-    n_test = max(1, len(test_examples))
+                    desc="test", candidates=config.candidates)
+    n_test = max(1, test_examples.n_examples)
     item_counts = split.train.item_counts()
     values, items = np.unique(item_counts, return_counts=True)
     return {
@@ -229,7 +229,7 @@ def run_one(config: RunConfig, env: Environment) -> dict[str, Any]:
         "timings": {"identifier_fit_s": fit_seconds, "train_s": report.seconds, "inference_s": test.seconds,
                     "inference_ms_per_user": 1000.0 * test.seconds / n_test},
         "memory": peak_memory_mb(device), "model": model_size(model),
-        "per_user": {**test.per_user(), "target_train_counts": item_counts[test_examples.targets].tolist()},
+        "per_user": test.per_user(target_train_counts=item_counts[test.targets]),
         "item_train_count_histogram": {"train_count": values.tolist(), "items": items.tolist()},
         "finished_at": now(),
     }

@@ -292,11 +292,15 @@ def test_download_p5_layout_and_item_text_check(tmp_path: Path, remote: FakeRemo
     assert sorted(p.name for p in folder.iterdir()) == ["item_text.txt", "user_sequence.txt"]
     assert load_raw("beauty", tmp_path / "data").items.set_index("raw_id").loc["C", "title"] == "corn"
 
-    remote.files[f"{dl.IDGENREC_URL}Toys/user_sequence.txt"] = remote.files[base + "user_sequence.txt"]
+    remote.files[f"{dl.RDREC_URL}toys/sequential.txt"] = write(tmp_path / "src" / "sequential", "1 1 2\n2 2 1 3\n")
+    remote.files[f"{dl.RDREC_URL}toys/datamaps.json"] = write(tmp_path / "src" / "maps", json.dumps(
+        {"id2user": {"1": "U1", "2": "U2"}, "id2item": {"1": "Z", "2": "A", "3": "M"}}))
     not_text = write(tmp_path / "src" / "ids", "A 17 4\nB\n")
     remote.files[f"{dl.IDGENREC_URL}Toys/item_generative_indexing_phase_0.txt"] = not_text
     folder = dl.download("toys", tmp_path / "data")
-    assert sorted(p.name for p in folder.iterdir()) == ["user_sequence.txt"]
+    assert sorted(p.name for p in folder.iterdir()) == [dl.P5_DATAMAPS, dl.P5_SEQUENTIAL, "user_sequence.txt"]
+    assert (folder / "user_sequence.txt").read_text() == "U1 Z A\nU2 A Z M\n"
+    assert f"{dl.IDGENREC_URL}Toys/user_sequence.txt" not in remote.calls
 
 
 def test_download_skips_present_files_and_reports_failures(tmp_path: Path, remote: FakeRemote) -> None:
@@ -320,3 +324,12 @@ def test_download_names(tmp_path: Path) -> None:
         dl.download("synthetic", tmp_path)
     with pytest.raises(DataError, match="invalid Amazon 2014 category"):
         dl.download("amazon2014:../etc", tmp_path)
+
+
+def test_toys_sequences_from_p5_maps_name_a_missing_id(tmp_path: Path, remote: FakeRemote) -> None:
+    remote.files[f"{dl.RDREC_URL}toys/sequential.txt"] = write(tmp_path / "src" / "sequential", "1 1 9\n")
+    remote.files[f"{dl.RDREC_URL}toys/datamaps.json"] = write(tmp_path / "src" / "maps", json.dumps(
+        {"id2user": {"1": "U1"}, "id2item": {"1": "Z"}}))
+    with pytest.raises(DataError, match="p5_sequential.txt line 1: id '9' is not in p5_datamaps.json"):
+        dl.download("toys", tmp_path / "data")
+    assert not (tmp_path / "data" / "amazon2014-p5" / "toys" / "user_sequence.txt").exists()

@@ -9,7 +9,7 @@ import torch
 
 from benchmark.batches import HistoryBatch
 from benchmark.evaluate import EvaluationResult, evaluate, ranks_from_lists, ranks_from_scores
-from benchmark.metrics import NDCG, Recall, metric_value
+from benchmark.metrics import NDCG, NO_TARGET, Recall, metric_value
 from benchmark.splits import PAD, Examples
 from recommenders.base import Recommender
 
@@ -82,3 +82,88 @@ def test_per_user_record_recomputes_metrics() -> None:
     result = EvaluationResult(np.array([0, 1]), np.array([3, 4]), np.array([0, 20]), np.array([True, False]), 0.1)
     per_user = result.per_user()
     assert metric_value("ndcg@10", np.array(per_user["ranks"])) == result.metrics((10,))["all"]["ndcg@10"]
+
+
+# Several targets per example (SETRec's released splits) ---------------------------------------------------------
+
+def test_multi_target_metrics_hand_worked() -> None:
+    """Example A: targets at ranks 0 and 3; example B: targets at ranks 7, 1 and 4 (-1 pads the row)."""
+    ranks = np.array([[0, 3, NO_TARGET], [7, 1, 4]])
+    assert Recall()(ranks, 5).tolist() == pytest.approx([2 / 2, 2 / 3])
+    assert Recall()(ranks, 2).tolist() == pytest.approx([1 / 2, 1 / 3])
+    ideal_2 = 1 + 1 / math.log2(3)
+    ideal_3 = ideal_2 + 1 / math.log2(4)
+    assert NDCG()(ranks, 5).tolist() == pytest.approx([(1 + 1 / math.log2(5)) / ideal_2,
+                                                       (1 / math.log2(3) + 1 / math.log2(6)) / ideal_3])
+    assert NDCG()(ranks, 2).tolist() == pytest.approx([1 / ideal_2, (1 / math.log2(3)) / ideal_2])
+    assert NDCG()(ranks, 1).tolist() == pytest.approx([1.0, 0.0])
+
+
+def test_one_target_matrix_equals_the_single_target_form() -> None:
+    ranks = np.array([0, 1, 4, 9, 30])
+    for metric in (Recall(), NDCG()):
+        assert metric(ranks[:, None], 5).tolist() == metric(ranks, 5).tolist()
+
+
+class _Untied(_Fixed):
+    """_Fixed with ties broken towards the lower id inside the scores, so that top-k lists have no ties."""
+
+    def score(self, batch: HistoryBatch) -> torch.Tensor:
+        return super().score(batch) - 0.01 * torch.arange(self.n_items)[None].float()
+
+
+class _UntiedListing(_Untied):
+    output = "ranking"
+
+    def rank(self, batch: HistoryBatch, k: int) -> torch.Tensor:
+        return torch.topk(self.score(batch), k, dim=1).indices
+
+
+def _grouped() -> tuple[Examples, np.ndarray]:
+    """User 0 (history ends with 5) has targets 6, 8, 0; user 1 (history ends with 1) has target 2; item 8 cold.
+
+    _Untied ranks 6, 5, 7, 4, 8, 3, 9, 2, 1, 0 after history item 5 and puts 2 first after history item 1.
+    """
+    examples = Examples(np.array([0, 0, 0, 1]), np.array([[2, 5]] * 3 + [[PAD, 1]]), np.array([6, 8, 0, 2]),
+                        np.array([0, 0, 0, 1]))
+    warm = np.ones(10, dtype=bool)
+    warm[8] = False
+    return examples, warm
+
+
+@pytest.mark.parametrize("model_cls", [_Untied, _UntiedListing])
+def test_multi_target_evaluation_scores_all_targets_of_an_example(model_cls: type) -> None:
+    examples, warm = _grouped()
+    result = evaluate(model_cls(10), examples, warm, (1, 5), 3, "cpu")
+    assert result.ranks.tolist() == [0, 4, 5, 0]
+    metrics = result.metrics((1, 5))
+    assert metrics["all"]["count"] == 2
+    assert metrics["all"]["recall@5"] == pytest.approx((2 / 3 + 1) / 2)
+    ideal_3 = 1 + 1 / math.log2(3) + 1 / math.log2(4)
+    assert metrics["all"]["ndcg@5"] == pytest.approx(((1 + 1 / math.log2(6)) / ideal_3 + 1) / 2)
+    assert metrics["warm"]["recall@5"] == pytest.approx((1 / 2 + 1) / 2) and metrics["warm"]["count"] == 2
+    assert metrics["cold"]["ndcg@5"] == pytest.approx(1 / math.log2(6)) and metrics["cold"]["count"] == 1
+    per_user = result.per_user()
+    assert per_user == {"users": [0, 1], "targets": [[6, 8, 0], [2]], "ranks": [[0, 4, 5], [0]],
+                        "warm": [[1, 0, 1], [1]]}
+    padded = np.array([row + [NO_TARGET] * (3 - len(row)) for row in per_user["ranks"]])
+    assert metric_value("ndcg@5", padded) == metrics["all"]["ndcg@5"]
+
+
+@pytest.mark.parametrize("model_cls", [_Untied, _UntiedListing])
+def test_segment_candidates_rank_cold_targets_among_cold_items(model_cls: type) -> None:
+    examples, warm = _grouped()
+    everything = evaluate(model_cls(10), examples, warm, (1, 5), 3, "cpu").metrics((1, 5))
+    result = evaluate(model_cls(10), examples, warm, (1, 5), 3, "cpu", candidates="segment")
+    assert result.segment_ranks.tolist() == [0, 0, 5, 0]
+    metrics = result.metrics((1, 5))
+    assert metrics["all"] == everything["all"]
+    assert metrics["cold"]["ndcg@1"] == 1.0 and everything["cold"]["ndcg@1"] == 0.0
+    assert result.per_user()["segment_ranks"] == [[0, 0, 5], [0]]
+
+
+def test_grouped_subset_keeps_whole_examples() -> None:
+    examples, _ = _grouped()
+    part = examples.subset(1, seed=3)
+    assert part.n_examples == 1 and set(part.groups.tolist()) == {0}
+    assert len(part) in (1, 3) and len(set(part.users.tolist())) == 1

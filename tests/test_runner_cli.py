@@ -292,7 +292,8 @@ def test_datasets_all_skips_absent_folders(tmp_path: Path, capsys: pytest.Captur
     assert main(["stats", "--datasets", "all", "--data-dir", str(tmp_path)]) == 0
     out, err = capsys.readouterr()
     assert out.startswith("synthetic:") and "beauty" not in out
-    assert f"skips beauty, toys, sports, office, scientific, ml-100k: no folder under {tmp_path}/" in err
+    assert ("skips beauty, toys, sports, office, scientific, ml-100k, setrec-beauty, setrec-toys: no folder under "
+            f"{tmp_path}/") in err
 
 
 def test_download_uses_the_data_dir_environment_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

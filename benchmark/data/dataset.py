@@ -23,7 +23,10 @@ class Dataset:
     float ``timestamp`` (NaN when the source only gives order) and ``position``, the 0-based index of
     the interaction in its user's chronological sequence. Users are ``0..n_users-1``.
     ``item_source`` names the file(s) the item content was read from (empty: none, or generated), for messages;
-    ``duplicate_item_rows`` counts item rows of the source that repeated an earlier row's id (the first is kept).
+    ``duplicate_item_rows`` counts item rows of the source that repeated an earlier row's id (the first is
+    kept). A dataset with a released split (SETRec's) has a ``split`` column (train / valid / test), which
+    k-core filtering leaves alone. ``extras`` names the optional files read beside the source's main files
+    (e.g. ``item_meta.jsonl``, ``timestamps.tsv``).
     """
 
     name: str
@@ -32,6 +35,7 @@ class Dataset:
     user_ids: np.ndarray = field(repr=False)
     item_source: str = ""
     duplicate_item_rows: int = 0
+    extras: tuple[str, ...] = ()
 
     @property
     def n_items(self) -> int:
@@ -44,6 +48,11 @@ class Dataset:
     @property
     def has_timestamps(self) -> bool:
         return bool(self.interactions["timestamp"].notna().all()) and len(self.interactions) > 0
+
+    @property
+    def has_fixed_split(self) -> bool:
+        """Whether the source fixes the train / valid / test split (a ``split`` column)."""
+        return "split" in self.interactions
 
     @property
     def has_categories(self) -> bool:
@@ -83,8 +92,8 @@ class Dataset:
         texts = texts[texts.str.len() > 0]
         return int(texts.duplicated(keep=False).sum())
 
-    def stats(self) -> dict[str, float]:
-        """Users, items, interactions, density, mean history length and item-content coverage."""
+    def stats(self) -> dict[str, object]:
+        """Users, items, interactions, density, mean history length and item-content coverage and the extras read."""
         n_inter = len(self.interactions)
         return {
             "users": self.n_users,
@@ -95,6 +104,7 @@ class Dataset:
             "has_timestamps": self.has_timestamps,
             "has_categories": self.has_categories,
             "content_coverage": self.content_coverage(),
+            "extras": list(self.extras),
         }
 
 
@@ -103,8 +113,8 @@ def build_dataset(name: str, items: pd.DataFrame, interactions: pd.DataFrame, it
 
     ``items`` needs ``raw_id`` and may carry any of the other item columns; ``interactions`` needs
     ``user`` and ``item`` (raw ids) and either ``timestamp`` or ``position`` (or both). Interactions
-    whose item is missing from ``items`` get an item row with empty content. Items nobody interacted
-    with are dropped. Ties in timestamp keep the source order.
+    whose item is missing from ``items`` get an item row with empty content. A ``split`` column is kept.
+    Items nobody interacted with are dropped. Ties in timestamp keep the source order.
     """
     for column in ("user", "item"):
         if column not in interactions:
@@ -144,6 +154,8 @@ def build_dataset(name: str, items: pd.DataFrame, interactions: pd.DataFrame, it
         "timestamp": inter["timestamp"].to_numpy(),
     })
     out["position"] = out.groupby("user").cumcount()
+    if "split" in inter:
+        out["split"] = inter["split"].to_numpy()
     out = out.reset_index(drop=True)
     return Dataset(name=name, items=items, interactions=out, user_ids=np.asarray(user_ids, dtype=object),
                    item_source=item_source, duplicate_item_rows=duplicates)
@@ -174,8 +186,11 @@ def _as_path(value: object) -> tuple[str, ...]:
 
 
 def kcore(dataset: Dataset, k: int) -> Dataset:
-    """Iteratively drop users and items with fewer than ``k`` interactions, then re-index."""
-    if k <= 1:
+    """Iteratively drop users and items with fewer than ``k`` interactions, then re-index.
+
+    A dataset with a released split (a ``split`` column) is returned as it is: filtering would change that split.
+    """
+    if k <= 1 or dataset.has_fixed_split:
         return dataset
     inter = dataset.interactions
     while True:
@@ -197,4 +212,4 @@ def kcore(dataset: Dataset, k: int) -> Dataset:
         "position": inter["position"].to_numpy(),
     })
     filtered = build_dataset(dataset.name, items, raw, dataset.item_source)
-    return replace(filtered, duplicate_item_rows=dataset.duplicate_item_rows)
+    return replace(filtered, duplicate_item_rows=dataset.duplicate_item_rows, extras=dataset.extras)

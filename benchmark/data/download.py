@@ -3,14 +3,24 @@
 ``download(name, data_dir)`` writes each file to ``<file>.part`` and renames it when complete, so an
 interrupted download never leaves a truncated file behind; files already present are skipped. Sources:
 
-* ``beauty``, ``toys``, ``sports``: P5 sequence files from IDGenRec (commit a297185);
+* ``beauty``, ``sports``: P5 sequence files from IDGenRec (commit a297185), in the users' chronological
+  order as P5 made them (Beauty checked against its review timestamps; Sports not checked);
+* ``toys``: IDGenRec's Toys ``user_sequence.txt`` lists every user's items sorted by ASIN, not by time, so
+  ``user_sequence.txt`` is built from P5's own ``sequential.txt`` (integer ids, chronological) and
+  ``datamaps.json`` (``id2user``, ``id2item``) as copied in RDRec (commit 4055c30), keeping P5's order;
+  the item text still comes from IDGenRec;
 * ``office``: LC-Rec json from APAO (commit aa08fcf);
 * ``ml-100k``: RecBole atomic files from the RecBole repository;
 * ``amazon2014:<Category>``: raw Amazon 2014 5-core reviews and metadata (McAuley, SNAP).
+
+The P5 extras (``item_meta.jsonl``, ``timestamps.tsv``) and SETRec's splits (``setrec-splits/``) are not
+downloaded: they were made by aligning other repositories' files with P5's (see the data folder's README).
 """
 from __future__ import annotations
 
 import http.client
+import json
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -27,6 +37,7 @@ from benchmark.safeio import atomic_write
 
 AMAZON2014_URL = "http://snap.stanford.edu/data/amazon/productGraph/categoryFiles/"
 IDGENREC_URL = "https://raw.githubusercontent.com/agiresearch/IDGenRec/a297185/rec_datasets/"
+RDREC_URL = "https://raw.githubusercontent.com/WangXFng/RDRec/4055c30/data/"
 APAO_URL = "https://raw.githubusercontent.com/yuyq18/APAO/aa08fcf/data/"
 RECBOLE_URL = "https://raw.githubusercontent.com/RUCAIBox/RecBole/master/recbole/dataset_example/ml-100k/"
 AMAZON2014_SUBDIR = "amazon2014"
@@ -46,11 +57,19 @@ class RemoteFile:
 
 
 @dataclass(frozen=True)
+class Derived:
+    """A file made from files fetched before it: ``build(folder, part)`` writes it to ``part``."""
+
+    filename: str
+    build: Callable[[Path, Path], None]
+
+
+@dataclass(frozen=True)
 class Source:
-    """Where a dataset's files go (relative to the data directory) and where they come from."""
+    """Where a dataset's files go (relative to the data directory) and where they come from, in order."""
 
     subdir: str
-    files: tuple[RemoteFile, ...]
+    files: tuple[RemoteFile | Derived, ...]
 
 
 def _is_p5_item_text(path: Path, folder: Path) -> bool:
@@ -66,14 +85,47 @@ def _is_p5_item_text(path: Path, folder: Path) -> bool:
 
 
 def _p5(folder: str) -> tuple[RemoteFile, ...]:
-    return (RemoteFile(f"{IDGENREC_URL}{folder}/user_sequence.txt", "user_sequence.txt"),
-            RemoteFile(f"{IDGENREC_URL}{folder}/item_generative_indexing_phase_0.txt", "item_text.txt",
-                       required=False, accept=_is_p5_item_text))
+    return (RemoteFile(f"{IDGENREC_URL}{folder}/user_sequence.txt", "user_sequence.txt"), _p5_item_text(folder))
+
+
+def _p5_item_text(folder: str) -> RemoteFile:
+    return RemoteFile(f"{IDGENREC_URL}{folder}/item_generative_indexing_phase_0.txt", "item_text.txt",
+                      required=False, accept=_is_p5_item_text)
+
+
+def _p5_from_datamaps(folder: Path, part: Path) -> None:
+    """``user_sequence.txt`` from P5's ``sequential.txt`` (``user item item ...`` as integer ids, chronological)
+    and ``datamaps.json`` (``id2user``, ``id2item``), line by line in the same order."""
+    maps_path, seq_path = folder / P5_DATAMAPS, folder / P5_SEQUENTIAL
+    try:
+        maps = json.loads(maps_path.read_text(encoding="utf-8"))
+        users, items = maps["id2user"], maps["id2item"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
+        raise DataError(f"{maps_path}: expected P5's datamaps.json with 'id2user' and 'id2item' ({error})") from error
+    lines = []
+    for lineno, line in enumerate(seq_path.read_text(encoding="utf-8").splitlines(), start=1):
+        ids = line.split()
+        if not ids:
+            continue
+        try:
+            lines.append(" ".join([users[ids[0]], *(items[i] for i in ids[1:])]))
+        except KeyError as error:
+            raise DataError(f"{seq_path} line {lineno}: id {error.args[0]!r} is not in {maps_path.name}") from error
+    part.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+P5_SEQUENTIAL = "p5_sequential.txt"
+P5_DATAMAPS = "p5_datamaps.json"
 
 
 DOWNLOADABLE: dict[str, Source] = {
     "beauty": Source(SPECS["beauty"].subdir, _p5("Beauty")),
-    "toys": Source(SPECS["toys"].subdir, _p5("Toys")),
+    "toys": Source(SPECS["toys"].subdir, (
+        RemoteFile(f"{RDREC_URL}toys/sequential.txt", P5_SEQUENTIAL),
+        RemoteFile(f"{RDREC_URL}toys/datamaps.json", P5_DATAMAPS),
+        Derived("user_sequence.txt", _p5_from_datamaps),
+        _p5_item_text("Toys"),
+    )),
     "sports": Source(SPECS["sports"].subdir, _p5("Sports")),
     "office": Source(SPECS["office"].subdir, (
         RemoteFile(f"{APAO_URL}Office/Office.inter.json", "Office.inter.json"),
@@ -123,6 +175,11 @@ def download(name: str, data_dir: Path) -> Path:
     for remote in spec.files:
         target = folder / remote.filename
         if target.exists():
+            continue
+        if isinstance(remote, Derived):
+            part = target.with_name(target.name + ".part")
+            remote.build(folder, part)
+            os.replace(part, target)
             continue
         try:
             fetch(remote, target)

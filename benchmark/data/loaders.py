@@ -2,7 +2,9 @@
 
 Formats (see the README's Data section for the folder layout):
 
-* P5 sequence files: ``user_sequence.txt`` and optional ``item_text.txt`` (order only, no timestamps);
+* P5 sequence files: ``user_sequence.txt`` and optional ``item_text.txt``, ``item_meta.jsonl`` (title, categories,
+  brand) and ``timestamps.tsv`` (order only without it);
+* SETRec's released splits: ``interactions.tsv`` with a train/valid/test column, item content by ASIN;
 * LC-Rec json: ``X.inter.json`` and ``X.item.json`` (order only);
 * RecBole atomic files: ``X.inter`` and optional ``X.item`` (timestamps when the header has ``timestamp``);
 * raw Amazon 2014 (McAuley): ``reviews_<Category>_5.json.gz`` and optional ``meta_<Category>.json.gz``.
@@ -16,9 +18,11 @@ import gzip
 import html
 import json
 import re
+import sys
 import zlib
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -31,13 +35,32 @@ RECBOLE_CATEGORY_ROOT = "Movies"
 RECBOLE_TITLE_FIELDS = ("movie_title", "title")
 RECBOLE_YEAR_FIELDS = ("release_year", "year")
 RECBOLE_GENRE_FIELDS = ("class", "genre")
+P5_META_FILE = "item_meta.jsonl"
+P5_META_LINE = 'a JSON object with a string "asin" and optional "title", "categories" and "brand"'
+P5_TIMES_FILE = "timestamps.tsv"
+P5_TIMES_HEADER = ("user_id", "asin", "timestamp")
+SETREC_FILE = "interactions.tsv"
+SETREC_HEADER = ("setrec_user_id", "reviewer_id", "setrec_item_id", "asin", "split", "timestamp")
+SETREC_SPLITS = ("train", "valid", "test")
+SETREC_CONTENT_DIR = "amazon2014-p5"
 AMAZON_META_LINE = "a Python dict literal (or JSON object) with an 'asin' key"
 _ASIN_KEY = re.compile(r"""["']asin["']\s*:\s*["']([^"']+)["']""")
 
 
 def load_p5(folder: Path, name: str) -> Dataset:
-    """P5 files: ``user_sequence.txt`` (``USER_ID ITEM ITEM ...`` per line, chronological) and optional
-    ``item_text.txt`` (``ITEM_ID text``; the text becomes the title). Interactions carry positions only."""
+    """P5 files: ``user_sequence.txt`` (``USER_ID ITEM ITEM ...`` per line, chronological), optional
+    ``item_text.txt`` (``ITEM_ID text``; the text becomes the title) and the optional extras beside them.
+
+    * ``item_meta.jsonl`` (``{"asin", "title", "categories": [[path, ...], ...], "brand"}`` per line): the
+      item's title (a null title falls back to ``item_text.txt``'s phrase), its first category path (root
+      first, as given) and its brand. Lines of items outside the sequences are skipped with a warning.
+    * ``timestamps.tsv`` (header ``user_id<TAB>asin<TAB>timestamp``, one row per interaction): unix seconds.
+      Rows are matched to the sequences by user and item (a repeated item by occurrence); every interaction
+      needs exactly one row and a user's timestamps must not decrease along the P5 order, which breaks ties.
+
+    Without ``timestamps.tsv`` interactions carry positions only. Mismatched extras raise :class:`DataError`
+    naming the file and line; :attr:`Dataset.extras` lists the extras that were read.
+    """
     seq_path = _require(folder / "user_sequence.txt", f"P5 user sequences, one line per user: {P5_SEQUENCE_LINE}")
     users: list[str] = []
     items: list[str] = []
@@ -68,8 +91,207 @@ def load_p5(folder: Path, name: str) -> Dataset:
             if parts:
                 raw_ids.append(parts[0])
                 titles.append(parts[1] if len(parts) == 2 else "")
-    return _build(name, seq_path, pd.DataFrame({"raw_id": raw_ids, "title": titles}, dtype=object), interactions,
-                  text_path if text_path.is_file() else None)
+    catalogue = pd.DataFrame({"raw_id": raw_ids, "title": titles}, dtype=object)
+    extras: list[str] = []
+    meta_path = folder / P5_META_FILE
+    if meta_path.is_file():
+        catalogue = _p5_item_meta(meta_path, catalogue, set(items))
+        extras.append(P5_META_FILE)
+    time_path = folder / P5_TIMES_FILE
+    if time_path.is_file():
+        interactions["timestamp"] = _p5_timestamps(time_path, seq_path, users, items, first_line)
+        extras.append(P5_TIMES_FILE)
+    sources = ", ".join(str(p) for p in (text_path, meta_path) if p.is_file())
+    return replace(_build(name, seq_path, catalogue, interactions, sources), extras=tuple(extras))
+
+
+def _p5_item_meta(path: Path, catalogue: pd.DataFrame, known: set[str], warn_missing: bool = True) -> pd.DataFrame:
+    """``catalogue`` (raw_id, title from ``item_text.txt``) completed with ``item_meta.jsonl``'s fields; lines
+    of items outside ``known`` are skipped, and counted in a warning with the ``known`` items lacking a line."""
+    rows: dict[str, dict] = {}
+    skipped = 0
+    for lineno, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path} line {lineno} column {error.colno}: invalid JSON ({error.msg})") from error
+        if not isinstance(record, dict) or not isinstance(record.get("asin"), str):
+            raise _bad_line(path, lineno, P5_META_LINE, line)
+        categories = record.get("categories") or []
+        if not (isinstance(categories, list) and all(isinstance(c, list) for c in categories)):
+            raise DataError(f"{path} line {lineno}: 'categories' must be a list of category paths (lists of "
+                            f"str), got {_snippet(json.dumps(categories))}")
+        asin = record["asin"]
+        if asin in rows:
+            raise DataError(f"{path} line {lineno}: item '{asin}' already has a line; expected one line per item")
+        if asin not in known:
+            skipped += 1
+            continue
+        rows[asin] = {"title": _text(record.get("title")), "brand": _text(record.get("brand")),
+                      "categories": tuple(part for part in map(_text, categories[0]) if part) if categories else ()}
+    without = len(known - set(rows))
+    if (skipped or without) and warn_missing:
+        _warn(f"{path}: {skipped} line(s) name items outside the sequences (ignored); {without} item(s) of the "
+              "sequences have no line (title from item_text.txt only)")
+    phrases = dict(zip(catalogue["raw_id"], catalogue["title"]))
+    ids = list(dict.fromkeys([*phrases, *rows]))
+    meta = [rows.get(raw, {}) for raw in ids]
+    return pd.DataFrame({"raw_id": ids,
+                         "title": [m.get("title") or phrases.get(raw, "") for raw, m in zip(ids, meta)],
+                         "brand": [m.get("brand", "") for m in meta],
+                         "categories": [m.get("categories", ()) for m in meta]})
+
+
+def _p5_timestamps(path: Path, seq_path: Path, users: list[str], items: list[str],
+                   first_line: dict[str, int]) -> list[float]:
+    """Each interaction's timestamp from ``timestamps.tsv``, checked against the sequences (see ``load_p5``)."""
+    lines = _lines(path)
+    header = next((line for _, line in lines if line.strip()), "")
+    if header.split("\t") != list(P5_TIMES_HEADER):
+        raise DataError(f"{path} line 1: expected the header {chr(9).join(P5_TIMES_HEADER)!r} (tab-separated), "
+                        f"got {_snippet(header)}")
+    rows: dict[tuple[str, str], list[tuple[float, int]]] = {}
+    for lineno, line in lines:
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 3:
+            raise _bad_line(path, lineno, "3 tab-separated fields: user_id, asin, timestamp", line)
+        try:
+            stamp = float(fields[2])
+        except ValueError:
+            stamp = float("nan")
+        if stamp != stamp:
+            raise DataError(f"{path} line {lineno}: expected a number in field 'timestamp', got {fields[2]!r}")
+        rows.setdefault((fields[0], fields[1]), []).append((stamp, lineno))
+    stamps: list[float] = []
+    previous: tuple[str, float, int] = ("", float("-inf"), 0)
+    for user, item in zip(users, items):
+        queue = rows.get((user, item))
+        if not queue:
+            raise DataError(f"{path}: no timestamp for user '{user}' item '{item}' ({seq_path} line "
+                            f"{first_line[user]}); expected one row per interaction")
+        stamp, lineno = queue.pop(0)
+        if user == previous[0] and stamp < previous[1]:
+            raise DataError(f"{path} line {lineno}: user '{user}' item '{item}' at {stamp:.0f} is earlier than "
+                            f"the user's previous item (line {previous[2]}, {previous[1]:.0f}), but follows it in "
+                            f"{seq_path} line {first_line[user]}; expected timestamps that do not decrease")
+        previous = (user, stamp, lineno)
+        stamps.append(stamp)
+    extra = next((queue[0] + (key,) for key, queue in rows.items() if queue), None)
+    if extra is not None:
+        raise DataError(f"{path} line {extra[1]}: user '{extra[2][0]}' item '{extra[2][1]}' is not an interaction "
+                        f"of {seq_path} (or has more rows than occurrences); expected one row per interaction")
+    return stamps
+
+
+def load_setrec(folder: Path, name: str) -> Dataset:
+    """SETRec's released split (``<data>/setrec-splits/<name>/interactions.tsv``): header
+    ``setrec_user_id reviewer_id setrec_item_id asin split timestamp`` (tab-separated), ``split`` one of
+    train / valid / test, ``timestamp`` unix seconds or empty. Rows of a user are in chronological order and
+    their splits must run train, then valid, then test. Users are reviewer ids; a row without one (SETRec
+    users that could not be mapped back) uses ``setrec:<setrec_user_id>``, with a warning counting them.
+
+    Item content is joined by ASIN from the P5 folder of the same name (``<data>/amazon2014-p5/<name>/``:
+    ``item_text.txt`` and ``item_meta.jsonl``, as :func:`load_p5` reads them); an ASIN missing there is an
+    error, a missing folder only a warning (items then have no text). The interactions keep a ``split``
+    column: the split is used as released (see :func:`benchmark.splits.fixed`), never re-derived.
+    """
+    path = _require(folder / SETREC_FILE, f"SETRec split rows with the header {' '.join(SETREC_HEADER)!r}")
+    lines = _lines(path)
+    header = next((line for _, line in lines if line.strip()), "")
+    if header.split("\t") != list(SETREC_HEADER):
+        raise DataError(f"{path} line 1: expected the tab-separated header {' '.join(SETREC_HEADER)!r}, "
+                        f"got {_snippet(header)}")
+    users: list[str] = []
+    items: list[str] = []
+    splits: list[str] = []
+    stamps: list[float] = []
+    rows_of: dict[str, int] = {}
+    last: dict[str, tuple[int, float, int]] = {}
+    reviewer_of: dict[str, tuple[str, int]] = {}
+    asin_of: dict[str, tuple[str, int]] = {}
+    unmapped: set[str] = set()
+    unmapped_rows = 0
+    for lineno, line in lines:
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != len(SETREC_HEADER):
+            raise _bad_line(path, lineno, f"{len(SETREC_HEADER)} tab-separated fields ({', '.join(SETREC_HEADER)})",
+                            line)
+        setrec_user, reviewer, setrec_item, asin, split, stamp_text = (field.strip() for field in fields)
+        if not setrec_user or not setrec_item or not asin:
+            raise _bad_line(path, lineno, "non-empty setrec_user_id, setrec_item_id and asin", line)
+        if split not in SETREC_SPLITS:
+            raise DataError(f"{path} line {lineno}: unknown split {split!r}; expected one of "
+                            f"{', '.join(SETREC_SPLITS)}")
+        for key, value, seen, what in ((setrec_user, reviewer, reviewer_of, "setrec_user_id"),
+                                       (setrec_item, asin, asin_of, "setrec_item_id")):
+            first = seen.setdefault(key, (value, lineno))
+            if first[0] != value:
+                raise DataError(f"{path} line {lineno}: {what} {key} is {value!r} here but {first[0]!r} on line "
+                                f"{first[1]}; expected one id per {what}")
+        try:
+            stamp = float(stamp_text) if stamp_text else float("nan")
+        except ValueError:
+            raise DataError(f"{path} line {lineno}: expected a number or nothing in field 'timestamp', "
+                            f"got {stamp_text!r}") from None
+        user = reviewer or f"setrec:{setrec_user}"
+        if not reviewer:
+            unmapped.add(setrec_user)
+            unmapped_rows += 1
+        order = SETREC_SPLITS.index(split)
+        prev_order, prev_stamp, prev_line = last.get(user, (0, float("-inf"), 0))
+        if order < prev_order:
+            raise DataError(f"{path} line {lineno}: user {user!r} has a {split} row after a "
+                            f"{SETREC_SPLITS[prev_order]} row (line {prev_line}); expected train, then valid, "
+                            "then test")
+        if stamp < prev_stamp:
+            raise DataError(f"{path} line {lineno}: user {user!r} at {stamp:.0f} is earlier than the user's previous "
+                            f"row (line {prev_line}, {prev_stamp:.0f}); expected rows in chronological order")
+        last[user] = (order, stamp if stamp == stamp else prev_stamp, lineno)
+        rows_of[user] = rows_of.get(user, 0) + 1
+        users.append(user)
+        items.append(asin)
+        splits.append(split)
+        stamps.append(stamp)
+    if unmapped:
+        _warn(f"{path}: {len(unmapped)} user(s) ({unmapped_rows} rows) have no reviewer_id; they are named "
+              "setrec:<setrec_user_id>")
+    interactions = pd.DataFrame({"user": users, "item": items, "timestamp": stamps, "split": splits})
+    partial = interactions["timestamp"].isna().groupby(interactions["user"], sort=False).agg(["any", "all"])
+    partial = partial.index[partial["any"] & ~partial["all"]]
+    if len(partial):
+        raise DataError(f"{path}: user {partial[0]!r} has a timestamp on some rows and none on others; expected "
+                        "all or none of a user's rows timestamped")
+    interactions["position"] = interactions.groupby("user", sort=False).cumcount()
+
+    content = folder.parent.parent / SETREC_CONTENT_DIR / folder.name
+    catalogue = pd.DataFrame({"raw_id": []}, dtype=object)
+    extras: list[str] = []
+    if not content.is_dir():
+        _warn(f"{path}: no item content folder {content}; items have no text")
+    else:
+        text_path = content / "item_text.txt"
+        if text_path.is_file():
+            rows = [line.split(maxsplit=1) for _, line in _lines(text_path) if line.strip()]
+            catalogue = pd.DataFrame({"raw_id": [r[0] for r in rows], "title": [r[1] if len(r) == 2 else ""
+                                                                              for r in rows]}, dtype=object)
+            extras.append(str(text_path.relative_to(folder.parent.parent)))
+        meta_path = content / P5_META_FILE
+        if meta_path.is_file():
+            catalogue = _p5_item_meta(meta_path, catalogue, set(items), warn_missing=False)
+            extras.append(str(meta_path.relative_to(folder.parent.parent)))
+        known = set(catalogue["raw_id"])
+        missing = next((i for i, asin in enumerate(items) if asin not in known), None)
+        if missing is not None:
+            raise DataError(f"{path}: item {items[missing]!r} (row {missing + 1}) is not in the item content of "
+                            f"{content} (item_text.txt / item_meta.jsonl); expected every ASIN there")
+    sources = ", ".join(str(folder.parent.parent / extra) for extra in extras)
+    return replace(_build(name, path, catalogue, interactions, sources), extras=tuple(extras))
 
 
 def load_lcrec(folder: Path, name: str) -> Dataset:
@@ -193,7 +415,7 @@ def load_amazon2014(folder: Path, category: str, name: str) -> Dataset:
 
 
 def _build(name: str, source: Path, items: pd.DataFrame, interactions: pd.DataFrame,
-           item_source: Path | None) -> Dataset:
+           item_source: Path | str | None = None) -> Dataset:
     if interactions.empty:
         raise DataError(f"{source}: no interactions found; expected at least one user with an item")
     return build_dataset(name, items, interactions, str(item_source) if item_source else "")
@@ -331,6 +553,10 @@ def _text(value: object) -> str:
     if isinstance(value, list):
         return " ".join(part for part in map(_text, value) if part)
     return html.unescape(str(value)).strip()
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def _is_id(value: object) -> bool:

@@ -44,11 +44,30 @@ SPECS: dict[str, DatasetSpec] = {
                     "Amazon 2018 Industrial_and_Scientific (LC-Rec json)", loaders.load_lcrec),
         DatasetSpec("ml-100k", "recbole", "movielens-100k", "MovieLens 100K (RecBole atomic files)",
                     loaders.load_recbole, downloadable=True),
+        DatasetSpec("setrec-beauty", "setrec", "setrec-splits/beauty",
+                    "SETRec's released temporal split of Amazon 2014 Beauty (fixed; item content from P5's)",
+                    loaders.load_setrec),
+        DatasetSpec("setrec-toys", "setrec", "setrec-splits/toys",
+                    "SETRec's released split of Amazon 2014 Toys_and_Games (fixed; item content from P5's)",
+                    loaders.load_setrec),
     )
 }
 AMAZON_RAW_PREFIX = "amazon2014:"
 CATEGORY = re.compile(r"[A-Za-z0-9_&-]+")
 """The characters an ``amazon2014:`` category may hold (no path separators, no dots)."""
+SETREC_PREFIX = "setrec-"
+SETREC_SUBDIR = "setrec-splits"
+
+
+def get_spec(name: str) -> DatasetSpec:
+    """The spec of a registered name, or of ``setrec-<folder>`` for any folder under ``setrec-splits/``."""
+    if name in SPECS:
+        return SPECS[name]
+    if not name.startswith(SETREC_PREFIX):
+        raise KeyError(f"unknown dataset '{name}'")
+    folder = name[len(SETREC_PREFIX):]
+    return DatasetSpec(name, "setrec", f"{SETREC_SUBDIR}/{folder}", f"SETRec's released split '{folder}'",
+                       loaders.load_setrec)
 
 
 def dataset_names() -> list[str]:
@@ -59,6 +78,11 @@ def dataset_names() -> list[str]:
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
     """The data directory: the argument, else ``$GENREC_DATA_DIR``, else ``./datasets``."""
     return Path(data_dir or os.environ.get(DATA_DIR_ENV) or "datasets")
+
+
+def has_released_split(name: str) -> bool:
+    """Whether the dataset ``name`` comes with a fixed train / valid / test split (SETRec's)."""
+    return name.startswith(SETREC_PREFIX)
 
 
 def check_dataset_name(name: str) -> None:
@@ -74,12 +98,16 @@ def check_dataset_name(name: str) -> None:
         raise KeyError(f"dataset '{name}': an {AMAZON_RAW_PREFIX} category may hold letters, digits, _, - and & "
                        f"only (e.g. {AMAZON_RAW_PREFIX}Beauty or {AMAZON_RAW_PREFIX}Clothing_Shoes_and_Jewelry), got "
                        f"{category!r}")
-    raise KeyError(f"unknown dataset '{name}'; choose from {', '.join(SPECS)} or {AMAZON_RAW_PREFIX}<Category>")
+    if name.startswith(SETREC_PREFIX) and re.fullmatch(r"[A-Za-z0-9_.-]+", name[len(SETREC_PREFIX):]) \
+            and name[len(SETREC_PREFIX):].strip("."):
+        return
+    raise KeyError(f"unknown dataset '{name}'; choose from {', '.join(SPECS)}, {AMAZON_RAW_PREFIX}<Category> "
+                   f"or {SETREC_PREFIX}<folder under {SETREC_SUBDIR}/>")
 
 
 def is_present(name: str, data_dir: str | os.PathLike | None = None) -> bool:
     """Whether the folder of the registered dataset ``name`` exists (the embedded synthetic one always does)."""
-    spec = SPECS[name]
+    spec = get_spec(name)
     return spec.fmt == "synthetic" or (resolve_data_dir(data_dir) / spec.subdir).is_dir()
 
 
@@ -90,7 +118,7 @@ def load_raw(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
     if name.startswith(AMAZON_RAW_PREFIX):
         category = name[len(AMAZON_RAW_PREFIX):]
         return loaders.load_amazon2014(root / "amazon2014", category, name)
-    spec = SPECS[name]
+    spec = get_spec(name)
     folder = root / spec.subdir
     if not is_present(name, data_dir):
         fetch = (f"run `python -m benchmark download {name}`" if spec.downloadable else
@@ -101,5 +129,5 @@ def load_raw(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, k_core: int = 5) -> Dataset:
-    """Read a dataset and apply ``k_core`` filtering to users and items."""
+    """Read a dataset and apply ``k_core`` filtering to users and items (not to a released split)."""
     return kcore(load_raw(name, data_dir), k_core)

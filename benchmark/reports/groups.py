@@ -89,10 +89,13 @@ def record_groups(record: dict[str, Any], scheme: str) -> Groups:
 
 
 def group_metrics(record: dict[str, Any], groups: Groups) -> dict[str, float]:
-    """``G<g>_<metric>@<k>`` (NaN for a group without test targets) and ``G<g>_targets`` of one run."""
+    """``G<g>_<metric>@<k>`` (NaN for a group without test targets) and ``G<g>_targets`` of one run. A user with
+    several test targets (a released multi-target split) counts each target as its own example here, ranked
+    in the user's one list: per-target Recall/NDCG, not the multi-target metric of the leaderboard."""
     per_user = record["per_user"]
-    ranks = np.asarray(per_user["ranks"])
-    group = np.asarray([groups.group_of_count.get(int(c), N_GROUPS - 1) for c in per_user["target_train_counts"]])
+    ranks = np.asarray(_flat(per_user["ranks"]))
+    group = np.asarray([groups.group_of_count.get(int(c), N_GROUPS - 1)
+                        for c in _flat(per_user["target_train_counts"])])
     out: dict[str, float] = {}
     for g in range(N_GROUPS):
         mask = group == g
@@ -102,6 +105,11 @@ def group_metrics(record: dict[str, Any], groups: Groups) -> dict[str, float]:
                 name = f"{metric}@{k}"
                 out[f"G{g + 1}_{name}"] = float(per_example(ranks[mask], name).mean()) if mask.any() else np.nan
     return out
+
+
+def _flat(values: list) -> list:
+    """Per-example values with multi-target entries (lists) spread out, one value per target."""
+    return [item for value in values for item in (value if isinstance(value, list) else [value])]
 
 
 def group_frame(records: Sequence[dict[str, Any]], scheme: str = "interactions") -> tuple[pd.DataFrame,

@@ -151,6 +151,7 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
     row = {**{key: config[key] for key in TABLE_KEYS}, "scheme": config["scheme"], "config_id": config_id(config),
            "paradigm": paradigm, "ok": ok, "reason": None if ok else record.get("reason") or "no reason recorded",
            "capped": config.get("max_eval_users", 0) > 0}
+    row["split"] += "" if config.get("candidates", "all") == "all" else f", candidates {config['candidates']}"
     if ok:
         for seg in SEGMENTS:
             segment = record["metrics"].get(seg, {})
@@ -251,7 +252,8 @@ def to_markdown(frame: pd.DataFrame, banner: str, problems: list[str] | None = N
     lines = [f"# Leaderboard\n\n{banner}\n",
              "R = Recall, N = NDCG; mean over n seeds (± the 95% t-interval half-width when n > 1; a single "
              "seed has no interval); best per column in bold (for inference time the lowest); – = no test targets "
-             f"in that segment. {LEGEND}\n"]
+             f"in that segment. {LEGEND} Targets are ranked among all items unless a heading says candidates "
+             "segment (warm/cold metrics within their segment).\n"]
     for heading, table in table_sections(frame):
         rows = [header, *table_cells(table, MARKDOWN)]
         widths = [max(3, *(len(row[i]) for row in rows)) for i in range(len(header))]
