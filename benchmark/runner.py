@@ -82,8 +82,10 @@ def checkpoint_path(config: RunConfig, env: Environment) -> Path:
     return Path(env.cache_dir) / "checkpoints" / f"{config.hash()}.pt"
 
 
-def run_all(configs: list[RunConfig], env: Environment, force: bool = False) -> list[Path]:
-    """Run every config whose record is missing (all with ``force``); return the record paths."""
+def run_all(configs: list[RunConfig], env: Environment, force: bool = False,
+            annotate: dict[str, Any] | None = None) -> list[Path]:
+    """Run every config whose record is missing (all with ``force``); return the record paths. ``annotate``
+    adds fields to every record written (e.g. ``tuned_from``, the tuning study a config came from)."""
     paths = []
     bar = tqdm(configs, desc="runs", disable=not env.progress)
     for config in bar:
@@ -102,7 +104,7 @@ def run_all(configs: list[RunConfig], env: Environment, force: bool = False) -> 
             record = run_one(config, env)
         except trainer.DivergenceError as error:
             raise trainer.DivergenceError(f"{config.run_name}: {error}") from error
-        write_json_atomic(path, record)
+        write_json_atomic(path, {**record, **(annotate or {})})
         checkpoint_path(config, env).unlink(missing_ok=True)
         summary = record["metrics"]["all"] if record["status"] == "ok" else {}
         tqdm.write(f"done {config.run_name}: " + (", ".join(f"{k} {summary[k]:.4f}" for k in ("recall@10", "ndcg@10"))

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.batches import HistoryBatch
-from benchmark.config import TrainConfig
+from benchmark.config import ConfigError, TrainConfig, param
 from benchmark.hashing import content_key
 from benchmark.splits import Examples, TrainData, pad_left
 from recommenders.base import Recommender
@@ -29,12 +29,17 @@ class SASRecParams:
     layers: int = 2 -- self-attention blocks [2].
     heads: int = 1 -- attention heads [1].
     dropout: float = 0.3 -- dropout on embeddings and blocks [0.2 dense / 0.5 sparse data].
+    Tunable (``python -m benchmark tune``): hidden 16-128 (log), layers 1-3, dropout 0-0.5.
     """
 
-    hidden: int = 64
-    layers: int = 2
-    heads: int = 1
-    dropout: float = 0.3
+    hidden: int = param(64, low=1, tune=(16, 128, "int-log"))
+    layers: int = param(2, low=1, tune=(1, 3, "int"))
+    heads: int = param(1, low=1)
+    dropout: float = param(0.3, low=0, high=1, high_open=True, tune=(0.0, 0.5, "linear"))
+
+    def check(self) -> None:
+        if self.hidden % self.heads:
+            raise ConfigError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
 
 
 class SASRec(Recommender):
