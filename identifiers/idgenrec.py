@@ -349,52 +349,59 @@ class IDGenRec(SequenceScheme):
         assigned."""
         p, ctx = self.params, self.ctx
         generator.eval()
-        taken: set[tuple[int, ...]] = set()
-        codes, counts = [], {"first_beam": 0, "later_beam": 0, "searched_again": 0}
-        max_penalty = 0.0
         n_items = len(ctx.items)
 
-        def search(items: torch.Tensor, penalty: float | list[float], min_tokens: int,
-                   max_tokens: int) -> list[list[list[int]]]:
-            if p.id_search == "beam":
-                return generator.candidates(items, p.id_beams, max_tokens)
-            return generator.diverse(items, p.id_beams, penalty, min_tokens, max_tokens)
+        def search(items: list[int], penalties: list[float], longer: bool) -> list[list[tuple[int, ...]]]:
+            """Each item's candidates as word tuples (its text's first words when none has a word)."""
+            low, high = (p.id_max_tokens, 2 * p.id_max_tokens) if longer else (1, p.id_max_tokens)
+            out = []
+            for start in range(0, len(items), GENERATION_BATCH):
+                rows = torch.tensor(items[start:start + GENERATION_BATCH], device=ctx.device)
+                beams = (generator.candidates(rows, p.id_beams, high) if p.id_search == "beam" else
+                         generator.diverse(rows, p.id_beams, penalties[start:start + len(rows)], low, high))
+                for item, item_beams in zip(rows.tolist(), beams):
+                    out.append([w for w in (self.words(vocab, beam, high) for beam in item_beams) if w]
+                               or [self.words(vocab, generator.texts[item].tolist(), high)])
+            return out
 
-        def words_of(item: int, beams: list[list[int]]) -> list[tuple[int, ...]]:
-            return [w for w in (self.words(vocab, beam) for beam in beams) if w] or [
-                self.words(vocab, generator.texts[item].tolist())]
-
-        for start in range(0, n_items, GENERATION_BATCH):
-            items = torch.arange(start, min(start + GENERATION_BATCH, n_items), device=ctx.device)
-            for item, beams in zip(items.tolist(), search(items, DIVERSITY_STEP, 1, p.id_max_tokens)):
-                words = words_of(item, beams)
-                free = [rank for rank, w in enumerate(words) if w not in taken]
+        first = search(list(range(n_items)), [DIVERSITY_STEP] * n_items, False)
+        again: dict[int, list[tuple[float, tuple[int, ...]]]] = {}
+        while True:  # assign in catalogue order; items found without a free candidate are searched again
+            taken: set[tuple[int, ...]] = set()
+            codes, counts, need, max_penalty = [], {"first_beam": 0, "later_beam": 0}, [], 0.0
+            for item in range(n_items):
+                free = [rank for rank, w in enumerate(first[item]) if w not in taken]
+                choice = first[item][free[0] if free else 0]
                 counts["first_beam"] += bool(free) and free[0] == 0
                 counts["later_beam"] += bool(free) and free[0] > 0
-                if not free and p.id_search == "diverse":
-                    counts["searched_again"] += 1
-                    for longer in (False, True):  # each stage's penalties searched at once, used in order
-                        penalties = [penalty for penalty, stage in DIVERSITY_RETRIES if stage == longer]
-                        bounds = (p.id_max_tokens, 2 * p.id_max_tokens) if longer else (1, p.id_max_tokens)
-                        rows = torch.full((len(penalties),), item, device=ctx.device)
-                        found = [(penalty, w) for penalty, beams in zip(penalties, search(rows, penalties, *bounds))
-                                 for w in words_of(item, beams) if w not in taken]
-                        if found:
-                            max_penalty = max(max_penalty, found[0][0])
-                            words, free = [found[0][1]], [0]
-                            break
-                choice = words[free[0]] if free else words[0]
+                if not free and item in again:
+                    found = [(penalty, w) for penalty, w in again[item] if w not in taken]
+                    if found:
+                        max_penalty, choice = max(max_penalty, found[0][0]), found[0][1]
+                elif not free and p.id_search == "diverse":
+                    need.append(item)
                 taken.add(choice)
                 codes.append(list(choice))
+            if not need:
+                break
+            for item in need:
+                again[item] = []
+            for longer in (False, True):  # the searches again of every such item at once, used in this order
+                penalties = [penalty for penalty, stage in DIVERSITY_RETRIES if stage == longer]
+                rows = [item for item in need for _ in penalties]
+                for row, (item, words) in enumerate(zip(rows, search(rows, penalties * len(need), longer))):
+                    again[item] += [(penalties[row % len(penalties)], w) for w in words]
         unique, suffixed = disambiguate(codes, vocab)
         return ItemCodes(codes=code_table(unique), vocab_size=vocab.size, raw_codes=code_table(codes),
-                         text_vocab=vocab, details={"id_assignment": {**counts, "suffixed": suffixed,
+                         text_vocab=vocab, details={"id_assignment": {**counts, "searched_again": len(again),
+                                                                      "suffixed": suffixed,
                                                                       "max_diversity_penalty": max_penalty}})
 
-    def words(self, vocab: TextVocabulary, tokens: list[int]) -> tuple[int, ...]:
-        """A generated ID normalised to its words (punctuation dropped) and re-tokenised."""
+    def words(self, vocab: TextVocabulary, tokens: list[int], max_tokens: int | None = None) -> tuple[int, ...]:
+        """A generated ID normalised to its words (punctuation dropped) and re-tokenised (at most
+        ``max_tokens`` tokens, default ``id_max_tokens``)."""
         text = " ".join(WORD.findall(vocab.decode(tokens)))
-        return tuple(vocab.encode([text], self.params.id_max_tokens)[0]) if text else ()
+        return tuple(vocab.encode([text], max_tokens or self.params.id_max_tokens)[0]) if text else ()
 
     def id_phase(self, generator: IDGenerator, vocab: TextVocabulary, model: GenerativeRecommender,
                  ids: ItemCodes, examples: Examples, round_: int) -> list[float]:
