@@ -1,4 +1,4 @@
-"""Command line: ``python -m benchmark {list,stats,run,leaderboard,download}``.
+"""Command line: ``python -m benchmark {list,stats,run,tune,leaderboard,download}``.
 
 Parsing and error messages only; the work happens in the runner, the data registry and the reports.
 Invalid names or options, and output folders that are not writable folders, exit with code 2 (before any work)
@@ -208,6 +208,54 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from benchmark.runner import resolve_device
+    from benchmark.tuning import TuneError, TuneSettings, tune
+    from identifiers.registry import get_scheme
+    from recommenders.backbones import BackboneError, check_backbone
+    from recommenders.trainer import DivergenceError
+
+    datasets, names, seeds = _datasets(args.datasets, args.data_dir), _schemes(args.identifiers), _seeds(args.seed)
+    if len(datasets) != 1 or len(names) != 1 or len(seeds) != 1:
+        raise UsageError("tune: give exactly one scheme (--identifiers), one dataset (--datasets) and at most one "
+                         "--seed; a study tunes one of each")
+    if args.trials < 0:
+        raise UsageError(f"--trials: expected an integer >= 0, got {args.trials}")
+    user = read_user_config(args.config) if args.config else {}
+    cli = {key: value for key, value in {"split": args.split, "backbone": args.backbone,
+                                         "max_history": args.max_history, "k_core": args.k_core}.items()
+           if value is not None}
+    base = resolve(datasets[0], get_scheme(names[0]), seeds[0], args.profile, user, cli)
+    try:
+        resolve_device(args.device)
+        if get_scheme(base.scheme).uses_backbone:
+            check_backbone(base.backbone)
+    except (ValueError, BackboneError) as error:
+        raise UsageError(f"tune: {error}") from error
+    dataset = load_dataset(base.dataset, args.data_dir, base.k_core)
+    _report_content(dataset)
+    check_content(dataset, base.scheme, get_scheme(base.scheme).required_content(base.params))
+    make_split(dataset, base.split, base.max_history)
+    env = Environment(device=args.device, data_dir=args.data_dir, results_dir=args.results_dir,
+                      reports_dir=args.reports_dir, cache_dir=args.cache_dir, progress=not args.no_progress)
+    settings = TuneSettings(trials=args.trials, storage=args.storage, study_name=args.study_name, output=args.output,
+                            final_run=not args.no_final_run, force=args.force)
+    try:
+        done = tune(base, user, cli, env, settings)
+    except TuneError as error:
+        raise UsageError(str(error)) from error
+    except DivergenceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_DIVERGED
+    best = done["tuned_from"]
+    print(f"study {done['study']} ({done['storage']}): best trial {best['best_trial']}, validation "
+          f"{best['valid_metric']} {best['best_valid']:.4f}, {best['best_params']}; trials {best['trials']}")
+    print(f"best parameters: {done['best_config']} (`run --config` takes it)")
+    if done["record"]:
+        print(f"test record: {done['record']}")
+    return 0
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from benchmark.records import scan_records
     from benchmark.reports.costs import build_cost_report
@@ -246,7 +294,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,stats,run,leaderboard,download}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,stats,run,tune,leaderboard,download}")
 
     def data_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--data-dir", default=None,
@@ -282,6 +330,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no progress bars (a line per training epoch is still printed)")
     data_options(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("tune", help="search a scheme's declared hyper-parameters on validation (optuna), then "
+                                    "run the best on test")
+    p.add_argument("--identifiers", required=True, help="one scheme name")
+    p.add_argument("--datasets", default="synthetic", help="one dataset name (default: synthetic)")
+    p.add_argument("--trials", type=int, required=True, help="trials this worker adds to the study (0: none, only "
+                                                              "the best so far is written and run)")
+    p.add_argument("--storage", default=None, help="SQLAlchemy URL of the study (default: sqlite:///RESULTS_DIR/"
+                                                   "tuning/STUDY.db); workers sharing it share the study")
+    p.add_argument("--study-name", default=None,
+                   help="default: dataset__scheme__backbone__split__profile__sSEED")
+    p.add_argument("--output", default=None, help="YAML of the best parameters (default: RESULTS_DIR/tuning/"
+                                                  "STUDY.yaml)")
+    p.add_argument("--no-final-run", action="store_true", help="do not run the best config on test afterwards")
+    p.add_argument("--profile", default="quick", choices=PROFILES)
+    p.add_argument("--seed", default=None, help="one seed (default: from the config)")
+    p.add_argument("--split", default=None, choices=SPLITS)
+    p.add_argument("--backbone", default=None, help="backbone preset or from_pretrained name/path")
+    p.add_argument("--max-history", type=_at_least_one, default=None)
+    p.add_argument("--k-core", type=_at_least_one, default=None)
+    p.add_argument("--config", default=None, help="YAML overriding benchmark/defaults.yaml (run/train/schemes)")
+    p.add_argument("--device", default="auto", help="auto (default: cuda when available), cpu, cuda or cuda:N")
+    p.add_argument("--results-dir", default="results")
+    p.add_argument("--reports-dir", default="reports")
+    p.add_argument("--cache-dir", default=".cache", help="embeddings, CF encoders and epoch checkpoints")
+    p.add_argument("--force", action="store_true", help="re-run the final test run when its record exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    data_options(p)
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("leaderboard", help="tables (md, csv, tex), analyses, figures and index.html from the records")
     p.add_argument("--results-dir", default="results")

@@ -234,15 +234,74 @@ def _check_minimum(values: dict[str, Any], minimum: dict[str, float], section: s
             raise ConfigError(f"{section}.{key}: expected a value >= {low}, got {values[key]}")
 
 
+TUNE_SCALES = ("linear", "log", "int", "int-log")
+"""How a numeric search range is sampled: uniformly, log-uniformly, as integers, as log-spaced integers."""
+
+
+@dataclass(frozen=True)
+class Tunable:
+    """The search range of one tunable ``Params`` field (declared with ``param(..., tune=...)``): numbers from
+    ``low`` to ``high`` on ``scale`` (:data:`TUNE_SCALES`), or one of ``choices``."""
+
+    name: str
+    low: float | None = None
+    high: float | None = None
+    scale: str = "linear"
+    choices: tuple[Any, ...] | None = None
+
+
 def param(default: Any, *, low: float | None = None, high: float | None = None, low_open: bool = False,
-          high_open: bool = False, choices: tuple[Any, ...] | None = None, option: bool = False) -> Any:
+          high_open: bool = False, choices: tuple[Any, ...] | None = None, option: bool = False,
+          tune: tuple[float, float, str] | bool | None = None, added: bool = False) -> Any:
     """A scheme ``Params`` field with its valid values, checked by :func:`check_params` while the config is
     resolved (before any run): numbers (or every element of a list of numbers) in ``[low, high]`` (``low_open`` /
     ``high_open`` exclude the bound), or one of ``choices``. ``option=True`` marks a field of the paradigm
-    recommender's options (see :func:`option_fields`)."""
+    recommender's options (see :func:`option_fields`). ``tune`` puts the field in the scheme's search space for
+    ``python -m benchmark tune`` (:func:`search_space`): ``(low, high, scale)`` with a scale of
+    :data:`TUNE_SCALES`, or ``True`` for every one of ``choices`` (of a bool field: false and true).
+    ``added=True`` marks a field added after records existed whose default keeps the earlier behaviour: it is
+    left out of the resolved config while at its default (:func:`hashed_params`), so earlier records keep their
+    config hash."""
     bounds = {"low": low, "high": high, "low_open": low_open, "high_open": high_open, "choices": choices,
-              "option": option}
+              "option": option, "tune": tune, "added": added}
     return field(default=default, metadata=bounds)
+
+
+def hashed_params(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` of the dataclass ``cls`` without its ``added`` fields that hold their default."""
+    added = {f.name: f.default for f in dataclasses.fields(cls) if f.metadata.get("added")}
+    return {key: value for key, value in values.items() if not (key in added and value == added[key])}
+
+
+def search_space(params_cls: type) -> list[Tunable]:
+    """The fields of the dataclass ``params_cls`` declared tunable with ``param(..., tune=...)``, in order. A
+    declaration that names no valid range, or a range reaching outside the field's valid values, is a
+    ``ValueError`` (a scheme's bug, caught by the contract tests)."""
+    space, hints = [], typing.get_type_hints(params_cls)
+    for spec in dataclasses.fields(params_cls):
+        tune = spec.metadata.get("tune")
+        if tune is None or tune is False:
+            continue
+        where = f"{params_cls.__name__}.{spec.name}"
+        if tune is True:
+            choices = spec.metadata.get("choices") or ((False, True) if hints[spec.name] is bool else None)
+            if not choices:
+                raise ValueError(f"{where}: tune=True needs declared choices or a bool field")
+            space.append(Tunable(spec.name, choices=tuple(choices)))
+            continue
+        if not (isinstance(tune, tuple) and len(tune) == 3 and tune[2] in TUNE_SCALES and tune[0] < tune[1]):
+            raise ValueError(f"{where}: tune must be (low, high, scale) with low < high and a scale of "
+                             f"{', '.join(TUNE_SCALES)}, or True; got {tune!r}")
+        low, high, scale = tune
+        for end in (low, high):
+            _check_bounds(end, spec.metadata, where)
+        if scale.startswith("int") and not (hints[spec.name] is int and float(low).is_integer()
+                                             and float(high).is_integer()):
+            raise ValueError(f"{where}: an integer scale needs an int field and integer ends, got {tune!r}")
+        if scale.endswith("log") and low <= 0:
+            raise ValueError(f"{where}: a log scale needs low > 0, got {tune!r}")
+        space.append(Tunable(spec.name, low=low, high=high, scale=scale))
+    return space
 
 
 def check_params(cls: type, values: dict[str, Any], where: str) -> dict[str, Any]:

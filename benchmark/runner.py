@@ -108,10 +108,12 @@ def _complete(path: Path, report: bool = True) -> bool:
     return True
 
 
-def run_all(configs: list[RunConfig], env: Environment, force: bool = False) -> list[Path]:
+def run_all(configs: list[RunConfig], env: Environment, force: bool = False,
+            annotate: dict[str, Any] | None = None) -> list[Path]:
     """Run every config whose record is missing (all with ``force``); return the paths of the records written or
     found. A config whose lock another process holds (it is running it) is skipped and reported; a SIGINT or
-    SIGTERM raises :class:`~benchmark.interrupts.Interrupted` naming the runs finished before it."""
+    SIGTERM raises :class:`~benchmark.interrupts.Interrupted` naming the runs finished before it. ``annotate``
+    adds fields to every record written (e.g. ``tuned_from``, the tuning study a config came from)."""
     paths: list[Path] = []
     done: list[str] = []
     config = None
@@ -142,7 +144,7 @@ def run_all(configs: list[RunConfig], env: Environment, force: bool = False) -> 
                     record = run_one(config, env)
                 except trainer.DivergenceError as error:
                     raise trainer.DivergenceError(f"{config.run_name}: {error}") from error
-                write_json_atomic(path, record)
+                write_json_atomic(path, {**record, **(annotate or {})})
                 checkpoint_path(config, env).unlink(missing_ok=True)
             finally:
                 lock.release()

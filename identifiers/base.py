@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from benchmark.config import ConfigError, RunConfig, TrainConfig, check_params, option_fields
+from benchmark.config import ConfigError, RunConfig, TrainConfig, check_params, hashed_params, option_fields
 from benchmark.data.dataset import Dataset
 from benchmark.data.quality import check_content
 from benchmark.safeio import WriteError, load_or_compute
@@ -90,8 +90,9 @@ class RunContext:
         return trainer.fit(model, data, self.valid, self.warm, train_cfg or cfg.train, cfg.ks, cfg.eval_batch_size,
                            self.device, cfg.seed, self.progress, desc=desc)
 
-    def cf_encoder(self, data: TrainData) -> SASRec:
-        """A SASRec trained on the training split (CE loss, early stopping on validation), cached on disk.
+    def cf_encoder(self, data: TrainData, loss: str | None = None) -> SASRec:
+        """A SASRec trained on the training split (early stopping on validation), cached on disk; its loss is
+        the ``sasrec`` scheme's (softmax cross-entropy by default) unless ``loss`` names another (``bce``).
 
         Built with the ``sasrec`` scheme's parameters and training settings of :attr:`cf_config` (the
         defaults of this profile: a user YAML's ``schemes.sasrec`` or ``train`` section does not change the
@@ -103,6 +104,8 @@ class RunContext:
             raise ValueError("RunContext.cf_config is not set: resolve the sasrec scheme's config for the CF encoder")
         cfg = self.config
         params, train_cfg = SASRecParams(**self.cf_config.params), self.cf_config.train
+        if loss is not None:
+            params = dataclasses.replace(params, loss=loss)
         key = cf_cache_key(data, cfg.dataset, cfg.split, cfg.seed, params, train_cfg)
         model = SASRec(data.n_items, cfg.max_history, params).to(self.device)
 
@@ -177,7 +180,7 @@ class Scheme(ABC):
                 merged[key] = value
         checked = check_params(cls.Params, merged, f"schemes.{cls.name}")
         option_fields(cls.Params, cls.Options, f"schemes.{cls.name}")
-        return checked
+        return hashed_params(cls.Params, checked)
 
     @classmethod
     def required_content(cls, params: dict[str, Any]) -> tuple[str, ...]:

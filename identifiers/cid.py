@@ -15,14 +15,28 @@ Items that co-occur in users' histories should share identifier tokens. The meth
 3. **Identifier** = the path of cluster tokens from the root to the item's leaf, plus one leaf token that
    tells apart the items of that leaf, e.g. ``<CI3><CI0><CL17>``.
 
-Token layout (scheme vocabulary): the cluster tokens ``<CI0> .. <CI{N-1}>`` (ids ``0 .. N-1``) name a
-child by its rank among its siblings and are shared by every level and every parent, as the ``<CI*>``
-tokens of the paper's code are (the position in the code tells levels apart); the leaf tokens
-``<CL0> .. <CL{k-1}>`` (ids ``N ..``) form a separate set, as in the authors' ``compute_index``. Because
-every code ends with its only leaf token, no code is a prefix of another, whatever the depths. Siblings
-are ranked by size (largest first; ties by smallest item id); items within a leaf get leaf indices in a
-random order drawn from the run seed (the public code samples them at random). Codes of different depths
-are right-padded with -1.
+Token layout (scheme vocabulary): **one token per node of the cluster tree** (ids ``0 .. T-1``, numbered
+breadth-first, children of a node largest first), so two clusters share a token only when they are the same
+cluster; the leaf tokens ``<CL0> .. <CL{k-1}>`` (ids ``T ..``) form a separate set, as in the authors'
+``compute_index``. This follows the authors' code: LLM-RecSys-ID (``CF_index.py``, ``compute_index``) names the
+token of level ``l`` after the whole label path ``c1-c2-..-cl``, i.e. one token per tree node, and OpenP5's
+``generate_collaborative_id`` (``src/utils/indexing.py``) numbers clusters with one counter that runs on over
+the whole breadth-first pass (``index_now``), reset to 0 only past ``token_size`` (k) clusters. (An earlier
+version of this module named a child by its rank among its siblings, shared by every parent, and wrongly said
+that the authors' ``<CI*>`` tokens were shared that way.) Differences: OpenP5 wraps the counter at k and draws
+the leaf tokens from the same ``<CI*>`` set, so with more than k clusters, or a leaf token equal to a cluster
+token, tokens are reused; here every node keeps its own token and leaf tokens are their own set. Because
+every code ends with its only leaf token, no code is a prefix of another, whatever the depths. Siblings are
+ranked by size (largest first; ties by smallest item id); items within a leaf get leaf indices in a random
+order drawn from the run seed (the public code samples them at random). Codes of different depths are
+right-padded with -1.
+
+**CID+IID** (``leaf: iid``; the paper's hybrid indexing, its best-performing collaborative variant): the leaf
+token is the item's own independent ID token (``<IID{i}>``, one new token per item, ids ``T .. T+n-1``)
+instead of its index inside the leaf, so the code is the cluster path followed by a token no other item has.
+The released code's logs name such runs (``CID_10_500_IID``), but its indexing scripts do not show how the
+IID is attached; this follows the paper's description of appending the IID, in place of the leaf index that a
+unique IID token makes redundant.
 
 Graphs that are not connected (the authors' code leaves this to the eigensolver) are handled by a
 deterministic rule that coincides with spectral clustering when the sub-graph is connected:
@@ -58,6 +72,8 @@ from recommenders.contracts import ItemCodes
 
 ASSIGN_LABELS = ("cluster_qr", "kmeans", "discretize")
 EIGEN_SOLVERS = ("lobpcg", "arpack")
+LEAF_TOKENS = ("index", "iid")
+"""Last token of a code: the item's index inside its leaf, or its own independent token (hybrid +IID)."""
 
 
 @dataclass
@@ -81,23 +97,29 @@ class CIDParams:
         where lobpcg takes 12-18 s. Small sub-graphs use a dense solver either way.
     beam_size: beams of the constrained beam search that decodes recommendations. Paper: 20 (the public
         code generates with 20 beams over a trie of valid IDs).
+    leaf: last token of a code: ``index`` (the item's index inside its leaf, CID) or ``iid`` (the item's
+        own token, the CID+IID hybrid). Default ``index``.
+    Tunable (``python -m benchmark tune``): n_clusters 4-32, max_leaf 10-500 (log), leaf.
     """
 
-    n_clusters: int = param(10, low=2)
-    max_leaf: int = param(50, low=1)
+    n_clusters: int = param(10, low=2, tune=(4, 32, "int"))
+    max_leaf: int = param(50, low=1, tune=(10, 500, "int-log"))
     window: int = param(0, low=0)
     assign_labels: str = param("cluster_qr", choices=ASSIGN_LABELS)
     eigen_solver: str = param("lobpcg", choices=EIGEN_SOLVERS)
     beam_size: int = param(20, low=1, option=True)
+    leaf: str = param("index", choices=LEAF_TOKENS, tune=True)
 
 
 @dataclass
 class _Tree:
-    """The cluster tree as per-item paths (child ranks from the root) plus per-leaf members."""
+    """The cluster tree as per-item paths (node ids from the root's child down, breadth-first numbering) plus
+    per-leaf members."""
 
     paths: list[tuple[int, ...]]
     leaves: list[np.ndarray]
     nodes_per_level: list[int]
+    n_nodes: int
 
 
 @register("cid")
@@ -117,12 +139,14 @@ class CID(SequenceScheme):
         start = time.perf_counter()
         adjacency = cooccurrence_graph(data.sequences, data.n_items, self.params.window)
         tree = self._cluster_tree(adjacency)
-        n_cluster_tokens = max([max(path) + 1 for path in tree.paths if path] or [0])
-        leaf_tokens = max(len(leaf) for leaf in tree.leaves)
+        n_cluster_tokens = tree.n_nodes
         priority = np.random.default_rng(self.ctx.seed).permutation(data.n_items)
         leaf_index = np.zeros(data.n_items, dtype=np.int64)
         for leaf in tree.leaves:
             leaf_index[leaf[np.argsort(priority[leaf], kind="stable")]] = np.arange(len(leaf))
+        if self.params.leaf == "iid":
+            leaf_index = np.arange(data.n_items)
+        leaf_tokens = int(leaf_index.max()) + 1
         depth = max(len(path) for path in tree.paths)
         raw = torch.full((data.n_items, max(depth, 1)), -1, dtype=torch.long)
         codes = torch.full((data.n_items, depth + 1), -1, dtype=torch.long)
@@ -135,6 +159,7 @@ class CID(SequenceScheme):
         details = {
             "cluster_tokens": n_cluster_tokens,
             "leaf_tokens": leaf_tokens,
+            "leaf": self.params.leaf,
             "levels": depth,
             "clusters_per_level": tree.nodes_per_level,
             "leaf_clusters": len(tree.leaves),
@@ -153,6 +178,7 @@ class CID(SequenceScheme):
         paths: list[tuple[int, ...]] = [()] * n_items
         leaves: list[np.ndarray] = []
         nodes_per_level: list[int] = []
+        n_nodes = 0
         frontier: list[tuple[tuple[int, ...], np.ndarray]] = [((), np.arange(n_items))]
         while frontier:
             next_frontier = []
@@ -163,11 +189,12 @@ class CID(SequenceScheme):
                         paths[item] = path
                     continue
                 groups = self._split(items, adjacency[items][:, items])
-                next_frontier += [(path + (rank,), group) for rank, group in enumerate(groups)]
+                next_frontier += [(path + (n_nodes + rank,), group) for rank, group in enumerate(groups)]
+                n_nodes += len(groups)
             if next_frontier:
                 nodes_per_level.append(len(next_frontier))
             frontier = next_frontier
-        return _Tree(paths, leaves, nodes_per_level)
+        return _Tree(paths, leaves, nodes_per_level, n_nodes)
 
     def _split(self, items: np.ndarray, adjacency: sp.csr_matrix) -> list[np.ndarray]:
         """Partition ``items`` (induced sub-graph ``adjacency``) into at least two non-empty children."""

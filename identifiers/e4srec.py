@@ -2,7 +2,11 @@
 of Large Language Models for Sequential Recommendation", arXiv:2312.02443, 2023 (embedding paradigm).
 
 An item's identifier is its ID embedding from a SASRec trained on the training split (the ``sasrec`` row's
-model, :meth:`~identifiers.base.RunContext.cf_encoder`), kept frozen. A history is the sequence of these
+model, :meth:`~identifiers.base.RunContext.cf_encoder`), kept frozen. That SASRec is trained with **softmax
+cross-entropy over all items** (this suite's SASRec loss, see :mod:`recommenders.sasrec`), whereas the paper's
+pre-trained SASRec uses the original binary cross-entropy with sampled negatives; ``cf_loss: bce`` builds on a
+SASRec trained with that loss instead (its own cached encoder: the cache key includes the loss). CE stays the
+default so that E4SRec shares the ``sasrec`` row's encoder. A history is the sequence of these
 embeddings, each mapped into the backbone by one linear input projection; the backbone's output at the
 answer position goes through a linear item head over all items, trained with softmax cross-entropy, so
 one forward pass ranks the whole catalogue (no generation, no out-of-range answers). See
@@ -28,6 +32,7 @@ from benchmark.splits import TrainData
 from identifiers.base import EmbeddingScheme
 from identifiers.registry import register
 from recommenders.contracts import ItemVectors
+from recommenders.sasrec import SASREC_LOSSES
 
 
 @dataclass
@@ -37,9 +42,12 @@ class E4SRecParams:
     freeze_vectors: keep the SASRec ID embeddings fixed while the input projection, backbone and item head
         train [True: the paper freezes the pre-trained ID embeddings]. Their width is the ``sasrec``
         scheme's ``hidden`` for the profile [64 in the public code].
+    cf_loss: loss of the SASRec whose embeddings are the identifiers: ce (softmax cross-entropy over all items)
+        or bce (one sampled negative per position) [bce, the SASRec paper's]. Tunable (ce, bce).
     """
 
     freeze_vectors: bool = param(True, option=True)
+    cf_loss: str = param("ce", choices=SASREC_LOSSES, tune=True, added=True)
 
 
 @register("e4srec")
@@ -55,5 +63,5 @@ class E4SRec(EmbeddingScheme):
                       "paper": {"batch_size": 128, "lr": 0.0003}}
 
     def tokenize(self, data: TrainData) -> ItemVectors:
-        embeddings = self.ctx.cf_encoder(data).item_embeddings().detach()
+        embeddings = self.ctx.cf_encoder(data, loss=self.params.cf_loss).item_embeddings().detach()
         return ItemVectors(embeddings.to("cpu", torch.float32).clone())

@@ -5,12 +5,19 @@ An **ID generator** (a T5 over the backbone's text vocabulary) reads an item's t
 textual ID made of words; the **recommender** (the run's T5) reads the history's IDs and generates the
 next item's ID under a prefix-tree constraint. The two are trained alternately (Sec. 3.3):
 
-* **ID generation** (Sec. 3.2): beam search over the generator (``id_beams`` candidates, at most
-  ``id_max_tokens`` tokens), each candidate normalised to its words (punctuation dropped, as the authors'
-  code); items, in catalogue order, take their best candidate that no earlier item holds, so IDs are
-  unique. An item whose candidates are all taken keeps its best one with `` (2)``, `` (3)`` ... appended
-  (the authors instead re-run diverse beam search with a growing diversity penalty, which transformers 5
-  no longer ships).
+* **ID generation** (Sec. 3.2), as the released code (``generate_item_id_from_text`` in
+  ``src/utils/indexing.py``): **diverse beam search** (``id_search: diverse``) over the generator with
+  ``id_beams`` groups of one beam each and a Hamming diversity penalty of 0.1 (at most ``id_max_tokens``
+  tokens); each candidate is normalised to its words (punctuation dropped); items, in catalogue order, take
+  their first candidate that no earlier item holds, so IDs are unique. An item whose candidates are all
+  taken is searched again with the penalty raised by 0.1 up to 0.9, then with longer IDs (at least
+  ``id_max_tokens`` tokens, penalties from 0.1 again), as the released code does. transformers 5 no longer
+  ships group beam search, so the search is implemented here (:meth:`IDGenerator.diverse`, one forward pass
+  per step for all groups). Differences: the released code's retry loop has no end (and, since it tests
+  its float penalty for equality with 1, never reaches its longer-ID stage); here an item still without a
+  free candidate after that schedule keeps its first one with `` (2)``, `` (3)`` ... appended (the record's
+  ``id_assignment`` counts such items). ``id_search: beam`` is this module's earlier plain beam search
+  (``id_beams`` candidates, no token repeated, no search again).
 * **Recommender phase**: the generator is frozen and the recommender is trained on the hard IDs
   (token cross-entropy), early stopping on validation.
 * **ID-generator phase**: the recommender is frozen; every history item's ID is written *softly*: at each
@@ -83,7 +90,14 @@ from recommenders.trainer import train_epochs
 ALTERNATIONS = ("id_first", "rec_first")
 SOFT_IDS = ("greedy", "teacher_forced")
 WORD = re.compile(r"\b\w+\b")
+ID_SEARCHES = ("diverse", "beam")
 GENERATION_BATCH = 256
+DIVERSITY_STEP = 0.1
+"""Diversity penalty of the first diverse beam search, and its increment per search again (released code)."""
+DIVERSITY_RETRIES = [(round(DIVERSITY_STEP * k, 1), False) for k in range(2, 10)] + [
+    (round(DIVERSITY_STEP * k, 1), True) for k in range(1, 10)]
+"""Searches again for an item whose candidates are all taken, as (penalty, longer): penalties 0.2 .. 0.9, then
+0.1 .. 0.9 for longer IDs (``id_max_tokens`` to twice that many tokens)."""
 EXAMPLE_IDS = 10
 
 
@@ -94,7 +108,10 @@ class IDGenRecParams:
 
     id_max_tokens: most tokens of a textual ID [generation max_length 10].
     text_max_tokens: item text tokens read by the ID generator [256].
-    id_beams: beam-search candidates per item when assigning unique IDs [10].
+    id_beams: candidates per item when assigning unique IDs (groups of the diverse beam search) [10].
+    id_search: ``diverse`` (diverse beam search, searched again with a larger penalty while every candidate
+        is taken; the released code) or ``beam`` (plain beam search once) [diverse; smoke: beam, which keeps the
+        smoke run a quick check: the diverse search takes about 15x longer on the synthetic catalogue].
     generator_backbone: T5 preset or checkpoint of the ID generator [T5-small pretrained on tag generation].
     tag_words: TF-IDF words per item in the generator's tag pre-training (stand-in for the pretrained tag
         generator; 0 skips it, e.g. for a tag-generation checkpoint) [not applicable].
@@ -131,6 +148,7 @@ class IDGenRecParams:
     id_examples: int = param(2000, low=0)
     soft_ids: str = param("greedy", choices=SOFT_IDS)
     beam_size: int = param(20, low=1, option=True)
+    id_search: str = param("diverse", choices=ID_SEARCHES)
 
     def check(self) -> None:
         if self.alternation == "rec_first" and self.rounds < 2:
@@ -195,6 +213,44 @@ class IDGenerator(nn.Module):
             rows.append([t for t in tokens if t != PAD_ID])
         return [rows[i * beams:(i + 1) * beams] for i in range(len(items))]
 
+    @torch.no_grad()
+    def diverse(self, items: torch.Tensor, groups: int, penalty: float | torch.Tensor, min_tokens: int,
+                max_tokens: int) -> list[list[list[int]]]:
+        """Per item, ``groups`` outputs of diverse beam search with one beam per group (Vijayakumar et al.'s
+        Hamming diversity, as transformers' ``num_beam_groups = num_beams`` did): at every step, group ``g``
+        takes its most likely token after ``penalty`` times the number of earlier groups that chose that token
+        at this step is subtracted from its log-probabilities; no EOS before ``min_tokens`` tokens. ``penalty``
+        may be one value per row of ``items`` (an item may appear several times)."""
+        inputs = self.inputs(items)
+        n = len(items)
+        penalty = torch.as_tensor(penalty, dtype=torch.float32, device=items.device).expand(n)[:, None]
+        encoded = self.t5.get_encoder()(**inputs).last_hidden_state.repeat_interleave(groups, dim=0)
+        mask = inputs["attention_mask"].repeat_interleave(groups, dim=0)
+        decoded = torch.full((n * groups, 1), PAD_ID, dtype=torch.long, device=items.device)
+        finished = torch.zeros(n * groups, dtype=torch.bool, device=items.device)
+        for step in range(max_tokens):
+            logits = self.t5(encoder_outputs=(encoded,), attention_mask=mask, decoder_input_ids=decoded).logits
+            scores = logits[:, -1].float().log_softmax(-1)
+            scores[:, PAD_ID] = float("-inf")  # the decoder's start token, never an ID word
+            if step < min_tokens:
+                scores[:, EOS_ID] = float("-inf")
+            scores = scores.view(n, groups, -1)
+            chosen = torch.zeros(n, scores.shape[-1], device=items.device)
+            tokens = torch.empty(n, groups, dtype=torch.long, device=items.device)
+            for group in range(groups):
+                tokens[:, group] = (scores[:, group] - penalty * chosen).argmax(-1)
+                chosen.scatter_add_(1, tokens[:, group:group + 1], torch.ones(n, 1, device=items.device))
+            token = torch.where(finished, PAD_ID, tokens.view(-1))
+            finished |= token == EOS_ID
+            decoded = torch.cat([decoded, token[:, None]], dim=1)
+            if bool(finished.all()):
+                break
+        rows = []
+        for sequence in decoded[:, 1:].tolist():
+            tokens_out = sequence[:sequence.index(EOS_ID)] if EOS_ID in sequence else sequence
+            rows.append([t for t in tokens_out if t != PAD_ID])
+        return [rows[i * groups:(i + 1) * groups] for i in range(n)]
+
 
 def keyword_tags(texts: list[str], n_words: int) -> list[str]:
     """Each text's ``n_words`` highest TF-IDF words (fitted on ``texts``), best first, ties by word."""
@@ -220,7 +276,8 @@ class IDGenRec(SequenceScheme):
     needs_content = ("text",)
     profiles = {
         "smoke": {"id_max_tokens": 4, "text_max_tokens": 24, "id_beams": 4, "tag_epochs": 2, "rec_epochs": 1,
-                  "id_examples": 128, "id_batch_size": 64, "alternation": "rec_first", "soft_ids": "teacher_forced"},
+                  "id_examples": 128, "id_batch_size": 64, "alternation": "rec_first", "soft_ids": "teacher_forced",
+                  "id_search": "beam"},
         "quick": {"alternation": "rec_first", "soft_ids": "teacher_forced"},
         "paper": {"id_max_tokens": 10, "text_max_tokens": 256, "generator_backbone": "t5-small", "tag_epochs": 30,
                   "rounds": 3, "rec_epochs": 10, "id_lr": 1e-8, "id_batch_size": 12, "id_examples": 0},
@@ -286,34 +343,67 @@ class IDGenRec(SequenceScheme):
         return [epoch["tags"] for epoch in history]
 
     def generate_ids(self, generator: IDGenerator, vocab: TextVocabulary) -> ItemCodes:
-        """Unique textual IDs of all items, assigned in catalogue order from the generator's beams (an item
-        whose beams hold no word falls back to the first words of its text); ``details`` say how they were
+        """Unique textual IDs of all items, assigned in catalogue order, each item taking its first generated
+        candidate that no earlier item holds (an item whose candidates hold no word falls back to the first
+        words of its text). ``id_search: diverse`` (the released code): diverse beam search, and an item whose
+        candidates are all taken is searched again with a larger diversity penalty, then with longer IDs;
+        ``beam``: plain beam search once. Left-over clashes get a suffix. ``details`` say how IDs were
         assigned."""
         p, ctx = self.params, self.ctx
         generator.eval()
-        taken: set[tuple[int, ...]] = set()
-        codes, first, later = [], 0, 0
         n_items = len(ctx.items)
-        for start in range(0, n_items, GENERATION_BATCH):
-            items = torch.arange(start, min(start + GENERATION_BATCH, n_items), device=ctx.device)
-            for item, beams in zip(items.tolist(), generator.candidates(items, p.id_beams, p.id_max_tokens)):
-                words = [w for w in (self.words(vocab, beam) for beam in beams) if w] or [
-                    self.words(vocab, generator.texts[item].tolist())]
-                free = [rank for rank, w in enumerate(words) if w not in taken]
-                choice = words[free[0]] if free else words[0]
-                first += bool(free) and free[0] == 0
-                later += bool(free) and free[0] > 0
+
+        def search(items: list[int], penalties: list[float], longer: bool) -> list[list[tuple[int, ...]]]:
+            """Each item's candidates as word tuples (its text's first words when none has a word)."""
+            low, high = (p.id_max_tokens, 2 * p.id_max_tokens) if longer else (1, p.id_max_tokens)
+            out = []
+            for start in range(0, len(items), GENERATION_BATCH):
+                rows = torch.tensor(items[start:start + GENERATION_BATCH], device=ctx.device)
+                beams = (generator.candidates(rows, p.id_beams, high) if p.id_search == "beam" else
+                         generator.diverse(rows, p.id_beams, penalties[start:start + len(rows)], low, high))
+                for item, item_beams in zip(rows.tolist(), beams):
+                    out.append([w for w in (self.words(vocab, beam, high) for beam in item_beams) if w]
+                               or [self.words(vocab, generator.texts[item].tolist(), high)])
+            return out
+
+        first = search(list(range(n_items)), [DIVERSITY_STEP] * n_items, False)
+        again: dict[int, list[tuple[float, tuple[int, ...]]]] = {}
+        while True:  # assign in catalogue order; items found without a free candidate are searched again
+            taken: set[tuple[int, ...]] = set()
+            codes, counts, need, max_penalty = [], {"first_beam": 0, "later_beam": 0}, [], 0.0
+            for item in range(n_items):
+                free = [rank for rank, w in enumerate(first[item]) if w not in taken]
+                choice = first[item][free[0] if free else 0]
+                counts["first_beam"] += bool(free) and free[0] == 0
+                counts["later_beam"] += bool(free) and free[0] > 0
+                if not free and item in again:
+                    found = [(penalty, w) for penalty, w in again[item] if w not in taken]
+                    if found:
+                        max_penalty, choice = max(max_penalty, found[0][0]), found[0][1]
+                elif not free and p.id_search == "diverse":
+                    need.append(item)
                 taken.add(choice)
                 codes.append(list(choice))
+            if not need:
+                break
+            for item in need:
+                again[item] = []
+            for longer in (False, True):  # the searches again of every such item at once, used in this order
+                penalties = [penalty for penalty, stage in DIVERSITY_RETRIES if stage == longer]
+                rows = [item for item in need for _ in penalties]
+                for row, (item, words) in enumerate(zip(rows, search(rows, penalties * len(need), longer))):
+                    again[item] += [(penalties[row % len(penalties)], w) for w in words]
         unique, suffixed = disambiguate(codes, vocab)
         return ItemCodes(codes=code_table(unique), vocab_size=vocab.size, raw_codes=code_table(codes),
-                         text_vocab=vocab,
-                         details={"id_assignment": {"first_beam": first, "later_beam": later, "suffixed": suffixed}})
+                         text_vocab=vocab, details={"id_assignment": {**counts, "searched_again": len(again),
+                                                                      "suffixed": suffixed,
+                                                                      "max_diversity_penalty": max_penalty}})
 
-    def words(self, vocab: TextVocabulary, tokens: list[int]) -> tuple[int, ...]:
-        """A generated ID normalised to its words (punctuation dropped) and re-tokenised."""
+    def words(self, vocab: TextVocabulary, tokens: list[int], max_tokens: int | None = None) -> tuple[int, ...]:
+        """A generated ID normalised to its words (punctuation dropped) and re-tokenised (at most
+        ``max_tokens`` tokens, default ``id_max_tokens``)."""
         text = " ".join(WORD.findall(vocab.decode(tokens)))
-        return tuple(vocab.encode([text], self.params.id_max_tokens)[0]) if text else ()
+        return tuple(vocab.encode([text], max_tokens or self.params.id_max_tokens)[0]) if text else ()
 
     def id_phase(self, generator: IDGenerator, vocab: TextVocabulary, model: GenerativeRecommender,
                  ids: ItemCodes, examples: Examples, round_: int) -> list[float]:

@@ -23,6 +23,11 @@ Mapping used here:
 * **Items without categories** on a dataset that has categories get the path ``(<unknown>,)``, a root
   level node of its own. A dataset without any category is not applicable.
 
+**SemID+IID** (``leaf: iid``; the paper's hybrid indexing): the leaf token is the item's own independent ID
+token (one new token per item) instead of its index on the path, as for CID+IID (see :mod:`identifiers.cid`;
+the paper's description is followed: the released code's logs name ``SemID+IID`` runs, its scripts do not show
+how the IID is attached).
+
 Every code ends with its only leaf token and leaf tokens appear nowhere else, so no code is a prefix of
 another; codes of different depths are right-padded with -1.
 """
@@ -38,6 +43,7 @@ import torch
 from benchmark.config import param
 from benchmark.splits import TrainData
 from identifiers.base import SequenceScheme
+from identifiers.cid import LEAF_TOKENS
 from identifiers.registry import register
 from recommenders.contracts import ItemCodes
 
@@ -53,10 +59,13 @@ class SemIDParams:
         paths. Default True (paper: True).
     beam_size: beams of the constrained beam search that decodes recommendations. Paper: 20 (the public
         code generates with 20 beams over a trie of valid IDs).
+    leaf: last token of a code: ``index`` (the item's index on its path, SemID) or ``iid`` (the item's own
+        token, the SemID+IID hybrid). Default ``index``. Tunable (``python -m benchmark tune``): leaf.
     """
 
     drop_shared_root: bool = True
     beam_size: int = param(20, low=1, option=True)
+    leaf: str = param("index", choices=LEAF_TOKENS, tune=True)
 
 
 @register("semid")
@@ -84,8 +93,10 @@ class SemID(SequenceScheme):
         for items in members.values():
             ordered = sorted(items, key=lambda item: priority[item])
             leaf_index[ordered] = np.arange(len(ordered))
+        if self.params.leaf == "iid":
+            leaf_index = np.arange(len(paths))
         depth = max(len(path) for path in paths)
-        leaf_tokens = max(len(items) for items in members.values())
+        leaf_tokens = int(leaf_index.max()) + 1
         raw = torch.full((len(paths), depth), -1, dtype=torch.long)
         codes = torch.full((len(paths), depth + 1), -1, dtype=torch.long)
         for item, path in enumerate(paths):
@@ -99,6 +110,7 @@ class SemID(SequenceScheme):
             "path_tokens": len(nodes),
             "path_tokens_per_level": [int(n) for _, n in sorted(Counter(d for d, _ in nodes).items())],
             "leaf_tokens": leaf_tokens,
+            "leaf": self.params.leaf,
             "distinct_paths": len(members),
             "max_items_per_path": int(per_path.max()),
             "mean_items_per_path": float(per_path.mean()),

@@ -1,9 +1,12 @@
 """SASRec (Kang & McAuley, ICDM 2018): a causal self-attention encoder over the item history.
 
 Used as a leaderboard baseline and as the collaborative-filtering (CF) encoder that E4SRec, LETTER and
-SETRec build on. Loss: **softmax cross-entropy over all items at every position** (as in later
-re-implementations, e.g. RecBole's ``loss_type=CE``), not the paper's binary cross-entropy with one
+SETRec build on. Default loss (``loss: ce``): **softmax cross-entropy over all items at every position** (as in
+later re-implementations, e.g. RecBole's ``loss_type=CE``), not the paper's binary cross-entropy with one
 sampled negative; the full softmax is markedly stronger on Amazon data, so state it when comparing.
+``loss: bce`` is the paper's loss: at every position, ``-log sigma(h.e_pos) - log(1 - sigma(h.e_neg))`` with one
+negative drawn uniformly from the items other than that position's target (the paper's code draws it from the
+items outside the user's whole training sequence).
 """
 from __future__ import annotations
 
@@ -15,10 +18,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.batches import HistoryBatch
-from benchmark.config import TrainConfig
+from benchmark.config import ConfigError, TrainConfig, param
 from benchmark.hashing import content_key
 from benchmark.splits import Examples, TrainData, pad_left
 from recommenders.base import Recommender
+
+SASREC_LOSSES = ("ce", "bce")
 
 
 @dataclass(frozen=True)
@@ -29,12 +34,19 @@ class SASRecParams:
     layers: int = 2 -- self-attention blocks [2].
     heads: int = 1 -- attention heads [1].
     dropout: float = 0.3 -- dropout on embeddings and blocks [0.2 dense / 0.5 sparse data].
+    loss: str = ce -- ce (softmax cross-entropy over all items) or bce (one sampled negative per position) [bce].
+    Tunable (``python -m benchmark tune``): hidden 16-128 (log), layers 1-3, dropout 0-0.5.
     """
 
-    hidden: int = 64
-    layers: int = 2
-    heads: int = 1
-    dropout: float = 0.3
+    hidden: int = param(64, low=1, tune=(16, 128, "int-log"))
+    layers: int = param(2, low=1, tune=(1, 3, "int"))
+    heads: int = param(1, low=1)
+    dropout: float = param(0.3, low=0, high=1, high_open=True, tune=(0.0, 0.5, "linear"))
+    loss: str = param("ce", choices=SASREC_LOSSES, added=True)
+
+    def check(self) -> None:
+        if self.hidden % self.heads:
+            raise ConfigError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
 
 
 class SASRec(Recommender):
@@ -92,17 +104,25 @@ class SASRec(Recommender):
                         np.asarray(targets, dtype=np.int64))
 
     def loss(self, batch: HistoryBatch) -> torch.Tensor:
-        """Cross-entropy over all items at every non-padded position."""
-        hidden = self.encode_sequence(batch.items, batch.mask)
-        next_items = torch.cat([batch.items[:, 1:], batch.targets[:, None]], dim=1)
-        logits = hidden[batch.mask] @ self.item_embeddings().T
-        return F.cross_entropy(logits.float(), next_items[batch.mask])
+        """Cross-entropy over all items (``ce``), or binary cross-entropy with one uniformly drawn negative other
+        than the target (``bce``), at every non-padded position."""
+        hidden = self.encode_sequence(batch.items, batch.mask)[batch.mask]
+        targets = torch.cat([batch.items[:, 1:], batch.targets[:, None]], dim=1)[batch.mask]
+        if self.params.loss == "ce":
+            return F.cross_entropy((hidden @ self.item_embeddings().T).float(), targets)
+        offset = torch.randint(1, max(2, self.n_items), targets.shape, device=targets.device)
+        negatives = (targets + offset) % self.n_items
+        table = self.item_embeddings()
+        positive = (hidden * table[targets]).sum(-1).float()
+        negative = (hidden * table[negatives]).sum(-1).float()
+        return F.softplus(-positive).mean() + F.softplus(negative).mean()
 
 
 def cf_cache_key(data: TrainData, dataset: str, split: str, seed: int, params: SASRecParams,
                  train: TrainConfig) -> str:
-    """Cache key of a trained CF encoder: everything that determines its weights, the training sequences
-    themselves included (so a re-generated or replaced dataset of the same name never reuses stale weights)."""
+    """Cache key of a trained CF encoder: everything that determines its weights (its loss is one of the
+    ``params``), the training sequences themselves included (so a re-generated or replaced dataset of the same
+    name never reuses stale weights)."""
     return content_key({"dataset": dataset, "split": split, "seed": seed, "n_items": data.n_items,
                         "max_len": data.max_history, "params": asdict(params), "train": train.to_dict()},
                        [np.asarray(seq, dtype=np.int64) for seq in data.sequences])

@@ -107,8 +107,12 @@ def autocast(device: torch.device, enabled: bool):
 
 def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, cfg: TrainConfig,
         ks: tuple[int, ...], eval_batch_size: int, device: torch.device, seed: int, progress: bool = True,
-        checkpoint: Path | None = None, desc: str = "train") -> TrainReport:
-    """Train ``model`` on ``data`` with early stopping on ``cfg.valid_metric`` over ``valid``."""
+        checkpoint: Path | None = None, desc: str = "train",
+        on_epoch: Callable[[int, float], None] | None = None) -> TrainReport:
+    """Train ``model`` on ``data`` with early stopping on ``cfg.valid_metric`` over ``valid``.
+
+    ``on_epoch(epoch, value)`` is called after every trained epoch (1-based) with its validation value, e.g. to
+    prune a tuning trial; an exception it raises stops training and propagates."""
     report = TrainReport()
     model.to(device)
     model.prepare(data)
@@ -174,6 +178,8 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
                                       "optimizer": optimizer.state_dict(), "best_state": best_state, "bad": bad,
                                       "epoch": epoch, "finished": finished, "report": asdict(report),
                                       "generators": generator_states(order)})
+        if on_epoch is not None:
+            on_epoch(epoch + 1, value)
         if finished:
             break
     if best_state is not None:

@@ -143,6 +143,9 @@ def test_semid_tokens_follow_category_tree_nodes(tmp_path: Path) -> None:
     assert stats["path_tokens_per_level"] == [3, 3] and stats["collision_rate_before_dedup"] == pytest.approx(0.4)
     _, full = semid_codes(dataset, tmp_path, drop_shared_root=False)
     assert full.codes.shape == (5, 4) and len(set(full.codes[:4, 0].tolist())) == 1
+    _, hybrid = semid_codes(dataset, tmp_path, leaf="iid")  # SemID+IID: the item's own token ends its code
+    assert hybrid.codes.tolist() == [[1, 3, 6], [1, 4, 7], [2, 5, 8], [1, 3, 9], [0, 10, -1]]
+    assert hybrid.vocab_size == 11
 
 
 def test_semid_item_paths_keep_one_level() -> None:
@@ -164,5 +167,27 @@ def test_registry_contract() -> None:
         assert get_scheme(name) is cls and cls.paradigm == "sequence" and cls.citation
     assert resolve("synthetic", CID, 0, "paper").params == {"n_clusters": 20, "max_leaf": 500, "window": 0,
                                                            "assign_labels": "cluster_qr", "eigen_solver": "lobpcg",
-                                                           "beam_size": 20}
-    assert resolve("synthetic", SemID, 0, "paper").params == {"drop_shared_root": True, "beam_size": 20}
+                                                           "beam_size": 20, "leaf": "index"}
+    assert resolve("synthetic", SemID, 0, "paper").params == {"drop_shared_root": True, "beam_size": 20,
+                                                             "leaf": "index"}
+
+
+def test_cid_gives_every_tree_node_its_own_token_and_the_iid_hybrid(small_synthetic: Dataset, tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    groups = [range(0, 30), range(30, 60)]
+    data = TrainData(sequences=community_sequences(rng, groups, users=90, length=8), n_items=60, max_history=10)
+    ctx = make_context(CID, small_synthetic, tmp_path)
+    _, codes = cid_codes(ctx, data, n_clusters=2, max_leaf=8)
+    stats = codes.statistics()
+    assert stats["cluster_tokens"] == sum(stats["clusters_per_level"])  # one token per non-root node
+    parents: dict[int, set[tuple[int, ...]]] = {}
+    for row in codes.raw_codes.tolist():
+        path = [token for token in row if token >= 0]
+        for depth, token in enumerate(path):
+            parents.setdefault(token, set()).add(tuple(path[:depth]))
+    assert all(len(prefixes) == 1 for prefixes in parents.values())  # a token names one node under one parent
+    _, hybrid = cid_codes(ctx, data, n_clusters=2, max_leaf=8, leaf="iid")
+    last = hybrid.codes.gather(1, ((hybrid.codes >= 0).sum(1, keepdim=True) - 1)).squeeze(1)
+    assert torch.equal(last, stats["cluster_tokens"] + torch.arange(60))
+    assert hybrid.vocab_size == stats["cluster_tokens"] + 60
+    assert_prefix_free(hybrid)

@@ -195,3 +195,16 @@ def test_registry_contract() -> None:
         ItemTokenSets(cf=None, semantic=None)
     with pytest.raises(ValueError, match="FloatTensor"):
         ItemVectors(torch.zeros(3, dtype=torch.long))
+
+
+def test_e4srec_can_build_on_a_bce_trained_sasrec(tiny, cache: Path) -> None:
+    data = tiny[1].train
+    ce = scheme(tiny, cache, "e4srec")
+    ce.tokenize(data)
+    bce = scheme(tiny, cache, "e4srec", cf_loss="bce")
+    vectors = bce.tokenize(data)
+    ce_report, bce_report = ce.ctx.components["cf_encoder"], bce.ctx.components["cf_encoder"]
+    assert (ce_report["params"]["loss"], bce_report["params"]["loss"]) == ("ce", "bce")
+    assert ce_report["cache_key"] != bce_report["cache_key"] and not bce_report["loaded_from_cache"]
+    assert torch.isfinite(vectors.vectors).all()
+    assert get_scheme("e4srec").resolve_params("quick", {})["cf_loss"] == "ce"  # CE stays the default

@@ -40,7 +40,9 @@ def test_scheme_contract(name: str) -> None:
     assert dataclasses.is_dataclass(cls.Params) and cls.Params.__doc__
     for profile in PROFILES:
         params = cls.resolve_params(profile, {})
-        assert set(params) == {f.name for f in dataclasses.fields(cls.Params)}
+        added = {f.name for f in dataclasses.fields(cls.Params) if f.metadata.get("added")}
+        assert set(params) | added == {f.name for f in dataclasses.fields(cls.Params)}
+        cls.Params(**params)
         resolve("synthetic", cls, 0, profile)
     if issubclass(cls, ParadigmScheme):
         own = {hook for hook in ("tokenize", "two_stage") if getattr(cls, hook) is not getattr(ParadigmScheme, hook)}

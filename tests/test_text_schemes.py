@@ -155,3 +155,31 @@ def test_idgenrec_rejects_configs_without_an_id_generator_phase(override: dict, 
     with pytest.raises(ConfigError) as error:
         IDGenRec.resolve_params("quick", override)
     assert str(error.value).startswith("schemes.idgenrec") and all(key in str(error.value) for key in keys)
+
+
+def test_diverse_beam_search_groups_differ_and_a_zero_penalty_repeats_greedy(small_synthetic: Dataset,
+                                                                              cache: Path) -> None:
+    ctx = make_context(IDGenRec, small_synthetic, cache)
+    scheme = IDGenRec(ctx.config.params, ctx)
+    torch.manual_seed(0)
+    generator = id_generator(scheme).eval()
+    items = torch.arange(6)
+    same = generator.diverse(items, groups=3, penalty=0.0, min_tokens=1, max_tokens=4)
+    assert all(rows[0] == rows[1] == rows[2] for rows in same)  # no penalty: every group decodes greedily
+    apart = generator.diverse(items, groups=3, penalty=1e6, min_tokens=2, max_tokens=4)
+    for rows in apart:
+        assert len({row[0] for row in rows}) == 3 and all(len(row) >= 2 for row in rows)
+
+
+def test_idgenrec_searches_again_until_its_ids_are_free(small_synthetic: Dataset, cache: Path) -> None:
+    ctx = make_context(IDGenRec, small_synthetic, cache)
+    scheme = IDGenRec({**ctx.config.params, "id_beams": 2}, ctx)
+    torch.manual_seed(0)
+    generator, vocab = id_generator(scheme), ctx.text_vocabulary()
+    codes = scheme.generate_ids(generator, vocab)
+    assignment = codes.statistics()["id_assignment"]
+    assert len(torch.unique(codes.codes, dim=0)) == small_synthetic.n_items
+    assert assignment["searched_again"] > 0  # an untrained generator repeats itself: items were searched again
+    assert assignment["suffixed"] < assignment["searched_again"] and assignment["max_diversity_penalty"] > 0.1
+    plain = IDGenRec({**ctx.config.params, "id_beams": 2, "id_search": "beam"}, ctx)
+    assert plain.generate_ids(generator, vocab).statistics()["id_assignment"]["searched_again"] == 0

@@ -1,0 +1,244 @@
+"""Hyper-parameter search on validation: ``python -m benchmark tune`` (optuna).
+
+The search space is the scheme's own: the ``Params`` fields declared ``param(..., tune=...)``
+(:func:`benchmark.config.search_space`). Each trial resolves a normal run config with the sampled values, builds
+the scheme on the training split and trains it with the shared loop; its objective is the run's
+``train.valid_metric`` on the validation examples used for model selection (the fixed subset of
+``train.max_valid_examples``), after the model's own inference-time selection. Test examples are never
+evaluated during the search. After every epoch the validation value is reported to optuna and a median pruner
+stops trials that are worse than the median of earlier trials at the same epoch.
+
+The study lives in a storage (a SQLite file under ``<results>/tuning/`` by default, or any SQLAlchemy URL), so
+several workers (processes, machines) can add trials to one study, and a killed worker loses only its running
+trial. A study remembers the config it was made for (everything but the tuned values); a worker whose config
+differs is refused. Each trial's sampler is seeded from the run's seed and the number of trials the study
+held when it was asked, so a single worker's search is reproducible; that seed is stored with the trial.
+
+At the end the best trial's values are written as a YAML that ``run --config`` accepts, and (unless
+``final_run`` is off) the final test run is a normal record with a ``tuned_from`` field naming the study.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from optuna.trial import TrialState
+
+from benchmark.config import Environment, RunConfig, Tunable, load_defaults, resolve, search_space
+from benchmark.evaluate import evaluate
+from benchmark.metrics import metric_value
+from benchmark.runner import cached_dataset, cached_split, resolve_device, run_all, seed_everything
+from identifiers.base import RunContext
+from identifiers.registry import get_scheme
+from recommenders import trainer
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # each trial's outcome is printed by run_trials
+
+SEED_STRIDE = 1_000_003
+"""Sampler seed of a trial: ``(seed * SEED_STRIDE + trials already in the study) mod 2**32``."""
+
+
+class TuneError(ValueError):
+    """A tuning request that cannot be served (no search space, a study of another config, no finished trial)."""
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    """One worker's tuning request; unset keys come from the ``tune`` section of ``defaults.yaml``.
+
+    ``trials``: trials this worker adds to the study. ``storage``: SQLAlchemy URL (default: a SQLite file under
+    ``<results>/tuning/``). ``study_name``: default :func:`study_name`. ``output``: the best parameters' YAML
+    (default: beside the default SQLite file). ``final_run``: run the best config on test afterwards.
+    """
+
+    trials: int
+    storage: str | None = None
+    study_name: str | None = None
+    output: str | None = None
+    final_run: bool = True
+    force: bool = False
+
+
+def study_name(config: RunConfig) -> str:
+    """The default study of a base config: its run name (dataset, scheme, backbone, split, profile, seed)."""
+    return config.run_name
+
+
+def public_url(url: str) -> str:
+    """``url`` without a password, for records and messages."""
+    return re.sub(r"(//[^/:@]*):[^/@]*@", r"\1:***@", url)
+
+
+def tunable_space(scheme: str) -> list[Tunable]:
+    """The scheme's search space; a :class:`TuneError` when it declares none."""
+    cls = get_scheme(scheme)
+    space = search_space(cls.Params)
+    if not space:
+        raise TuneError(f"scheme {scheme} declares no tunable parameter (param(..., tune=...) in its Params); "
+                        f"see `python -m benchmark list --params {scheme}`")
+    return space
+
+
+def suggest(trial: optuna.Trial, space: list[Tunable]) -> dict[str, Any]:
+    """One value per tunable field, drawn by ``trial``."""
+    values: dict[str, Any] = {}
+    for dim in space:
+        if dim.choices is not None:
+            values[dim.name] = trial.suggest_categorical(dim.name, list(dim.choices))
+        elif dim.scale.startswith("int"):
+            values[dim.name] = trial.suggest_int(dim.name, int(dim.low), int(dim.high), log=dim.scale == "int-log")
+        else:
+            values[dim.name] = trial.suggest_float(dim.name, dim.low, dim.high, log=dim.scale == "log")
+    return values
+
+
+def with_params(user: dict[str, Any], scheme: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The user config with ``values`` over its ``schemes.<scheme>`` section."""
+    schemes = dict(user.get("schemes") or {})
+    schemes[scheme] = {**(schemes.get(scheme) or {}), **values}
+    return {**user, "schemes": schemes}
+
+
+def validation_value(config: RunConfig, env: Environment, on_epoch: Any = None) -> float:
+    """Build and train ``config``'s scheme as :func:`benchmark.runner.run_one` does (no checkpoint) and return
+    ``train.valid_metric`` on the selection subset of validation, after the model's validation-only selection.
+    ``on_epoch(epoch, value)`` sees every epoch's validation value."""
+    device = resolve_device(env.device)
+    seed_everything(config.seed)
+    dataset = cached_dataset(config.dataset, env.data_dir, config.k_core)
+    split = cached_split(config.dataset, env.data_dir, config.k_core, config.split, config.max_history)
+    cf_config = resolve(config.dataset, get_scheme("sasrec"), config.seed, config.profile)
+    ctx = RunContext(config=config, dataset=dataset, valid=split.valid, warm=split.warm, device=device,
+                     cf_config=cf_config, cache_dir=Path(env.cache_dir), progress=env.progress)
+    scheme = get_scheme(config.scheme)(config.params, ctx)
+    reason = scheme.not_applicable(dataset)
+    if reason:
+        raise TuneError(f"{config.scheme} cannot run on {config.dataset}: {reason}")
+    model = scheme.build(split.train).model
+    trainer.fit(model, split.train, split.valid, split.warm, config.train, config.ks, config.eval_batch_size, device,
+                config.seed, env.progress, desc=f"{config.scheme} trial", on_epoch=on_epoch)
+    examples = split.valid.subset(config.train.max_valid_examples, config.seed)
+    k = int(config.train.valid_metric.split("@")[1])
+
+    def score(m: Any) -> Any:
+        return evaluate(m, examples, split.warm, config.ks, config.eval_batch_size, device)
+
+    model.select_on_validation(score)
+    result = evaluate(model, examples, split.warm, (k,), config.eval_batch_size, device)
+    return metric_value(config.train.valid_metric, result.ranks)
+
+
+def open_study(base: RunConfig, settings: TuneSettings, results_dir: str) -> tuple[optuna.Study, str, str]:
+    """The study (created, or loaded when it exists), its name and storage URL. A loaded study must have been
+    made for the same base config, else :class:`TuneError`."""
+    name = settings.study_name or study_name(base)
+    url = settings.storage or f"sqlite:///{Path(results_dir) / 'tuning' / name}.db"
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        storage: Any = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    else:
+        storage = url
+    defaults = load_defaults()["tune"]
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=defaults["pruner_startup_trials"],
+                                         n_warmup_steps=defaults["pruner_first_epoch"])
+    study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
+                                pruner=pruner)
+    tuned = {dim.name for dim in tunable_space(base.scheme)}
+    made_for = json.loads(json.dumps({**base.to_dict(), "params": {key: value for key, value in base.params.items()
+                                                                   if key not in tuned}}))
+    known = study.user_attrs.get("base_config")
+    if known is None:
+        study.set_user_attr("base_config", made_for)
+    elif known != made_for:
+        changed = sorted(key for key in made_for if known.get(key) != made_for[key])
+        raise TuneError(f"study '{name}' in {public_url(url)} was made for another config (differs in "
+                        f"{', '.join(changed)}); give another --study-name")
+    return study, name, url
+
+
+def run_trials(study: optuna.Study, base: RunConfig, user: dict[str, Any], cli: dict[str, Any], env: Environment,
+               trials: int) -> None:
+    """Ask, train and tell ``trials`` trials; pruned and diverged trials are recorded as such."""
+    cls, space = get_scheme(base.scheme), tunable_space(base.scheme)
+    startup = load_defaults()["tune"]["sampler_startup_trials"]
+    for _ in range(trials):
+        seed = (base.seed * SEED_STRIDE + len(study.get_trials(deepcopy=False))) % 2**32
+        study.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+        trial = study.ask()
+        trial.set_user_attr("sampler_seed", seed)
+        values = suggest(trial, space)
+        try:
+            config = resolve(base.dataset, cls, base.seed, base.profile, with_params(user, base.scheme, values), cli)
+        except ValueError as error:  # a cross-field rule of Params.check() refuses this combination
+            trial.set_user_attr("failure", str(error))
+            study.tell(trial, state=TrialState.FAIL)
+            continue
+        trial.set_user_attr("config_hash", config.hash())
+
+        def report(epoch: int, value: float, trial: optuna.Trial = trial) -> None:
+            trial.report(value, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"epoch {epoch}: {value:.4f} below the median of earlier trials")
+
+        try:
+            value = validation_value(config, env, report)
+        except optuna.TrialPruned as pruned:
+            print(f"trial {trial.number} pruned at {pruned}")
+            study.tell(trial, state=TrialState.PRUNED)
+            continue
+        except trainer.DivergenceError as error:
+            trial.set_user_attr("failure", str(error))
+            print(f"trial {trial.number} failed: {error}")
+            study.tell(trial, state=TrialState.FAIL)
+            continue
+        except BaseException:
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        study.tell(trial, value)
+        print(f"trial {trial.number}: {base.train.valid_metric} {value:.4f} with {values}")
+
+
+def best_yaml(study: optuna.Study, name: str, url: str, base: RunConfig, user: dict[str, Any],
+              cli: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The YAML text of the best trial for ``run --config`` and the config mapping it holds."""
+    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not completed:
+        raise TuneError(f"study '{name}' has no finished trial yet; run tune with --trials >= 1")
+    best = study.best_trial
+    config = with_params(user, base.scheme, best.params)
+    config["run"] = {**(user.get("run") or {}), **cli}
+    config = {key: value for key, value in config.items() if value}
+    header = (f"# Best of optuna study '{name}' ({public_url(url)}): trial {best.number}, validation "
+              f"{base.train.valid_metric} {best.value:.6f}, out of {len(completed)} finished trial(s).\n"
+              f"# Test run: python -m benchmark run --identifiers {base.scheme} --datasets {base.dataset} "
+              f"--profile {base.profile} --seed {base.seed} --config THIS_FILE\n")
+    return header + yaml.safe_dump(config, sort_keys=True), config
+
+
+def tune(base: RunConfig, user: dict[str, Any], cli: dict[str, Any], env: Environment,
+         settings: TuneSettings) -> dict[str, Any]:
+    """Add ``settings.trials`` trials to the study of ``base``, write the best parameters' YAML and (unless
+    ``settings.final_run`` is off) run the best config on test; return what was done."""
+    study, name, url = open_study(base, settings, env.results_dir)
+    run_trials(study, base, user, cli, env, settings.trials)
+    text, config = best_yaml(study, name, url, base, user, cli)
+    output = Path(settings.output or Path(env.results_dir) / "tuning" / f"{name}.yaml")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
+    states = [trial.state for trial in study.get_trials(deepcopy=False)]
+    best = study.best_trial
+    tuned_from = {"study": name, "storage": public_url(url), "best_trial": best.number,
+                  "best_valid": best.value, "valid_metric": base.train.valid_metric, "best_params": best.params,
+                  "trials": {state.name.lower(): states.count(state) for state in set(states)},
+                  "search_space": [asdict(dim) for dim in tunable_space(base.scheme)], "config_file": str(output)}
+    done: dict[str, Any] = {"study": name, "storage": public_url(url), "best_config": str(output),
+                            "tuned_from": tuned_from, "record": None}
+    if settings.final_run:
+        final = resolve(base.dataset, get_scheme(base.scheme), base.seed, base.profile, config, cli)
+        done["record"] = str(run_all([final], env, force=settings.force, annotate={"tuned_from": tuned_from})[0])
+    return done
