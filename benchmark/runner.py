@@ -163,18 +163,28 @@ def run_one(config: RunConfig, env: Environment) -> dict[str, Any]:
         "inference": model.inference_statistics(),
         "timings": {"identifier_fit_s": fit_seconds, "train_s": report.seconds, "inference_s": test.seconds,
                     "inference_ms_per_user": 1000.0 * test.seconds / n_test},
-        "memory": peak_memory_mb(device), "model": model_size(model),
+        "memory": peak_memory_mb(device), "model": model_size(model, config),
         "per_user": {**test.per_user(), "target_train_counts": item_counts[split.test.targets].tolist()},
         "item_train_count_histogram": {"train_count": values.tolist(), "items": items.tolist()},
         "finished_at": now(),
     }
 
 
-def model_size(model: torch.nn.Module) -> dict[str, Any]:
+def model_size(model: torch.nn.Module, config: RunConfig) -> dict[str, Any]:
     """Parameter counts of the whole recommender (backbone, heads, identifier buffers excluded) and the family
-    (``config.model_type``, e.g. ``t5``) of its first transformers sub-model, None for backbone-free models."""
-    family = next((m.config.model_type for m in model.modules() if hasattr(getattr(m, "config", None), "model_type")),
-                  None)
-    return {"total_parameters": sum(p.numel() for p in model.parameters()),
-            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "backbone_family": family}
+    (``config.model_type``, e.g. ``t5``) of its first transformers sub-model, None for backbone-free models;
+    with a backbone also its own counts (``backbone_parameters``, counted as ``peft``'s
+    ``get_nb_trainable_parameters`` does), the fine-tuning it got (``lora`` when LoRA adapters were injected,
+    else ``full``) and, for LoRA, the settings."""
+    backbone = next((m for m in model.modules() if hasattr(getattr(m, "config", None), "model_type")), None)
+    size: dict[str, Any] = {"total_parameters": sum(p.numel() for p in model.parameters()),
+                            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                            "backbone_family": backbone.config.model_type if backbone is not None else None}
+    if backbone is None:
+        return size
+    lora = any("lora_" in name for name, _ in backbone.named_parameters())
+    return {**size, "backbone_parameters": {"total": sum(p.numel() for p in backbone.parameters()),
+                                            "trainable": sum(p.numel() for p in backbone.parameters()
+                                                             if p.requires_grad)},
+            "finetune": "lora" if lora else "full",
+            "lora": asdict(config.lora) if lora and config.lora is not None else None}

@@ -234,6 +234,34 @@ def is_decoder_only(model: PreTrainedModel) -> bool:
     return not model.config.is_encoder_decoder
 
 
+def causal_positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that count real tokens only, so that padding (left or inside) does not shift them."""
+    return (mask.long().cumsum(dim=1) - 1).clamp_min(0)
+
+
+def context_states(model: PreTrainedModel, inputs_embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``[B, S, d]`` hidden states of a history given as embeddings (padding where ``mask`` is 0): a T5's
+    encoder output, or a decoder-only model's last hidden states (causal; the last column must be real)."""
+    if is_decoder_only(model):
+        return model.base_model(inputs_embeds=inputs_embeds, attention_mask=mask.long(),
+                                position_ids=causal_positions(mask), use_cache=False).last_hidden_state
+    return model.get_encoder()(inputs_embeds=inputs_embeds, attention_mask=mask.long()).last_hidden_state
+
+
+def user_state(model: PreTrainedModel, inputs_embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``[B, d]`` one state summarising a history given as embeddings, left-padded: a T5's decoder state after
+    its start token over the encoder output (E4SRec on T5), or a decoder-only model's last position's hidden
+    state (E4SRec's released LLaMA code)."""
+    if is_decoder_only(model):
+        return context_states(model, inputs_embeds, mask)[:, -1]
+    encoded = context_states(model, inputs_embeds, mask)
+    start = torch.full((len(inputs_embeds), 1), model.config.decoder_start_token_id, dtype=torch.long,
+                       device=inputs_embeds.device)
+    decoded = model.get_decoder()(input_ids=start, encoder_hidden_states=encoded, encoder_attention_mask=mask.long(),
+                                  use_cache=False)
+    return decoded.last_hidden_state[:, -1]
+
+
 def special_ids(model: PreTrainedModel) -> tuple[int, int]:
     """(pad, end of sequence) of a built backbone: 0 and 1 for presets and T5; a decoder-only checkpoint's own
     (its pad token, or its end of sequence when it has none)."""

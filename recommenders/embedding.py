@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.batches import HistoryBatch
-from recommenders.backbones import BackboneSpec, build_backbone, is_decoder_only
+from recommenders.backbones import BackboneSpec, build_backbone, user_state
 from recommenders.base import Recommender
 from recommenders.contracts import ItemVectors
 
@@ -59,16 +59,7 @@ class EmbeddingRecommender(Recommender):
         """
         items, mask = batch.items[:, -self.max_history:], batch.mask[:, -self.max_history:]
         inputs = self.input_proj(self.item_vectors(items)) * mask[..., None]
-        if is_decoder_only(self.backbone):
-            positions = (mask.long().cumsum(dim=1) - 1).clamp_min(0)
-            return self.backbone.base_model(inputs_embeds=inputs, attention_mask=mask.long(), position_ids=positions,
-                                            use_cache=False).last_hidden_state[:, -1]
-        encoded = self.backbone.encoder(inputs_embeds=inputs, attention_mask=mask.long()).last_hidden_state
-        start = torch.full((len(items), 1), self.backbone.config.decoder_start_token_id, dtype=torch.long,
-                           device=items.device)
-        decoded = self.backbone.decoder(input_ids=start, encoder_hidden_states=encoded,
-                                  encoder_attention_mask=mask.long(), use_cache=False)
-        return decoded.last_hidden_state[:, -1]
+        return user_state(self.backbone, inputs, mask)
 
     def score(self, batch: HistoryBatch) -> torch.Tensor:
         return self.item_head(self.encode(batch))

@@ -29,7 +29,14 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from benchmark.batches import HistoryBatch
-from recommenders.backbones import BackboneSpec, build_backbone, is_decoder_only, new_token_offset, special_ids
+from recommenders.backbones import (
+    BackboneSpec,
+    build_backbone,
+    causal_positions,
+    is_decoder_only,
+    new_token_offset,
+    special_ids,
+)
 from recommenders.base import Recommender
 from recommenders.contracts import ItemCodes
 from recommenders.decoding import CodeTrie, beam_search, causal_beam_search
@@ -88,11 +95,6 @@ def left_padded(input_ids: torch.Tensor, mask: torch.Tensor, pad_id: int) -> tup
     source = (torch.arange(width, device=input_ids.device)[None, :] - shift) % width
     moved = mask.gather(1, source)
     return torch.where(moved.bool(), input_ids.gather(1, source), pad_id), moved
-
-
-def causal_positions(mask: torch.Tensor) -> torch.Tensor:
-    """Position ids that count real tokens only (left padding does not shift them)."""
-    return (mask.long().cumsum(dim=1) - 1).clamp_min(0)
 
 
 class GenerativeRecommender(Recommender):

@@ -41,7 +41,7 @@ from torch import nn
 from benchmark.batches import HistoryBatch
 from benchmark.evaluate import EvaluationResult
 from benchmark.metrics import metric_value
-from recommenders.backbones import BackboneSpec, build_backbone, is_decoder_only
+from recommenders.backbones import BackboneSpec, build_backbone, causal_positions, is_decoder_only
 from recommenders.base import Recommender
 from recommenders.contracts import ItemTokenSets
 
@@ -239,7 +239,7 @@ class SetRecommender(Recommender):
 
     def generate_causal(self, inputs: torch.Tensor, queries: torch.Tensor, item_mask: torch.Tensor) -> torch.Tensor:
         """The decoder-only :meth:`generate`: history tokens then queries in one pass; outputs at the queries."""
-        item_positions = (item_mask.long().cumsum(dim=1) - 1).clamp_min(0)
+        item_positions = causal_positions(item_mask)
         query_positions = item_mask.long().sum(dim=1, keepdim=True).expand(-1, self.tokens_per_item)
         positions = torch.cat([item_positions.repeat_interleave(self.tokens_per_item, dim=1), query_positions], dim=1)
         sequence = torch.cat([inputs, queries], dim=1)
