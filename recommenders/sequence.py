@@ -88,13 +88,33 @@ class HistoryLayout:
         return (torch.arange(width, device=self.items.device)[None, :] <= self.lengths[:, None]).long()
 
 
-def left_padded(input_ids: torch.Tensor, mask: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded rows ``[B, S]`` (mask 1 on tokens) moved to the right end of the row: left padding."""
-    width = input_ids.shape[1]
+def left_padded(values: torch.Tensor, mask: torch.Tensor, fill: float | int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded rows ``[B, S, ...]`` (mask ``[B, S]``, 1 on tokens) moved to the right end of the row: left
+    padding, ``fill`` in the padding."""
+    width = values.shape[1]
     shift = width - mask.sum(dim=1, keepdim=True)
-    source = (torch.arange(width, device=input_ids.device)[None, :] - shift) % width
+    source = (torch.arange(width, device=values.device)[None, :] - shift) % width
     moved = mask.gather(1, source)
-    return torch.where(moved.bool(), input_ids.gather(1, source), pad_id), moved
+    index = source.view(*source.shape, *([1] * (values.dim() - 2))).expand_as(values)
+    real = moved.bool().view(*moved.shape, *([1] * (values.dim() - 2)))
+    return torch.where(real, values.gather(1, index), fill), moved
+
+
+def causal_pair_logits(model: PreTrainedModel, prompt: torch.Tensor | None, prompt_mask: torch.Tensor,
+                       labels: torch.Tensor, pad_id: int, prompt_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    """Teacher-forced logits ``[B, T, vocab]`` of the label tokens ``[B, T]`` (-100 = ignore) continuing a
+    left-padded prompt (ids, or embeddings ``prompt_embeds``) on a decoder-only ``model``: position ``S - 1 + t``
+    predicts label ``t``; the prompt itself is not predicted."""
+    target = labels.masked_fill(labels == IGNORE_INDEX, pad_id)
+    mask = torch.cat([prompt_mask, (labels != IGNORE_INDEX).long()], dim=1)[:, :-1]
+    inputs: dict[str, torch.Tensor] = {}
+    if prompt_embeds is None:
+        inputs["input_ids"] = torch.cat([prompt, target], dim=1)[:, :-1]
+    else:
+        embedded = model.get_input_embeddings()(target).to(prompt_embeds.dtype)
+        inputs["inputs_embeds"] = torch.cat([prompt_embeds, embedded], dim=1)[:, :-1]
+    logits = model(**inputs, attention_mask=mask, position_ids=causal_positions(mask), use_cache=False).logits
+    return logits[:, prompt_mask.shape[1] - 1:]
 
 
 class GenerativeRecommender(Recommender):
@@ -190,16 +210,31 @@ class GenerativeRecommender(Recommender):
         """A decoder-only backbone's prompt: :meth:`encoder_inputs` left-padded, ``[B, S]`` ids and mask."""
         return left_padded(*self.encoder_inputs(batch.items, batch.mask, batch.users), self.pad_id)
 
-    def causal_logits(self, prompt: torch.Tensor, prompt_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced logits ``[B, T, vocab]`` of the label tokens ``[B, T]`` (-100 = ignore) continuing a
-        left-padded prompt, on a decoder-only backbone: position ``S - 1 + t`` predicts label ``t``."""
-        target = labels.masked_fill(labels == IGNORE_INDEX, self.pad_id)
-        input_ids = torch.cat([prompt, target], dim=1)
-        mask = torch.cat([prompt_mask, (labels != IGNORE_INDEX).long()], dim=1)
-        width = prompt.shape[1]
-        logits = self.backbone(input_ids=input_ids[:, :-1], attention_mask=mask[:, :-1],
-                               position_ids=causal_positions(mask[:, :-1]), use_cache=False).logits
-        return logits[:, width - 1:]
+    def causal_logits(self, prompt: torch.Tensor | None, prompt_mask: torch.Tensor, labels: torch.Tensor,
+                      prompt_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """:func:`causal_pair_logits` of this recommender's decoder-only backbone."""
+        return causal_pair_logits(self.backbone, prompt, prompt_mask, labels, self.pad_id, prompt_embeds)
+
+    def pair_logits(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor, labels: torch.Tensor,
+                    inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced logits ``[B, T, vocab]`` of ``labels`` given a right-padded input (ids or embeddings)
+        on either family: :meth:`seq2seq_logits` on a T5, the input as a left-padded prompt when decoder-only."""
+        if not self.decoder_only:
+            return self.seq2seq_logits(input_ids, attention_mask, labels, inputs_embeds=inputs_embeds)
+        if inputs_embeds is None:
+            return self.causal_logits(*left_padded(input_ids, attention_mask, self.pad_id), labels)
+        embeds, mask = left_padded(inputs_embeds, attention_mask, 0.0)
+        return self.causal_logits(None, mask, labels, prompt_embeds=embeds)
+
+    @torch.no_grad()
+    def search_from(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int) -> torch.Tensor:
+        """``[B, k]`` items decoded (constrained beam search) from any right-padded input on either family."""
+        beams = max(self.options.beam_size, k)
+        if self.decoder_only:
+            prompt, mask = left_padded(input_ids, attention_mask, self.pad_id)
+            return causal_beam_search(self.backbone, prompt, mask, self.trie, beams, k).items
+        hidden = self.backbone.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return beam_search(self.backbone, hidden, attention_mask, self.trie, beams, k).items
 
     def encode(self, batch: HistoryBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder output ``[B, S, d]`` and its attention mask ``[B, S]``."""

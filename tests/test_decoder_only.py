@@ -2,13 +2,34 @@
 checkpoint written by the test."""
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
+import pytest
 import torch
+from peft import LoraConfig, get_peft_model
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from benchmark.batches import HistoryBatch
-from recommenders.backbones import PRESETS, build_backbone, is_decoder_only, preset_parameters
+from benchmark.config import ConfigError, resolve
+from benchmark.runner import model_size
+from identifiers.registry import get_scheme
+from recommenders.backbones import (
+    FAMILIES,
+    PRESETS,
+    BackboneSpec,
+    build_backbone,
+    check_backbone,
+    family_of,
+    finetune_mode,
+    is_decoder_only,
+    preset_parameters,
+)
 from recommenders.contracts import ItemCodes
 from recommenders.decoding import causal_beam_search
 from recommenders.sequence import GenerativeRecommender, SequenceOptions
+from recommenders.text import text_vocabulary
 from tests.test_decoding import random_codes
 
 
@@ -62,3 +83,85 @@ def test_decoder_only_sequence_recommender_trains_and_ranks_from_the_prompt_cach
     free = GenerativeRecommender(codes, model.backbone, max_history=4,
                                  options=SequenceOptions(beam_size=10, constrained=False, user_tokens=3)).eval()
     assert free.rank(batch, 10).shape == (3, 10) and free.generated == 30 and 0 <= free.invalid_generation_rate <= 1
+
+
+def write_checkpoint(folder: Path) -> Path:
+    """A tiny Qwen2 causal LM with tied embeddings and a byte-level BPE tokenizer whose end-of-sequence id is 0,
+    saved with ``save_pretrained`` (no hub involved)."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tokenizer.train_from_iterator(["red pen", "blue ink", "green chalk box", "red ink; blue pen"], trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>")
+    words = fast.get_vocab()
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=len(words), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, eos_token_id=fast.eos_token_id, bos_token_id=None,
+                         pad_token_id=None, tie_word_embeddings=True)
+    Qwen2ForCausalLM(config).save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder
+
+
+def test_local_checkpoint_with_lora_trains_only_adapters_and_new_item_rows(tmp_path: Path) -> None:
+    path = str(write_checkpoint(tmp_path / "tiny-qwen"))
+    check_backbone(path)
+    assert family_of(path) == "qwen2"
+    vocab = text_vocabulary(path, ["red pen", "blue ink"], 100, tmp_path / "cache")
+    assert vocab.own_ids and vocab.tokenizer.eos_token_id == 0 and vocab.decode(vocab.encode(["red pen"], 9)[0]) == \
+        "red pen"
+    text_size = Qwen2Config.from_pretrained(path).vocab_size
+    config = resolve("synthetic", get_scheme("cid"), 0, "smoke", cli={"backbone": path, "finetune": "lora"})
+    spec = BackboneSpec(path, config.finetune, dataclasses.asdict(config.lora))
+    torch.manual_seed(0)
+    raw = random_codes(30, 3, 4, True, seed=5)
+    codes = ItemCodes(codes=torch.where(raw >= 0, raw - 2, -1), vocab_size=4)
+    model = GenerativeRecommender(codes, spec, max_history=4, options=SequenceOptions(beam_size=6))
+    assert model.eos_id == 0 and model.pad_id == 0 and int(model.item_tokens.max()) == text_size + 3
+    assert int(model.item_tokens[model.item_tokens >= 0].min()) == text_size
+    embed = model.backbone.get_input_embeddings()
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    rows_before = embed(torch.arange(text_size + 4)).detach().clone()
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in name or "trainable_tokens_delta" in name for name in trainable)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    for _ in range(2):
+        optimizer.zero_grad()
+        model.loss(history_batch(codes.n_items)).backward()
+        optimizer.step()
+    changed = {name for name, p in model.named_parameters() if not torch.equal(before[name], p)}
+    assert changed and changed <= trainable
+    assert any("lora_B" in name for name in changed) and any("trainable_tokens_delta" in name for name in changed)
+    rows_after = embed(torch.arange(text_size + 4)).detach()
+    assert torch.equal(rows_after[:text_size], rows_before[:text_size])
+    assert not torch.equal(rows_after[text_size:], rows_before[text_size:])
+    model.eval()
+    assert model.rank(history_batch(codes.n_items), 5).shape == (3, 5)
+
+    size = model_size(model, config)
+    reference = build_backbone(BackboneSpec(path, "full"), new_tokens=codes.vocab_size)
+    lora = config.lora
+    peft_model = get_peft_model(reference, LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(FAMILIES["qwen2"].lora_targets),
+        trainable_token_indices={"embed_tokens": list(range(text_size, text_size + 4))}))
+    trainable_peft, total_peft = peft_model.get_nb_trainable_parameters()
+    assert (size["backbone_parameters"]["trainable"], size["backbone_parameters"]["total"]) == (trainable_peft,
+                                                                                                 total_peft)
+    assert size["finetune"] == "lora" and size["lora"]["r"] == lora.r and size["backbone_family"] == "qwen2"
+    assert size["trainable_parameters"] == trainable_peft
+
+
+def test_finetune_and_lora_settings_are_validated() -> None:
+    scheme = get_scheme("tiger")
+    for cli, user, message in ((dict(finetune="half"), {}, "run.finetune"),
+                               ({}, {"run": {"lora": {"r": 0}}}, "run.lora.r"),
+                               ({}, {"run": {"lora": {"dropout": 1.5}}}, "run.lora.dropout"),
+                               ({}, {"run": {"lora": {"rank": 4}}}, "unknown key 'rank'"),
+                               ({}, {"run": {"lora": {"target_modules": "q_proj"}}}, "run.lora.target_modules")):
+        with pytest.raises(ConfigError, match=message):
+            resolve("synthetic", scheme, 0, "smoke", user, cli)
+    assert resolve("synthetic", get_scheme("pop"), 0, "smoke").finetune == "none"
+    assert finetune_mode(BackboneSpec("qwen-tiny")) == "full" and finetune_mode(BackboneSpec("/some/path")) == "lora"
