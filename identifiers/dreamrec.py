@@ -101,7 +101,8 @@ class DreamRecParams:
 
 
 class DreamRecRecommender(Recommender):
-    """Learned ID embeddings; T5-encoder (or decoder-only) guidance; a guided x_0-predicting DDPM generates the next item."""
+    """Learned ID embeddings; T5-encoder (or decoder-only) guidance; a guided x_0-predicting DDPM generates the
+    next item."""
 
     def __init__(self, vectors: ItemVectors, backbone: str | BackboneSpec, max_history: int, params: DreamRecParams,
                  seed: int) -> None:

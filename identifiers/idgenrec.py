@@ -2,8 +2,8 @@
 Learning", SIGIR 2024 (arXiv:2403.19021), sequence paradigm with learned textual identifiers.
 
 An **ID generator** (a T5 over the backbone's text vocabulary) reads an item's text and writes a short
-textual ID made of words; the **recommender** (the run's backbone: a T5 or a decoder-only model) reads the history's IDs and generates the
-next item's ID under a prefix-tree constraint. The two are trained alternately (Sec. 3.3):
+textual ID made of words; the **recommender** (the run's backbone: a T5 or a decoder-only model) reads the
+history's IDs and generates the next item's ID under a prefix-tree constraint. The two are trained alternately (Sec. 3.3):
 
 * **ID generation** (Sec. 3.2): beam search over the generator (``id_beams`` candidates, at most
   ``id_max_tokens`` tokens), each candidate normalised to its words (punctuation dropped, as the authors'
@@ -70,10 +70,10 @@ from torch import nn
 
 from benchmark.batches import HistoryBatch, iterate
 from benchmark.config import ConfigError, param
+from benchmark.data.dataset import Dataset
 from benchmark.splits import Examples, TrainData
 from identifiers.base import SequenceScheme
 from identifiers.registry import register
-from benchmark.data.dataset import Dataset
 from recommenders.backbones import EOS_ID, PAD_ID, PRESETS, BackboneSpec, build_t5, family_of, finetune_mode
 from recommenders.base import Recommender
 from recommenders.contracts import ItemCodes, code_table

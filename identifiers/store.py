@@ -74,11 +74,11 @@ from transformers import PreTrainedModel
 
 from benchmark.batches import HistoryBatch
 from benchmark.config import param
+from benchmark.data.dataset import Dataset
 from benchmark.splits import TrainData
 from identifiers.base import SequenceScheme
 from identifiers.quantizers import level_codes, residual_kmeans
 from identifiers.registry import register
-from benchmark.data.dataset import Dataset
 from recommenders.backbones import (
     add_tokens,
     build_backbone,

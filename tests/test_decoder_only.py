@@ -98,8 +98,8 @@ def write_checkpoint(folder: Path) -> Path:
     words = fast.get_vocab()
     torch.manual_seed(0)
     config = Qwen2Config(vocab_size=len(words), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, eos_token_id=fast.eos_token_id, bos_token_id=None,
-                         pad_token_id=None, tie_word_embeddings=True)
+                         num_attention_heads=4, num_key_value_heads=2, eos_token_id=fast.eos_token_id,
+                         bos_token_id=None, pad_token_id=None, tie_word_embeddings=True)
     Qwen2ForCausalLM(config).save_pretrained(folder)
     fast.save_pretrained(folder)
     return folder
