@@ -3,7 +3,8 @@ Learning", SIGIR 2024 (arXiv:2403.19021), sequence paradigm with learned textual
 
 An **ID generator** (a T5 over the backbone's text vocabulary) reads an item's text and writes a short
 textual ID made of words; the **recommender** (the run's backbone: a T5 or a decoder-only model) reads the
-history's IDs and generates the next item's ID under a prefix-tree constraint. The two are trained alternately (Sec. 3.3):
+history's IDs and generates the next item's ID under a prefix-tree constraint. The two are trained
+alternately (Sec. 3.3):
 
 * **ID generation** (Sec. 3.2): beam search over the generator (``id_beams`` candidates, at most
   ``id_max_tokens`` tokens), each candidate normalised to its words (punctuation dropped, as the authors'

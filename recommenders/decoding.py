@@ -9,8 +9,8 @@ step to the prefixes of valid codes guarantees that each beam names an existing 
 * :func:`beam_search` is a vectorised beam search for a T5 (one decoder forward per step for all
   ``B * beam`` hypotheses, decoder KV cache), constrained to the trie or not; :func:`causal_beam_search` is
   the same search for a decoder-only model continuing a left-padded prompt (KV cache over the prompt). It
-  follows the semantics of transformers' ``generate(num_beams=...)`` with ``length_penalty=0`` (hypotheses ranked by the sum of
-  their token log-probabilities, normalised over the full vocabulary before masking).
+  follows the semantics of transformers' ``generate(num_beams=...)`` with ``length_penalty=0`` (hypotheses
+  ranked by the sum of their token log-probabilities, normalised over the full vocabulary before masking).
 * :func:`reference_generate` runs transformers' own beam search with ``prefix_allowed_tokens_fn`` walking
   the trie in Python: slow, used to check :func:`beam_search`.
 
