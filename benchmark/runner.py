@@ -2,7 +2,8 @@
 
 Each finished run is one atomic JSON record; a run whose complete record exists is skipped unless ``force``,
 so a killed sweep resumes where it stopped (and a killed training resumes from its last epoch checkpoint, which
-is deleted only once the run's record is durably on disk). A
+is deleted only once the run's record is durably on disk). Under ``accelerate launch`` every process runs every
+config data-parallel (:mod:`recommenders.parallel`) and only the main process writes records. A
 file that is not a complete record (truncated, of another schema) is reported and its run done again. A
 diverged training raises :class:`~recommenders.trainer.DivergenceError` naming the run; finished records stay.
 """
@@ -38,7 +39,7 @@ from benchmark.records import (
 from benchmark.splits import Split, make_split
 from identifiers.base import RunContext
 from identifiers.registry import get_scheme
-from recommenders import trainer
+from recommenders import parallel, trainer
 
 DEVICES = "auto, cpu, cuda or cuda:N"
 
@@ -102,8 +103,10 @@ def run_all(configs: list[RunConfig], env: Environment, force: bool = False) -> 
             record = run_one(config, env)
         except trainer.DivergenceError as error:
             raise trainer.DivergenceError(f"{config.run_name}: {error}") from error
-        write_json_atomic(path, record)
-        checkpoint_path(config, env).unlink(missing_ok=True)
+        if parallel.is_main():
+            write_json_atomic(path, record)
+            checkpoint_path(config, env).unlink(missing_ok=True)
+        parallel.barrier()
         summary = record["metrics"]["all"] if record["status"] == "ok" else {}
         tqdm.write(f"done {config.run_name}: " + (", ".join(f"{k} {summary[k]:.4f}" for k in ("recall@10", "ndcg@10"))
                                                   if summary else f"not applicable ({record['reason']})"))
