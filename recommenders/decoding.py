@@ -386,3 +386,26 @@ def reference_generate(model: T5ForConditionalGeneration, encoder_hidden: torch.
     scores = scores.masked_fill(scores < -1e8, float("-inf"))
     items = torch.where(torch.isfinite(scores), trie.lookup(sequences), -1)
     return BeamResult(items=items, scores=scores)
+
+
+@torch.no_grad()
+def causal_reference_generate(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                              trie: CodeTrie, beam_size: int, k: int) -> BeamResult:
+    """:func:`reference_generate` for a decoder-only model continuing the left-padded prompt ``input_ids``:
+    the allowed tokens depend only on what was generated after the prompt."""
+    table = prefix_table(trie)
+    pad, width = model.config.pad_token_id, input_ids.shape[1]
+
+    def allowed(batch_id: int, sequence: torch.Tensor) -> list[int]:
+        return table.get(tuple(sequence[width:].tolist()), [pad])
+
+    out = model.generate(input_ids=input_ids, attention_mask=attention_mask, num_beams=beam_size,
+                         num_return_sequences=k, max_new_tokens=trie.depth, min_new_tokens=0, length_penalty=0.0,
+                         early_stopping=False, do_sample=False, prefix_allowed_tokens_fn=allowed,
+                         return_dict_in_generate=True, output_scores=True, pad_token_id=pad)
+    batch = input_ids.shape[0]
+    sequences = out.sequences[:, width:].reshape(batch, k, -1)
+    scores = out.sequences_scores.view(batch, k).float()
+    scores = scores.masked_fill(scores < -1e8, float("-inf"))
+    items = torch.where(torch.isfinite(scores), trie.lookup(sequences), -1)
+    return BeamResult(items=items, scores=scores)

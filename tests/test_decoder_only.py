@@ -27,7 +27,7 @@ from recommenders.backbones import (
     preset_parameters,
 )
 from recommenders.contracts import ItemCodes
-from recommenders.decoding import causal_beam_search
+from recommenders.decoding import causal_beam_search, causal_reference_generate
 from recommenders.sequence import GenerativeRecommender, SequenceOptions
 from recommenders.text import text_vocabulary
 from tests.test_decoding import random_codes
@@ -165,3 +165,18 @@ def test_finetune_and_lora_settings_are_validated() -> None:
             resolve("synthetic", scheme, 0, "smoke", user, cli)
     assert resolve("synthetic", get_scheme("pop"), 0, "smoke").finetune == "none"
     assert finetune_mode(BackboneSpec("qwen-tiny")) == "full" and finetune_mode(BackboneSpec("/some/path")) == "lora"
+
+
+def test_causal_beam_search_equals_generate_with_prefix_allowed_tokens() -> None:
+    """The KV-cached vectorised search returns what transformers' generate returns on left-padded prompts,
+    for fixed-length and for EOS-terminated variable-length codes."""
+    for variable in (False, True):
+        torch.manual_seed(1)
+        raw = random_codes(40, 3, 5, variable, seed=7)
+        codes = ItemCodes(codes=torch.where(raw >= 0, raw - 2, -1), vocab_size=5)
+        model = GenerativeRecommender(codes, "qwen-tiny", max_history=4).eval()
+        prompt, mask = model.prompt(history_batch(codes.n_items))
+        fast = causal_beam_search(model.backbone, prompt, mask, model.trie, 8, 8)
+        reference = causal_reference_generate(model.backbone, prompt, mask, model.trie, 8, 8)
+        assert torch.equal(fast.items, reference.items)
+        assert torch.allclose(fast.scores, reference.scores, atol=1e-4)
