@@ -26,11 +26,15 @@ from recommenders.backbones import (
     is_decoder_only,
     preset_parameters,
 )
-from recommenders.contracts import ItemCodes
+from recommenders.contracts import ItemCodes, ItemTokenSets, ItemVectors
 from recommenders.decoding import causal_beam_search, causal_reference_generate
+from recommenders.embedding import EmbeddingRecommender
 from recommenders.sequence import GenerativeRecommender, SequenceOptions
+from recommenders.set import SetOptions, SetRecommender
 from recommenders.text import text_vocabulary
 from tests.test_decoding import random_codes
+
+N_ITEMS = 30
 
 
 def history_batch(n_items: int) -> HistoryBatch:
@@ -180,3 +184,47 @@ def test_causal_beam_search_equals_generate_with_prefix_allowed_tokens() -> None
         reference = causal_reference_generate(model.backbone, prompt, mask, model.trie, 8, 8)
         assert torch.equal(fast.items, reference.items)
         assert torch.allclose(fast.scores, reference.scores, atol=1e-4)
+
+
+def test_decoder_only_embedding_recommender_reads_the_last_position() -> None:
+    torch.manual_seed(0)
+    model = EmbeddingRecommender(ItemVectors(torch.randn(N_ITEMS, 8)), "qwen-tiny", 4)
+    batch = history_batch(N_ITEMS)
+    loss = model.loss(batch)
+    loss.backward()
+    assert torch.isfinite(loss) and model.input_proj.weight.grad is not None
+    assert model.backbone.model.layers[0].self_attn.q_proj.weight.grad is not None
+    model.eval()
+    with torch.no_grad():
+        state = model.encode(batch)
+        changed = HistoryBatch(users=batch.users, items=batch.items.clone(), mask=batch.mask, targets=batch.targets)
+        changed.items[0, 0] = 11  # a padded position: invisible
+        assert torch.allclose(model.encode(changed), state, atol=1e-6)
+        changed.items[0, -1] = 11  # the most recent item
+        assert not torch.allclose(model.encode(changed)[0], state[0])
+    assert model.rank(batch, 5).shape == (3, 5)
+
+
+def test_decoder_only_set_recommender_keeps_items_order_agnostic_and_queries_independent() -> None:
+    torch.manual_seed(0)
+    tokens = ItemTokenSets(cf=torch.randn(N_ITEMS, 8), semantic=torch.randn(N_ITEMS, 12), n_semantic=2)
+    model = SetRecommender(tokens, "qwen-tiny", 4, SetOptions(semantic_layers=(16,)))
+    batch = history_batch(N_ITEMS)
+    allowed = model.causal_mask(batch.mask)
+    length = batch.mask.shape[1] * model.tokens_per_item
+    assert allowed.shape == (3, length + 3, length + 3)
+    assert not bool(torch.triu(allowed[1], diagonal=1).any()), "inside the causal mask"
+    assert torch.equal(allowed[:, length:, length:], torch.eye(3, dtype=torch.bool).expand(3, -1, -1))
+    loss = model.loss(batch)
+    loss.backward()
+    assert torch.isfinite(loss) and model.queries.grad is not None and model.cf_proj.weight.grad is not None
+    model.eval()
+    with torch.no_grad():
+        item_tokens, _ = model.item_tokens()
+        generated = model.generate(batch, item_tokens)
+        assert generated.shape == (3, 3, model.backbone.config.hidden_size)
+        swapped = item_tokens.clone()
+        swapped[:, [1, 2]] = swapped[:, [2, 1]]  # the two semantic tokens of every item change places
+        again = model.generate(batch, swapped)
+        assert torch.allclose(again[:, 0], generated[:, 0], atol=1e-5), "a set: the order within items is invisible"
+    assert model.score(batch).shape == (3, N_ITEMS) and model.rank(batch, 5).shape == (3, 5)
