@@ -3,6 +3,7 @@ checkpoint written by the test."""
 from __future__ import annotations
 
 import dataclasses
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from benchmark.batches import HistoryBatch
+from benchmark.cli import main
 from benchmark.config import ConfigError, resolve
 from benchmark.runner import model_size
 from identifiers.registry import get_scheme
@@ -228,3 +230,24 @@ def test_decoder_only_set_recommender_keeps_items_order_agnostic_and_queries_ind
         again = model.generate(batch, swapped)
         assert torch.allclose(again[:, 0], generated[:, 0], atol=1e-5), "a set: the order within items is invisible"
     assert model.score(batch).shape == (3, N_ITEMS) and model.rank(batch, 5).shape == (3, 5)
+
+
+def test_backbone_grid_runs_every_scheme_per_backbone_and_the_leaderboard_has_a_table_each(tmp_path: Path,
+                                                                                             capsys) -> None:
+    results, reports = tmp_path / "results", tmp_path / "reports"
+    assert main(["run", "--identifiers", "pop,e4srec", "--datasets", "synthetic", "--profile", "smoke", "--backbone",
+                 "t5-tiny,qwen-tiny", "--results-dir", str(results), "--cache-dir", str(tmp_path / "cache"),
+                 "--reports-dir", str(reports), "--no-progress", "--device", "cpu"]) == 0
+    names = sorted(path.name.split("__")[:2] for path in results.rglob("*.json"))
+    assert names == [["e4srec", "qwen-tiny"], ["e4srec", "t5-tiny"], ["pop", "none"]]
+    assert main(["leaderboard", "--results-dir", str(results), "--reports-dir", str(reports)]) == 0
+    headings = [line for line in (reports / "leaderboard.md").read_text().splitlines() if line.startswith("## ")]
+    assert sum("qwen-tiny" in line for line in headings) == 1 and sum("t5-tiny" in line for line in headings) == 1
+    capsys.readouterr()
+    for argv, message in ((["--backbone", "qwen-tiny,"], "--backbone"),
+                          (["--backbone", str(tmp_path / "no-such-model")], "not a preset"),
+                          (["--finetune", "half"], "invalid choice")):
+        with pytest.raises(SystemExit) if message == "invalid choice" else nullcontext():
+            code = main(["run", "--identifiers", "e4srec", "--profile", "smoke", *argv])
+            assert code == 2
+        assert message in capsys.readouterr().err

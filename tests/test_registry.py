@@ -61,10 +61,18 @@ BACKBONE_RUNS = [(name, backbone) for name in ALL
 """Every scheme on the encoder-decoder and the decoder-only test backbone (baselines use none)."""
 
 
+@pytest.fixture(scope="module")
+def scheme_caches(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One cache folder per scheme, shared by its runs on both backbones: the qwen-tiny run reuses the
+    identifiers' cached parts (embeddings, CF encoder, quantizers, text vocabulary) of the t5-tiny run, which
+    keeps the doubled smoke runs affordable; the recommender is trained again (checkpoints are per config)."""
+    return {name: tmp_path_factory.mktemp(f"cache-{name}") for name in ALL}
+
+
 @pytest.mark.parametrize(("name", "backbone"), BACKBONE_RUNS)
-def test_smoke_run(name: str, backbone: str, tmp_path: Path) -> None:
+def test_smoke_run(name: str, backbone: str, scheme_caches: dict[str, Path]) -> None:
     config = resolve("synthetic", get_scheme(name), 0, "smoke", cli={"backbone": backbone})
-    record = run_one(config, Environment(device="cpu", cache_dir=str(tmp_path), progress=False))
+    record = run_one(config, Environment(device="cpu", cache_dir=str(scheme_caches[name]), progress=False))
     if record["status"] == "not_applicable":
         assert record["reason"]
         return
