@@ -160,9 +160,9 @@ def _local_config(name: str) -> PretrainedConfig:
         return AutoConfig.from_pretrained(name, local_files_only=True)
     except (OSError, ValueError) as error:
         where = "a local path whose config does not load" if Path(name).exists() else "not a local path"
-        raise BackboneError(f"unknown backbone '{name}': not a preset and {where}; choose from "
-                            f"{', '.join(PRESETS)}, a local checkpoint path or a name cached by Hugging Face "
-                            "(no weights are downloaded here)") from error
+        raise BackboneError(f"unknown backbone '{name}'; choose from {', '.join(PRESETS)}, a local checkpoint path "
+                            f"or a name cached by Hugging Face (no weights are downloaded here; it is not a preset "
+                            f"and {where})") from error
 
 
 def finetune_mode(spec: BackboneSpec) -> str:
