@@ -251,3 +251,19 @@ def test_backbone_grid_runs_every_scheme_per_backbone_and_the_leaderboard_has_a_
             code = main(["run", "--identifiers", "e4srec", "--profile", "smoke", *argv])
             assert code == 2
         assert message in capsys.readouterr().err
+
+
+def test_gradient_checkpointing_option_trains_the_same_way() -> None:
+    raw = random_codes(20, 3, 4, False, seed=3)
+    codes = ItemCodes(codes=torch.where(raw >= 0, raw - 2, -1), vocab_size=4)
+    losses = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = GenerativeRecommender(codes, BackboneSpec("qwen-tiny", gradient_checkpointing=checkpointing), 4)
+        assert model.backbone.is_gradient_checkpointing == checkpointing
+        model.train()
+        loss = model.loss(history_batch(codes.n_items))
+        loss.backward()
+        losses.append((float(loss), model.backbone.lm_head.weight.grad.clone()))
+    assert losses[0][0] == pytest.approx(losses[1][0], abs=1e-6) and torch.allclose(losses[0][1], losses[1][1],
+                                                                                      atol=1e-6)
