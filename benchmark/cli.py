@@ -91,9 +91,19 @@ def _at_least_one(text: str) -> int:
     return value
 
 
+def _backbones(text: str | None) -> list[str | None]:
+    """``--backbone``: one name or a comma-separated grid (None: the config's backbone)."""
+    if text is None:
+        return [None]
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise UsageError(f"--backbone '{text}': expected comma-separated backbone names")
+    return list(dict.fromkeys(names))
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from identifiers.registry import get_scheme, schemes
-    from recommenders.backbones import PRESETS
+    from recommenders.backbones import PRESETS, BackboneSpec, finetune_mode, preset_parameters
 
     if args.params:
         try:
@@ -112,10 +122,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("\nidentifier schemes:")
     for name, cls in schemes().items():
         print(f"  {name:<10} {cls.paradigm:<10} {cls.citation}")
-    print("\nbackbones:")
+    print("\nbackbones (parameters with a 2-token text vocabulary, before item tokens and heads):")
+    print(f"  {'name':<12} {'family':<7} {'parameters':>12}  {'finetune':<8} description")
     for name, preset in PRESETS.items():
-        print(f"  {name:<12} {preset.description}")
-    print("  <name or path>   any T5 checkpoint loadable with from_pretrained (weights are never downloaded)")
+        print(f"  {name:<12} {preset.family:<7} {preset_parameters(name):>12,}  "
+              f"{finetune_mode(BackboneSpec(name)):<8} {preset.description}")
+    print(f"  {'<name/path>':<12} {'t5/qwen2/causal':<22}  {finetune_mode(BackboneSpec('')):<8} a T5 or any causal LM "
+          "checkpoint loadable with from_pretrained from local files (weights are never downloaded)")
     return 0
 
 
@@ -175,10 +188,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         resolve_device(args.device)
     except ValueError as error:
         raise UsageError(f"--device: {error}") from error
-    cli = {"split": args.split, "backbone": args.backbone, "max_history": args.max_history, "k_core": args.k_core}
-    configs = [resolve(d, get_scheme(s), seed, args.profile, user, cli) for d in datasets for seed in seeds
-               for s in names]
-    backbones = {c.backbone for c in configs if get_scheme(c.scheme).uses_backbone} | ({args.backbone} - {None})
+    grid = _backbones(args.backbone)
+    cli = {"split": args.split, "max_history": args.max_history, "k_core": args.k_core, "finetune": args.finetune}
+    resolved = [resolve(d, get_scheme(s), seed, args.profile, user, {**cli, "backbone": b}) for b in grid
+                for d in datasets for seed in seeds for s in names]
+    configs = list({c.hash(): c for c in resolved}.values())
+    backbones = {c.backbone for c in configs if get_scheme(c.scheme).uses_backbone} | (set(grid) - {None})
     for backbone in sorted(backbones):
         try:
             check_backbone(backbone)
@@ -317,7 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="quick", choices=PROFILES)
     p.add_argument("--seed", default=None, help="seed, or comma-separated seeds (default: from the config)")
     p.add_argument("--split", default=None, choices=SPLITS)
-    p.add_argument("--backbone", default=None, help="backbone preset or from_pretrained name/path")
+    p.add_argument("--backbone", default=None,
+                   help="backbone preset or from_pretrained name/path, or a comma-separated grid of them")
+    p.add_argument("--finetune", default=None, choices=("auto", "full", "lora"),
+                   help="backbone fine-tuning (default run.finetune: auto = lora for checkpoints, full for presets)")
     p.add_argument("--max-history", type=_at_least_one, default=None)
     p.add_argument("--k-core", type=_at_least_one, default=None)
     p.add_argument("--config", default=None, help="YAML overriding benchmark/defaults.yaml (run/train/schemes)")

@@ -7,6 +7,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,11 @@ RUN_MINIMUM = {"seed": 0, "k_core": 1, "max_history": 1, "eval_batch_size": 1, "
 TRAIN_MINIMUM = {"epochs": 0, "batch_size": 1, "weight_decay": 0, "grad_clip": 0, "patience": 1,
                  "max_valid_examples": 0, "max_batches": 0}
 """Smallest valid value of each numeric run / train key (``defaults.yaml`` documents them)."""
-LATER_KEYS = {"max_eval_users": 0, "candidates": "all"}
+LATER_KEYS = {"max_eval_users": (0,), "candidates": ("all",), "finetune": ("auto", "none"),
+              "lora": (None, "default"), "gradient_checkpointing": (False,)}
 LATER_TRAIN_KEYS = {"max_batches": 0}
-"""Run and train keys added after the first records, with their off value (see :class:`RunConfig`)."""
+"""Run and train keys added after the first records, with their off values (``"default"``: the defaults.yaml value;
+see :class:`RunConfig`)."""
 
 
 class ConfigError(ValueError):
@@ -57,6 +60,19 @@ class TrainConfig:
                 if not (key in LATER_TRAIN_KEYS and value == LATER_TRAIN_KEYS[key])}
 
 
+FINETUNE = ("auto", "full", "lora")
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA settings of ``run.lora`` (documented in ``defaults.yaml``)."""
+
+    r: int
+    alpha: float
+    dropout: float
+    target_modules: tuple[str, ...] | None
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that defines one experiment; its hash names the result record.
@@ -81,6 +97,9 @@ class RunConfig:
     constrained_decoding: bool
     train: TrainConfig
     candidates: str = "all"
+    finetune: str = "auto"
+    lora: LoraSettings | None = None
+    gradient_checkpointing: bool = False
     params: dict[str, Any] = field(default_factory=dict)
     max_eval_users: int = 0
 
@@ -88,8 +107,8 @@ class RunConfig:
         out = dataclasses.asdict(self)
         out["ks"] = list(self.ks)
         out["train"] = self.train.to_dict()
-        for key, off in LATER_KEYS.items():
-            if out[key] == off:
+        for key, offs in LATER_KEYS.items():
+            if out[key] in offs or (key == "lora" and "default" in offs and out[key] == _default_lora()):
                 del out[key]
         return out
 
@@ -171,6 +190,7 @@ def resolve(dataset: str, scheme_cls: type, seed: int | None, profile: str, user
     if seed is not None:
         run["seed"] = seed
     run, train = _check_run(run), _check_train(train)
+    lora = _check_lora(merge(defaults["run"]["lora"], run["lora"], "run.lora"))
     schemes = user.get("schemes") or {}
     if not isinstance(schemes, dict):
         raise ConfigError(f"config schemes: expected a mapping of scheme name: parameters, got {_shown(schemes)}")
@@ -179,12 +199,15 @@ def resolve(dataset: str, scheme_cls: type, seed: int | None, profile: str, user
         raise ConfigError(f"config schemes.{scheme_cls.name}: expected a mapping of parameter: value, "
                           f"got {_shown(overrides)}")
     params = scheme_cls.resolve_params(profile, overrides)
-    backbone = run["backbone"] if scheme_cls.uses_backbone else "none"
+    uses = scheme_cls.uses_backbone
+    backbone = run["backbone"] if uses else "none"
     return RunConfig(dataset=dataset, scheme=scheme_cls.name, backbone=backbone, seed=run["seed"], profile=profile,
                      split=run["split"], k_core=run["k_core"], max_history=run["max_history"], ks=run["ks"],
                      eval_batch_size=run["eval_batch_size"], text_vocab_size=run["text_vocab_size"],
                      constrained_decoding=run["constrained_decoding"], train=TrainConfig(**train), params=params,
-                     max_eval_users=run["max_eval_users"], candidates=run["candidates"])
+                     max_eval_users=run["max_eval_users"], candidates=run["candidates"],
+                     finetune=run["finetune"] if uses else "none", lora=lora if uses else None,
+                     gradient_checkpointing=run["gradient_checkpointing"] and uses)
 
 
 def _split_for(dataset: str, split: str, explicit: bool) -> str:
@@ -203,7 +226,7 @@ def _split_for(dataset: str, split: str, explicit: bool) -> str:
 def _check_run(run: dict[str, Any]) -> dict[str, Any]:
     """The run section with every key of the type and range its :class:`RunConfig` field needs."""
     hints = typing.get_type_hints(RunConfig)
-    run = {key: check_value(value, hints[key], f"run.{key}") for key, value in run.items()}
+    run = {key: check_value(value, hints[key], f"run.{key}") if key != "lora" else value for key, value in run.items()}
     _check_minimum(run, RUN_MINIMUM, "run")
     if run["seed"] > MAX_SEED:
         raise ConfigError(f"run.seed: expected an integer from 0 to {MAX_SEED}, got {run['seed']}")
@@ -211,9 +234,32 @@ def _check_run(run: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"unknown split '{run['split']}'; choose from {', '.join(SPLITS)}")
     if run["candidates"] not in CANDIDATES:
         raise ConfigError(f"run.candidates: unknown value '{run['candidates']}'; choose from {', '.join(CANDIDATES)}")
+    if run["finetune"] not in FINETUNE:
+        raise ConfigError(f"run.finetune: '{run['finetune']}' is not a valid choice; choose from {', '.join(FINETUNE)}")
     if not run["ks"] or min(run["ks"]) < 1:
         raise ConfigError(f"run.ks: expected a non-empty list of positive integers, got {list(run['ks'])}")
     return run
+
+
+@lru_cache(maxsize=1)
+def _default_lora() -> dict[str, Any]:
+    """``run.lora`` of ``defaults.yaml`` as :meth:`RunConfig.to_dict` writes it."""
+    return dataclasses.asdict(_check_lora(load_defaults()["run"]["lora"]))
+
+
+def _check_lora(values: dict[str, Any]) -> LoraSettings:
+    """``run.lora`` checked for type and range: r >= 1, alpha > 0, 0 <= dropout < 1, target names non-empty."""
+    lora = LoraSettings(**check_fields(values, LoraSettings, "run.lora"))
+    if lora.r < 1:
+        raise ConfigError(f"run.lora.r: expected an integer >= 1, got {lora.r}")
+    if lora.alpha <= 0:
+        raise ConfigError(f"run.lora.alpha: expected a number > 0, got {lora.alpha}")
+    if not 0 <= lora.dropout < 1:
+        raise ConfigError(f"run.lora.dropout: expected a number in [0, 1), got {lora.dropout}")
+    if lora.target_modules is not None and (not lora.target_modules or not all(lora.target_modules)):
+        raise ConfigError(f"run.lora.target_modules: expected null or a non-empty list of module names, "
+                          f"got {list(lora.target_modules)}")
+    return lora
 
 
 def _check_train(train: dict[str, Any]) -> dict[str, Any]:

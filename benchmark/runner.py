@@ -2,7 +2,8 @@
 
 Each finished run is one atomic JSON record; a run whose complete record exists is skipped unless ``force``,
 so a killed sweep resumes where it stopped (and a killed training resumes from its last epoch checkpoint, which
-is deleted only once the run's record is durably on disk). A
+is deleted only once the run's record is durably on disk). Under ``accelerate launch`` every process runs every
+config data-parallel (:mod:`recommenders.parallel`) and only the main process writes records. A
 file that is not a complete record (truncated, of another schema) is reported and its run done again. A
 diverged training raises :class:`~recommenders.trainer.DivergenceError` naming the run; finished records stay.
 
@@ -46,7 +47,7 @@ from benchmark.safeio import WriteError
 from benchmark.splits import Split, make_split
 from identifiers.base import RunContext
 from identifiers.registry import get_scheme
-from recommenders import trainer
+from recommenders import parallel, trainer
 
 DEVICES = "auto, cpu, cuda or cuda:N"
 
@@ -125,10 +126,11 @@ def run_all(configs: list[RunConfig], env: Environment, force: bool = False,
                 tqdm.write(f"skip {config.run_name}: record exists ({path})")
                 paths.append(path)
                 continue
-            lock = FileLock(lock_path(path), timeout=0)
+            lock = None if parallel.distributed() else FileLock(lock_path(path), timeout=0)
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                lock.acquire()
+                if lock is not None:
+                    lock.acquire()
             except Timeout:
                 tqdm.write(f"skip {config.run_name}: another process is running it (it holds {lock_path(path)})")
                 continue
@@ -144,10 +146,13 @@ def run_all(configs: list[RunConfig], env: Environment, force: bool = False,
                     record = run_one(config, env)
                 except trainer.DivergenceError as error:
                     raise trainer.DivergenceError(f"{config.run_name}: {error}") from error
-                write_json_atomic(path, {**record, **(annotate or {})})
-                checkpoint_path(config, env).unlink(missing_ok=True)
+                if parallel.is_main():
+                    write_json_atomic(path, {**record, **(annotate or {})})
+                    checkpoint_path(config, env).unlink(missing_ok=True)
+                parallel.barrier()
             finally:
-                lock.release()
+                if lock is not None:
+                    lock.release()
             paths.append(path)
             done.append(config.run_name)
             summary = record["metrics"]["all"] if record["status"] == "ok" else {}
@@ -230,18 +235,28 @@ def run_one(config: RunConfig, env: Environment) -> dict[str, Any]:
         "inference": model.inference_statistics(),
         "timings": {"identifier_fit_s": fit_seconds, "train_s": report.seconds, "inference_s": test.seconds,
                     "inference_ms_per_user": 1000.0 * test.seconds / n_test},
-        "memory": peak_memory_mb(device), "model": model_size(model),
+        "memory": peak_memory_mb(device), "model": model_size(model, config),
         "per_user": test.per_user(target_train_counts=item_counts[test.targets]),
         "item_train_count_histogram": {"train_count": values.tolist(), "items": items.tolist()},
         "finished_at": now(),
     }
 
 
-def model_size(model: torch.nn.Module) -> dict[str, Any]:
+def model_size(model: torch.nn.Module, config: RunConfig) -> dict[str, Any]:
     """Parameter counts of the whole recommender (backbone, heads, identifier buffers excluded) and the family
-    (``config.model_type``, e.g. ``t5``) of its first transformers sub-model, None for backbone-free models."""
-    family = next((m.config.model_type for m in model.modules() if hasattr(getattr(m, "config", None), "model_type")),
-                  None)
-    return {"total_parameters": sum(p.numel() for p in model.parameters()),
-            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "backbone_family": family}
+    (``config.model_type``, e.g. ``t5``) of its first transformers sub-model, None for backbone-free models;
+    with a backbone also its own counts (``backbone_parameters``, counted as ``peft``'s
+    ``get_nb_trainable_parameters`` does), the fine-tuning it got (``lora`` when LoRA adapters were injected,
+    else ``full``) and, for LoRA, the settings."""
+    backbone = next((m for m in model.modules() if hasattr(getattr(m, "config", None), "model_type")), None)
+    size: dict[str, Any] = {"total_parameters": sum(p.numel() for p in model.parameters()),
+                            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                            "backbone_family": backbone.config.model_type if backbone is not None else None}
+    if backbone is None:
+        return size
+    lora = any("lora_" in name for name, _ in backbone.named_parameters())
+    return {**size, "backbone_parameters": {"total": sum(p.numel() for p in backbone.parameters()),
+                                            "trainable": sum(p.numel() for p in backbone.parameters()
+                                                             if p.requires_grad)},
+            "finetune": "lora" if lora else "full",
+            "lora": asdict(config.lora) if lora and config.lora is not None else None}

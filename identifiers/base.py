@@ -24,6 +24,7 @@ from benchmark.data.quality import check_content
 from benchmark.safeio import WriteError, load_or_compute
 from benchmark.splits import Examples, TrainData
 from recommenders import trainer
+from recommenders.backbones import BackboneSpec
 from recommenders.base import Recommender
 from recommenders.contracts import ItemCodes, ItemTokenSets, ItemVectors
 from recommenders.embedding import EmbeddingOptions, EmbeddingRecommender
@@ -61,6 +62,14 @@ class RunContext:
     @property
     def seed(self) -> int:
         return self.config.seed
+
+    @property
+    def backbone(self) -> BackboneSpec:
+        """The run's backbone and how it is fine-tuned (``run.backbone``, ``finetune``, ``lora``, ...)."""
+        cfg = self.config
+        lora = dataclasses.asdict(cfg.lora) if cfg.lora is not None else {}
+        return BackboneSpec(cfg.backbone, cfg.finetune, {**BackboneSpec(cfg.backbone).lora, **lora},
+                            cfg.gradient_checkpointing)
 
     def cache_path(self, kind: str, key: str, suffix: str) -> Path:
         """A file under the cache folder, e.g. ``.cache/cf/<key>.pt``; its folder exists."""
@@ -271,7 +280,7 @@ class SequenceScheme(ParadigmScheme):
     Options = SequenceOptions
 
     def recommender(self, identifiers: ItemCodes) -> Recommender:
-        return GenerativeRecommender(identifiers, self.ctx.config.backbone, self.ctx.config.max_history,
+        return GenerativeRecommender(identifiers, self.ctx.backbone, self.ctx.config.max_history,
                                      self.sequence_options())
 
     def sequence_options(self) -> SequenceOptions:
@@ -291,7 +300,7 @@ class EmbeddingScheme(ParadigmScheme):
     Options = EmbeddingOptions
 
     def recommender(self, identifiers: ItemVectors) -> Recommender:
-        return EmbeddingRecommender(identifiers, self.ctx.config.backbone, self.ctx.config.max_history,
+        return EmbeddingRecommender(identifiers, self.ctx.backbone, self.ctx.config.max_history,
                                     self.options())
 
 
@@ -308,5 +317,5 @@ class SetScheme(ParadigmScheme):
     Options = SetOptions
 
     def recommender(self, identifiers: ItemTokenSets) -> Recommender:
-        return SetRecommender(identifiers, self.ctx.config.backbone, self.ctx.config.max_history,
+        return SetRecommender(identifiers, self.ctx.backbone, self.ctx.config.max_history,
                               self.options(selection_metric=self.ctx.config.train.valid_metric))

@@ -2,8 +2,9 @@
 Learning", SIGIR 2024 (arXiv:2403.19021), sequence paradigm with learned textual identifiers.
 
 An **ID generator** (a T5 over the backbone's text vocabulary) reads an item's text and writes a short
-textual ID made of words; the **recommender** (the run's T5) reads the history's IDs and generates the
-next item's ID under a prefix-tree constraint. The two are trained alternately (Sec. 3.3):
+textual ID made of words; the **recommender** (the run's backbone: a T5 or a decoder-only model) reads the
+history's IDs and generates the next item's ID under a prefix-tree constraint. The two are trained
+alternately (Sec. 3.3):
 
 * **ID generation** (Sec. 3.2), as the released code (``generate_item_id_from_text`` in
   ``src/utils/indexing.py``): **diverse beam search** (``id_search: diverse``) over the generator with
@@ -77,10 +78,11 @@ from torch import nn
 
 from benchmark.batches import HistoryBatch, iterate
 from benchmark.config import ConfigError, param
+from benchmark.data.dataset import Dataset
 from benchmark.splits import Examples, TrainData
 from identifiers.base import SequenceScheme
 from identifiers.registry import register
-from recommenders.backbones import EOS_ID, PAD_ID, build_t5
+from recommenders.backbones import EOS_ID, PAD_ID, PRESETS, BackboneSpec, build_t5, family_of, finetune_mode
 from recommenders.base import Recommender
 from recommenders.contracts import ItemCodes, code_table
 from recommenders.sequence import IGNORE_INDEX, GenerativeRecommender
@@ -162,7 +164,7 @@ class IDGenerator(nn.Module):
 
     def __init__(self, backbone: str, vocab: TextVocabulary, texts: list[list[int]]) -> None:
         super().__init__()
-        self.t5 = build_t5(backbone, text_vocab_size=vocab.size)
+        self.t5 = build_t5(BackboneSpec(backbone, finetune="full"), text_vocab_size=vocab.size)
         table = code_table([ids or [EOS_ID] for ids in texts])
         self.register_buffer("texts", table.clamp_min(PAD_ID), persistent=False)
         self.register_buffer("text_mask", (table >= 0).long(), persistent=False)
@@ -284,6 +286,17 @@ class IDGenRec(SequenceScheme):
     }
     train_profiles = {"quick": {"epochs": 10}}
 
+    def not_applicable(self, dataset: Dataset) -> str | None:
+        """LoRA and decoder-only checkpoints are refused (see the reasons)."""
+        backbone = self.ctx.backbone
+        if finetune_mode(backbone) == "lora":
+            return ("IDGenRec's soft IDs mix the recommender's full input-embedding matrix, which LoRA (peft's "
+                    "trainable-token wrapper) does not expose as one weight; IDGenRec runs with --finetune full only")
+        if backbone.name not in PRESETS and family_of(backbone.name) != "t5":
+            return ("IDGenRec's T5 ID generator writes IDs in T5's token convention (pad 0, end of sequence 1), which "
+                    "a decoder-only checkpoint's tokenizer does not follow; use a preset or a T5 checkpoint")
+        return super().not_applicable(dataset)
+
     def two_stage(self, data: TrainData) -> tuple[ItemCodes, Recommender]:
         """Pre-train the generator, then alternate ID-generator and recommender phases; the final IDs and the
         recommender for the last (the run's) phase."""
@@ -295,7 +308,7 @@ class IDGenRec(SequenceScheme):
         generator = IDGenerator(p.generator_backbone, vocab, vocab.encode(texts, p.text_max_tokens)).to(ctx.device)
         log: dict[str, Any] = {"tag_losses": self.pretrain_generator(generator, vocab, texts), "rounds": []}
         codes = self.generate_ids(generator, vocab)
-        model = GenerativeRecommender(codes, ctx.config.backbone, ctx.config.max_history, self.sequence_options())
+        model = GenerativeRecommender(codes, ctx.backbone, ctx.config.max_history, self.sequence_options())
         examples = data.next_item_examples().subset(p.id_examples, ctx.seed)
         rec_train = dataclasses.replace(ctx.config.train, epochs=p.rec_epochs)
         for round_ in range(p.rounds):
@@ -452,9 +465,9 @@ class IDGenRec(SequenceScheme):
         layout = model.history_layout(inverse.view_as(history), batch.mask[:, -model.max_history:], table)
         inputs = rows[layout.items, layout.positions] * layout.real[..., None]
         at_eos = (torch.arange(inputs.shape[1], device=inputs.device)[None, :] == layout.lengths[:, None])
-        inputs = torch.where(at_eos[..., None], embedding[EOS_ID].float(), inputs)
+        inputs = torch.where(at_eos[..., None], embedding[model.eos_id].float(), inputs)
         labels = model.target_labels(batch.targets)
-        logits = model.seq2seq_logits(None, layout.attention_mask(), labels, inputs_embeds=inputs)
+        logits = model.pair_logits(None, layout.attention_mask(), labels, inputs_embeds=inputs)
         return model.sequence_loss(logits, labels, batch)
 
 

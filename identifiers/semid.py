@@ -65,7 +65,7 @@ class SemIDParams:
 
     drop_shared_root: bool = True
     beam_size: int = param(20, low=1, option=True)
-    leaf: str = param("index", choices=LEAF_TOKENS, tune=True)
+    leaf: str = param("index", choices=LEAF_TOKENS, tune=True, added=True)
 
 
 @register("semid")

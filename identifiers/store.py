@@ -57,7 +57,8 @@ paper (we found no public code): ``n_tokens`` 3, ``codebook_size`` 64, ``pca_dim
 ``token_to_text_weight`` 1.0, ``item_task_items`` 64, ``discretizer`` residual, ``beam_size`` 20 (the suite's
 setting for every sequence scheme). The ``paper`` profile is not the paper's configuration but larger
 settings of ours for a GPU (4 tokens, 256 clusters, 128 text tokens, 50 tokenizer epochs). The paper fine-tunes
-OPT-style LLMs; here the run's T5 is trained in full.
+OPT-style LLMs; here the run's backbone (a T5, or a decoder-only model: see :class:`DenseTokenizer`) is
+trained in full (``finetune: lora`` makes the run not applicable, see :meth:`STORE.not_applicable`).
 """
 from __future__ import annotations
 
@@ -69,19 +70,33 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.decomposition import PCA
-from transformers import T5ForConditionalGeneration
+from transformers import PreTrainedModel
 
 from benchmark.batches import HistoryBatch
 from benchmark.config import param
+from benchmark.data.dataset import Dataset
 from benchmark.splits import TrainData
 from identifiers.base import SequenceScheme
 from identifiers.quantizers import level_codes, residual_kmeans
 from identifiers.registry import register
-from recommenders.backbones import EOS_ID, PAD_ID, add_tokens, build_t5, new_token_offset
+from recommenders.backbones import (
+    add_tokens,
+    build_backbone,
+    causal_positions,
+    finetune_mode,
+    is_decoder_only,
+    new_token_offset,
+    special_ids,
+)
 from recommenders.base import Recommender
 from recommenders.contracts import ItemCodes, code_table
-from recommenders.decoding import beam_search
-from recommenders.sequence import IGNORE_INDEX, GenerativeRecommender, SequenceOptions
+from recommenders.sequence import (
+    IGNORE_INDEX,
+    GenerativeRecommender,
+    SequenceOptions,
+    causal_pair_logits,
+    left_padded,
+)
 from recommenders.trainer import train_epochs
 
 DISCRETIZERS = ("residual", "per_position")
@@ -130,23 +145,34 @@ class STOREParams:
 class ItemTexts:
     """Every item's text as encoder input (tokens + EOS) and as decoder labels (tokens + EOS, -100 padded)."""
 
-    def __init__(self, texts: list[list[int]], device: torch.device) -> None:
-        table = code_table([ids + [EOS_ID] for ids in texts]).to(device)
-        self.input_ids = table.clamp_min(PAD_ID)
+    def __init__(self, texts: list[list[int]], device: torch.device, pad_id: int, eos_id: int) -> None:
+        table = code_table([ids + [eos_id] for ids in texts]).to(device)
+        self.pad_id = pad_id
+        self.input_ids = torch.where(table >= 0, table, pad_id)
         self.mask = (table >= 0).long()
         self.labels = table.masked_fill(table < 0, IGNORE_INDEX)
 
 
 class DenseTokenizer:
-    """The tokenization stage on a T5: text -> L dense tokens (cascade of placeholders) -> text again."""
+    """The tokenization stage: text -> L dense tokens (cascade of placeholders) -> text again. On a T5 the
+    encoder reads the text and the decoder the placeholders; on a decoder-only backbone the placeholders follow
+    the left-padded text in one causal sequence, and the reconstruction continues the dense tokens."""
 
-    def __init__(self, model: T5ForConditionalGeneration, texts: ItemTexts, n_tokens: int) -> None:
+    def __init__(self, model: PreTrainedModel, texts: ItemTexts, n_tokens: int) -> None:
         self.model, self.texts = model, texts
+        self.decoder_only = is_decoder_only(model)
         first = new_token_offset(model, n_tokens)
         self.placeholders = torch.arange(first, first + n_tokens, device=texts.input_ids.device)
 
     def dense(self, items: torch.Tensor) -> torch.Tensor:
         """``[U, L, d]`` dense tokens of the items' texts."""
+        if self.decoder_only:
+            prompt, mask = left_padded(self.texts.input_ids[items], self.texts.mask[items], self.texts.pad_id)
+            ids = torch.cat([prompt, self.placeholders.expand(len(items), -1)], dim=1)
+            mask = torch.cat([mask, torch.ones_like(ids[:, prompt.shape[1]:])], dim=1)
+            hidden = self.model.base_model(input_ids=ids, attention_mask=mask, position_ids=causal_positions(mask),
+                                           use_cache=False).last_hidden_state
+            return hidden[:, prompt.shape[1]:]
         decoder_input_ids = self.placeholders.expand(len(items), -1)
         out = self.model(input_ids=self.texts.input_ids[items], attention_mask=self.texts.mask[items],
                          decoder_input_ids=decoder_input_ids, output_hidden_states=True)
@@ -156,13 +182,17 @@ class DenseTokenizer:
         """Token-to-text: cross-entropy of the item text generated from its dense tokens."""
         dense = self.dense(items)
         mask = torch.ones(dense.shape[:2], dtype=torch.long, device=dense.device)
+        if self.decoder_only:
+            labels = self.texts.labels[items]
+            logits = causal_pair_logits(self.model, None, mask, labels, self.texts.pad_id, prompt_embeds=dense)
+            return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
         return self.model(inputs_embeds=dense, attention_mask=mask, labels=self.texts.labels[items]).loss
 
 
 class STORERecommender(GenerativeRecommender):
     """Token-to-token generation trained jointly with the text-to-token and token-to-text item tasks."""
 
-    def __init__(self, codes: ItemCodes, model: T5ForConditionalGeneration, max_history: int,
+    def __init__(self, codes: ItemCodes, model: PreTrainedModel, max_history: int,
                  options: SequenceOptions, texts: ItemTexts,
                  weights: tuple[float, float], task_items: int) -> None:
         super().__init__(codes, model, max_history, options)
@@ -179,14 +209,20 @@ class STORERecommender(GenerativeRecommender):
         text_to_token, token_to_text = self.weights
         if text_to_token > 0:
             labels = self.target_labels(items)
-            logits = self.seq2seq_logits(self.texts.input_ids[items], self.texts.mask[items], labels)
+            logits = self.pair_logits(self.texts.input_ids[items], self.texts.mask[items], labels)
             loss = loss + text_to_token * F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),
                                                           ignore_index=IGNORE_INDEX)
         if token_to_text > 0:
             ids, mask = self.code_inputs(items)
-            loss = loss + token_to_text * self.backbone(input_ids=ids, attention_mask=mask,
-                                                        labels=self.texts.labels[items]).loss
+            loss = loss + token_to_text * self.code_to_text_loss(ids, mask, self.texts.labels[items])
         return loss
+
+    def code_to_text_loss(self, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the item text generated from the item's code."""
+        if not self.decoder_only:
+            return self.backbone(input_ids=ids, attention_mask=mask, labels=labels).loss
+        logits = self.pair_logits(ids, mask, labels)
+        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
 
     def identifier_statistics(self) -> dict[str, Any]:
         """How well the trained backbone maps item text to the item's code (first :data:`ACCURACY_ITEMS`)."""
@@ -199,16 +235,14 @@ class STORERecommender(GenerativeRecommender):
         self.eval()
         hits = 0
         for chunk in items.split(256):
-            hidden = self.backbone.get_encoder()(input_ids=self.texts.input_ids[chunk],
-                                                 attention_mask=self.texts.mask[chunk]).last_hidden_state
-            result = beam_search(self.backbone, hidden, self.texts.mask[chunk], self.trie, self.options.beam_size, 1)
-            hits += int((result.items[:, 0] == chunk).sum())
+            found = self.search_from(self.texts.input_ids[chunk], self.texts.mask[chunk], 1)
+            hits += int((found[:, 0] == chunk).sum())
         return hits / max(1, len(items))
 
 
 @register("store")
 class STORE(SequenceScheme):
-    """One T5 tokenizes items (text -> dense -> k-means tokens) and recommends (token -> token)."""
+    """One backbone tokenizes items (text -> dense -> k-means tokens) and recommends (token -> token)."""
 
     citation = ("Liu, Zhu, Fan, Zhao & Wu, STORE: Streamlining Semantic Tokenization and Generative "
                 "Recommendation with A Single LLM, arXiv:2409.07276, 2024.")
@@ -221,14 +255,22 @@ class STORE(SequenceScheme):
     }
     train_profiles = {"quick": {"epochs": 15}}
 
+    def not_applicable(self, dataset: Dataset) -> str | None:
+        """LoRA is refused: the code tokens are appended after stage 1, while peft fixes the trainable token rows
+        when the adapters are injected."""
+        if finetune_mode(self.ctx.backbone) == "lora":
+            return ("STORE appends its code tokens to the backbone after the tokenization stage; LoRA's trainable "
+                    "token rows are fixed when peft injects the adapters, so STORE runs with --finetune full only")
+        return super().not_applicable(dataset)
+
     def two_stage(self, data: TrainData) -> tuple[ItemCodes, Recommender]:
         """Stage 1 trains the backbone as dense tokenizer and discretises its tokens; stage 2's recommender is the
         same backbone with the codes' tokens added."""
         p, ctx = self.params, self.ctx
         vocab = ctx.text_vocabulary()
-        texts = ItemTexts(vocab.encode(ctx.dataset.item_texts(), p.text_max_tokens), ctx.device)
         torch.manual_seed(ctx.seed)
-        model = build_t5(ctx.config.backbone, new_tokens=p.n_tokens, text_vocab_size=vocab.size).to(ctx.device)
+        model = build_backbone(ctx.backbone, new_tokens=p.n_tokens, text_vocab_size=vocab.size).to(ctx.device)
+        texts = ItemTexts(vocab.encode(ctx.dataset.item_texts(), p.text_max_tokens), ctx.device, *special_ids(model))
         train_items = torch.as_tensor(np.flatnonzero(data.item_counts() > 0), device=ctx.device)
         tokenizer = DenseTokenizer(model, texts, p.n_tokens)
         start = time.perf_counter()

@@ -22,7 +22,8 @@ Pipeline:
 * **Prompt**: the user's K tokens (their own new-token range, after the items' K * M), then the history's
   items, K tokens each, as the paper's prompt lists them; embedded by the T5's new token embeddings and
   read by its encoder.
-* **Generative retrieval**: the decoder runs one step from its start token, and an MLP projection
+* **Generative retrieval**: the decoder runs one step from its start token (on a decoder-only backbone: the
+  last position's hidden state, as for E4SRec), and an MLP projection
   (Linear-ReLU-Dropout-Linear, as the authors' code) maps its state to a generated representation ``g`` in
   the CF space. Items are ranked by ``cos(g, e_i)`` over every item's CF representation ``e_i`` (a
   nearest-neighbour search over all items: no beam search, no invalid outputs).
@@ -83,7 +84,7 @@ from identifiers.lightgcn import LightGCNConfig, fit_lightgcn, fold_in, item_deg
 from identifiers.mq_tokenizer import OPTIMIZERS, MQTokenizer
 from identifiers.quantizers import FitConfig, FitReport, cached_fit
 from identifiers.registry import register
-from recommenders.backbones import build_t5, new_token_offset
+from recommenders.backbones import BackboneSpec, build_backbone, new_token_offset, user_state
 from recommenders.base import Recommender
 from recommenders.contracts import ItemTokenSets, codebook_usage, collision_rate
 
@@ -189,7 +190,8 @@ class TokenRecRecommender(Recommender):
     the prompt holds the history's item tokens only.
     """
 
-    def __init__(self, codes: torch.Tensor, codebook_size: int, item_representations: torch.Tensor, backbone: str,
+    def __init__(self, codes: torch.Tensor, codebook_size: int, item_representations: torch.Tensor,
+                 backbone: str | BackboneSpec,
                  max_history: int, options: TokenRecOptions = TokenRecOptions(),
                  users: UserTokenizer | None = None) -> None:
         super().__init__(codes.shape[0])
@@ -198,7 +200,7 @@ class TokenRecRecommender(Recommender):
         self.n_codebooks = codes.shape[1]
         item_tokens = self.n_codebooks * codebook_size
         new_tokens = item_tokens * (2 if users is not None else 1)
-        self.t5 = build_t5(backbone, new_tokens=new_tokens)
+        self.t5 = build_backbone(backbone, new_tokens=new_tokens)
         offsets = new_token_offset(self.t5, new_tokens) + codebook_size * torch.arange(self.n_codebooks)
         self.register_buffer("token_ids", codes.long() + offsets[None])
         self.register_buffer("item_representations", F.normalize(item_representations.float(), dim=-1))
@@ -208,7 +210,7 @@ class TokenRecRecommender(Recommender):
             self.register_buffer("user_codes", users.codes.long())
             self.register_buffer("fold_in_representations", users.item_representations.float())
             self.register_buffer("fold_in_degrees", users.item_degrees.long())
-        d_model = self.t5.config.d_model
+        d_model = self.t5.config.hidden_size
         self.projection = nn.Sequential(nn.Linear(d_model, options.projection_hidden), nn.ReLU(),
                                         nn.Dropout(options.projection_dropout),
                                         nn.Linear(options.projection_hidden, item_representations.shape[1]))
@@ -247,14 +249,10 @@ class TokenRecRecommender(Recommender):
         return torch.cat([user, inputs], dim=1), torch.cat([user_mask, mask], dim=1)
 
     def generate(self, batch: HistoryBatch) -> torch.Tensor:
-        """``[B, d_cf]`` generated representation: projection of the decoder state after its start token."""
+        """``[B, d_cf]`` generated representation: projection of the decoder state after its start token (T5),
+        or of the last position's hidden state (decoder-only backbone)."""
         inputs, mask = self.history_inputs(batch)
-        encoded = self.t5.encoder(inputs_embeds=inputs, attention_mask=mask.long()).last_hidden_state
-        start = torch.full((len(inputs), 1), self.t5.config.decoder_start_token_id, dtype=torch.long,
-                           device=inputs.device)
-        decoded = self.t5.decoder(input_ids=start, encoder_hidden_states=encoded, encoder_attention_mask=mask.long(),
-                                  use_cache=False)
-        return self.projection(decoded.last_hidden_state[:, -1])
+        return self.projection(user_state(self.t5, inputs, mask))
 
     def score(self, batch: HistoryBatch) -> torch.Tensor:
         """``[B, n_items]`` cosine similarities of the generated representation to every item's."""
@@ -363,5 +361,5 @@ class TokenRec(SetScheme):
         """TokenRec's own recommender: user and item tokens in, one generated CF-space vector out."""
         torch.manual_seed(self.ctx.seed)
         return TokenRecRecommender(identifiers.codes, identifiers.codebook_size, identifiers.cf,
-                                   self.ctx.config.backbone, self.ctx.config.max_history, self.options(),
+                                   self.ctx.backbone, self.ctx.config.max_history, self.options(),
                                    identifiers.users)

@@ -1,4 +1,4 @@
-"""Decoding item codes with an encoder-decoder: a tensor prefix tree and constrained beam search.
+"""Decoding item codes with a language model: a tensor prefix tree and constrained beam search.
 
 Generative retrieval with semantic IDs (TIGER: Rajput et al., "Recommender Systems with Generative
 Retrieval", NeurIPS 2023) decodes the next item's code token by token with beam search; constraining every
@@ -7,9 +7,10 @@ step to the prefixes of valid codes guarantees that each beam names an existing 
 * :class:`CodeTrie` holds the valid codes as a prefix tree in device tensors, so that the allowed next
   tokens and the child nodes of a whole batch of beams come from a few tensor operations.
 * :func:`beam_search` is a vectorised beam search for a T5 (one decoder forward per step for all
-  ``B * beam`` hypotheses, decoder KV cache), constrained to the trie or not. It follows the semantics of
-  transformers' ``generate(num_beams=...)`` with ``length_penalty=0`` (hypotheses ranked by the sum of
-  their token log-probabilities, normalised over the full vocabulary before masking).
+  ``B * beam`` hypotheses, decoder KV cache), constrained to the trie or not; :func:`causal_beam_search` is
+  the same search for a decoder-only model continuing a left-padded prompt (KV cache over the prompt). It
+  follows the semantics of transformers' ``generate(num_beams=...)`` with ``length_penalty=0`` (hypotheses
+  ranked by the sum of their token log-probabilities, normalised over the full vocabulary before masking).
 * :func:`reference_generate` runs transformers' own beam search with ``prefix_allowed_tokens_fn`` walking
   the trie in Python: slow, used to check :func:`beam_search`.
 
@@ -173,6 +174,73 @@ class BeamResult:
         return self.n_invalid / max(self.n_generated, 1)
 
 
+class T5Steps:
+    """Decoder steps of an encoder-decoder: the start token on the encoder output, then one token per step with
+    the decoder KV cache (the cross-attention keys and values are computed once per user)."""
+
+    def __init__(self, model: T5ForConditionalGeneration, encoder_hidden: torch.Tensor,
+                 attention_mask: torch.Tensor) -> None:
+        self.model, self.hidden, self.mask = model, encoder_hidden, attention_mask
+        self.cache_name = decoder_cache_name(model)
+        self.cache = None
+
+    def first(self) -> torch.Tensor:
+        """``[B, vocab]`` logits of the first code token."""
+        start = torch.full((self.hidden.shape[0], 1), self.model.config.decoder_start_token_id, dtype=torch.long,
+                           device=self.hidden.device)
+        return self._forward(start)
+
+    def next(self, tokens: torch.Tensor, parents: torch.Tensor | None, beam_size: int) -> torch.Tensor:
+        """``[B * beam, vocab]`` logits after appending ``tokens`` to the hypotheses' ``parents`` (None: the first
+        expansion, every user's state repeated ``beam_size`` times)."""
+        if parents is None:
+            self.cache.batch_repeat_interleave(beam_size)
+            self.hidden = self.hidden.repeat_interleave(beam_size, dim=0)
+            self.mask = self.mask.repeat_interleave(beam_size, dim=0)
+        else:
+            self.cache.self_attention_cache.reorder_cache(parents)
+        return self._forward(tokens[:, None])
+
+    def _forward(self, decoder_input_ids: torch.Tensor) -> torch.Tensor:
+        out = self.model(encoder_outputs=(self.hidden,), attention_mask=self.mask, decoder_input_ids=decoder_input_ids,
+                         use_cache=True, **{self.cache_name: self.cache})
+        self.cache = getattr(out, self.cache_name)
+        return out.logits[:, -1]
+
+
+class CausalSteps:
+    """Decoder steps of a decoder-only model: one forward over the left-padded prompt fills the KV cache, then
+    one token per step (the prompt is never re-encoded). Positions count real tokens only, so left padding
+    changes nothing."""
+
+    def __init__(self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
+        self.model, self.input_ids, self.mask = model, input_ids, attention_mask.long()
+        self.cache_name = decoder_cache_name(model)
+        self.cache = None
+        self.positions = self.mask.sum(dim=1)
+
+    def first(self) -> torch.Tensor:
+        return self._forward(self.input_ids, (self.mask.cumsum(dim=1) - 1).clamp_min(0))
+
+    def next(self, tokens: torch.Tensor, parents: torch.Tensor | None, beam_size: int) -> torch.Tensor:
+        if parents is None:
+            self.cache.batch_repeat_interleave(beam_size)
+            self.mask = self.mask.repeat_interleave(beam_size, dim=0)
+            self.positions = self.positions.repeat_interleave(beam_size, dim=0)
+        else:
+            self.cache.reorder_cache(parents)
+        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
+        logits = self._forward(tokens[:, None], self.positions[:, None])
+        self.positions = self.positions + 1
+        return logits
+
+    def _forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        out = self.model(input_ids=input_ids, attention_mask=self.mask, position_ids=position_ids, use_cache=True,
+                         logits_to_keep=1, **{self.cache_name: self.cache})
+        self.cache = getattr(out, self.cache_name)
+        return out.logits[:, -1]
+
+
 @torch.no_grad()
 def beam_search(model: T5ForConditionalGeneration, encoder_hidden: torch.Tensor, attention_mask: torch.Tensor,
                 trie: CodeTrie, beam_size: int, k: int, constrained: bool = True) -> BeamResult:
@@ -199,23 +267,33 @@ def beam_search(model: T5ForConditionalGeneration, encoder_hidden: torch.Tensor,
         constrained: restrict every step to the trie; when False, generated codes are mapped to items
             afterwards (-1 when invalid), which measures the invalid-generation rate.
     """
+    return search(T5Steps(model, encoder_hidden, attention_mask), encoder_hidden.shape[0], trie, beam_size, k,
+                  constrained)
+
+
+@torch.no_grad()
+def causal_beam_search(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, trie: CodeTrie,
+                       beam_size: int, k: int, constrained: bool = True) -> BeamResult:
+    """:func:`beam_search` for a decoder-only model: the codes continue the left-padded prompt ``input_ids``
+    ``[B, S]`` (mask ``[B, S]``), whose KV cache is computed once and then repeated and reordered per beam."""
+    return search(CausalSteps(model, input_ids, attention_mask), input_ids.shape[0], trie, beam_size, k, constrained)
+
+
+def search(steps: T5Steps | CausalSteps, batch: int, trie: CodeTrie, beam_size: int, k: int,
+           constrained: bool) -> BeamResult:
+    """The beam search loop of :func:`beam_search` over the decoder steps of either backbone family."""
     if k > beam_size:
         raise ValueError(f"k={k} exceeds beam_size={beam_size}")
-    batch, device = encoder_hidden.shape[0], encoder_hidden.device
+    device = trie.sequences.device
     keep = 2 * beam_size
     users = torch.arange(batch, device=device)[:, None]
-    tokens = torch.full((batch,), model.config.decoder_start_token_id, dtype=torch.long, device=device)
     nodes = torch.zeros(batch, dtype=torch.long, device=device)
     running = torch.zeros(batch, 1, device=device)
     pool_scores = torch.full((batch, beam_size), float("-inf"), device=device)
     pool_items = torch.full((batch, beam_size), -1, dtype=torch.long, device=device)
-    hidden, mask, cache = encoder_hidden, attention_mask, None
-    cache_name = decoder_cache_name(model)
+    logits = steps.first()
     for position in range(trie.depth):
-        out = model(encoder_outputs=(hidden,), attention_mask=mask, decoder_input_ids=tokens[:, None],
-                    use_cache=True, **{cache_name: cache})
-        cache = getattr(out, cache_name)
-        log_probs = F.log_softmax(out.logits[:, -1].float(), dim=-1)
+        log_probs = F.log_softmax(logits.float(), dim=-1)
         vocab = log_probs.shape[-1]
         if constrained:
             log_probs = log_probs.masked_fill(~trie.allowed_mask(nodes, vocab), float("-inf"))
@@ -249,12 +327,7 @@ def beam_search(model: T5ForConditionalGeneration, encoder_hidden: torch.Tensor,
             break
         nodes = children.gather(1, pick).view(-1)
         tokens = top_tokens.gather(1, pick).view(-1)
-        if position == 0:
-            cache.batch_repeat_interleave(beam_size)
-            hidden = hidden.repeat_interleave(beam_size, dim=0)
-            mask = mask.repeat_interleave(beam_size, dim=0)
-        else:
-            cache.self_attention_cache.reorder_cache(parents.gather(1, pick).view(-1))
+        logits = steps.next(tokens, None if position == 0 else parents.gather(1, pick).view(-1), beam_size)
     scores = pool_scores[:, :k]
     return BeamResult(items=torch.where(torch.isfinite(scores), pool_items[:, :k], -1), scores=scores)
 
@@ -309,6 +382,29 @@ def reference_generate(model: T5ForConditionalGeneration, encoder_hidden: torch.
                          output_scores=True)
     batch = encoder_hidden.shape[0]
     sequences = out.sequences.view(batch, k, -1)[:, :, 1:]
+    scores = out.sequences_scores.view(batch, k).float()
+    scores = scores.masked_fill(scores < -1e8, float("-inf"))
+    items = torch.where(torch.isfinite(scores), trie.lookup(sequences), -1)
+    return BeamResult(items=items, scores=scores)
+
+
+@torch.no_grad()
+def causal_reference_generate(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                              trie: CodeTrie, beam_size: int, k: int) -> BeamResult:
+    """:func:`reference_generate` for a decoder-only model continuing the left-padded prompt ``input_ids``:
+    the allowed tokens depend only on what was generated after the prompt."""
+    table = prefix_table(trie)
+    pad, width = model.config.pad_token_id, input_ids.shape[1]
+
+    def allowed(batch_id: int, sequence: torch.Tensor) -> list[int]:
+        return table.get(tuple(sequence[width:].tolist()), [pad])
+
+    out = model.generate(input_ids=input_ids, attention_mask=attention_mask, num_beams=beam_size,
+                         num_return_sequences=k, max_new_tokens=trie.depth, min_new_tokens=0, length_penalty=0.0,
+                         early_stopping=False, do_sample=False, prefix_allowed_tokens_fn=allowed,
+                         return_dict_in_generate=True, output_scores=True, pad_token_id=pad)
+    batch = input_ids.shape[0]
+    sequences = out.sequences[:, width:].reshape(batch, k, -1)
     scores = out.sequences_scores.view(batch, k).float()
     scores = scores.masked_fill(scores < -1e8, float("-inf"))
     items = torch.where(torch.isfinite(scores), trie.lookup(sequences), -1)

@@ -1,4 +1,4 @@
-"""The embedding paradigm on a T5 backbone: one continuous vector per item, a linear item head.
+"""The embedding paradigm: one continuous vector per item, a linear item head, on a T5 or decoder-only backbone.
 
 As in E4SRec (Li et al., 2023, Sec. 3): the history is the sequence of its items' vectors, each linearly
 projected into the backbone's width (the ID-injection step) and fed to the encoder as ``inputs_embeds``
@@ -6,6 +6,9 @@ with the padding mask; the decoder runs one step from its start token and its la
 scored against every item by a linear item head, trained with softmax cross-entropy over all items, so
 every item gets a score in one forward pass and no identifier has to be decoded. The optional text
 prompt of the paper is left out.
+
+On a decoder-only backbone (E4SRec's own setting, LLaMA in the released code) the projected history is the
+left-padded input and the user representation is the last position's hidden state.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.batches import HistoryBatch
-from recommenders.backbones import build_t5
+from recommenders.backbones import BackboneSpec, build_backbone, user_state
 from recommenders.base import Recommender
 from recommenders.contracts import ItemVectors
 
@@ -33,33 +36,30 @@ class EmbeddingOptions:
 
 
 class EmbeddingRecommender(Recommender):
-    """Item vectors -> linear projection -> T5 encoder; one decoder step -> linear head over all items."""
+    """Item vectors -> linear projection -> T5 encoder and one decoder step, or a decoder-only model's last
+    position -> linear head over all items."""
 
-    def __init__(self, vectors: ItemVectors, backbone: str, max_history: int,
+    def __init__(self, vectors: ItemVectors, backbone: str | BackboneSpec, max_history: int,
                  options: EmbeddingOptions = EmbeddingOptions()) -> None:
         super().__init__(vectors.n_items)
         self.options = options
         self.max_history = max_history
-        self.t5 = build_t5(backbone)
-        d_model = self.t5.config.d_model
+        self.backbone = build_backbone(backbone)
+        d_model = self.backbone.config.hidden_size
         self.item_vectors = nn.Embedding.from_pretrained(vectors.vectors.float().clone(),
                                                          freeze=options.freeze_vectors)
         self.input_proj = nn.Linear(vectors.dim, d_model)
         self.item_head = nn.Linear(d_model, vectors.n_items, bias=False)
 
     def encode(self, batch: HistoryBatch) -> torch.Tensor:
-        """``[B, d_model]`` user representation: the decoder's hidden state after its start token.
+        """``[B, d_model]`` user representation: the decoder's hidden state after its start token (T5), or the
+        last position's hidden state (decoder-only).
 
         The history is the last ``max_history`` items of the batch.
         """
         items, mask = batch.items[:, -self.max_history:], batch.mask[:, -self.max_history:]
         inputs = self.input_proj(self.item_vectors(items)) * mask[..., None]
-        encoded = self.t5.encoder(inputs_embeds=inputs, attention_mask=mask.long()).last_hidden_state
-        start = torch.full((len(items), 1), self.t5.config.decoder_start_token_id, dtype=torch.long,
-                           device=items.device)
-        decoded = self.t5.decoder(input_ids=start, encoder_hidden_states=encoded,
-                                  encoder_attention_mask=mask.long(), use_cache=False)
-        return decoded.last_hidden_state[:, -1]
+        return user_state(self.backbone, inputs, mask)
 
     def score(self, batch: HistoryBatch) -> torch.Tensor:
         return self.item_head(self.encode(batch))

@@ -1,15 +1,23 @@
-"""The sequence-paradigm recommender: a T5 that reads the history's item codes and generates the next one.
+"""The sequence-paradigm recommender: a language model that reads the history's item codes and generates the
+next one, on an encoder-decoder (T5) or a decoder-only backbone (Qwen2 or another causal LM).
 
 As in TIGER (Rajput et al., "Recommender Systems with Generative Retrieval", NeurIPS 2023), the encoder
 input is the codes of the history items, oldest first, and the decoder emits the target item's code; items
 are ranked by beam search constrained to valid codes (:mod:`recommenders.decoding`).
 
 Token mapping: backbone token 0 is the pad (also T5's decoder start), 1 is EOS. Codes made of new tokens
-(TIGER, CID, ...) are appended to the backbone's vocabulary (:func:`~recommenders.backbones.build_t5`);
+(TIGER, CID, ...) are appended to the backbone's vocabulary (:func:`~recommenders.backbones.build_backbone`);
 codes made of words (BIGRec's titles, IDGenRec's textual IDs) are the ids of the backbone's text vocabulary
 (:mod:`recommenders.text`) and each history item is followed by a separator word. The encoder input is the
 history's tokens concatenated without pads, then EOS. The decoder target is the code, plus EOS when code
 lengths vary (see :func:`recommenders.decoding.code_sequences`).
+
+Decoder-only backbones (the recipe of decoder-only generative recommenders such as BIGRec and LC-Rec): the
+prompt is the same token sequence (user token, history tokens, then EOS as the separator), left-padded;
+the target's code follows it and the loss covers only the target's tokens (the prompt is not predicted).
+Ranking is the same constrained beam search, continuing the prompt from its KV cache
+(:func:`~recommenders.decoding.causal_beam_search`). A decoder-only checkpoint keeps its own pad and
+end-of-sequence ids (:func:`~recommenders.backbones.special_ids`).
 """
 from __future__ import annotations
 
@@ -18,13 +26,20 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers import T5ForConditionalGeneration
+from transformers import PreTrainedModel
 
 from benchmark.batches import HistoryBatch
-from recommenders.backbones import EOS_ID, PAD_ID, build_t5, new_token_offset
+from recommenders.backbones import (
+    BackboneSpec,
+    build_backbone,
+    causal_positions,
+    is_decoder_only,
+    new_token_offset,
+    special_ids,
+)
 from recommenders.base import Recommender
 from recommenders.contracts import ItemCodes
-from recommenders.decoding import CodeTrie, beam_search
+from recommenders.decoding import CodeTrie, beam_search, causal_beam_search
 
 IGNORE_INDEX = -100
 
@@ -73,10 +88,39 @@ class HistoryLayout:
         return (torch.arange(width, device=self.items.device)[None, :] <= self.lengths[:, None]).long()
 
 
-class GenerativeRecommender(Recommender):
-    """A T5 generating item codes; ``rank`` is (constrained) beam search with ``max(beam_size, k)`` beams.
+def left_padded(values: torch.Tensor, mask: torch.Tensor, fill: float | int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded rows ``[B, S, ...]`` (mask ``[B, S]``, 1 on tokens) moved to the right end of the row: left
+    padding, ``fill`` in the padding."""
+    width = values.shape[1]
+    shift = width - mask.sum(dim=1, keepdim=True)
+    source = (torch.arange(width, device=values.device)[None, :] - shift) % width
+    moved = mask.gather(1, source)
+    index = source.view(*source.shape, *([1] * (values.dim() - 2))).expand_as(values)
+    real = moved.bool().view(*moved.shape, *([1] * (values.dim() - 2)))
+    return torch.where(real, values.gather(1, index), fill), moved
 
-    ``backbone`` is a preset or checkpoint name, or an already built T5 whose vocabulary ends with the
+
+def causal_pair_logits(model: PreTrainedModel, prompt: torch.Tensor | None, prompt_mask: torch.Tensor,
+                       labels: torch.Tensor, pad_id: int, prompt_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    """Teacher-forced logits ``[B, T, vocab]`` of the label tokens ``[B, T]`` (-100 = ignore) continuing a
+    left-padded prompt (ids, or embeddings ``prompt_embeds``) on a decoder-only ``model``: position ``S - 1 + t``
+    predicts label ``t``; the prompt itself is not predicted."""
+    target = labels.masked_fill(labels == IGNORE_INDEX, pad_id)
+    mask = torch.cat([prompt_mask, (labels != IGNORE_INDEX).long()], dim=1)[:, :-1]
+    inputs: dict[str, torch.Tensor] = {}
+    if prompt_embeds is None:
+        inputs["input_ids"] = torch.cat([prompt, target], dim=1)[:, :-1]
+    else:
+        embedded = model.get_input_embeddings()(target).to(prompt_embeds.dtype)
+        inputs["inputs_embeds"] = torch.cat([prompt_embeds, embedded], dim=1)[:, :-1]
+    logits = model(**inputs, attention_mask=mask, position_ids=causal_positions(mask), use_cache=False).logits
+    return logits[:, prompt_mask.shape[1] - 1:]
+
+
+class GenerativeRecommender(Recommender):
+    """A language model generating item codes; ``rank`` is (constrained) beam search with ``max(beam_size, k)`` beams.
+
+    ``backbone`` is a preset or checkpoint name (or spec), or an already built model whose vocabulary ends with the
     codes' new tokens (or holds the codes' text vocabulary), followed by ``options.user_tokens`` user tokens;
     with user tokens, the encoder input of :meth:`encode` and :meth:`token_logits` starts with the user's.
 
@@ -87,7 +131,7 @@ class GenerativeRecommender(Recommender):
 
     output = "ranking"
 
-    def __init__(self, codes: ItemCodes, backbone: str | T5ForConditionalGeneration, max_history: int,
+    def __init__(self, codes: ItemCodes, backbone: str | BackboneSpec | PreTrainedModel, max_history: int,
                  options: SequenceOptions = SequenceOptions()) -> None:
         super().__init__(codes.n_items)
         if options.temperature <= 0:
@@ -97,12 +141,15 @@ class GenerativeRecommender(Recommender):
         self.max_history = max_history
         self.options = options
         self.text = codes.text_vocab is not None
-        if isinstance(backbone, T5ForConditionalGeneration):
+        if isinstance(backbone, PreTrainedModel):
             self.backbone = backbone
         elif self.text:
-            self.backbone = build_t5(backbone, text_vocab_size=codes.text_vocab.size, new_tokens=options.user_tokens)
+            self.backbone = build_backbone(backbone, text_vocab_size=codes.text_vocab.size,
+                                           new_tokens=options.user_tokens)
         else:
-            self.backbone = build_t5(backbone, new_tokens=codes.vocab_size + options.user_tokens)
+            self.backbone = build_backbone(backbone, new_tokens=codes.vocab_size + options.user_tokens)
+        self.decoder_only = is_decoder_only(self.backbone)
+        self.pad_id, self.eos_id = special_ids(self.backbone)
         self.user_token_offset = new_token_offset(self.backbone, options.user_tokens)
         self.generated = 0
         self.invalid = 0
@@ -115,7 +162,7 @@ class GenerativeRecommender(Recommender):
         offset = 0 if self.text else new_token_offset(self.backbone, codes.vocab_size + self.options.user_tokens)
         tokens = torch.where(codes.codes >= 0, codes.codes + offset, -1)
         device = next(self.backbone.parameters()).device
-        self.trie = CodeTrie(tokens, eos_id=EOS_ID, vocab_size=self.backbone.config.vocab_size).to(device)
+        self.trie = CodeTrie(tokens, eos_id=self.eos_id, vocab_size=self.backbone.config.vocab_size).to(device)
         history = tokens
         if self.text:
             history = torch.cat([tokens, torch.full((len(tokens), 1), -1, dtype=torch.long)], dim=1)
@@ -151,13 +198,43 @@ class GenerativeRecommender(Recommender):
         removed, then EOS; right-padded) and the attention mask; preceded by the user token of ``users`` when
         given and ``options.user_tokens`` > 0."""
         layout = self.history_layout(items, present)
-        input_ids = torch.where(layout.real, self.history_tokens[layout.items, layout.positions], PAD_ID)
-        input_ids[torch.arange(len(input_ids), device=input_ids.device), layout.lengths] = EOS_ID
+        input_ids = torch.where(layout.real, self.history_tokens[layout.items, layout.positions], self.pad_id)
+        input_ids[torch.arange(len(input_ids), device=input_ids.device), layout.lengths] = self.eos_id
         mask = layout.attention_mask()
         if users is None or self.options.user_tokens == 0:
             return input_ids, mask
         user_ids = self.user_token_offset + user_bucket(users, self.options.user_tokens)
         return torch.cat([user_ids[:, None], input_ids], dim=1), torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
+
+    def prompt(self, batch: HistoryBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """A decoder-only backbone's prompt: :meth:`encoder_inputs` left-padded, ``[B, S]`` ids and mask."""
+        return left_padded(*self.encoder_inputs(batch.items, batch.mask, batch.users), self.pad_id)
+
+    def causal_logits(self, prompt: torch.Tensor | None, prompt_mask: torch.Tensor, labels: torch.Tensor,
+                      prompt_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """:func:`causal_pair_logits` of this recommender's decoder-only backbone."""
+        return causal_pair_logits(self.backbone, prompt, prompt_mask, labels, self.pad_id, prompt_embeds)
+
+    def pair_logits(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor, labels: torch.Tensor,
+                    inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced logits ``[B, T, vocab]`` of ``labels`` given a right-padded input (ids or embeddings)
+        on either family: :meth:`seq2seq_logits` on a T5, the input as a left-padded prompt when decoder-only."""
+        if not self.decoder_only:
+            return self.seq2seq_logits(input_ids, attention_mask, labels, inputs_embeds=inputs_embeds)
+        if inputs_embeds is None:
+            return self.causal_logits(*left_padded(input_ids, attention_mask, self.pad_id), labels)
+        embeds, mask = left_padded(inputs_embeds, attention_mask, 0.0)
+        return self.causal_logits(None, mask, labels, prompt_embeds=embeds)
+
+    @torch.no_grad()
+    def search_from(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int) -> torch.Tensor:
+        """``[B, k]`` items decoded (constrained beam search) from any right-padded input on either family."""
+        beams = max(self.options.beam_size, k)
+        if self.decoder_only:
+            prompt, mask = left_padded(input_ids, attention_mask, self.pad_id)
+            return causal_beam_search(self.backbone, prompt, mask, self.trie, beams, k).items
+        hidden = self.backbone.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return beam_search(self.backbone, hidden, attention_mask, self.trie, beams, k).items
 
     def encode(self, batch: HistoryBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder output ``[B, S, d]`` and its attention mask ``[B, S]``."""
@@ -178,8 +255,10 @@ class GenerativeRecommender(Recommender):
 
     def token_logits(self, batch: HistoryBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced logits ``[B, D, vocab]`` for the target codes, with the labels ``[B, D]``."""
-        input_ids, mask = self.encoder_inputs(batch.items, batch.mask, batch.users)
         labels = self.target_labels(batch.targets)
+        if self.decoder_only:
+            return self.causal_logits(*self.prompt(batch), labels), labels
+        input_ids, mask = self.encoder_inputs(batch.items, batch.mask, batch.users)
         return self.seq2seq_logits(input_ids, mask, labels), labels
 
     def sequence_loss(self, logits: torch.Tensor, labels: torch.Tensor, batch: HistoryBatch) -> torch.Tensor:
@@ -192,9 +271,13 @@ class GenerativeRecommender(Recommender):
 
     @torch.no_grad()
     def rank(self, batch: HistoryBatch, k: int) -> torch.Tensor:
-        hidden, mask = self.encode(batch)
-        result = beam_search(self.backbone, hidden, mask, self.trie, max(self.options.beam_size, k), k,
-                             constrained=self.options.constrained)
+        beams = max(self.options.beam_size, k)
+        if self.decoder_only:
+            result = causal_beam_search(self.backbone, *self.prompt(batch), self.trie, beams, k,
+                                        constrained=self.options.constrained)
+        else:
+            hidden, mask = self.encode(batch)
+            result = beam_search(self.backbone, hidden, mask, self.trie, beams, k, constrained=self.options.constrained)
         self.generated += result.n_generated
         self.invalid += result.n_invalid
         return result.items

@@ -20,6 +20,11 @@ over the item's semantic embedding (Eq. 3-4). The pieces:
 * **Per-dimension loss** (Eq. 6): for dimension j, a softmax over all items of the dot product between the
   generated vector j and every item's j-th token, cross-entropy on the target; the mean over dimensions
   (as the authors' code) plus ``alpha`` times the autoencoder's reconstruction MSE (Eq. 8).
+* **Decoder-only backbones** (the authors' Qwen code): the history's tokens are followed by the N+1
+  query vectors in one sequence, under one 4D additive mask that keeps the sparse pattern inside the causal
+  one: history tokens as above; query j sees every real history token and itself only. Items' tokens share
+  a position id (the item's index among the real items) and all queries share the next one, the decoder-only
+  analogue of the shared T5 positions. The hidden states at the query positions are the N+1 outputs.
 * **Grounding** (Eq. 7): score(item) = CF score + beta * sum_j semantic score_j, with beta chosen on
   validation from ``beta_grid`` after training (beta = 1 while training selects the epoch).
 """
@@ -36,7 +41,7 @@ from torch import nn
 from benchmark.batches import HistoryBatch
 from benchmark.evaluate import EvaluationResult
 from benchmark.metrics import metric_value
-from recommenders.backbones import build_t5
+from recommenders.backbones import BackboneSpec, build_backbone, causal_positions, is_decoder_only
 from recommenders.base import Recommender
 from recommenders.contracts import ItemTokenSets
 
@@ -147,9 +152,10 @@ class SemanticTokenizer(nn.Module):
 
 
 class SetRecommender(Recommender):
-    """SETRec on a T5: set tokens with the sparse mask -> encoder; one query per dimension -> decoder."""
+    """SETRec on a T5 (set tokens with the sparse mask -> encoder; one query per dimension -> decoder) or on a
+    decoder-only model (history tokens then queries, one masked pass)."""
 
-    def __init__(self, tokens: ItemTokenSets, backbone: str, max_history: int,
+    def __init__(self, tokens: ItemTokenSets, backbone: str | BackboneSpec, max_history: int,
                  options: SetOptions = SetOptions()) -> None:
         super().__init__(tokens.n_items)
         self.options = options
@@ -157,8 +163,9 @@ class SetRecommender(Recommender):
         self.dimensions = tokens.dimensions
         self.has_cf = tokens.cf is not None
         self.beta = TRAINING_BETA
-        self.t5 = build_t5(backbone)
-        d_model = self.t5.config.d_model
+        self.backbone = build_backbone(backbone)
+        self.decoder_only = is_decoder_only(self.backbone)
+        d_model = self.backbone.config.hidden_size
         self.cf_inputs: nn.Embedding | None = None
         self.cf_proj: nn.Linear | None = None
         if tokens.cf is not None:
@@ -174,7 +181,8 @@ class SetRecommender(Recommender):
             self.queries = nn.Parameter(queries)
         else:
             self.register_buffer("queries", queries)
-        share_positions_within_items(self.t5.encoder.block[0].layer[0].SelfAttention, len(self.dimensions))
+        if not self.decoder_only:
+            share_positions_within_items(self.backbone.encoder.block[0].layer[0].SelfAttention, len(self.dimensions))
 
     @property
     def tokens_per_item(self) -> int:
@@ -204,16 +212,41 @@ class SetRecommender(Recommender):
         batch_size, length = items.shape
         history = tokens[items] * mask[..., None, None]
         inputs = history.reshape(batch_size, length * self.tokens_per_item, -1)
-        encoded = self.t5.encoder(inputs_embeds=inputs,
-                                  attention_mask=additive_mask(self.attention_mask(mask), inputs.dtype))
         queries = self.queries.to(inputs.dtype).expand(batch_size, -1, -1)
+        if self.decoder_only:
+            return self.generate_causal(inputs, queries, mask)
+        encoded = self.backbone.encoder(inputs_embeds=inputs,
+                                  attention_mask=additive_mask(self.attention_mask(mask), inputs.dtype))
         only_itself = torch.eye(self.tokens_per_item, dtype=torch.bool, device=inputs.device)
         real_tokens = mask.repeat_interleave(self.tokens_per_item, dim=1)
-        decoded = self.t5.decoder(inputs_embeds=queries,
+        decoded = self.backbone.decoder(inputs_embeds=queries,
                                   attention_mask=additive_mask(only_itself.expand(batch_size, -1, -1), queries.dtype),
                                   encoder_hidden_states=encoded.last_hidden_state,
                                   encoder_attention_mask=real_tokens.long(), use_cache=False)
         return decoded.last_hidden_state
+
+    def causal_mask(self, item_mask: torch.Tensor) -> torch.Tensor:
+        """``[B, T + N+1, T + N+1]`` decoder-only mask: :meth:`attention_mask` over the history, then each query
+        sees every real history token and itself."""
+        history = self.attention_mask(item_mask)
+        batch_size, length = history.shape[:2]
+        queries = self.tokens_per_item
+        allowed = torch.zeros(batch_size, length + queries, length + queries, dtype=torch.bool, device=history.device)
+        allowed[:, :length, :length] = history
+        allowed[:, length:, :length] = item_mask.bool().repeat_interleave(queries, dim=1)[:, None, :]
+        allowed[:, length:, length:] = torch.eye(queries, dtype=torch.bool, device=history.device)
+        return allowed
+
+    def generate_causal(self, inputs: torch.Tensor, queries: torch.Tensor, item_mask: torch.Tensor) -> torch.Tensor:
+        """The decoder-only :meth:`generate`: history tokens then queries in one pass; outputs at the queries."""
+        item_positions = causal_positions(item_mask)
+        query_positions = item_mask.long().sum(dim=1, keepdim=True).expand(-1, self.tokens_per_item)
+        positions = torch.cat([item_positions.repeat_interleave(self.tokens_per_item, dim=1), query_positions], dim=1)
+        sequence = torch.cat([inputs, queries], dim=1)
+        hidden = self.backbone.base_model(inputs_embeds=sequence,
+                                          attention_mask=additive_mask(self.causal_mask(item_mask), sequence.dtype),
+                                          position_ids=positions, use_cache=False).last_hidden_state
+        return hidden[:, -self.tokens_per_item:]
 
     def dimension_scores(self, batch: HistoryBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``[B, N+1, n_items]`` per-dimension scores and the semantic reconstruction of every item (or None)."""

@@ -7,7 +7,9 @@ et al., ACL 2016) is trained on the item texts of the catalogue (content known a
 item, cold ones included, may contribute) with HF ``tokenizers``: NFKC + lower-casing, words and
 punctuation split, ``vocab_size`` at most. It is deterministic for a corpus and cached on disk.
 
-Token ids follow T5's convention: 0 is the pad (and decoder start), 1 the end of sequence, 2 unknown.
+Token ids of a fitted vocabulary follow T5's convention: 0 is the pad (and decoder start), 1 the end of
+sequence, 2 unknown; a T5 checkpoint's tokenizer must use the same pad and end of sequence, a decoder-only
+checkpoint's tokenizer keeps its own (the model's :func:`~recommenders.backbones.special_ids` match it).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 
 from benchmark.hashing import content_key
 from benchmark.safeio import load_or_compute
-from recommenders.backbones import EOS_ID, PAD_ID, PRESETS, BackboneError
+from recommenders.backbones import EOS_ID, PAD_ID, PRESETS, BackboneError, family_of
 
 SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")
 ALPHABET = list(string.ascii_lowercase + string.digits + string.punctuation)
@@ -30,13 +32,18 @@ SEPARATOR = ";"
 
 @dataclass
 class TextVocabulary:
-    """A tokenizer whose ids are the backbone's text tokens (pad 0, end of sequence 1)."""
+    """A tokenizer whose ids are the backbone's text tokens (pad 0 and end of sequence 1 unless ``own_ids``:
+    a decoder-only checkpoint's tokenizer, which needs only an end-of-sequence token)."""
 
     tokenizer: PreTrainedTokenizerBase
     source: str
+    own_ids: bool = False
 
     def __post_init__(self) -> None:
-        if (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id) != (PAD_ID, EOS_ID):
+        if self.own_ids:
+            if self.tokenizer.eos_token_id is None:
+                raise BackboneError(f"the tokenizer of '{self.source}' defines no end-of-sequence token")
+        elif (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id) != (PAD_ID, EOS_ID):
             raise BackboneError(f"the tokenizer of '{self.source}' uses pad id {self.tokenizer.pad_token_id} and "
                                 f"eos id {self.tokenizer.eos_token_id}; the T5 backbones need pad {PAD_ID}, "
                                 f"eos {EOS_ID}")
@@ -82,7 +89,8 @@ def text_vocabulary(backbone: str, corpus: list[str], vocab_size: int, cache_dir
     """
     if backbone not in PRESETS:
         try:
-            return TextVocabulary(AutoTokenizer.from_pretrained(backbone), backbone)
+            tokenizer = AutoTokenizer.from_pretrained(backbone, local_files_only=True)
+            return TextVocabulary(tokenizer, backbone, own_ids=family_of(backbone) != "t5")
         except (OSError, ValueError) as error:
             raise BackboneError(f"backbone '{backbone}': no tokenizer loadable with from_pretrained: "
                                 f"{error}") from error

@@ -34,6 +34,7 @@ from benchmark.hashing import content_key
 from benchmark.metrics import metric_value
 from benchmark.safeio import safe_load, save_tensors
 from benchmark.splits import Examples, TrainData
+from recommenders import parallel
 from recommenders.base import Recommender
 
 
@@ -120,8 +121,8 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
         return report
     valid = valid.subset(cfg.max_valid_examples, seed)
     metric_k = int(cfg.valid_metric.split("@")[1])
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
-                                  weight_decay=cfg.weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     best_state, bad, start_epoch, finished = None, 0, 0, False
     identity = fingerprint(model)
     order = np.random.default_rng(seed)
@@ -149,12 +150,15 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
         for batch in bar:
             if len(losses) == total:  # train.max_batches: the rest of this epoch's shuffle is skipped
                 break
-            with autocast(device, cfg.amp):
-                loss = model.loss(batch)
-            losses.append(loss.item())
-            check_finite(losses[-1], desc, epoch + 1, knob, batch=len(losses))
+            part = parallel.shard(batch)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = None
+            if len(part.targets):
+                with autocast(device, cfg.amp):
+                    loss = model.loss(part)
+                loss.backward()
+            losses.append(parallel.average(loss, len(part.targets), len(batch.targets), trainable))
+            check_finite(losses[-1], desc, epoch + 1, knob, batch=len(losses))
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
@@ -173,7 +177,7 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
         tqdm.write(f"{desc} epoch {epoch + 1}: loss {report.curve[-1]['loss']:.4f} valid {cfg.valid_metric} "
                    f"{value:.4f} (best {report.best_valid:.4f} @ {report.best_epoch}), {report.seconds:.0f} s")
         finished = bad >= cfg.patience
-        if checkpoint is not None:
+        if checkpoint is not None and parallel.is_main():
             save_tensors(checkpoint, {"fingerprint": identity, "model": model.state_dict(),
                                       "optimizer": optimizer.state_dict(), "best_state": best_state, "bad": bad,
                                       "epoch": epoch, "finished": finished, "report": asdict(report),

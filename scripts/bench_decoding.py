@@ -1,6 +1,7 @@
 """Benchmark of item-code decoding: vectorised constrained beam search vs transformers' reference.
 
-Builds a randomly initialised T5 and random unique TIGER-style codes (Rajput et al., NeurIPS 2023: ``levels``
+Builds a randomly initialised T5 or decoder-only model (``--backbone qwen-*``: the history is the prompt and
+the searches continue it from its KV cache) and random unique TIGER-style codes (Rajput et al., NeurIPS 2023: ``levels``
 semantic levels of ``codebook`` tokens each, plus a disambiguation level), random user histories, and runs
 
 (a) the vectorised constrained beam search (:func:`recommenders.decoding.constrained_beam_search`),
@@ -10,6 +11,7 @@ semantic levels of ``codebook`` tokens each, plus a disambiguation level), rando
 It checks that (a) and (b) return the same top-k items and prints users/second for each. Example (CPU):
 
     python scripts/bench_decoding.py --items 2000 --users 64 --batch 64 --backbone t5-tiny
+    python scripts/bench_decoding.py --items 2000 --users 64 --batch 64 --backbone qwen-5m
 """
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ from recommenders.contracts import ItemCodes  # noqa: E402
 from recommenders.decoding import (  # noqa: E402
     BeamResult,
     CodeTrie,
+    causal_beam_search,
+    causal_reference_generate,
     constrained_beam_search,
     reference_generate,
     unconstrained_beam_search,
@@ -97,8 +101,9 @@ def run(name: str, search: Search, model: GenerativeRecommender, examples: Examp
         beam: int, k: int, device: torch.device) -> tuple[BeamResult, float]:
     """Encode and decode ``examples`` in batches (after one untimed warm-up batch); results and seconds."""
     def decode(index: np.ndarray) -> BeamResult:
-        hidden, mask = model.encode(HistoryBatch.from_examples(examples, index, device))
-        return search(model.backbone, hidden, mask, model.trie, beam, k)
+        batch = HistoryBatch.from_examples(examples, index, device)
+        inputs = model.prompt(batch) if model.decoder_only else model.encode(batch)
+        return search(model.backbone, *inputs, model.trie, beam, k)
 
     with torch.no_grad():
         decode(np.arange(min(batch_size, len(examples))))
@@ -144,11 +149,17 @@ def main(argv: list[str] | None = None) -> None:
           f"decoded length {trie.depth} ({'EOS-terminated' if trie.uses_eos else 'fixed'}), trie nodes "
           f"{trie.n_nodes} | beam {args.beam}, k {k}, batch {args.batch}, history <= {args.history}")
 
-    constrained, t_constrained = run("constrained", constrained_beam_search, model, examples, args.batch,
+    searches: dict[str, Search] = {"constrained": constrained_beam_search,
+                                   "unconstrained": unconstrained_beam_search, "reference": reference_generate}
+    if model.decoder_only:
+        searches = {"constrained": lambda *a: causal_beam_search(*a, constrained=True),
+                    "unconstrained": lambda *a: causal_beam_search(*a, constrained=False),
+                    "reference": causal_reference_generate}
+    constrained, t_constrained = run("constrained", searches["constrained"], model, examples, args.batch,
                                      args.beam, k, device)
-    unconstrained, t_unconstrained = run("unconstrained", unconstrained_beam_search, model, examples, args.batch,
+    unconstrained, t_unconstrained = run("unconstrained", searches["unconstrained"], model, examples, args.batch,
                                          args.beam, k, device)
-    reference, t_reference = run("reference", reference_generate, model, reference_examples, args.batch,
+    reference, t_reference = run("reference", searches["reference"], model, reference_examples, args.batch,
                                  args.beam, k, device)
     subset = torch.as_tensor(np.searchsorted(examples.users, reference_examples.users))
     fast_subset = BeamResult(items=constrained.items[subset], scores=constrained.scores[subset])

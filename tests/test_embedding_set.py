@@ -70,15 +70,15 @@ def test_sparse_mask_exact_pattern_with_left_padding() -> None:
 
 def encoder_outputs(model: SetRecommender, inputs: torch.Tensor, item_mask: torch.Tensor) -> torch.Tensor:
     mask = additive_mask(model.attention_mask(item_mask), inputs.dtype)
-    return model.t5.encoder(inputs_embeds=inputs, attention_mask=mask).last_hidden_state
+    return model.backbone.encoder(inputs_embeds=inputs, attention_mask=mask).last_hidden_state
 
 
 @pytest.mark.parametrize("implementation", ["sdpa", "eager"])
 def test_masked_tokens_cannot_influence_the_encoder(implementation: str) -> None:
     model = small_set_model()
-    model.t5.set_attn_implementation(implementation)
+    model.backbone.set_attn_implementation(implementation)
     item_mask = torch.tensor([[False, True, True, True]])
-    inputs = torch.randn(1, 4 * 3, model.t5.config.d_model)
+    inputs = torch.randn(1, 4 * 3, model.backbone.config.d_model)
     base = encoder_outputs(model, inputs, item_mask)
     perturbed = inputs.clone()
     perturbed[0, 3 * 2 + 1] += 5.0  # token 1 of item 2
@@ -89,7 +89,7 @@ def test_masked_tokens_cannot_influence_the_encoder(implementation: str) -> None
     torch.testing.assert_close(out[0, same_item + earlier], base[0, same_item + earlier], rtol=0, atol=1e-6)
     assert not torch.allclose(out[0, 9:], base[0, 9:], atol=1e-3)  # the later item does see it
     full = small_set_model(sparse_mask=False)
-    full.t5.set_attn_implementation(implementation)
+    full.backbone.set_attn_implementation(implementation)
     changed = encoder_outputs(full, perturbed, item_mask)[0, 6] - encoder_outputs(full, inputs, item_mask)[0, 6]
     assert changed.abs().max() > 1e-3  # without the sparse mask the same item's tokens interact
 
@@ -97,7 +97,7 @@ def test_masked_tokens_cannot_influence_the_encoder(implementation: str) -> None
 def test_tokens_of_one_item_share_a_position() -> None:
     model = small_set_model()
     assert model.tokens_per_item == 3
-    bias = model.t5.encoder.block[0].layer[0].SelfAttention.compute_bias(6, 6)[0, 0]
+    bias = model.backbone.encoder.block[0].layer[0].SelfAttention.compute_bias(6, 6)[0, 0]
     assert bias[0, 3] == bias[1, 4] == bias[2, 5] == bias[0, 5]  # item 0 -> item 1, any token pair
     assert bias[0, 0] == bias[0, 2] == bias[2, 1] and bias[0, 0] != bias[0, 3]
 
@@ -107,10 +107,10 @@ def test_queries_generate_all_dimensions_in_one_pass_without_seeing_each_other()
     assert model.dimensions == ["cf", "sem_1", "sem_2", "sem_3"]
     batch = history_batch([[0, 4, 5], [1, 2, 3]], [[False, True, True], [True, True, True]])
     calls = []
-    model.t5.decoder.register_forward_hook(lambda *_: calls.append(1))
+    model.backbone.decoder.register_forward_hook(lambda *_: calls.append(1))
     tokens, _ = model.item_tokens()
     generated = model.generate(batch, tokens)
-    assert generated.shape == (2, 4, model.t5.config.d_model) and len(calls) == 1
+    assert generated.shape == (2, 4, model.backbone.config.d_model) and len(calls) == 1
     scores, _ = model.dimension_scores(batch)
     assert scores.shape == (2, 4, N_ITEMS) and len(calls) == 2
     with torch.no_grad():

@@ -58,10 +58,23 @@ def test_duplicate_registration_is_rejected() -> None:
         register("pop")(type("Other", (Scheme,), {"build": lambda self, data: None}))
 
 
-@pytest.mark.parametrize("name", ALL)
-def test_smoke_run(name: str, tmp_path: Path) -> None:
-    config = resolve("synthetic", get_scheme(name), 0, "smoke")
-    record = run_one(config, Environment(device="cpu", cache_dir=str(tmp_path), progress=False))
+BACKBONE_RUNS = [(name, backbone) for name in ALL
+                 for backbone in (("t5-tiny", "qwen-tiny") if get_scheme(name).uses_backbone else ("t5-tiny",))]
+"""Every scheme on the encoder-decoder and the decoder-only test backbone (baselines use none)."""
+
+
+@pytest.fixture(scope="module")
+def scheme_caches(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One cache folder per scheme, shared by its runs on both backbones: the qwen-tiny run reuses the
+    identifiers' cached parts (embeddings, CF encoder, quantizers, text vocabulary) of the t5-tiny run, which
+    keeps the doubled smoke runs affordable; the recommender is trained again (checkpoints are per config)."""
+    return {name: tmp_path_factory.mktemp(f"cache-{name}") for name in ALL}
+
+
+@pytest.mark.parametrize(("name", "backbone"), BACKBONE_RUNS)
+def test_smoke_run(name: str, backbone: str, scheme_caches: dict[str, Path]) -> None:
+    config = resolve("synthetic", get_scheme(name), 0, "smoke", cli={"backbone": backbone})
+    record = run_one(config, Environment(device="cpu", cache_dir=str(scheme_caches[name]), progress=False))
     if record["status"] == "not_applicable":
         assert record["reason"]
         return
@@ -71,6 +84,9 @@ def test_smoke_run(name: str, tmp_path: Path) -> None:
             assert math.isfinite(value) and value >= 0, key
     assert record["metrics"]["all"]["count"] == record["evaluation"]["test_examples"] == config.max_eval_users
     assert record["identifier"]["paradigm"] == get_scheme(name).paradigm
+    if get_scheme(name).uses_backbone:
+        assert record["model"]["backbone_family"] == backbone.split("-")[0].replace("qwen", "qwen2")
+        assert record["model"]["finetune"] == "full" and record["model"]["lora"] is None
     if get_scheme(name).paradigm == "sequence":
         inference = record["inference"]
         assert inference["generated_sequences"] > 0 and inference["invalid_generation_rate"] == 0.0
