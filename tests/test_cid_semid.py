@@ -168,8 +168,8 @@ def test_registry_contract() -> None:
     assert resolve("synthetic", CID, 0, "paper").params == {"n_clusters": 20, "max_leaf": 500, "window": 0,
                                                            "assign_labels": "cluster_qr", "eigen_solver": "lobpcg",
                                                            "beam_size": 20, "leaf": "index"}
-    assert resolve("synthetic", SemID, 0, "paper").params == {"drop_shared_root": True, "beam_size": 20,
-                                                             "leaf": "index"}
+    assert resolve("synthetic", SemID, 0, "paper").params == {"drop_shared_root": True, "beam_size": 20}
+    assert SemID.Params().leaf == "index", "an added field at its default stays out of the config (and its hash)"
 
 
 def test_cid_gives_every_tree_node_its_own_token_and_the_iid_hybrid(small_synthetic: Dataset, tmp_path: Path) -> None:
