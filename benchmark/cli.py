@@ -311,6 +311,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="{list,stats,run,tune,leaderboard,download}")
 
+    def run_options(p: argparse.ArgumentParser) -> None:
+        """The options ``run`` and ``tune`` share: data shaping, the config file, the device and the folders."""
+        p.add_argument("--max-history", type=_at_least_one, default=None)
+        p.add_argument("--k-core", type=_at_least_one, default=None)
+        p.add_argument("--config", default=None, help="YAML overriding benchmark/defaults.yaml (run/train/schemes)")
+        p.add_argument("--device", default="auto", help="auto (default: cuda when available), cpu, cuda or cuda:N")
+        p.add_argument("--results-dir", default="results")
+        p.add_argument("--reports-dir", default="reports")
+        p.add_argument("--cache-dir", default=".cache", help="embeddings, CF encoders and epoch checkpoints")
+        p.add_argument("--no-progress", action="store_true",
+                       help="no progress bars (a line per training epoch is still printed)")
+        data_options(p)
+
     def data_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--data-dir", default=None,
                        help="folder holding the datasets' folders (default: $GENREC_DATA_DIR or ./datasets)")
@@ -336,17 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="backbone preset or from_pretrained name/path, or a comma-separated grid of them")
     p.add_argument("--finetune", default=None, choices=("auto", "full", "lora"),
                    help="backbone fine-tuning (default run.finetune: auto = lora for checkpoints, full for presets)")
-    p.add_argument("--max-history", type=_at_least_one, default=None)
-    p.add_argument("--k-core", type=_at_least_one, default=None)
-    p.add_argument("--config", default=None, help="YAML overriding benchmark/defaults.yaml (run/train/schemes)")
-    p.add_argument("--device", default="auto", help="auto (default: cuda when available), cpu, cuda or cuda:N")
-    p.add_argument("--results-dir", default="results")
-    p.add_argument("--reports-dir", default="reports")
-    p.add_argument("--cache-dir", default=".cache", help="embeddings, CF encoders and epoch checkpoints")
+    run_options(p)
     p.add_argument("--force", action="store_true", help="re-run configs whose record exists")
-    p.add_argument("--no-progress", action="store_true",
-                   help="no progress bars (a line per training epoch is still printed)")
-    data_options(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("tune", help="search a scheme's declared hyper-parameters on validation (optuna), then "
@@ -366,16 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", default=None, help="one seed (default: from the config)")
     p.add_argument("--split", default=None, choices=SPLITS)
     p.add_argument("--backbone", default=None, help="backbone preset or from_pretrained name/path")
-    p.add_argument("--max-history", type=_at_least_one, default=None)
-    p.add_argument("--k-core", type=_at_least_one, default=None)
-    p.add_argument("--config", default=None, help="YAML overriding benchmark/defaults.yaml (run/train/schemes)")
-    p.add_argument("--device", default="auto", help="auto (default: cuda when available), cpu, cuda or cuda:N")
-    p.add_argument("--results-dir", default="results")
-    p.add_argument("--reports-dir", default="reports")
-    p.add_argument("--cache-dir", default=".cache", help="embeddings, CF encoders and epoch checkpoints")
+    run_options(p)
     p.add_argument("--force", action="store_true", help="re-run the final test run when its record exists")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    data_options(p)
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("leaderboard", help="tables (md, csv, tex), analyses, figures and index.html from the records")
