@@ -126,7 +126,7 @@ def run_all(configs: list[RunConfig], env: Environment, force: bool = False,
                 tqdm.write(f"skip {config.run_name}: record exists ({path})")
                 paths.append(path)
                 continue
-            lock = None if parallel.distributed() else FileLock(lock_path(path), timeout=0)
+            lock = None if parallel.launched() else FileLock(lock_path(path), timeout=0)
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 if lock is not None:

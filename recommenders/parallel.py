@@ -15,6 +15,7 @@ weights) is not supported.
 """
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 
 import torch
@@ -28,6 +29,12 @@ from benchmark.batches import HistoryBatch
 def state() -> PartialState:
     """The process group accelerate set up (initialised on first use; a single process without a launcher)."""
     return PartialState()
+
+
+def launched() -> bool:
+    """Whether a multi-process launcher (``accelerate launch``, ``torchrun``) started this process: it sets
+    ``WORLD_SIZE`` before any process group exists."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def distributed() -> bool:

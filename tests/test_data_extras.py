@@ -11,7 +11,7 @@ from benchmark.cli import main
 from benchmark.config import ConfigError, resolve
 from benchmark.data.dataset import DataError
 from benchmark.data.registry import check_dataset_name, load_dataset, load_raw
-from benchmark.splits import SplitError, make_split
+from benchmark.splits import SPLITTERS, SplitError, make_split
 from identifiers.registry import get_scheme
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -73,7 +73,9 @@ def test_timestamps_give_time_and_enable_the_temporal_split(tmp_path: Path) -> N
     assert dataset.has_timestamps and dataset.extras == ("timestamps.tsv",)
     assert [dataset.items["raw_id"][s].tolist() for s in dataset.sequences()] == [["A", "B", "C"], ["B", "C"]]
     assert dataset.interactions.sort_values(["user", "position"])["timestamp"].tolist() == [100, 100, 200, 50, 300]
-    assert make_split(dataset, "temporal", 5).protocol == "temporal"
+    with pytest.raises(SplitError, match="temporal split has no validation"):  # two users are too few to cut
+        make_split(dataset, "temporal", 5)
+    assert SPLITTERS["temporal"](dataset, 5).protocol == "temporal"
 
 
 @pytest.mark.parametrize("rows, message", [

@@ -46,7 +46,7 @@ def test_a_text_scheme_refuses_thin_text_naming_the_file(tmp_path: Path,
     err = capsys.readouterr().err
     assert (f"error: tiger needs a title or description per item, but only 2 of 10 items (20.0%) of dataset "
             f"'beauty' have it in {text_file}; the minimum is 50%") in err
-    assert not (tmp_path / "results").exists()  # refused before any work
+    assert not list((tmp_path / "results").rglob("*.json"))  # refused before any run
 
 
 @pytest.mark.parametrize("scheme, params, needs", [
@@ -83,7 +83,7 @@ def test_a_split_without_validation_or_test_examples_is_an_error(tmp_path: Path,
     err = capsys.readouterr().err
     assert ("error: dataset 'beauty': the loo split has no validation and no test examples (8 users, "
             "16 interactions, longest history 2); leave-one-out needs users with at least 3 interactions") in err
-    assert not (tmp_path / "results").exists()
+    assert not list((tmp_path / "results").rglob("*.json"))
     assert main(["stats", "--datasets", "beauty", "--data-dir", str(tmp_path), "--k-core", "1"]) == 0
     assert "loo       not available: dataset 'beauty': the loo split has no validation" in capsys.readouterr().out
 

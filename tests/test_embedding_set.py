@@ -207,4 +207,5 @@ def test_e4srec_can_build_on_a_bce_trained_sasrec(tiny, cache: Path) -> None:
     assert (ce_report["params"]["loss"], bce_report["params"]["loss"]) == ("ce", "bce")
     assert ce_report["cache_key"] != bce_report["cache_key"] and not bce_report["loaded_from_cache"]
     assert torch.isfinite(vectors.vectors).all()
-    assert get_scheme("e4srec").resolve_params("quick", {})["cf_loss"] == "ce"  # CE stays the default
+    assert "cf_loss" not in get_scheme("e4srec").resolve_params("quick", {})  # an added field at its default
+    assert get_scheme("e4srec").Params().cf_loss == "ce"  # CE stays the default

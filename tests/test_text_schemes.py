@@ -173,7 +173,7 @@ def test_diverse_beam_search_groups_differ_and_a_zero_penalty_repeats_greedy(sma
 
 def test_idgenrec_searches_again_until_its_ids_are_free(small_synthetic: Dataset, cache: Path) -> None:
     ctx = make_context(IDGenRec, small_synthetic, cache)
-    scheme = IDGenRec({**ctx.config.params, "id_beams": 2}, ctx)
+    scheme = IDGenRec({**ctx.config.params, "id_beams": 2, "id_search": "diverse"}, ctx)  # smoke uses beam
     torch.manual_seed(0)
     generator, vocab = id_generator(scheme), ctx.text_vocabulary()
     codes = scheme.generate_ids(generator, vocab)
