@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from threadpoolctl import threadpool_limits
 
 from benchmark.config import resolve
 from benchmark.data.dataset import Dataset, build_dataset
@@ -56,3 +58,14 @@ def make_context(scheme: type, dataset: Dataset, cache_dir: Path, seed: int = 0,
     return RunContext(config=resolve("synthetic", scheme, seed, "smoke", cli=dict(run)), dataset=dataset,
                       valid=split.valid, warm=split.warm, device=torch.device("cpu"), cache_dir=cache_dir,
                       progress=False, cf_config=resolve("synthetic", get_scheme("sasrec"), seed, "smoke"))
+
+
+@pytest.fixture
+def single_thread() -> Iterator[None]:
+    """One torch and BLAS thread for tiny workloads (no OpenMP/BLAS oversubscription on a busy 2-core machine);
+    a module opts in with ``pytestmark = pytest.mark.usefixtures("single_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(threads)

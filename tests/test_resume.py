@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 from benchmark import runner
 from benchmark.config import Environment, RunConfig, resolve
@@ -24,13 +23,7 @@ class Killed(Exception):
     """Stands for the process being killed between two epochs."""
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture

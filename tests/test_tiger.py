@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 from benchmark.data.dataset import Dataset
 from benchmark.safeio import save_tensors
@@ -16,15 +15,7 @@ from identifiers.tiger import TIGER
 from recommenders.trainer import DivergenceError
 from tests.conftest import make_context
 
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """These workloads are tiny: one thread avoids OpenMP/BLAS oversubscription on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
