@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -110,13 +111,7 @@ def _p5_item_meta(path: Path, catalogue: pd.DataFrame, known: set[str], warn_mis
     of items outside ``known`` are skipped, and counted in a warning with the ``known`` items lacking a line."""
     rows: dict[str, dict] = {}
     skipped = 0
-    for lineno, line in _lines(path):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(f"{path} line {lineno} column {error.colno}: invalid JSON ({error.msg})") from error
+    for lineno, line, record in _json_lines(path, _lines(path)):
         if not isinstance(record, dict) or not isinstance(record.get("asin"), str):
             raise _bad_line(path, lineno, P5_META_LINE, line)
         categories = record.get("categories") or []
@@ -376,13 +371,7 @@ def load_amazon2014(folder: Path, category: str, name: str) -> Dataset:
     users: list[str] = []
     items: list[str] = []
     times: list[float] = []
-    for lineno, line in _gzip_lines(reviews_path):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(f"{reviews_path} line {lineno} column {error.colno}: invalid JSON ({error.msg})") from error
+    for lineno, line, record in _json_lines(reviews_path, _gzip_lines(reviews_path)):
         try:
             user, item, time = str(record["reviewerID"]), str(record["asin"]), float(record["unixReviewTime"])
         except (TypeError, KeyError, ValueError) as error:
@@ -448,6 +437,19 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
     """``(1-based line number, line)`` for a UTF-8 text file, line endings stripped."""
     for lineno, line in enumerate(_decode(path.read_bytes(), path).split("\n"), start=1):
         yield lineno, line.rstrip("\r")
+
+
+def _json_lines(path: Path, lines: Iterator[tuple[int, str]]) -> Iterator[tuple[int, str, Any]]:
+    """``(line number, line, parsed JSON)`` for the non-blank ``lines`` of the JSON-lines file ``path``; invalid
+    JSON is a :class:`DataError` naming the file, line and column."""
+    for lineno, line in lines:
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path} line {lineno} column {error.colno}: invalid JSON ({error.msg})") from error
+        yield lineno, line, record
 
 
 def _gzip_lines(path: Path) -> Iterator[tuple[int, str]]:
