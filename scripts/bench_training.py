@@ -1,0 +1,316 @@
+"""Benchmark of one training step: the suite's training loop (the harness) against a bare PyTorch loop.
+
+For TIGER (sequence paradigm), E4SRec (embedding), SETRec (set) and SASRec, on the ``synthetic`` dataset
+(leave-one-out, ``--history`` items) with random identifiers (TIGER-style codes of ``--levels`` levels of
+``--codebook`` tokens plus a de-duplication level; random CF and semantic vectors; one semantic token for
+SETRec), it measures per optimiser step:
+
+* **harness**: :func:`recommenders.trainer.fit` for one epoch of ``--steps`` batches (``train.max_batches``),
+  minus the same call with ``--warmup`` batches, divided by the difference in steps: what a step of a real run
+  costs (batch building from NumPy, the step, loss bookkeeping, clipping), without the one-off costs of a call
+  (model set-up, one validation of a single example, the best-weights copy) and the first steps' warm-up;
+* **bare**: the same model on one fixed batch already on the device, ``zero_grad, loss, backward, step`` with
+  ``torch.optim.AdamW(foreach=True)`` and nothing else (no clipping, no loss read back): the floor.
+
+At two shapes: **proxy**, the launch-bound shape (t5-tiger's layers and heads, 4+4 layers of 6 heads, with
+d_model 12, d_kv 2, FF 48, batch 4; SASRec: hidden 12, 2 blocks), where arithmetic is near zero and the time is
+host work (what bounds a GPU step), and **real**, the quick profile's backbone and batch (t5-tiny, batch 256;
+SASRec: its quick parameters, batch 256).
+
+Operator calls and host-device syncs per step are counted at the proxy shape with a ``TorchDispatchMode``
+(harness: difference of the two calls, as for time). On CUDA, syncs are the warnings of
+``torch.cuda.set_sync_debug_mode("warn")``. On CPU, where nothing synchronises, the counted operators are those
+that make the host wait for the device on a GPU: ``aten::_local_scalar_dense`` (``.item()``, ``float()``,
+``int()``, ``bool()`` of a tensor, ``if tensor:``), ``nonzero``, ``masked_select``, indexing or ``index_put`` with
+a boolean mask, ``repeat_interleave`` with tensor repeats, ``unique``, outside ``optimizer.step`` (AdamW keeps
+its step counts on the host, so their ``.item()`` does not synchronise on a GPU either); copies from the device to
+the host and blocking copies from pageable host memory are not visible on CPU (``.numpy()`` is no operator) and
+are not counted.
+The last line prints harness / bare per scheme. Example (CPU, a few minutes):
+
+    python scripts/bench_training.py --output docs/reference/bench-training-cpu.md --title after
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import platform
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+from torch.utils._python_dispatch import TorchDispatchMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_decoding import random_codes  # noqa: E402
+
+from benchmark.batches import HistoryBatch  # noqa: E402
+from benchmark.config import TrainConfig  # noqa: E402
+from benchmark.data.registry import load_dataset  # noqa: E402
+from benchmark.splits import Split, make_split  # noqa: E402
+from recommenders import trainer  # noqa: E402
+from recommenders.backbones import PRESETS, BackbonePreset  # noqa: E402
+from recommenders.base import Recommender  # noqa: E402
+from recommenders.contracts import ItemTokenSets, ItemVectors  # noqa: E402
+from recommenders.embedding import EmbeddingRecommender  # noqa: E402
+from recommenders.sasrec import SASRec, SASRecParams  # noqa: E402
+from recommenders.sequence import GenerativeRecommender, SequenceOptions  # noqa: E402
+from recommenders.set import SetOptions, SetRecommender  # noqa: E402
+
+SCHEMES = ("tiger", "e4srec", "setrec", "sasrec")
+PROXY = "bench-proxy"
+PRESETS[PROXY] = BackbonePreset(PROXY, "t5", "t5-tiger's layers and heads at d_model 12 (launch-bound proxy)",
+                                {**PRESETS["t5-tiger"].config, "d_model": 12, "d_kv": 2, "d_ff": 48})
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One measured shape: the backbone, SASRec's width and the batch size."""
+
+    name: str
+    backbone: str
+    sasrec_hidden: int
+    batch: int
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--schemes", default=",".join(SCHEMES), help=f"comma-separated subset of {', '.join(SCHEMES)}")
+    parser.add_argument("--real-backbone", default="t5-tiny", help="backbone of the real shape (quick: t5-tiny)")
+    parser.add_argument("--real-batch", type=int, default=256, help="batch of the real shape (quick: 256)")
+    parser.add_argument("--proxy-batch", type=int, default=4, help="batch of the launch-bound proxy shape")
+    parser.add_argument("--history", type=int, default=20, help="most history items (run.max_history)")
+    parser.add_argument("--levels", type=int, default=3, help="TIGER code levels before de-duplication")
+    parser.add_argument("--codebook", type=int, default=256, help="tokens per TIGER code level")
+    parser.add_argument("--dim", type=int, default=64, help="width of the random CF and semantic vectors")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps at the proxy shape")
+    parser.add_argument("--real-steps", type=int, default=6, help="timed steps at the real shape")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps before the timed ones")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--title", default="", help="heading of this measurement in the Markdown output")
+    parser.add_argument("--output", type=Path, default=None, help="also write the Markdown report to this file")
+    parser.add_argument("--append", action="store_true", help="append to --output instead of replacing it")
+    args = parser.parse_args(argv)
+    unknown = set(args.schemes.split(",")) - set(SCHEMES)
+    if unknown:
+        parser.error(f"--schemes: unknown {', '.join(sorted(unknown))}; choose from {', '.join(SCHEMES)}")
+    if min(args.steps, args.real_steps, args.warmup) < 1:
+        parser.error("--steps, --real-steps and --warmup: at least 1")
+    return args
+
+
+def build(scheme: str, shape: Shape, n_items: int, args: argparse.Namespace) -> Recommender:
+    """A randomly initialised model of ``scheme`` at ``shape`` over random identifiers (same seed every call)."""
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    if scheme == "sasrec":
+        return SASRec(n_items, args.history, SASRecParams(hidden=shape.sasrec_hidden))
+    if scheme == "tiger":
+        codes = random_codes(n_items, args.levels, args.codebook, "level", rng)
+        return GenerativeRecommender(codes, shape.backbone, args.history, SequenceOptions(user_tokens=2000))
+    vectors = torch.as_tensor(rng.standard_normal((n_items, args.dim)), dtype=torch.float32)
+    if scheme == "e4srec":
+        return EmbeddingRecommender(ItemVectors(vectors), shape.backbone, args.history)
+    semantic = torch.as_tensor(rng.standard_normal((n_items, args.dim)), dtype=torch.float32)
+    return SetRecommender(ItemTokenSets(cf=vectors, semantic=semantic, n_semantic=1), shape.backbone, args.history,
+                          SetOptions(semantic_layers=(64,)))
+
+
+SYNC_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique", "_unique2", "unique_dim",
+            "unique_consecutive"}
+
+
+class Counter(TorchDispatchMode):
+    """Counts every operator call and the calls that synchronise on a GPU (see the module docstring)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops = 0
+        self.syncs = 0
+        self.in_optimizer = False
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        self.ops += 1
+        # AdamW's step counts live on the host, also on a GPU: their scalar reads in optimizer.step do not sync
+        self.syncs += not self.in_optimizer and synchronises(func.overloadpacket.__name__, args, kwargs or {})
+        return func(*args, **(kwargs or {}))
+
+
+def synchronises(name: str, args: tuple, kwargs: dict) -> bool:
+    """Whether the operator ``name`` called on ``args`` makes the host wait for a GPU (see the module docstring)."""
+    if name in SYNC_OPS:
+        return True
+    if name == "repeat_interleave":
+        return isinstance(args[0], torch.Tensor) and args[0].dim() > 0 and kwargs.get("output_size") is None
+    if name in ("index", "index_put", "index_put_", "_index_put_impl_") and len(args) > 1:
+        return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1] or ())
+    return False
+
+
+@contextlib.contextmanager
+def counting(device: torch.device):
+    """A :class:`Counter` over the block; on CUDA its ``syncs`` are the sync-debug warnings instead."""
+    counter = Counter()
+    hooks = [register_optimizer_step_pre_hook(lambda *_: setattr(counter, "in_optimizer", True)),
+             register_optimizer_step_post_hook(lambda *_: setattr(counter, "in_optimizer", False))]
+    try:
+        if device.type != "cuda":
+            with counter:
+                yield counter
+            return
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                with counter:
+                    yield counter
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        counter.syncs = sum("synchroniz" in str(w.message) for w in caught)
+    finally:
+        for hook in hooks:
+            hook.remove()
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def harness_run(scheme: str, shape: Shape, split: Split, steps: int, args: argparse.Namespace,
+                measure: Callable[[Callable[[], None]], Any]) -> Any:
+    """``measure`` of one :func:`trainer.fit` call of one epoch of ``steps`` batches on a fresh model."""
+    device = torch.device(args.device)
+    model = build(scheme, shape, split.train.n_items, args)
+    cfg = TrainConfig(epochs=1, batch_size=shape.batch, lr=1e-3, weight_decay=0.0, grad_clip=1.0, patience=1,
+                      valid_metric="ndcg@10", max_valid_examples=1, amp=True, max_batches=steps)
+    return measure(lambda: trainer.fit(model, split.train, split.valid, split.warm, cfg, (10,), 1, device,
+                                       args.seed, progress=False))
+
+
+def bare_run(scheme: str, shape: Shape, split: Split, warmup: int, steps: int, args: argparse.Namespace,
+             measure: Callable[[Callable[[], None]], Any]) -> Any:
+    """``measure`` of ``steps`` bare steps on one fixed batch, after ``warmup`` unmeasured ones."""
+    device = torch.device(args.device)
+    model = build(scheme, shape, split.train.n_items, args).to(device)
+    model.prepare(split.train)
+    model.train()
+    examples = model.training_examples(split.train)
+    batch = HistoryBatch.from_examples(examples, np.arange(min(shape.batch, len(examples))), device)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, foreach=True)
+
+    def step(n: int) -> None:
+        for _ in range(n):
+            optimizer.zero_grad(set_to_none=True)
+            model.loss(batch).backward()
+            optimizer.step()
+        synchronize(device)
+
+    step(warmup)
+    return measure(lambda: step(steps))
+
+
+def seconds(call: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    call()
+    synchronize(torch.device(torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu"))
+    return time.perf_counter() - start
+
+
+def counts(device: torch.device) -> Callable[[Callable[[], None]], tuple[int, int]]:
+    def measure(call: Callable[[], None]) -> tuple[int, int]:
+        with counting(device) as counter:
+            call()
+        return counter.ops, counter.syncs
+    return measure
+
+
+def measure_scheme(scheme: str, split: Split, args: argparse.Namespace) -> dict[str, Any]:
+    """Per-step milliseconds (proxy and real, harness and bare), operator calls and syncs (proxy)."""
+    device = torch.device(args.device)
+    proxy = Shape("proxy", PROXY, 12, args.proxy_batch)
+    real = Shape("real", args.real_backbone, SASRecParams().hidden, args.real_batch)
+    row: dict[str, Any] = {"scheme": scheme}
+    for shape, steps in ((proxy, args.steps), (real, args.real_steps)):
+        short = harness_run(scheme, shape, split, args.warmup, args, seconds)
+        full = harness_run(scheme, shape, split, args.warmup + steps, args, seconds)
+        row[f"{shape.name}_harness_ms"] = 1000.0 * (full - short) / steps
+        row[f"{shape.name}_bare_ms"] = 1000.0 * bare_run(scheme, shape, split, args.warmup, steps, args,
+                                                         seconds) / steps
+    counted = 3
+    short = harness_run(scheme, proxy, split, args.warmup, args, counts(device))
+    full = harness_run(scheme, proxy, split, args.warmup + counted, args, counts(device))
+    row["harness_ops"], row["harness_syncs"] = ((b - a) / counted for a, b in zip(short, full))
+    row["bare_ops"], row["bare_syncs"] = (value / counted for value in
+                                          bare_run(scheme, proxy, split, args.warmup, counted, args, counts(device)))
+    return row
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parents[1], check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def report(rows: list[dict[str, Any]], args: argparse.Namespace, argv: list[str]) -> str:
+    how = "sync-debug warnings" if args.device.startswith("cuda") else "sync-inducing operators on CPU, see the script"
+    hardware = (torch.cuda.get_device_name(torch.device(args.device)) if args.device.startswith("cuda")
+                else f"CPU {platform.processor() or platform.machine()}, {args.threads} torch thread(s)")
+    title = f"## {args.title}\n\n" if args.title else ""
+    lines = [f"{title}Generated by `python scripts/bench_training.py {' '.join(argv)}` at commit {commit()} on "
+             f"{hardware} ({platform.platform()}, torch {torch.__version__}) at "
+             f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}; do not edit by hand.\n",
+             f"Synthetic dataset (loo, history {args.history}); proxy: t5-tiger's layers and heads at d_model 12, "
+             f"batch {args.proxy_batch}, {args.steps} timed steps; real: {args.real_backbone}, batch "
+             f"{args.real_batch}, {args.real_steps} timed steps; {args.warmup} warm-up steps. Operator calls and "
+             f"syncs per step at the proxy shape ({how}).\n",
+             "| Scheme | proxy ms harness | proxy ms bare | real ms harness | real ms bare | ops harness | ops bare "
+             "| syncs harness | syncs bare |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['scheme']} | {r['proxy_harness_ms']:.1f} | {r['proxy_bare_ms']:.1f} | {r['real_harness_ms']:.0f} "
+              f"| {r['real_bare_ms']:.0f} | {r['harness_ops']:.0f} | {r['bare_ops']:.0f} | {r['harness_syncs']:.1f} "
+              f"| {r['bare_syncs']:.1f} |" for r in rows]
+    lines += ["", ratios(rows)]
+    return "\n".join(lines) + "\n"
+
+
+def ratios(rows: list[dict[str, Any]]) -> str:
+    return "harness / bare per step (proxy, real): " + "; ".join(
+        f"{r['scheme']} {r['proxy_harness_ms'] / r['proxy_bare_ms']:.2f}x, "
+        f"{r['real_harness_ms'] / r['real_bare_ms']:.2f}x" for r in rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    split = make_split(load_dataset("synthetic"), "loo", args.history)
+    rows = []
+    for scheme in args.schemes.split(","):
+        rows.append(measure_scheme(scheme, split, args))
+        r = rows[-1]
+        print(f"{scheme:>7}: proxy {r['proxy_harness_ms']:.1f} / {r['proxy_bare_ms']:.1f} ms, real "
+              f"{r['real_harness_ms']:.0f} / {r['real_bare_ms']:.0f} ms (harness / bare), ops {r['harness_ops']:.0f} / "
+              f"{r['bare_ops']:.0f}, syncs {r['harness_syncs']:.1f} / {r['bare_syncs']:.1f}", flush=True)
+    text = report(rows, args, argv)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        previous = args.output.read_text() + "\n" if args.append and args.output.is_file() else ""
+        header = "" if previous else "# Training step: harness against a bare loop\n\n"
+        args.output.write_text(previous + header + text)
+    print(text.rstrip("\n"))
+
+
+if __name__ == "__main__":
+    main()
