@@ -12,20 +12,45 @@ from benchmark.splits import PAD, Examples
 
 @dataclass
 class HistoryBatch:
-    """A batch of examples on a device: ``items[b]`` left-padded (pads are 0 where ``mask`` is False)."""
+    """A batch of examples on a device: ``items[b]`` left-padded (pads are 0 where ``mask`` is False).
+
+    ``histories`` is the same histories on the host (NumPy, ``PAD`` in the padding) when the batch was built
+    from examples: what a model needs to know of the batch's shape (e.g. how many positions are real) is read
+    from it without waiting for the device. None for a batch made on the device (then such models read the
+    device tensors, which makes the host wait for a GPU).
+    """
 
     users: torch.Tensor
     items: torch.Tensor
     mask: torch.Tensor
     targets: torch.Tensor
+    histories: np.ndarray | None = None
 
     @classmethod
     def from_examples(cls, examples: Examples, index: np.ndarray, device: torch.device | str) -> "HistoryBatch":
-        hist = torch.as_tensor(examples.histories[index], device=device)
+        """The examples ``index``, copied to ``device`` from page-locked memory without blocking on a GPU."""
+        histories = examples.histories[index]
+        hist = to_device(histories, device)
         mask = hist != PAD
-        return cls(users=torch.as_tensor(examples.users[index], device=device),
-                   items=hist.clamp_min(0), mask=mask,
-                   targets=torch.as_tensor(examples.targets[index], device=device))
+        return cls(users=to_device(examples.users[index], device), items=hist.clamp_min(0), mask=mask,
+                   targets=to_device(examples.targets[index], device), histories=histories)
+
+    def real_positions(self, last: int) -> torch.Tensor:
+        """Flat indices into ``mask[:, -last:]`` of its True entries, row by row (the order of boolean indexing);
+        without a device sync when :attr:`histories` is known (its count sizes ``nonzero_static``)."""
+        mask = self.mask[:, -last:].flatten()
+        if self.histories is None:
+            return mask.nonzero().flatten()
+        count = int(np.count_nonzero(self.histories[:, -last:] != PAD))
+        return torch.nonzero_static(mask, size=count).flatten()
+
+
+def to_device(array: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    """``array`` as a tensor on ``device``; to a GPU through page-locked memory, asynchronously."""
+    tensor = torch.as_tensor(np.ascontiguousarray(array))
+    if torch.device(device).type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def iterate(examples: Examples, batch_size: int, device: torch.device | str,

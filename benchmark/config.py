@@ -29,7 +29,7 @@ TRAIN_MINIMUM = {"epochs": 0, "batch_size": 1, "weight_decay": 0, "grad_clip": 0
                  "max_valid_examples": 0, "max_batches": 0}
 """Smallest valid value of each numeric run / train key (``defaults.yaml`` documents them)."""
 LATER_KEYS = {"max_eval_users": (0,), "candidates": ("all",), "finetune": ("auto", "none"),
-              "lora": (None, "default"), "gradient_checkpointing": (False,)}
+              "lora": (None, "default"), "gradient_checkpointing": (False,), "compile": (False,)}
 LATER_TRAIN_KEYS = {"max_batches": 0}
 """Run and train keys added after the first records, with their off values (``"default"``: the defaults.yaml value;
 see :class:`RunConfig`)."""
@@ -100,6 +100,7 @@ class RunConfig:
     finetune: str = "auto"
     lora: LoraSettings | None = None
     gradient_checkpointing: bool = False
+    compile: bool = False
     params: dict[str, Any] = field(default_factory=dict)
     max_eval_users: int = 0
 
@@ -207,7 +208,7 @@ def resolve(dataset: str, scheme_cls: type, seed: int | None, profile: str, user
                      constrained_decoding=run["constrained_decoding"], train=TrainConfig(**train), params=params,
                      max_eval_users=run["max_eval_users"], candidates=run["candidates"],
                      finetune=run["finetune"] if uses else "none", lora=lora if uses else None,
-                     gradient_checkpointing=run["gradient_checkpointing"] and uses)
+                     gradient_checkpointing=run["gradient_checkpointing"] and uses, compile=run["compile"])
 
 
 def _split_for(dataset: str, split: str, explicit: bool) -> str:

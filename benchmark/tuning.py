@@ -121,7 +121,7 @@ def validation_value(config: RunConfig, env: Environment, on_epoch: Any = None) 
         raise TuneError(f"{config.scheme} cannot run on {config.dataset}: {reason}")
     model = scheme.build(split.train).model
     trainer.fit(model, split.train, split.valid, split.warm, config.train, config.ks, config.eval_batch_size, device,
-                config.seed, env.progress, desc=f"{config.scheme} trial", on_epoch=on_epoch)
+                config.seed, env.progress, desc=f"{config.scheme} trial", on_epoch=on_epoch, compiled=config.compile)
     examples = split.valid.subset(config.train.max_valid_examples, config.seed)
     k = int(config.train.valid_metric.split("@")[1])
 

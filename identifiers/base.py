@@ -97,7 +97,7 @@ class RunContext:
         """Train ``model`` with the shared loop, early stopping on this run's validation examples."""
         cfg = self.config
         return trainer.fit(model, data, self.valid, self.warm, train_cfg or cfg.train, cfg.ks, cfg.eval_batch_size,
-                           self.device, cfg.seed, self.progress, desc=desc)
+                           self.device, cfg.seed, self.progress, desc=desc, compiled=cfg.compile)
 
     def cf_encoder(self, data: TrainData, loss: str | None = None) -> SASRec:
         """A SASRec trained on the training split (early stopping on validation), cached on disk; its loss is

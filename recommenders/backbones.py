@@ -239,13 +239,26 @@ def causal_positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(dim=1) - 1).clamp_min(0)
 
 
+def padding_mask_4d(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``[B, 1, 1, K]`` additive attention mask of a ``[B, K]`` padding mask (1 / True on tokens): 0 on tokens, the
+    dtype's minimum on padding, for any number of queries.
+
+    ``transformers`` passes a 4D mask to T5's attention as it is; a 2D one it inspects on the host first
+    (``padding_mask.all()``, a host-device sync) and turns into the same values (its eager masks), or its SDPA
+    path into ``where(mask, bias, minimum)``, which equals ``bias + minimum`` in float32: so a T5 computes the
+    same bits either way, without the sync."""
+    minimum = torch.full(mask.shape, torch.finfo(dtype).min, dtype=dtype, device=mask.device)
+    return minimum.masked_fill(mask.bool(), 0.0)[:, None, None, :]
+
+
 def context_states(model: PreTrainedModel, inputs_embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``[B, S, d]`` hidden states of a history given as embeddings (padding where ``mask`` is 0): a T5's
     encoder output, or a decoder-only model's last hidden states (causal; the last column must be real)."""
     if is_decoder_only(model):
         return model.base_model(inputs_embeds=inputs_embeds, attention_mask=mask.long(),
                                 position_ids=causal_positions(mask), use_cache=False).last_hidden_state
-    return model.get_encoder()(inputs_embeds=inputs_embeds, attention_mask=mask.long()).last_hidden_state
+    return model.get_encoder()(inputs_embeds=inputs_embeds,
+                               attention_mask=padding_mask_4d(mask, inputs_embeds.dtype)).last_hidden_state
 
 
 def user_state(model: PreTrainedModel, inputs_embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -257,8 +270,8 @@ def user_state(model: PreTrainedModel, inputs_embeds: torch.Tensor, mask: torch.
     encoded = context_states(model, inputs_embeds, mask)
     start = torch.full((len(inputs_embeds), 1), model.config.decoder_start_token_id, dtype=torch.long,
                        device=inputs_embeds.device)
-    decoded = model.get_decoder()(input_ids=start, encoder_hidden_states=encoded, encoder_attention_mask=mask.long(),
-                                  use_cache=False)
+    decoded = model.get_decoder()(input_ids=start, encoder_hidden_states=encoded,
+                                  encoder_attention_mask=padding_mask_4d(mask, encoded.dtype), use_cache=False)
     return decoded.last_hidden_state[:, -1]
 
 

@@ -57,20 +57,24 @@ def shard(batch: HistoryBatch) -> HistoryBatch:
         return batch
     rows = slice(state().process_index, None, state().num_processes)
     return HistoryBatch(users=batch.users[rows], items=batch.items[rows], mask=batch.mask[rows],
-                        targets=batch.targets[rows])
+                        targets=batch.targets[rows],
+                        histories=None if batch.histories is None else batch.histories[rows])
 
 
-def average(loss: torch.Tensor | None, rows: int, total: int, parameters: list[torch.nn.Parameter]) -> float:
+def average(loss: torch.Tensor | None, rows: int, total: int, parameters: list[torch.nn.Parameter]) -> torch.Tensor:
     """All-reduce the gradients of ``parameters`` and the loss, each process weighted by its ``rows`` of
-    ``total``; returns the whole batch's loss. ``loss`` None: this process had no rows (zero gradients)."""
+    ``total``; returns the whole batch's loss, a 0-d tensor on the device (read without a sync in one process).
+    ``loss`` None: this process had no rows (zero gradients)."""
     weight = rows / total
     if not distributed():
-        return float(loss.detach())
+        return loss.detach()
     for parameter in parameters:
         if parameter.grad is None:
             parameter.grad = torch.zeros_like(parameter)
         parameter.grad.mul_(weight)
         dist.all_reduce(parameter.grad)
-    value = torch.tensor([0.0 if loss is None else float(loss.detach()) * weight], device=parameters[0].device)
+    value = torch.zeros(1, device=parameters[0].device)
+    if loss is not None:
+        value += loss.detach().float() * weight
     dist.all_reduce(value)
-    return float(value)
+    return value[0]

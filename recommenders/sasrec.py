@@ -106,8 +106,9 @@ class SASRec(Recommender):
     def loss(self, batch: HistoryBatch) -> torch.Tensor:
         """Cross-entropy over all items (``ce``), or binary cross-entropy with one uniformly drawn negative other
         than the target (``bce``), at every non-padded position."""
-        hidden = self.encode_sequence(batch.items, batch.mask)[batch.mask]
-        targets = torch.cat([batch.items[:, 1:], batch.targets[:, None]], dim=1)[batch.mask]
+        real = batch.real_positions(batch.mask.shape[1])  # the rows boolean indexing by the mask would take
+        hidden = self.encode_sequence(batch.items, batch.mask).flatten(0, 1)[real]
+        targets = torch.cat([batch.items[:, 1:], batch.targets[:, None]], dim=1).flatten()[real]
         if self.params.loss == "ce":
             return F.cross_entropy((hidden @ self.item_embeddings().T).float(), targets)
         offset = torch.randint(1, max(2, self.n_items), targets.shape, device=targets.device)

@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
@@ -35,6 +36,7 @@ from recommenders.backbones import (
     causal_positions,
     is_decoder_only,
     new_token_offset,
+    padding_mask_4d,
     special_ids,
 )
 from recommenders.base import Recommender
@@ -169,21 +171,31 @@ class GenerativeRecommender(Recommender):
             history[torch.arange(len(tokens)), (tokens >= 0).sum(dim=1)] = codes.text_vocab.separator_id
         self.register_buffer("item_tokens", tokens.to(device), persistent=False)
         self.register_buffer("history_tokens", history.to(device), persistent=False)
+        self.history_lengths = (history >= 0).sum(dim=1).cpu().numpy()
+
+    def history_span(self, batch: HistoryBatch) -> int | None:
+        """The encoder width :meth:`history_layout` needs for ``batch`` (its most history tokens + 1 for EOS),
+        counted on the host from ``batch.histories`` (None when the batch has none)."""
+        if batch.histories is None:
+            return None
+        items = batch.histories[:, -self.max_history:]
+        return int(np.where(items >= 0, self.history_lengths[np.maximum(items, 0)], 0).sum(axis=1).max()) + 1
 
     def history_layout(self, items: torch.Tensor, present: torch.Tensor,
-                       table: torch.Tensor | None = None) -> HistoryLayout:
+                       table: torch.Tensor | None = None, span: int | None = None) -> HistoryLayout:
         """The encoder positions of the tokens of the last ``max_history`` items of ``items [B, H]`` where
         ``present``, oldest first, no pads.
 
         ``table`` (default: :attr:`history_tokens`) holds each item's history-token row, -1 padded; ``items``
-        index its rows.
+        index its rows. ``span``: the layout's width (:meth:`history_span`); None reads it from the device (a
+        host-device sync).
         """
         table = self.history_tokens if table is None else table
         items, present = items[:, -self.max_history:], present[:, -self.max_history:]
         width = table.shape[1]
         valid = ((table[items] >= 0) & present[..., None]).flatten(1)
         lengths = valid.sum(dim=1)
-        span = int(lengths.max()) + 1
+        span = int(lengths.max()) + 1 if span is None else span
         target = torch.where(valid, valid.cumsum(dim=1) - 1, span)
         source = torch.arange(valid.shape[1], device=items.device).expand_as(valid)
         slots = torch.zeros(len(items), span + 1, dtype=torch.long, device=items.device)
@@ -192,12 +204,12 @@ class GenerativeRecommender(Recommender):
         return HistoryLayout(items=items.gather(1, slots // width), positions=slots % width, real=real,
                              lengths=lengths)
 
-    def encoder_inputs(self, items: torch.Tensor, present: torch.Tensor,
-                       users: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def encoder_inputs(self, items: torch.Tensor, present: torch.Tensor, users: torch.Tensor | None = None,
+                       span: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``input_ids [B, S]`` of histories ``items [B, H]`` where ``present`` (their tokens oldest first, pads
         removed, then EOS; right-padded) and the attention mask; preceded by the user token of ``users`` when
-        given and ``options.user_tokens`` > 0."""
-        layout = self.history_layout(items, present)
+        given and ``options.user_tokens`` > 0. ``span``: see :meth:`history_layout`."""
+        layout = self.history_layout(items, present, span=span)
         input_ids = torch.where(layout.real, self.history_tokens[layout.items, layout.positions], self.pad_id)
         input_ids[torch.arange(len(input_ids), device=input_ids.device), layout.lengths] = self.eos_id
         mask = layout.attention_mask()
@@ -208,7 +220,8 @@ class GenerativeRecommender(Recommender):
 
     def prompt(self, batch: HistoryBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """A decoder-only backbone's prompt: :meth:`encoder_inputs` left-padded, ``[B, S]`` ids and mask."""
-        return left_padded(*self.encoder_inputs(batch.items, batch.mask, batch.users), self.pad_id)
+        return left_padded(*self.encoder_inputs(batch.items, batch.mask, batch.users, self.history_span(batch)),
+                           self.pad_id)
 
     def causal_logits(self, prompt: torch.Tensor | None, prompt_mask: torch.Tensor, labels: torch.Tensor,
                       prompt_embeds: torch.Tensor | None = None) -> torch.Tensor:
@@ -238,8 +251,10 @@ class GenerativeRecommender(Recommender):
 
     def encode(self, batch: HistoryBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder output ``[B, S, d]`` and its attention mask ``[B, S]``."""
-        input_ids, mask = self.encoder_inputs(batch.items, batch.mask, batch.users)
-        return self.backbone.get_encoder()(input_ids=input_ids, attention_mask=mask).last_hidden_state, mask
+        input_ids, mask = self.encoder_inputs(batch.items, batch.mask, batch.users, self.history_span(batch))
+        hidden = self.backbone.get_encoder()(input_ids=input_ids,
+                                             attention_mask=padding_mask_4d(mask, self.backbone.dtype))
+        return hidden.last_hidden_state, mask
 
     def target_labels(self, targets: torch.Tensor) -> torch.Tensor:
         """``[B, D]`` decoder labels: the targets' code sequences, -100 after their end."""
@@ -248,9 +263,11 @@ class GenerativeRecommender(Recommender):
 
     def seq2seq_logits(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor, labels: torch.Tensor,
                        inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
-        """Teacher-forced logits ``[B, T, vocab]`` of any input (ids or embeddings) and labels (-100 = ignore)."""
+        """Teacher-forced logits ``[B, T, vocab]`` of any input (ids or embeddings) and labels (-100 = ignore); the
+        ``[B, S]`` attention mask reaches the T5 as a 4D mask (:func:`~recommenders.backbones.padding_mask_4d`)."""
         decoder_input_ids = self.backbone.prepare_decoder_input_ids_from_labels(labels)
-        return self.backbone(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+        mask = padding_mask_4d(attention_mask, self.backbone.dtype)
+        return self.backbone(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=mask,
                              decoder_input_ids=decoder_input_ids).logits
 
     def token_logits(self, batch: HistoryBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -258,7 +275,7 @@ class GenerativeRecommender(Recommender):
         labels = self.target_labels(batch.targets)
         if self.decoder_only:
             return self.causal_logits(*self.prompt(batch), labels), labels
-        input_ids, mask = self.encoder_inputs(batch.items, batch.mask, batch.users)
+        input_ids, mask = self.encoder_inputs(batch.items, batch.mask, batch.users, self.history_span(batch))
         return self.seq2seq_logits(input_ids, mask, labels), labels
 
     def sequence_loss(self, logits: torch.Tensor, labels: torch.Tensor, batch: HistoryBatch) -> torch.Tensor:

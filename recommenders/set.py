@@ -31,6 +31,7 @@ over the item's semantic embedding (Eq. 3-4). The pieces:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from types import MethodType
 from typing import Any, Callable
 
@@ -41,7 +42,7 @@ from torch import nn
 from benchmark.batches import HistoryBatch
 from benchmark.evaluate import EvaluationResult
 from benchmark.metrics import metric_value
-from recommenders.backbones import BackboneSpec, build_backbone, causal_positions, is_decoder_only
+from recommenders.backbones import BackboneSpec, build_backbone, causal_positions, is_decoder_only, padding_mask_4d
 from recommenders.base import Recommender
 from recommenders.contracts import ItemTokenSets
 
@@ -79,19 +80,25 @@ def setrec_attention_mask(n_items_in_history: int, n_tokens_per_item: int, item_
     real (not padded) items. Token q attends to itself and to every token of a real item strictly before
     its own item; tokens of one item never see each other.
     """
-    length = n_items_in_history * n_tokens_per_item
-    item_of = torch.arange(length, device=item_mask.device) // n_tokens_per_item
-    earlier = item_of[None, :] < item_of[:, None]
+    earlier, itself = mask_structure(n_items_in_history, n_tokens_per_item, item_mask.device)
     real_keys = item_mask.bool().repeat_interleave(n_tokens_per_item, dim=1)
-    itself = torch.eye(length, dtype=torch.bool, device=item_mask.device)
     return (earlier[None] & real_keys[:, None, :]) | itself[None]
+
+
+@lru_cache(maxsize=16)
+def mask_structure(n_items_in_history: int, n_tokens_per_item: int,
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch-independent parts of the masks, ``[T, T]`` each, made once per shape: key token k belongs to an
+    item strictly before query token q's, and q == k."""
+    length = n_items_in_history * n_tokens_per_item
+    item_of = torch.arange(length, device=device) // n_tokens_per_item
+    return item_of[None, :] < item_of[:, None], torch.eye(length, dtype=torch.bool, device=device)
 
 
 def full_attention_mask(n_items_in_history: int, n_tokens_per_item: int, item_mask: torch.Tensor) -> torch.Tensor:
     """``[B, T, T]`` mask of the ``sparse_mask=False`` ablation: every token sees every real token and itself."""
-    length = n_items_in_history * n_tokens_per_item
+    itself = mask_structure(n_items_in_history, n_tokens_per_item, item_mask.device)[1]
     real_keys = item_mask.bool().repeat_interleave(n_tokens_per_item, dim=1)
-    itself = torch.eye(length, dtype=torch.bool, device=item_mask.device)
     return real_keys[:, None, :] | itself[None]
 
 
@@ -103,6 +110,12 @@ def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """
     mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
     return mask.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+
+
+@lru_cache(maxsize=16)
+def query_mask(n_queries: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``[1, 1, N, N]`` additive decoder self-attention mask of the queries: each sees only itself (made once)."""
+    return additive_mask(torch.eye(n_queries, dtype=torch.bool, device=device)[None], dtype)
 
 
 def share_positions_within_items(attention: nn.Module, tokens_per_item: int) -> None:
@@ -163,6 +176,7 @@ class SetRecommender(Recommender):
         self.dimensions = tokens.dimensions
         self.has_cf = tokens.cf is not None
         self.beta = TRAINING_BETA
+        self.frozen_tokens: tuple[tuple[tuple[int, int], ...], tuple[torch.Tensor, torch.Tensor | None]] | None = None
         self.backbone = build_backbone(backbone)
         self.decoder_only = is_decoder_only(self.backbone)
         d_model = self.backbone.config.hidden_size
@@ -189,7 +203,23 @@ class SetRecommender(Recommender):
         return len(self.dimensions)
 
     def item_tokens(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Every item's token set ``[n_items, N+1, d_model]`` and the semantic reconstruction (or None)."""
+        """Every item's token set ``[n_items, N+1, d_model]`` and the semantic reconstruction (or None).
+
+        Computed once per training step (the gradient needs every item's tokens); at inference (eval mode, no
+        gradient) once per state of the weights that make them, reused across batches while no in-place update
+        (optimiser step, ``load_state_dict``) or move has touched any of them."""
+        if self.training or torch.is_grad_enabled():
+            return self.compute_item_tokens()
+        sources = [self.cf_inputs, self.cf_proj, self.semantic_tokenizer]
+        state = tuple((t.data_ptr(), t._version) for module in sources if module is not None
+                      for t in module.parameters())
+        state += tuple((t.data_ptr(), t._version) for t in self.buffers(recurse=False))
+        if self.frozen_tokens is None or self.frozen_tokens[0] != state:
+            self.frozen_tokens = (state, self.compute_item_tokens())
+        return self.frozen_tokens[1]
+
+    def compute_item_tokens(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`item_tokens`, computed."""
         parts, reconstruction = [], None
         if self.cf_inputs is not None:
             parts.append(self.cf_proj(self.cf_inputs.weight)[:, None])
@@ -217,12 +247,12 @@ class SetRecommender(Recommender):
             return self.generate_causal(inputs, queries, mask)
         encoded = self.backbone.encoder(inputs_embeds=inputs,
                                   attention_mask=additive_mask(self.attention_mask(mask), inputs.dtype))
-        only_itself = torch.eye(self.tokens_per_item, dtype=torch.bool, device=inputs.device)
+        only_itself = query_mask(self.tokens_per_item, queries.dtype, inputs.device).expand(batch_size, -1, -1, -1)
         real_tokens = mask.repeat_interleave(self.tokens_per_item, dim=1)
-        decoded = self.backbone.decoder(inputs_embeds=queries,
-                                  attention_mask=additive_mask(only_itself.expand(batch_size, -1, -1), queries.dtype),
-                                  encoder_hidden_states=encoded.last_hidden_state,
-                                  encoder_attention_mask=real_tokens.long(), use_cache=False)
+        decoded = self.backbone.decoder(inputs_embeds=queries, attention_mask=only_itself,
+                                        encoder_hidden_states=encoded.last_hidden_state,
+                                        encoder_attention_mask=padding_mask_4d(real_tokens, inputs.dtype),
+                                        use_cache=False)
         return decoded.last_hidden_state
 
     def causal_mask(self, item_mask: torch.Tensor) -> torch.Tensor:
@@ -269,8 +299,8 @@ class SetRecommender(Recommender):
         scores, reconstruction = self.dimension_scores(batch)
         targets = batch.targets.repeat_interleave(self.tokens_per_item)
         loss = F.cross_entropy(scores.float().flatten(0, 1), targets)
-        if reconstruction is not None:
-            seen = batch.items[:, -self.max_history:][batch.mask[:, -self.max_history:]]
+        if reconstruction is not None:  # the history's real items, in the order boolean indexing would take them
+            seen = batch.items[:, -self.max_history:].flatten()[batch.real_positions(self.max_history)]
             loss = loss + self.options.alpha * F.mse_loss(reconstruction[seen].float(), self.semantic_inputs[seen])
         return loss
 
