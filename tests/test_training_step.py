@@ -1,0 +1,151 @@
+"""The training step without host-device syncs: what it may not call, what it must compute as before."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from benchmark.batches import HistoryBatch
+from benchmark.config import resolve
+from benchmark.data.dataset import Dataset
+from benchmark.splits import PAD, Examples, make_split
+from identifiers.registry import get_scheme
+from recommenders import trainer
+from recommenders.backbones import build_backbone, padding_mask_4d
+from recommenders.contracts import ItemCodes, ItemTokenSets
+from recommenders.sasrec import SASRec, SASRecParams
+from recommenders.sequence import GenerativeRecommender
+from recommenders.set import SetOptions, SetRecommender
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+N_ITEMS = 30
+SYNCING = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2"}
+
+
+class SyncCounter(TorchDispatchMode):
+    """Names of the operators called that make the host wait for a GPU (scalar reads, nonzero, boolean indexing)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        name = func.overloadpacket.__name__
+        boolean_index = name in ("index", "index_put", "index_put_") and any(
+            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1] or ())
+        if name in SYNCING or boolean_index:
+            self.calls.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def _examples(rng: np.random.Generator, n: int = 8, width: int = 5) -> Examples:
+    lengths = rng.integers(1, width + 1, size=n)
+    histories = rng.integers(0, N_ITEMS, size=(n, width))
+    histories[np.arange(width)[None, :] < (width - lengths)[:, None]] = PAD
+    return Examples(np.arange(n), histories, rng.integers(0, N_ITEMS, size=n))
+
+
+def _models() -> dict[str, torch.nn.Module]:
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    codes = torch.as_tensor(np.stack([rng.integers(0, 4, N_ITEMS), 4 + rng.integers(0, 4, N_ITEMS),
+                                      8 + np.arange(N_ITEMS)], axis=1))
+    tiger = GenerativeRecommender(ItemCodes(codes=codes, vocab_size=8 + N_ITEMS, level_sizes=[4, 4, N_ITEMS]),
+                                  "t5-tiny", 5)
+    tokens = ItemTokenSets(cf=torch.randn(N_ITEMS, 8), semantic=torch.randn(N_ITEMS, 12), n_semantic=1)
+    setrec = SetRecommender(tokens, "t5-tiny", 5, SetOptions(semantic_layers=(16,)))
+    return {"tiger": tiger, "setrec": setrec, "sasrec": SASRec(N_ITEMS, 5, SASRecParams(hidden=16, layers=1))}
+
+
+@pytest.mark.parametrize("name", ["tiger", "setrec", "sasrec"])
+def test_a_training_step_on_a_batch_from_examples_never_waits_for_the_device(name: str) -> None:
+    model = _models()[name].train()
+    batch = HistoryBatch.from_examples(_examples(np.random.default_rng(1)), np.arange(8), "cpu")
+    with SyncCounter() as counter:
+        model.loss(batch).backward()
+    assert counter.calls == []
+
+
+@pytest.mark.parametrize("name", ["tiger", "setrec", "sasrec"])
+def test_the_host_side_shapes_give_the_loss_and_gradients_of_the_device_side_ones(name: str) -> None:
+    """With ``histories`` the batch's shape is read on the host; without, from the device, as before: same bits."""
+    losses, grads = [], []
+    for keep_host in (True, False):
+        model = _models()[name].train()
+        batch = HistoryBatch.from_examples(_examples(np.random.default_rng(2)), np.arange(8), "cpu")
+        if not keep_host:
+            batch.histories = None
+        torch.manual_seed(3)
+        loss = model.loss(batch)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert torch.equal(losses[0], losses[1]) and torch.equal(grads[0], grads[1])
+
+
+def test_a_4d_padding_mask_gives_a_t5_the_bits_of_its_own_2d_mask() -> None:
+    torch.manual_seed(0)
+    model = build_backbone("t5-tiny", new_tokens=20).eval()
+    ids = torch.randint(2, 22, (4, 7))
+    mask = torch.ones(4, 7, dtype=torch.long)
+    mask[1, 5:] = 0
+    mask[3, 2:] = 0
+    labels = torch.randint(2, 22, (4, 3))
+    for rows in (slice(0, 4), slice(0, 1)):  # with padding, and without any (transformers then skips the mask)
+        two_d = model(input_ids=ids[rows], attention_mask=mask[rows], labels=labels[rows]).logits
+        four_d = model(input_ids=ids[rows], attention_mask=padding_mask_4d(mask[rows], torch.float32),
+                       labels=labels[rows]).logits
+        assert torch.equal(two_d, four_d)
+
+
+def test_setrec_reuses_its_item_tokens_at_inference_only_while_their_weights_are_unchanged() -> None:
+    model = _models()["setrec"].eval()
+    with torch.no_grad():
+        first = model.item_tokens()[0]
+        assert model.item_tokens()[0] is first
+        model.cf_proj.weight.add_(1.0)
+        second = model.item_tokens()[0]
+    assert second is not first and not torch.equal(second, first)
+    assert torch.equal(second, model.compute_item_tokens()[0].detach())
+
+
+def test_a_non_finite_loss_is_reported_at_its_batch_after_the_steps_that_followed(small_synthetic: Dataset,
+                                                                                  monkeypatch) -> None:
+    split = make_split(small_synthetic, "loo", 10)
+    cfg = resolve("synthetic", get_scheme("sasrec"), 0, "smoke").train
+    model = SASRec(split.train.n_items, 10, SASRecParams(hidden=16, layers=1))
+    calls = []
+
+    def loss(batch: HistoryBatch) -> torch.Tensor:
+        calls.append(len(batch.targets))
+        value = model.item_emb.weight.sum() * 0.0
+        return value + (float("inf") if len(calls) == 3 else 1.0)
+
+    monkeypatch.setattr(model, "loss", loss)
+    monkeypatch.setattr(trainer, "CHECK_EVERY", 2)
+    cfg = type(cfg)(**{**cfg.__dict__, "batch_size": 8, "max_batches": 6})
+    with pytest.raises(trainer.DivergenceError, match=r"the training loss is inf at epoch 1, batch 3;"):
+        trainer.fit(model, split.train, split.valid, split.warm, cfg, (10,), 256, torch.device("cpu"), 0,
+                    progress=False, desc="sasrec")
+    assert len(calls) == 4  # found at the read after step 4, not at step 3
+
+
+@pytest.mark.skipif(os.environ.get("BENCHMARK_TEST_COMPILE") != "1",
+                    reason="torch.compile takes minutes on a busy 2-core CPU; set BENCHMARK_TEST_COMPILE=1")
+def test_a_compiled_training_loss_trains_sasrec_end_to_end(small_synthetic: Dataset) -> None:
+    split = make_split(small_synthetic, "loo", 10)
+    cfg = resolve("synthetic", get_scheme("sasrec"), 0, "smoke").train
+    cfg = type(cfg)(**{**cfg.__dict__, "epochs": 1, "max_batches": 3})
+    results = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = SASRec(split.train.n_items, 10, SASRecParams(hidden=16, layers=1, dropout=0.0))
+        report = trainer.fit(model, split.train, split.valid, split.warm, cfg, (10,), 256, torch.device("cpu"), 0,
+                             progress=False, compiled=compiled)
+        results.append(report.curve[0]["loss"])
+    assert results[1] == pytest.approx(results[0], rel=1e-4)
