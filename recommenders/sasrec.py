@@ -107,15 +107,15 @@ class SASRec(Recommender):
         """Cross-entropy over all items (``ce``), or binary cross-entropy with one uniformly drawn negative other
         than the target (``bce``), at every non-padded position."""
         real = batch.real_positions(batch.mask.shape[1])  # the rows boolean indexing by the mask would take
-        hidden = self.encode_sequence(batch.items, batch.mask).flatten(0, 1)[real]
-        targets = torch.cat([batch.items[:, 1:], batch.targets[:, None]], dim=1).flatten()[real]
+        hidden = self.encode_sequence(batch.items, batch.mask).flatten(0, 1).index_select(0, real)
+        targets = torch.cat([batch.items[:, 1:], batch.targets[:, None]], dim=1).flatten().index_select(0, real)
         if self.params.loss == "ce":
             return F.cross_entropy((hidden @ self.item_embeddings().T).float(), targets)
         offset = torch.randint(1, max(2, self.n_items), targets.shape, device=targets.device)
         negatives = (targets + offset) % self.n_items
         table = self.item_embeddings()
-        positive = (hidden * table[targets]).sum(-1).float()
-        negative = (hidden * table[negatives]).sum(-1).float()
+        positive = (hidden * table.index_select(0, targets)).sum(-1).float()  # index_select: see set.gather_rows
+        negative = (hidden * table.index_select(0, negatives)).sum(-1).float()
         return F.softplus(-positive).mean() + F.softplus(negative).mean()
 
 

@@ -240,7 +240,7 @@ class SetRecommender(Recommender):
         """
         items, mask = batch.items[:, -self.max_history:], batch.mask[:, -self.max_history:]
         batch_size, length = items.shape
-        history = tokens[items] * mask[..., None, None]
+        history = gather_rows(tokens, items) * mask[..., None, None]
         inputs = history.reshape(batch_size, length * self.tokens_per_item, -1)
         queries = self.queries.to(inputs.dtype).expand(batch_size, -1, -1)
         if self.decoder_only:
@@ -301,7 +301,8 @@ class SetRecommender(Recommender):
         loss = F.cross_entropy(scores.float().flatten(0, 1), targets)
         if reconstruction is not None:  # the history's real items, in the order boolean indexing would take them
             seen = batch.items[:, -self.max_history:].flatten()[batch.real_positions(self.max_history)]
-            loss = loss + self.options.alpha * F.mse_loss(reconstruction[seen].float(), self.semantic_inputs[seen])
+            loss = loss + self.options.alpha * F.mse_loss(gather_rows(reconstruction, seen).float(),
+                                                          gather_rows(self.semantic_inputs, seen))
         return loss
 
     def select_on_validation(self, evaluate_valid: Callable[[Recommender], EvaluationResult]) -> dict[str, Any]:
@@ -318,6 +319,15 @@ class SetRecommender(Recommender):
         self.beta = best
         return {"beta": self.beta, "metric": self.options.selection_metric,
                 "valid": {str(beta): value for beta, value in values.items()}}
+
+
+def gather_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table[index]`` (rows of ``table``, shaped ``[*index.shape, *table.shape[1:]]``) through ``index_select``,
+    whose backward adds the gradients of repeated rows in index order: advanced indexing's backward
+    (``index_put_`` with ``accumulate``) adds them with atomics in parallel on a multi-threaded CPU, in an order
+    that changes from run to run, which made SETRec's training not bit-reproducible with more than one thread.
+    The values are those of ``table[index]`` and of its one-thread gradients, bit for bit."""
+    return table.index_select(0, index.flatten()).view(*index.shape, *table.shape[1:])
 
 
 def ground(dimension_scores: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

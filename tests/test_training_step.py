@@ -10,7 +10,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from benchmark.batches import HistoryBatch
-from benchmark.config import resolve
+from benchmark.config import ConfigError, resolve
 from benchmark.data.dataset import Dataset
 from benchmark.splits import PAD, Examples, make_split
 from identifiers.registry import get_scheme
@@ -149,3 +149,12 @@ def test_a_compiled_training_loss_trains_sasrec_end_to_end(small_synthetic: Data
                              progress=False, compiled=compiled)
         results.append(report.curve[0]["loss"])
     assert results[1] == pytest.approx(results[0], rel=1e-4)
+
+
+def test_run_compile_is_recorded_only_when_on() -> None:
+    off = resolve("synthetic", get_scheme("sasrec"), 0, "smoke")
+    on = resolve("synthetic", get_scheme("sasrec"), 0, "smoke", {"run": {"compile": True}})
+    assert not off.compile and "compile" not in off.to_dict()
+    assert on.compile and on.to_dict()["compile"] is True and on.hash() != off.hash()
+    with pytest.raises(ConfigError, match="run.compile"):
+        resolve("synthetic", get_scheme("sasrec"), 0, "smoke", {"run": {"compile": "yes"}})
