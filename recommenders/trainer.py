@@ -1,7 +1,8 @@
 """The one training loop: AdamW, bf16 autocast on GPU, validation-based early stopping, resumable.
 
-After every epoch the model is scored on (a fixed subset of) the validation examples; the best epoch's
-weights are restored at the end. The state after each epoch is written atomically to ``checkpoint`` so a
+After every ``train.eval_every``-th epoch and after the last one the model is scored on (a fixed subset of) the
+validation examples (:func:`selection_examples`); the best validated epoch's weights are restored at the end, and
+early stopping counts validations, not epochs. The state after each epoch is written atomically to ``checkpoint`` so a
 killed run resumes from its last finished epoch, provided the model's buffers (item codes, tries, fixed
 item inputs: what the identifiers made) have the same :func:`fingerprint`; a checkpoint of other
 identifiers, e.g. from a re-fitted tokenizer that came out differently, is ignored and training starts over.
@@ -112,14 +113,14 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
         on_epoch: Callable[[int, float], None] | None = None) -> TrainReport:
     """Train ``model`` on ``data`` with early stopping on ``cfg.valid_metric`` over ``valid``.
 
-    ``on_epoch(epoch, value)`` is called after every trained epoch (1-based) with its validation value, e.g. to
+    ``on_epoch(epoch, value)`` is called after every validated epoch (1-based) with its validation value, e.g. to
     prune a tuning trial; an exception it raises stops training and propagates."""
     report = TrainReport()
     model.to(device)
     model.prepare(data)
     if not model.trainable or cfg.epochs <= 0:
         return report
-    valid = valid.subset(cfg.max_valid_examples, seed)
+    valid = selection_examples(valid, cfg, seed)
     metric_k = int(cfg.valid_metric.split("@")[1])
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -145,7 +146,7 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
         total = (len(examples) + cfg.batch_size - 1) // cfg.batch_size
         total = min(total, cfg.max_batches) if cfg.max_batches > 0 else total
         losses = []
-        bar = tqdm(iterate(examples, cfg.batch_size, device, order), total=total, disable=not progress,
+        bar = tqdm(iterate(examples, cfg.batch_size, device, order, cfg.bucketing), total=total, disable=not progress,
                    desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False)
         for batch in bar:
             if len(losses) == total:  # train.max_batches: the rest of this epoch's shuffle is skipped
@@ -163,26 +164,29 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-        result = evaluate(model, valid, warm, (metric_k,), eval_batch_size, device)
-        value = metric_value(cfg.valid_metric, result.ranks)
+        value = None
+        if validates(epoch + 1, cfg):
+            result = evaluate(model, valid, warm, (metric_k,), eval_batch_size, device)
+            value = metric_value(cfg.valid_metric, result.ranks)
         report.curve.append({"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else 0.0,
-                             cfg.valid_metric: value})
+                             **({} if value is None else {cfg.valid_metric: value})})
         report.epochs_run = epoch + 1
-        if value > report.best_valid:
+        if value is not None and value > report.best_valid:
             report.best_valid, report.best_epoch, bad = value, epoch + 1, 0
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        else:
+        elif value is not None:
             bad += 1
         report.seconds = time.perf_counter() - start
-        tqdm.write(f"{desc} epoch {epoch + 1}: loss {report.curve[-1]['loss']:.4f} valid {cfg.valid_metric} "
-                   f"{value:.4f} (best {report.best_valid:.4f} @ {report.best_epoch}), {report.seconds:.0f} s")
+        scored = "not validated" if value is None else (
+            f"valid {cfg.valid_metric} {value:.4f} (best {report.best_valid:.4f} @ {report.best_epoch})")
+        tqdm.write(f"{desc} epoch {epoch + 1}: loss {report.curve[-1]['loss']:.4f} {scored}, {report.seconds:.0f} s")
         finished = bad >= cfg.patience
         if checkpoint is not None and parallel.is_main():
             save_tensors(checkpoint, {"fingerprint": identity, "model": model.state_dict(),
                                       "optimizer": optimizer.state_dict(), "best_state": best_state, "bad": bad,
                                       "epoch": epoch, "finished": finished, "report": asdict(report),
                                       "generators": generator_states(order)})
-        if on_epoch is not None:
+        if on_epoch is not None and value is not None:
             on_epoch(epoch + 1, value)
         if finished:
             break
@@ -190,6 +194,18 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
         model.load_state_dict(best_state)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def validates(epoch: int, cfg: TrainConfig) -> bool:
+    """Whether epoch ``epoch`` (1-based) is validated: every ``cfg.eval_every``-th and the last, ``cfg.epochs``."""
+    return epoch % cfg.eval_every == 0 or epoch == cfg.epochs
+
+
+def selection_examples(valid: Examples, cfg: TrainConfig, seed: int) -> Examples:
+    """The validation examples that select the model (early stopping, checkpoint and a model's own validation-only
+    choices): every example of a fixed random subset of ``cfg.valid_users`` users (all when 0), then at most
+    ``cfg.max_valid_examples`` of those (a fixed random subset; all when 0), both drawn with ``seed``."""
+    return valid.of_users(cfg.valid_users, seed).subset(cfg.max_valid_examples, seed)
 
 
 def fingerprint(model: torch.nn.Module) -> str:
