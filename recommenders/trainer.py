@@ -1,8 +1,8 @@
 """The one training loop: AdamW, bf16 autocast on GPU, validation-based early stopping, resumable.
 
-After every ``train.eval_every``-th epoch and after the last one the model is scored on (a fixed subset of) the
-validation examples (:func:`selection_examples`); the best validated epoch's weights are restored at the end, and
-early stopping counts validations, not epochs. The state after each epoch is written atomically to ``checkpoint`` so a
+After every ``train.eval_every``-th epoch and the last, the model is scored on (a fixed subset of) the validation
+examples (:func:`selection_examples`; early stopping counts these validations); the best validated epoch's
+weights are restored at the end. The state after each epoch is written atomically to ``checkpoint`` so a
 killed run resumes from its last finished epoch, provided the model's buffers (item codes, tries, fixed
 item inputs: what the identifiers made) have the same :func:`fingerprint`; a checkpoint of other
 identifiers, e.g. from a re-fitted tokenizer that came out differently, is ignored and training starts over.
@@ -91,7 +91,8 @@ class TrainReport:
     """What training did: epochs run, the selected epoch and its validation value, the curve, seconds.
 
     ``resumed_from_epoch`` is the number of epochs taken from the checkpoint of an earlier, killed process (0:
-    all trained in this one); ``seconds`` and ``curve`` include those epochs.
+    all trained in this one); ``seconds`` and ``curve`` include those epochs. A ``curve`` entry of an epoch that
+    was not validated (``train.eval_every``) has no validation value.
     """
 
     epochs_run: int = 0
