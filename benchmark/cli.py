@@ -20,6 +20,7 @@ from benchmark.interrupts import EXIT_CODES, Interrupted, Terminated, signal_nam
 from benchmark.reports import GROUP_SCHEMES
 from benchmark.safeio import OutputDirError, WriteError, check_output_dir
 from benchmark.splits import SplitError, make_split
+from benchmark.threads import default_threads, set_threads
 
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
@@ -81,7 +82,7 @@ def _seeds(value: str | None) -> list[int | None]:
 
 
 def _at_least_one(text: str) -> int:
-    """argparse type of ``--k-core`` and ``--max-history``: an integer >= 1."""
+    """argparse type of ``--k-core``, ``--max-history`` and ``--threads``: an integer >= 1."""
     try:
         value = int(text)
     except ValueError:
@@ -89,6 +90,15 @@ def _at_least_one(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got '{text}'")
     return value
+
+
+def _threads(args: argparse.Namespace) -> int:
+    """Set torch's and the BLAS / OpenMP thread pools to ``--threads`` (default: $OMP_NUM_THREADS when set, else the
+    physical cores available to this process, :func:`benchmark.threads.default_threads`) before any work; the count
+    used."""
+    threads = args.threads or default_threads()
+    set_threads(threads)
+    return threads
 
 
 def _backbones(text: str | None) -> list[str | None]:
@@ -171,6 +181,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from recommenders.backbones import BackboneError, check_backbone
     from recommenders.trainer import DivergenceError
 
+    threads = _threads(args)
     datasets, names, seeds = _datasets(args.datasets, args.data_dir), _schemes(args.identifiers), _seeds(args.seed)
     for folder, option in ((args.results_dir, "--results-dir"), (args.cache_dir, "--cache-dir"),
                            (Path(args.cache_dir) / "checkpoints", "--cache-dir checkpoints folder")):
@@ -183,7 +194,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for name in user.get("schemes") or {}:
         resolve(datasets[0], get_scheme(name), None, args.profile, user)
     env = Environment(device=args.device, data_dir=args.data_dir, results_dir=args.results_dir,
-                      reports_dir=args.reports_dir, cache_dir=args.cache_dir, progress=not args.no_progress)
+                      reports_dir=args.reports_dir, cache_dir=args.cache_dir, progress=not args.no_progress,
+                      threads=threads)
     try:
         resolve_device(args.device)
     except ValueError as error:
@@ -230,6 +242,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from recommenders.backbones import BackboneError, check_backbone
     from recommenders.trainer import DivergenceError
 
+    threads = _threads(args)
     datasets, names, seeds = _datasets(args.datasets, args.data_dir), _schemes(args.identifiers), _seeds(args.seed)
     if len(datasets) != 1 or len(names) != 1 or len(seeds) != 1:
         raise UsageError("tune: give exactly one scheme (--identifiers), one dataset (--datasets) and at most one "
@@ -252,7 +265,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     check_content(dataset, base.scheme, get_scheme(base.scheme).required_content(base.params))
     make_split(dataset, base.split, base.max_history)
     env = Environment(device=args.device, data_dir=args.data_dir, results_dir=args.results_dir,
-                      reports_dir=args.reports_dir, cache_dir=args.cache_dir, progress=not args.no_progress)
+                      reports_dir=args.reports_dir, cache_dir=args.cache_dir, progress=not args.no_progress,
+                      threads=threads)
     settings = TuneSettings(trials=args.trials, storage=args.storage, study_name=args.study_name, output=args.output,
                             final_run=not args.no_final_run, force=args.force)
     try:
@@ -317,6 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--k-core", type=_at_least_one, default=None)
         p.add_argument("--config", default=None, help="YAML overriding benchmark/defaults.yaml (run/train/schemes)")
         p.add_argument("--device", default="auto", help="auto (default: cuda when available), cpu, cuda or cuda:N")
+        p.add_argument("--threads", type=_at_least_one, default=None,
+                       help="CPU threads of torch and the BLAS/OpenMP pools, for every fit of the run (default: "
+                            "$OMP_NUM_THREADS when set, else the physical cores available to this process: its CPU "
+                            "affinity counted one per core, within the cgroup quota); not part of the config hash")
         p.add_argument("--results-dir", default="results")
         p.add_argument("--reports-dir", default="reports")
         p.add_argument("--cache-dir", default=".cache", help="embeddings, CF encoders and epoch checkpoints")

@@ -26,11 +26,11 @@ MAX_SEED = 2**32 - 1
 RUN_MINIMUM = {"seed": 0, "k_core": 1, "max_history": 1, "eval_batch_size": 1, "text_vocab_size": 1,
                "max_eval_users": 0}
 TRAIN_MINIMUM = {"epochs": 0, "batch_size": 1, "weight_decay": 0, "grad_clip": 0, "patience": 1,
-                 "max_valid_examples": 0, "max_batches": 0}
+                 "max_valid_examples": 0, "max_batches": 0, "eval_every": 1, "valid_users": 0}
 """Smallest valid value of each numeric run / train key (``defaults.yaml`` documents them)."""
 LATER_KEYS = {"max_eval_users": (0,), "candidates": ("all",), "finetune": ("auto", "none"),
               "lora": (None, "default"), "gradient_checkpointing": (False,), "compile": (False,)}
-LATER_TRAIN_KEYS = {"max_batches": 0}
+LATER_TRAIN_KEYS = {"max_batches": 0, "eval_every": 1, "valid_users": 0, "bucketing": False}
 """Run and train keys added after the first records, with their off values (``"default"``: the defaults.yaml value;
 see :class:`RunConfig`)."""
 
@@ -53,6 +53,9 @@ class TrainConfig:
     max_valid_examples: int
     amp: bool
     max_batches: int = 0
+    eval_every: int = 1
+    valid_users: int = 0
+    bucketing: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The fields, without those of :data:`LATER_TRAIN_KEYS` at their off value (see :class:`RunConfig`)."""
@@ -124,7 +127,7 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class Environment:
-    """Where and how runs execute; recorded, but not part of the config hash."""
+    """Where and how runs execute (device, folders, CPU threads); recorded, but not part of the config hash."""
 
     device: str = "auto"
     data_dir: str | None = None
@@ -132,6 +135,8 @@ class Environment:
     reports_dir: str = "reports"
     cache_dir: str = ".cache"
     progress: bool = True
+    threads: int | None = None
+    """CPU threads set for the process (``--threads``; None: left as the process found them)."""
 
 
 def load_defaults() -> dict[str, Any]:

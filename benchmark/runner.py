@@ -208,7 +208,7 @@ def run_one(config: RunConfig, env: Environment) -> dict[str, Any]:
     report = trainer.fit(model, split.train, split.valid, split.warm, config.train, config.ks, config.eval_batch_size,
                          device, config.seed, env.progress, checkpoint=checkpoint_path(config, env),
                          desc=config.scheme, compiled=config.compile)
-    selection_examples = split.valid.subset(config.train.max_valid_examples, config.seed)
+    selection_examples = trainer.selection_examples(split.valid, config.train, config.seed)
     selection = model.select_on_validation(
         lambda m: evaluate(m, selection_examples, split.warm, config.ks, config.eval_batch_size, device))
     valid_examples = split.valid.of_users(config.max_eval_users, config.seed)

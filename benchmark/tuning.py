@@ -3,10 +3,11 @@
 The search space is the scheme's own: the ``Params`` fields declared ``param(..., tune=...)``
 (:func:`benchmark.config.search_space`). Each trial resolves a normal run config with the sampled values, builds
 the scheme on the training split and trains it with the shared loop; its objective is the run's
-``train.valid_metric`` on the validation examples used for model selection (the fixed subset of
-``train.max_valid_examples``), after the model's own inference-time selection. Test examples are never
-evaluated during the search. After every epoch the validation value is reported to optuna and a median pruner
-stops trials that are worse than the median of earlier trials at the same epoch.
+``train.valid_metric`` on the validation examples used for model selection (the fixed subsets of
+``train.valid_users`` and ``train.max_valid_examples``), after the model's own inference-time selection. Test
+examples are never evaluated during the search. After every validated epoch (``train.eval_every``) the validation
+value is reported to optuna and a median pruner stops trials that are worse than the median of earlier trials at
+the same epoch.
 
 The study lives in a storage (a SQLite file under ``<results>/tuning/`` by default, or any SQLAlchemy URL), so
 several workers (processes, machines) can add trials to one study, and a killed worker loses only its running
@@ -122,7 +123,7 @@ def validation_value(config: RunConfig, env: Environment, on_epoch: Any = None) 
     model = scheme.build(split.train).model
     trainer.fit(model, split.train, split.valid, split.warm, config.train, config.ks, config.eval_batch_size, device,
                 config.seed, env.progress, desc=f"{config.scheme} trial", on_epoch=on_epoch, compiled=config.compile)
-    examples = split.valid.subset(config.train.max_valid_examples, config.seed)
+    examples = trainer.selection_examples(split.valid, config.train, config.seed)
     k = int(config.train.valid_metric.split("@")[1])
 
     def score(m: Any) -> Any:

@@ -20,13 +20,19 @@ vary, every code gets an end-of-sequence token appended, so a code may be a pref
 from __future__ import annotations
 
 import inspect
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import T5ForConditionalGeneration
+from transformers import AttentionInterface, T5ForConditionalGeneration
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 from transformers.modeling_outputs import BaseModelOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.t5.modeling_t5 import eager_attention_forward
 
 
 class CodeTrie(nn.Module):
@@ -174,9 +180,57 @@ class BeamResult:
         return self.n_invalid / max(self.n_generated, 1)
 
 
+SHARED_BEAMS = "+shared-beams"
+"""Suffix of the attention implementations registered by :func:`shared_beams_implementation`."""
+
+
+def shared_beams_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                           attention_mask: torch.Tensor | None, *, inner: Callable[..., Any],
+                           **kwargs: Any) -> tuple[torch.Tensor, Any]:
+    """Attention of ``B * beam`` one-token queries ``[B * beam, H, 1, D]`` (hypotheses grouped by user) on keys
+    and values of the ``B`` users only ``[B, H, S, D]``: each user's beams become the query rows of one
+    ``[B, H, beam, D]`` attention (``inner``, the model's own implementation), so the encoder states are shared
+    by a user's beams instead of repeated per beam. The cross-attention mask ``[B, 1, 1, S]`` and T5's position
+    bias ``[1, H, 1, S]`` broadcast over the rows. Equal batches (self-attention, the first step) go to
+    ``inner`` unchanged. Returns ``[B * beam, 1, H, D]`` and the weights ``inner`` returns."""
+    users, rows = key.shape[0], query.shape[0]
+    if rows == users:
+        return inner(module, query, key, value, attention_mask, **kwargs)
+    heads, dim = query.shape[1], query.shape[-1]
+    packed = query.view(users, rows // users, heads, dim).transpose(1, 2)
+    output, weights = inner(module, packed, key, value, attention_mask, **kwargs)
+    return output.reshape(rows, 1, heads, dim), weights
+
+
+def shared_beams_implementation(original: str) -> str:
+    """The name of an attention implementation that is ``original`` (e.g. ``sdpa``, ``eager``) with encoder states
+    shared across beams (:func:`shared_beams_attention`), registered with transformers (masks: ``original``'s)."""
+    name = original + SHARED_BEAMS
+    if name not in ALL_ATTENTION_FUNCTIONS:
+        inner = ALL_ATTENTION_FUNCTIONS.get_interface(original, eager_attention_forward)
+        AttentionInterface.register(name, partial(shared_beams_attention, inner=inner))
+        AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[original])
+    return name
+
+
+@contextmanager
+def shared_encoder_states(model: T5ForConditionalGeneration) -> Iterator[None]:
+    """Within the block, ``model``'s decoder attends with :func:`shared_beams_implementation` of its own
+    implementation (restored afterwards, also on an error)."""
+    config = model.get_decoder().config
+    original = config._attn_implementation
+    config._attn_implementation = shared_beams_implementation(original)
+    try:
+        yield
+    finally:
+        config._attn_implementation = original
+
+
 class T5Steps:
     """Decoder steps of an encoder-decoder: the start token on the encoder output, then one token per step with
-    the decoder KV cache (the cross-attention keys and values are computed once per user)."""
+    the decoder KV cache. The cross-attention keys and values are computed once per user and shared by its beams
+    (never repeated per beam): the decoder runs inside :func:`shared_encoder_states`, which attends each user's
+    ``beam`` hypotheses to its one copy of the encoder states."""
 
     def __init__(self, model: T5ForConditionalGeneration, encoder_hidden: torch.Tensor,
                  attention_mask: torch.Tensor) -> None:
@@ -192,11 +246,10 @@ class T5Steps:
 
     def next(self, tokens: torch.Tensor, parents: torch.Tensor | None, beam_size: int) -> torch.Tensor:
         """``[B * beam, vocab]`` logits after appending ``tokens`` to the hypotheses' ``parents`` (None: the first
-        expansion, every user's state repeated ``beam_size`` times)."""
+        expansion, every user's decoder self-attention state repeated ``beam_size`` times; the encoder states and
+        the cross-attention cache stay one per user)."""
         if parents is None:
-            self.cache.batch_repeat_interleave(beam_size)
-            self.hidden = self.hidden.repeat_interleave(beam_size, dim=0)
-            self.mask = self.mask.repeat_interleave(beam_size, dim=0)
+            self.cache.self_attention_cache.batch_repeat_interleave(beam_size)
         else:
             self.cache.self_attention_cache.reorder_cache(parents)
         return self._forward(tokens[:, None])
@@ -254,10 +307,11 @@ def beam_search(model: T5ForConditionalGeneration, encoder_hidden: torch.Tensor,
     can beat the worst pooled one (exact, since scores only decrease). Disallowed tokens get -inf; slots
     that cannot be filled stay -inf and report item -1.
 
-    Cost: the first step runs on the ``B`` users only, after which the cache is repeated ``beam`` times; later
-    steps reorder only the self-attention cache (a user's beams share the cross-attention keys and values,
-    which hold ``B * beam * S`` positions per layer: the memory bound on the batch size). The model should be
-    in eval mode.
+    Cost: the first step runs on the ``B`` users only, after which the decoder self-attention cache is repeated
+    ``beam`` times; later steps reorder only that cache. The cross-attention keys and values (``B * S``
+    positions per layer) are computed once and shared by each user's beams (:func:`shared_encoder_states`), not
+    copied per beam. The scores may then differ from a per-beam computation in the last float bits (another
+    matrix shape); the model should be in eval mode.
 
     Args:
         model: the encoder-decoder; ``model.config.decoder_start_token_id`` starts every hypothesis.
@@ -267,8 +321,9 @@ def beam_search(model: T5ForConditionalGeneration, encoder_hidden: torch.Tensor,
         constrained: restrict every step to the trie; when False, generated codes are mapped to items
             afterwards (-1 when invalid), which measures the invalid-generation rate.
     """
-    return search(T5Steps(model, encoder_hidden, attention_mask), encoder_hidden.shape[0], trie, beam_size, k,
-                  constrained)
+    with shared_encoder_states(model):
+        return search(T5Steps(model, encoder_hidden, attention_mask), encoder_hidden.shape[0], trie, beam_size, k,
+                      constrained)
 
 
 @torch.no_grad()

@@ -1,6 +1,7 @@
 """The one training loop: AdamW, bf16 autocast on GPU, validation-based early stopping, resumable.
 
-After every epoch the model is scored on (a fixed subset of) the validation examples; the best epoch's
+After every ``train.eval_every``-th epoch and the last, the model is scored on (a fixed subset of) the validation
+examples (:func:`selection_examples`; early stopping counts these validations); the best validated epoch's
 weights are restored at the end. The state after each epoch is written atomically to ``checkpoint`` so a
 killed run resumes from its last finished epoch, provided the model's buffers (item codes, tries, fixed
 item inputs: what the identifiers made) have the same :func:`fingerprint`; a checkpoint of other
@@ -109,7 +110,8 @@ class TrainReport:
     """What training did: epochs run, the selected epoch and its validation value, the curve, seconds.
 
     ``resumed_from_epoch`` is the number of epochs taken from the checkpoint of an earlier, killed process (0:
-    all trained in this one); ``seconds`` and ``curve`` include those epochs.
+    all trained in this one); ``seconds`` and ``curve`` include those epochs. A ``curve`` entry of an epoch that
+    was not validated (``train.eval_every``) has no validation value.
     """
 
     epochs_run: int = 0
@@ -131,7 +133,7 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
         on_epoch: Callable[[int, float], None] | None = None, compiled: bool = False) -> TrainReport:
     """Train ``model`` on ``data`` with early stopping on ``cfg.valid_metric`` over ``valid``.
 
-    ``on_epoch(epoch, value)`` is called after every trained epoch (1-based) with its validation value, e.g. to
+    ``on_epoch(epoch, value)`` is called after every validated epoch (1-based) with its validation value, e.g. to
     prune a tuning trial; an exception it raises stops training and propagates. ``compiled``: the training loss
     runs under :func:`torch.compile` (``run.compile``)."""
     report = TrainReport()
@@ -139,7 +141,7 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
     model.prepare(data)
     if not model.trainable or cfg.epochs <= 0:
         return report
-    valid = valid.subset(cfg.max_valid_examples, seed)
+    valid = selection_examples(valid, cfg, seed)
     metric_k = int(cfg.valid_metric.split("@")[1])
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
@@ -167,7 +169,7 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
         total = min(total, cfg.max_batches) if cfg.max_batches > 0 else total
         losses = torch.zeros(total, dtype=torch.float64, device=device)  # each batch's loss, read every CHECK_EVERY
         steps = 0
-        bar = tqdm(iterate(examples, cfg.batch_size, device, order), total=total, disable=not progress,
+        bar = tqdm(iterate(examples, cfg.batch_size, device, order, cfg.bucketing), total=total, disable=not progress,
                    desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", leave=False)
         for batch in bar:
             if steps == total:  # train.max_batches: the rest of this epoch's shuffle is skipped
@@ -189,26 +191,29 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
                 bar.set_postfix(loss=f"{float(losses[steps - CHECK_EVERY:steps].mean()):.4f}")
         losses = losses[:steps].cpu().numpy()
         check_losses(torch.from_numpy(losses), desc, epoch + 1, knob)
-        result = evaluate(model, valid, warm, (metric_k,), eval_batch_size, device)
-        value = metric_value(cfg.valid_metric, result.ranks)
+        value = None
+        if validates(epoch + 1, cfg):
+            result = evaluate(model, valid, warm, (metric_k,), eval_batch_size, device)
+            value = metric_value(cfg.valid_metric, result.ranks)
         report.curve.append({"epoch": epoch + 1, "loss": float(np.mean(losses)) if steps else 0.0,
-                             cfg.valid_metric: value})
+                             **({} if value is None else {cfg.valid_metric: value})})
         report.epochs_run = epoch + 1
-        if value > report.best_valid:
+        if value is not None and value > report.best_valid:
             report.best_valid, report.best_epoch, bad = value, epoch + 1, 0
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        else:
+        elif value is not None:
             bad += 1
         report.seconds = time.perf_counter() - start
-        tqdm.write(f"{desc} epoch {epoch + 1}: loss {report.curve[-1]['loss']:.4f} valid {cfg.valid_metric} "
-                   f"{value:.4f} (best {report.best_valid:.4f} @ {report.best_epoch}), {report.seconds:.0f} s")
+        scored = "not validated" if value is None else (
+            f"valid {cfg.valid_metric} {value:.4f} (best {report.best_valid:.4f} @ {report.best_epoch})")
+        tqdm.write(f"{desc} epoch {epoch + 1}: loss {report.curve[-1]['loss']:.4f} {scored}, {report.seconds:.0f} s")
         finished = bad >= cfg.patience
         if checkpoint is not None and parallel.is_main():
             save_tensors(checkpoint, {"fingerprint": identity, "model": model.state_dict(),
                                       "optimizer": optimizer.state_dict(), "best_state": best_state, "bad": bad,
                                       "epoch": epoch, "finished": finished, "report": asdict(report),
                                       "generators": generator_states(order)})
-        if on_epoch is not None:
+        if on_epoch is not None and value is not None:
             on_epoch(epoch + 1, value)
         if finished:
             break
@@ -216,6 +221,18 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
         model.load_state_dict(best_state)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def validates(epoch: int, cfg: TrainConfig) -> bool:
+    """Whether epoch ``epoch`` (1-based) is validated: every ``cfg.eval_every``-th and the last, ``cfg.epochs``."""
+    return epoch % cfg.eval_every == 0 or epoch == cfg.epochs
+
+
+def selection_examples(valid: Examples, cfg: TrainConfig, seed: int) -> Examples:
+    """The validation examples that select the model (early stopping, checkpoint and a model's own validation-only
+    choices): every example of a fixed random subset of ``cfg.valid_users`` users (all when 0), then at most
+    ``cfg.max_valid_examples`` of those (a fixed random subset; all when 0), both drawn with ``seed``."""
+    return valid.of_users(cfg.valid_users, seed).subset(cfg.max_valid_examples, seed)
 
 
 def fingerprint(model: torch.nn.Module) -> str:

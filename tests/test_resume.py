@@ -34,8 +34,9 @@ def small_runs(small_synthetic: Dataset, monkeypatch: pytest.MonkeyPatch) -> Non
                         make_split(small_synthetic, protocol, max_history))
 
 
-def _setup(scheme: str, tmp_path: Path, epochs: int = 3) -> tuple[RunConfig, Environment]:
-    config = resolve("synthetic", get_scheme(scheme), 0, "smoke", {"train": {"epochs": epochs, "patience": 5}})
+def _setup(scheme: str, tmp_path: Path, epochs: int = 3, **train: Any) -> tuple[RunConfig, Environment]:
+    config = resolve("synthetic", get_scheme(scheme), 0, "smoke", {"train": {"epochs": epochs, "patience": 5,
+                                                                             **train}})
     env = Environment(device="cpu", results_dir=str(tmp_path / "results"), reports_dir=str(tmp_path / "reports"),
                       cache_dir=str(tmp_path / "cache"), progress=False)
     return config, env
@@ -87,6 +88,25 @@ def test_a_resumed_run_equals_the_uninterrupted_one(scheme: str, tmp_path: Path,
     assert resumed["training"]["resumed_from_epoch"] == 1 and not checkpoint.exists()
     assert resumed["training"]["curve"] == uninterrupted["training"]["curve"]
     assert resumed["metrics"] == uninterrupted["metrics"]
+    assert _comparable(resumed) == _comparable(uninterrupted)
+
+
+@pytest.mark.parametrize("killed_after", [1, 2])  # an epoch that is not validated, and one that is
+def test_resume_equals_the_uninterrupted_run_with_sparse_subset_validation_and_buckets(
+        killed_after: int, tmp_path: Path, small_runs, monkeypatch: pytest.MonkeyPatch) -> None:
+    config, env = _setup("sasrec", tmp_path, epochs=4, eval_every=2, valid_users=60, bucketing=True)
+    [path] = runner.run_all([config], env)
+    uninterrupted = json.loads(path.read_text())
+    assert [sorted(entry) for entry in uninterrupted["training"]["curve"]][:2] == [["epoch", "loss"],
+                                                                                  ["epoch", "loss", "ndcg@10"]]
+    path.unlink()
+    with monkeypatch.context() as patch:
+        _kill_after_epoch(patch, killed_after)
+        with pytest.raises(Killed):
+            runner.run_all([config], env)
+    runner.run_all([config], env)
+    resumed = json.loads(path.read_text())
+    assert resumed["training"]["resumed_from_epoch"] == killed_after
     assert _comparable(resumed) == _comparable(uninterrupted)
 
 
