@@ -13,7 +13,8 @@ generated text to actual items, in one of two ways (``grounding``):
   adjusted for popularity: key(i) = (1 + pop_i)^-gamma * dist_i, smaller first, with ``dist`` min-max
   normalised per user and ``pop`` the training interaction counts min-max normalised; gamma is chosen on
   validation from ``gamma_grid`` (the run's ``train.valid_metric``; the record's ``selection`` lists every
-  gamma's validation value). ``inference.invalid_generation_rate`` is the share of generated titles that are
+  gamma's validation value and the generation's beams, which the config leaves out at their defaults: both
+  fields are declared ``added``). ``inference.invalid_generation_rate`` is the share of generated titles that are
   no item's title (``run.constrained_decoding`` does not apply).
 * ``trie``: constrained generation: beam search restricted to the prefix tree of valid titles
   (:mod:`recommenders.decoding`), so every generated title is an item and the top-K items are K beams. This
@@ -39,7 +40,8 @@ full title; ``paper`` profile 64], ``grounding`` ``l2`` in every profile [paper:
 Differences from the paper, by design of this benchmark: the backbone is the run's T5 or decoder-only model
 (random-init preset or a checkpoint, fully trained) instead of LLaMA-7B with LoRA on 1,024 sampled examples,
 and there is no instruction prompt. For L2 grounding: the embeddings come from the trained backbone, not the
-base model (a random-init preset has no base model whose representation means anything); on a decoder-only
+base model (a random-init preset has no base model whose representation means anything; a checkpoint follows
+the same rule); on a decoder-only
 backbone it is the last position's last hidden state, as in the released code, and on a T5 the encoder's
 states mean-pooled over the text (a T5 has no causal last position); the embedded text is the title's tokens
 then EOS (the suite's input format; the released code embeds BOS then the text); generation stops after the

@@ -1,10 +1,10 @@
 """Grounding generated text to items by L2 distance, with a popularity adjustment (BIGRec's second step).
 
 Bao et al., "A Bi-Step Grounding Paradigm for Large Language Models in Recommendation Systems" (arXiv:2308.08434,
-2023), Sec. 3.2: the language model first generates the next item's title freely; the generated text is then
+2023): the language model first generates the next item's title freely; the generated text is then
 grounded to the actual items by the L2 distance between its embedding and every item's title embedding, both
-taken from the language model, which full-ranks the catalogue. With popularity (their Eq. 4, the released
-``data/movie/adjust_pda.py``), the ranking key of item ``i`` is
+taken from the language model, which full-ranks the catalogue. With popularity (as the released
+``data/movie/adjust_pda.py`` applies it), the ranking key of item ``i`` is
 
     key(i) = (1 + pop_i)^-gamma * dist_i,        smaller is better,
 
@@ -183,8 +183,9 @@ class L2GroundedRecommender(GenerativeRecommender):
         return Recommender.rank(self, batch, k)
 
     def select_on_validation(self, evaluate_valid: Callable[[Recommender], EvaluationResult]) -> dict[str, Any]:
-        """Choose gamma on validation (first best in grid order); return it and the value of each gamma. Titles
-        are generated and embedded once (:class:`GroundingReplay`); each gamma re-ranks the same embeddings."""
+        """Choose gamma on validation (first best in grid order); return it, the value of each gamma and the
+        generation's beams. Titles are generated and embedded once (:class:`GroundingReplay`); each gamma re-ranks
+        the same embeddings."""
         replay = GroundingReplay(self)
         values: dict[float, float] = {}
         best = None
@@ -195,7 +196,8 @@ class L2GroundedRecommender(GenerativeRecommender):
                 best = gamma
         self.gamma = best
         return {"gamma": self.gamma, "metric": self.grounding.selection_metric,
-                "valid": {str(gamma): value for gamma, value in values.items()}}
+                "valid": {str(gamma): value for gamma, value in values.items()},
+                "generation_beams": self.grounding.beams}
 
 
 class GroundingReplay(Recommender):
