@@ -1,9 +1,11 @@
-"""Text identifiers: the fitted text vocabulary, unique word codes, BIGRec's titles and IDGenRec's learned IDs."""
+"""Text identifiers: the fitted text vocabulary, unique word codes, BIGRec's titles and L2 grounding, IDGenRec's
+learned IDs."""
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,11 +13,14 @@ import torch.nn.functional as F
 from benchmark.batches import HistoryBatch, iterate
 from benchmark.config import ConfigError
 from benchmark.data.dataset import Dataset
+from benchmark.evaluate import evaluate
+from benchmark.metrics import metric_value
 from benchmark.splits import make_split
-from identifiers.bigrec import BIGRec
+from identifiers.bigrec import BIGRec, BIGRecParams
 from identifiers.idgenrec import IDGenerator, IDGenRec, keyword_tags
 from recommenders.backbones import EOS_ID, PAD_ID
 from recommenders.contracts import ItemCodes, code_table
+from recommenders.grounding import L2GroundedRecommender, grounded_scores, popularity_weights, text_tokens
 from recommenders.sequence import GenerativeRecommender
 from recommenders.text import disambiguate, text_vocabulary, train_bpe
 from tests.conftest import make_context
@@ -183,3 +188,65 @@ def test_idgenrec_searches_again_until_its_ids_are_free(small_synthetic: Dataset
     assert assignment["suffixed"] < assignment["searched_again"] and assignment["max_diversity_penalty"] > 0.1
     plain = IDGenRec({**ctx.config.params, "id_beams": 2, "id_search": "beam"}, ctx)
     assert plain.generate_ids(generator, vocab).statistics()["id_assignment"]["searched_again"] == 0
+
+
+def test_l2_grounding_ranks_by_normalised_distance_and_popularity() -> None:
+    """Hand-worked: distances 5, 1, 2, 10 -> min-max 4/9, 0, 1/9, 1; counts 10, 0, 5, 20 -> pop .5, 0, .25, 1;
+    key = (1 + pop)^-gamma * dist: gamma 0 ranks 1, 2, 0, 3; gamma 4 lifts the popular far item 3 over item 0
+    (keys 0.0878, 0, 0.0455, 0.0625)."""
+    generated = torch.tensor([[0.0, 0.0]])
+    items = torch.tensor([[3.0, 4.0], [1.0, 0.0], [0.0, 2.0], [6.0, 8.0]])
+    popularity = popularity_weights(np.array([10, 0, 5, 20]))
+    assert torch.allclose(popularity, torch.tensor([0.5, 0.0, 0.25, 1.0]))
+    plain = grounded_scores(generated, items, popularity, 0.0)
+    assert torch.allclose(plain, -torch.tensor([[4 / 9, 0.0, 1 / 9, 1.0]]))
+    assert plain.argsort(dim=1, descending=True)[0].tolist() == [1, 2, 0, 3]
+    adjusted = grounded_scores(generated, items, popularity, 4.0)
+    keys = torch.tensor([[4 / 9 / 1.5**4, 0.0, 1 / 9 / 1.25**4, 1 / 2**4]])
+    assert torch.allclose(adjusted, -keys)
+    assert adjusted.argsort(dim=1, descending=True)[0].tolist() == [1, 2, 3, 0]
+    assert torch.equal(popularity_weights(np.array([3, 3, 3])), torch.zeros(3))
+    assert torch.equal(grounded_scores(generated, torch.ones(3, 2), torch.zeros(3), 1.0), torch.zeros(1, 3))
+
+
+def test_generated_text_stops_at_eos_and_drops_pads() -> None:
+    sequences = torch.tensor([[5, 6, EOS_ID, 7, 7], [PAD_ID, 7, PAD_ID, 8, EOS_ID], [EOS_ID, 5, 5, 5, 5],
+                              [4, 4, 4, 4, 4]])
+    expected = [[5, 6, -1, -1, -1], [7, 8, -1, -1, -1], [-1] * 5, [4] * 5]
+    assert text_tokens(sequences, PAD_ID, EOS_ID).tolist() == expected
+
+
+def test_bigrec_grounding_option_keeps_the_trie_records_hash() -> None:
+    for profile in ("smoke", "quick", "paper"):
+        assert BIGRec.resolve_params(profile, {})["grounding"] == "l2"
+    trie = BIGRec.resolve_params("quick", {"grounding": "trie"})
+    assert trie == {"max_title_tokens": 16, "beam_size": 20}, "the constrained variant hashes as before the option"
+    with pytest.raises(ConfigError, match=r"schemes\.bigrec\.grounding.*trie, l2"):
+        BIGRec.resolve_params("quick", {"grounding": "cosine"})
+
+
+@pytest.mark.parametrize("backbone", ["t5-tiny", "qwen-tiny"])
+def test_bigrec_l2_grounding_trains_selects_gamma_on_validation_and_ranks_all_items(
+        small_synthetic: Dataset, cache: Path, backbone: str) -> None:
+    split = make_split(small_synthetic, "loo", 10)
+    ctx = make_context(BIGRec, small_synthetic, cache, split=split, backbone=backbone)
+    model = BIGRec(ctx.config.params, ctx).build(split.train).model
+    assert isinstance(model, L2GroundedRecommender) and model.output == "scores"
+    ctx.fit(model, split.train)
+    assert torch.allclose(model.popularity, popularity_weights(split.train.item_counts()))
+    ks, size = ctx.config.ks, ctx.config.eval_batch_size
+    valid = split.valid.subset(60, 0)
+    selection = model.select_on_validation(lambda m: evaluate(m, valid, split.warm, ks, 16, "cpu"))
+    grid = ctx.config.params.get("gamma_grid", BIGRecParams().gamma_grid)
+    assert set(selection["valid"]) == {str(float(g)) for g in grid} and model.gamma == selection["gamma"]
+    assert selection["valid"][str(model.gamma)] == max(selection["valid"].values())
+    again = evaluate(model, valid, split.warm, ks, 16, "cpu")  # generating anew gives what the replay gave
+    assert metric_value(selection["metric"], again.ranks) == pytest.approx(selection["valid"][str(model.gamma)])
+    model.reset_inference_statistics()
+    test = evaluate(model, split.test, split.warm, ks, size, "cpu")
+    metrics = test.metrics(ks)
+    assert metrics["all"]["count"] == len(split.test) and set(metrics) == {"all", "warm", "cold"}
+    assert all(np.isfinite(value) and value >= 0 for segment in metrics.values() for value in segment.values())
+    assert bool((test.ranks <= max(ks)).all())
+    stats = model.inference_statistics()
+    assert stats["generated_sequences"] == len(split.test) and 0.0 <= stats["invalid_generation_rate"] <= 1.0
