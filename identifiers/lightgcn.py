@@ -59,12 +59,16 @@ class LightGCNConfig:
 @dataclass
 class LightGCNResult:
     """Final (layer-mean) representations ``users [n_users, dim]`` and ``items [n_items, dim]`` on the CPU, the
-    mean BPR loss per epoch and the seconds spent."""
+    layer-0 embeddings ``ego_users`` and ``ego_items`` (the learned table, which the TokenRec authors' code
+    reads as ``embedding_user.weight`` / ``embedding_item.weight``), the mean BPR loss per epoch and the seconds
+    spent."""
 
     users: torch.Tensor
     items: torch.Tensor
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    ego_users: torch.Tensor | None = None
+    ego_items: torch.Tensor | None = None
 
 
 def interaction_pairs(data: TrainData) -> tuple[np.ndarray, np.ndarray]:
@@ -172,6 +176,8 @@ def fit_lightgcn(data: TrainData, config: LightGCNConfig, device: torch.device, 
     with torch.no_grad():
         user_final, item_final = model()
     result.users, result.items = user_final.cpu().clone(), item_final.cpu().clone()
+    result.ego_users, result.ego_items = (part.detach().cpu().clone() for part in
+                                          model.embedding.weight.split([n_users, n_items]))
     result.seconds = time.perf_counter() - start
     return result
 
@@ -197,9 +203,10 @@ def fold_in(items: torch.Tensor, mask: torch.Tensor, representations: torch.Tens
     return member @ weights / member.sum(dim=1, keepdim=True).clamp_min(1.0).sqrt()
 
 
-def lightgcn_cache_key(data: TrainData, config: LightGCNConfig, seed: int) -> str:
+def lightgcn_cache_key(data: TrainData, config: LightGCNConfig, seed: int, with_ego: bool = False) -> str:
     """A key naming everything that determines the trained representations: the training interactions,
-    the catalogue size, the settings (``layers = 0`` for BPR-MF) and the seed."""
+    the catalogue size, the settings (``layers = 0`` for BPR-MF) and the seed; ``with_ego`` names an entry that
+    also holds the layer-0 embeddings (entries written before they were stored keep their key)."""
     sequences = [np.asarray(seq, dtype=np.int64) for seq in data.sequences]
-    return content_key({"n_items": data.n_items, "users": len(sequences), "config": asdict(config), "seed": seed},
-                       sequences)
+    named = {"n_items": data.n_items, "users": len(sequences), "config": asdict(config), "seed": seed}
+    return content_key({**named, "with_ego": True} if with_ego else named, sequences)
