@@ -46,9 +46,10 @@ quantiser: the same RQ-VAE (same ``rqvae_loss``, inputs, seed and data) trained 
 (``tiger_reference``). With ``regularizer_ablation`` (default on) it also trains that RQ-VAE with each
 regulariser alone and reports, under ``regularizer_ablation``, the collision rate (before re-assignment) and
 codebook usage per level of ``letter`` (alpha and beta), ``cf_only`` (beta = 0), ``diversity_only``
-(alpha = 0) and ``none`` (the reference). These are two more RQ-VAE fits, each about as long as LETTER's own
-and cached like it (about 25 s each on the synthetic quick run, against some 450 s of recommender training);
-on the paper profile (20,000 RQ-VAE epochs) ``regularizer_ablation: false`` saves them.
+(alpha = 0) and ``none`` (the reference). These are two more RQ-VAE fits, each at most as long as LETTER's
+own (``rqvae_fit_s`` in the record) and cached like it: cheap next to the recommender's training in the smoke
+and quick profiles, so on by default; on the paper profile (20,000 RQ-VAE epochs) ``regularizer_ablation:
+false`` saves them.
 
 **Tuning.** ``cf_weight`` (alpha; log-uniform on 1e-3 .. 1, a decade either side of the released 0.01 and 0.1)
 and ``temperature`` (tau; log-uniform on 0.2 .. 2) form the search space of ``python -m benchmark tune
