@@ -26,14 +26,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark.batches import HistoryBatch
 from benchmark.hashing import content_key
 from benchmark.splits import TrainData
+from recommenders.base import Recommender
 from recommenders.trainer import train_epochs
 
 NEGATIVE_RESAMPLING_ROUNDS = 10
@@ -210,3 +213,36 @@ def lightgcn_cache_key(data: TrainData, config: LightGCNConfig, seed: int, with_
     sequences = [np.asarray(seq, dtype=np.int64) for seq in data.sequences]
     named = {"n_items": data.n_items, "users": len(sequences), "config": asdict(config), "seed": seed}
     return content_key({**named, "with_ego": True} if with_ego else named, sequences)
+
+
+class FixedScores(Recommender):
+    """A fixed scoring rule over all items, nothing trained: to judge CF vectors as retrieval models."""
+
+    trainable = False
+
+    def __init__(self, n_items: int, rule: Callable[[HistoryBatch], torch.Tensor]) -> None:
+        super().__init__(n_items)
+        self.rule = rule
+
+    def score(self, batch: HistoryBatch) -> torch.Tensor:
+        return self.rule(batch)
+
+
+def cf_rankings(users: torch.Tensor, items: torch.Tensor,
+                popularity: torch.Tensor) -> dict[str, Callable[[HistoryBatch], torch.Tensor]]:
+    """Scoring rules from CF vectors alone, beside popularity: ``pop`` (training counts), ``user_dot``
+    ``<e_u, e_i>`` (LightGCN's own score), ``user_cosine`` ``cos(e_u, e_i)`` (TokenRec's cosine retrieval with
+    the user's own vector as the generated one) and ``last_item_cosine`` ``cos(e_last, e_i)`` (the last history
+    item's vector; histories are left-padded). A user outside ``users`` gets the zero vector."""
+    unit_users, unit_items = F.normalize(users, dim=-1), F.normalize(items, dim=-1)
+
+    def user_rows(table: torch.Tensor, batch: HistoryBatch) -> torch.Tensor:
+        known = (batch.users >= 0) & (batch.users < len(table))
+        return table[batch.users.clamp(0, len(table) - 1)] * known[:, None]
+
+    return {
+        "pop": lambda batch: popularity[None].expand(len(batch.targets), -1),
+        "user_dot": lambda batch: user_rows(users, batch) @ items.T,
+        "user_cosine": lambda batch: user_rows(unit_users, batch) @ unit_items.T,
+        "last_item_cosine": lambda batch: unit_items[batch.items[:, -1]] @ unit_items.T,
+    }

@@ -96,9 +96,19 @@ from torch import nn
 
 from benchmark.batches import HistoryBatch
 from benchmark.config import param
+from benchmark.evaluate import evaluate
+from benchmark.metrics import metric_value
 from benchmark.splits import TrainData
 from identifiers.base import SetScheme
-from identifiers.lightgcn import LightGCNConfig, fit_lightgcn, fold_in, item_degrees, lightgcn_cache_key
+from identifiers.lightgcn import (
+    FixedScores,
+    LightGCNConfig,
+    cf_rankings,
+    fit_lightgcn,
+    fold_in,
+    item_degrees,
+    lightgcn_cache_key,
+)
 from identifiers.mq_tokenizer import MASK_MODES, OPTIMIZERS, MQTokenizer
 from identifiers.quantizers import FitConfig, FitReport, cached_fit
 from identifiers.registry import register
@@ -344,6 +354,21 @@ class TokenRec(SetScheme):
             return state["ego_users"], state["ego_items"], report
         return state["users"], state["items"], report
 
+    def cf_retrieval(self, users: torch.Tensor, items: torch.Tensor, data: TrainData) -> dict[str, Any]:
+        """The run's ``train.valid_metric`` on its validation selection subset (as early stopping uses) of the
+        rankings of :func:`~identifiers.lightgcn.cf_rankings`: what the CF vectors that TokenRec tokenizes and
+        retrieves are worth alone, beside popularity (validation only; test is never scored here)."""
+        cfg = self.ctx.config
+        examples = self.ctx.valid.subset(cfg.train.max_valid_examples, cfg.seed)
+        k = int(cfg.train.valid_metric.split("@")[1])
+        popularity = torch.as_tensor(data.item_counts(), dtype=torch.float32)
+        out: dict[str, Any] = {"metric": cfg.train.valid_metric}
+        for name, rule in cf_rankings(users.float(), items.float(), popularity).items():
+            result = evaluate(FixedScores(data.n_items, rule), examples, self.ctx.warm, (k,), cfg.eval_batch_size,
+                              "cpu")
+            out[name] = metric_value(cfg.train.valid_metric, result.ranks)
+        return out
+
     def fit_tokenizer(self, vectors: torch.Tensor, rows: torch.Tensor) -> tuple[MQTokenizer, FitReport]:
         """An MQ-Tokenizer fitted on ``vectors[rows]`` (on all rows when none is selected), or loaded from the
         cache when one with the same settings was fitted on the same vectors; returned on the CPU."""
@@ -373,7 +398,7 @@ class TokenRec(SetScheme):
         details: dict[str, Any] = {
             "new_tokens": tokens_per_side * (2 if user_side is not None else 1), "item_new_tokens": tokens_per_side,
             "lightgcn": {**asdict(self.lightgcn_config()), "cf_model": params.cf_model, "vectors": params.cf_vectors,
-                         **cf_report},
+                         **cf_report, "retrieval_valid": self.cf_retrieval(users, items, data)},
             "tokenizer_final": report.final, "tokenizer_loaded_from_cache": report.loaded_from_cache}
         if user_side is not None:
             codes = user_side.codes[(user_side.codes >= 0).all(dim=1)]

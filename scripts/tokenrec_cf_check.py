@@ -5,7 +5,9 @@ item's LightGCN vector is high; items are then ranked by that cosine. So the ran
 vectors themselves bounds what the row can be expected to reach. For one dataset and profile this script
 trains (or loads from ``--cache-dir``, the cache the runs use) the LightGCN of the ``tokenrec`` scheme's
 settings on the training split, for both ``cf_vectors`` (``final``: layer mean; ``layer0``: the learned table),
-and ranks the **test** targets over all items, with the suite's evaluator, by:
+and ranks the **test** targets over all items, with the suite's evaluator, by the rules of
+:func:`identifiers.lightgcn.cf_rankings` (a TokenRec record holds the same on validation, under
+``lightgcn.retrieval_valid``):
 
 * ``pop``: training interaction counts (the ``pop`` row);
 * ``dot(user, item)``: LightGCN's own score, the inner product of the user's and the item's vectors;
@@ -26,49 +28,22 @@ import platform
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmark.batches import HistoryBatch  # noqa: E402
 from benchmark.config import resolve  # noqa: E402
 from benchmark.evaluate import evaluate  # noqa: E402
 from benchmark.metrics import metric_value  # noqa: E402
 from benchmark.records import git_commit  # noqa: E402
 from benchmark.runner import cached_dataset, cached_split  # noqa: E402
 from identifiers.base import RunContext  # noqa: E402
+from identifiers.lightgcn import FixedScores, cf_rankings  # noqa: E402
 from identifiers.registry import get_scheme  # noqa: E402
-from recommenders.base import Recommender  # noqa: E402
 
-
-class Scored(Recommender):
-    """A fixed scoring rule over all items."""
-
-    trainable = False
-
-    def __init__(self, n_items: int, rule: Callable[[HistoryBatch], torch.Tensor]) -> None:
-        super().__init__(n_items)
-        self.rule = rule
-
-    def score(self, batch: HistoryBatch) -> torch.Tensor:
-        return self.rule(batch)
-
-
-def last_items(batch: HistoryBatch) -> torch.Tensor:
-    """The last (right-most valid) history item of every example; histories are left-padded."""
-    return batch.items[:, -1]
-
-
-def rules(users: torch.Tensor, items: torch.Tensor) -> dict[str, Callable[[HistoryBatch], torch.Tensor]]:
-    unit_users, unit_items = F.normalize(users, dim=-1), F.normalize(items, dim=-1)
-    return {
-        "dot(user, item)": lambda b: users[b.users] @ items.T,
-        "cos(user, item)": lambda b: unit_users[b.users] @ unit_items.T,
-        "cos(last item, item)": lambda b: unit_items[last_items(b)] @ unit_items.T,
-    }
+RULES = {"user_dot": "dot(user, item)", "user_cosine": "cos(user, item)", "last_item_cosine": "cos(last item, item)"}
+"""The rules of :func:`identifiers.lightgcn.cf_rankings` as the table names them."""
 
 
 def main() -> None:
@@ -90,13 +65,15 @@ def main() -> None:
     k = 10
     rows = []
     popularity = torch.as_tensor(split.train.item_counts(), dtype=torch.float32)
-    candidates = {"pop": lambda b: popularity[None].expand(len(b.targets), -1)}
     for vectors in ("final", "layer0"):
         users, items, _ = cls({**config.params, "cf_vectors": vectors}, ctx).cf_representations(split.train)
-        candidates.update({f"{name} [{vectors}]": rule for name, rule in rules(users.float(), items.float()).items()})
-    for name, rule in candidates.items():
-        result = evaluate(Scored(dataset.n_items, rule), split.test, split.warm, (k,), config.eval_batch_size, "cpu")
-        rows.append((name, metric_value(f"recall@{k}", result.ranks), metric_value(f"ndcg@{k}", result.ranks)))
+        for name, rule in cf_rankings(users.float(), items.float(), popularity).items():
+            if name == "pop" and rows:
+                continue
+            result = evaluate(FixedScores(dataset.n_items, rule), split.test, split.warm, (k,),
+                              config.eval_batch_size, "cpu")
+            label = name if name == "pop" else f"{RULES[name]} [{vectors}]"
+            rows.append((label, metric_value(f"recall@{k}", result.ranks), metric_value(f"ndcg@{k}", result.ranks)))
     p = config.params
     lines = [f"# TokenRec's CF vectors as retrieval models ({args.dataset}, {args.profile} profile)", "",
              f"Written by `scripts/tokenrec_cf_check.py` on {datetime.now(timezone.utc):%Y-%m-%d} at commit "

@@ -18,6 +18,7 @@ from identifiers.dreamrec import DreamRecParams, DreamRecRecommender
 from identifiers.lightgcn import (
     LightGCN,
     LightGCNConfig,
+    cf_rankings,
     fit_lightgcn,
     fold_in,
     interaction_pairs,
@@ -277,6 +278,23 @@ def test_tokenrec_trains_scores_all_items_and_any_user(tiny, cache: Path) -> Non
     assert stats["users"]["tokenized"] == len(train.sequences) and stats["users"]["folded_in"] == 0
     assert 0.0 <= stats["users"]["collision_rate"] <= 1.0
     assert len(stats["users"]["codebook_usage_per_level"]) == params.n_codebooks
+    retrieval = stats["lightgcn"]["retrieval_valid"]
+    assert retrieval.pop("metric") == tokenrec.ctx.config.train.valid_metric
+    assert set(retrieval) == {"pop", "user_dot", "user_cosine", "last_item_cosine"}
+    assert all(0.0 <= value <= 1.0 for value in retrieval.values())
+
+
+def test_cf_rankings_by_hand() -> None:
+    users = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    items = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    rules = cf_rankings(users, items, torch.tensor([5.0, 1.0, 3.0]))
+    batch = HistoryBatch(users=torch.tensor([1, 7]), items=torch.tensor([[0, 2], [0, 1]]),
+                         mask=torch.tensor([[False, True], [True, True]]), targets=torch.tensor([0, 2]))
+    assert torch.equal(rules["pop"](batch), torch.tensor([[5.0, 1.0, 3.0]] * 2))
+    assert torch.equal(rules["user_dot"](batch), torch.tensor([[0.0, 2.0, 2.0], [0.0, 0.0, 0.0]])), "unknown user: 0"
+    assert torch.allclose(rules["user_cosine"](batch)[0], torch.tensor([0.0, 1.0, 2 ** -0.5]))
+    assert torch.allclose(rules["last_item_cosine"](batch), torch.tensor([[2 ** -0.5, 2 ** -0.5, 1.0],
+                                                                          [0.0, 1.0, 2 ** -0.5]]))
 
 
 def test_tokenrec_fits_its_cf_model_and_tokenizers_once(tiny, tmp_path: Path) -> None:
