@@ -54,7 +54,8 @@ false`` saves them.
 **Tuning.** ``cf_weight`` (alpha; log-uniform on 1e-3 .. 1, a decade either side of the released 0.01 and 0.1)
 and ``temperature`` (tau; log-uniform on 0.2 .. 2) form the search space of ``python -m benchmark tune
 --identifiers letter``, which selects on validation only. The RQ-VAE's cache key leaves out the recommender's
-options, so trials that differ only in tau share one RQ-VAE fit.
+options, so trials that differ only in tau share one RQ-VAE fit; a trial with a new alpha fits anew, the two
+ablation fits included unless the tune config sets ``regularizer_ablation: false``.
 
 Not reproduced: the released code also balances the last level's assignment with Sinkhorn (epsilon 0.003)
 during RQ-VAE training, initialises the codebooks by constrained k-means and trains with AdamW (weight decay

@@ -84,6 +84,13 @@ item tokenizer.
 Differences from the paper, by design of this benchmark: the backbone is the run's T5 preset (random init)
 instead of a pretrained T5-small, there is no text around the tokens in the prompt, the decoder is one step
 instead of a fixed 20-token text prefix, and model selection is early stopping on validation NDCG.
+
+**Against popularity.** TokenRec ranks by the cosine between a generated vector and the items' CF vectors, so
+it can only beat ``pop`` if those vectors carry what the data's next item depends on. The record's
+``lightgcn.retrieval_valid`` gives the run's validation metric of rankings by the CF vectors alone
+(:func:`identifiers.lightgcn.cf_rankings`: LightGCN's user-item score, the user-item cosine, the cosine to the
+last history item) beside ``pop``. On ``synthetic`` the row does not beat ``pop``; docs/reference/README.md
+gives the evidence (``scripts/tokenrec_cf_check.py``).
 """
 from __future__ import annotations
 
