@@ -43,23 +43,39 @@ weigh less against the reconstruction.
 
 The record reports collision rate and codebook usage of LETTER's codes beside those of a TIGER reference
 quantiser: the same RQ-VAE (same ``rqvae_loss``, inputs, seed and data) trained without L_CF and L_Div
-(``tiger_reference``).
+(``tiger_reference``). With ``regularizer_ablation`` (default on) it also trains that RQ-VAE with each
+regulariser alone and reports, under ``regularizer_ablation``, the collision rate (before re-assignment) and
+codebook usage per level of ``letter`` (alpha and beta), ``cf_only`` (beta = 0), ``diversity_only``
+(alpha = 0) and ``none`` (the reference). These are two more RQ-VAE fits, each at most as long as LETTER's
+own (``rqvae_fit_s`` in the record) and cached like it: cheap next to the recommender's training in the smoke
+and quick profiles, so on by default; on the paper profile (20,000 RQ-VAE epochs) ``regularizer_ablation:
+false`` saves them.
+
+**Tuning.** ``cf_weight`` (alpha; log-uniform on 1e-3 .. 1, a decade either side of the released 0.01 and 0.1)
+and ``temperature`` (tau; log-uniform on 0.2 .. 2) form the search space of ``python -m benchmark tune
+--identifiers letter``, which selects on validation only. The RQ-VAE's cache key leaves out the recommender's
+options, so trials that differ only in tau share one RQ-VAE fit; a trial with a new alpha fits anew, the two
+ablation fits included unless the tune config sets ``regularizer_ablation: false``.
 
 Not reproduced: the released code also balances the last level's assignment with Sinkhorn (epsilon 0.003)
 during RQ-VAE training, initialises the codebooks by constrained k-means and trains with AdamW (weight decay
 1e-4); here the assignment is nearest-code and the optimiser TIGER's (see :class:`identifiers.tiger.TIGERParams`).
 
-Hyper-parameters beyond TIGER's (field: default = quick profile [paper / released code]): ``cf_weight``
-alpha 0.01 [paper's value not verifiable in the sources available to us; released ``train_tokenizer.sh``
-0.01, ``main.py`` default 0.1], ``diversity_weight`` beta 1e-4 [released script 1e-4], ``diversity_clusters``
-K 10 [10; at most half the codebook size here], ``temperature`` tau 1.0 [released ``LETTER-TIGER`` default
-1.0, which no script changes; the paper's value is not verifiable in the sources available to us],
-``rqvae_loss`` released [released code], ``latent_dim`` 64 [32 = their SASRec width; here
-the ``sasrec`` scheme's ``hidden`` of the profile], ``n_levels`` 3 [4; ``paper`` profile 4].
+Hyper-parameters beyond TIGER's (field: default = quick profile [paper / released code, github.com/
+HonghuiBao2000/LETTER]): ``cf_weight`` alpha 0.01 [paper: not verifiable in the sources available to us;
+released ``RQ-VAE/train_tokenizer.sh`` 0.01 (Instruments), ``RQ-VAE/tokenize.sh`` 0.1 for Beauty (it reads the
+checkpoint of ``alpha1e-1-beta1e-4``, epoch 10,000), ``RQ-VAE/main.py`` default 0.1; tuned on validation,
+see above], ``diversity_weight`` beta 1e-4 [both scripts 1e-4; ``main.py`` default 0.1],
+``diversity_clusters`` K 10 [10; at most half the codebook size here], ``temperature`` tau 1.0 [released
+``LETTER-TIGER/run_train.sh`` and ``LETTER-LC-Rec/run_train.sh`` pass ``--temperature 1.0``, the default of
+their ``utils.py``, for every dataset; the paper's value is not verifiable in the sources available to us;
+tuned on validation, see above], ``rqvae_loss`` released [released code], ``latent_dim`` 64 [32 = their
+SASRec width; here the ``sasrec`` scheme's ``hidden`` of the profile], ``n_levels`` 3 [4; ``paper`` profile
+4], ``regularizer_ablation`` true [not in the paper: the record's per-regulariser statistics].
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -67,9 +83,9 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
-from benchmark.config import ConfigError, param
+from benchmark.config import ConfigError, hashed_params, param
 from benchmark.splits import TrainData
-from identifiers.quantizers import RQVAE, RQVAEOutput, constrained_kmeans, level_codes
+from identifiers.quantizers import RQVAE, FitReport, RQVAEOutput, constrained_kmeans, level_codes
 from identifiers.registry import register
 from identifiers.tiger import TIGER, TIGERParams
 from recommenders.contracts import ItemCodes
@@ -77,6 +93,13 @@ from recommenders.contracts import ItemCodes
 CLUSTER_SIZE_RANGE = (0.39, 2.34)
 """Cluster sizes of the diversity clustering relative to the mean size (LETTER: 10 and 60 of 25.6)."""
 RQVAE_LOSSES = ("released", "tiger")
+CF_WEIGHT_RANGE = (1e-3, 1.0, "log")
+"""Search range of alpha for ``python -m benchmark tune``: a decade either side of the released scripts' 0.01
+(Instruments) and 0.1 (Beauty)."""
+TEMPERATURE_RANGE = (0.2, 2.0, "log")
+"""Search range of tau: below 1 (hard negatives weigh more, the paper's motivation) and above (softer)."""
+ABLATION_FIT_INDEPENDENT = ("regularizer_ablation",)
+"""Params fields besides the recommender's options that do not change an RQ-VAE fit."""
 
 
 @dataclass
@@ -85,23 +108,28 @@ class LETTERParams(TIGERParams):
     brackets:
 
     cf_weight: alpha, weight of the collaborative regulariser L_CF [paper: not verifiable in the sources
-        available to us; released tokenizer script 0.01].
-    diversity_weight: beta, weight of the diversity regulariser L_Div [released script 1e-4].
+        available to us; released ``RQ-VAE/train_tokenizer.sh`` 0.01 (Instruments), ``RQ-VAE/tokenize.sh`` 0.1
+        (Beauty)]; tunable, log-uniform on 1e-3 .. 1.
+    diversity_weight: beta, weight of the diversity regulariser L_Div [both released scripts 1e-4].
     diversity_clusters: K, constrained k-means clusters of each level's code vectors [10].
     temperature: tau of the ranking-guided generation loss; tau < 1 weights hard negatives more [paper: not
-        verifiable in the sources available to us; released code 1.0].
+        verifiable in the sources available to us; released ``run_train.sh`` scripts 1.0]; tunable,
+        log-uniform on 0.2 .. 2.
     rqvae_loss: scale of L_Sem that alpha and beta are weighed against: ``released`` (mean squared errors
         over features, quantisation terms averaged over levels, inputs rescaled to root-mean-square 1 per
         feature) or ``tiger`` (the TIGER scheme's summed squared norms on unit-norm inputs) [released code].
     latent_dim: must equal the CF encoder's width, the ``sasrec`` scheme's ``hidden`` [32 with their SASRec].
+    regularizer_ablation: also fit the RQ-VAE with L_CF only and with L_Div only and report their collision
+        rate and codebook usage in the record (two more cached RQ-VAE fits) [not in the paper].
     """
 
     latent_dim: int = param(64, low=1)
-    cf_weight: float = param(0.01, low=0)
+    cf_weight: float = param(0.01, low=0, tune=CF_WEIGHT_RANGE)
     diversity_weight: float = param(1e-4, low=0)
     diversity_clusters: int = param(10, low=1)
-    temperature: float = param(1.0, low=0, low_open=True, option=True)
+    temperature: float = param(1.0, low=0, low_open=True, option=True, tune=TEMPERATURE_RANGE)
     rqvae_loss: str = param("released", choices=RQVAE_LOSSES)
+    regularizer_ablation: bool = param(True, added=True)
 
 
 class ReleasedRQVAE(RQVAE):
@@ -127,17 +155,22 @@ class Regularizers:
         self.clusters: torch.Tensor | None = None
 
     def __call__(self, model: RQVAE, out: RQVAEOutput, index: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self.calls % self.batches_per_epoch == 0:
+        """The weighted terms; a term of weight 0 is left out (and L_Div's clustering skipped)."""
+        terms: dict[str, torch.Tensor] = {}
+        if self.params.diversity_weight and self.calls % self.batches_per_epoch == 0:
             self.clusters = self.cluster(model.quantizer.codebooks.detach())
         self.calls += 1
-        quantized = out.latent + (out.quantized - out.latent).detach()
-        logits = quantized @ self.cf[index].T
-        collaborative = F.cross_entropy(logits, torch.arange(len(index), device=logits.device))
-        codebooks = model.quantizer.codebooks
-        diversity = torch.stack([self.diversity(codebooks[level], out.codes[:, level], self.clusters[level])
-                                 for level in range(model.n_levels)]).mean()
-        return {"collaborative": self.params.cf_weight * collaborative,
-                "diversity": self.params.diversity_weight * diversity}
+        if self.params.cf_weight:
+            quantized = out.latent + (out.quantized - out.latent).detach()
+            logits = quantized @ self.cf[index].T
+            collaborative = F.cross_entropy(logits, torch.arange(len(index), device=logits.device))
+            terms["collaborative"] = self.params.cf_weight * collaborative
+        if self.params.diversity_weight:
+            codebooks = model.quantizer.codebooks
+            diversity = torch.stack([self.diversity(codebooks[level], out.codes[:, level], self.clusters[level])
+                                     for level in range(model.n_levels)]).mean()
+            terms["diversity"] = self.params.diversity_weight * diversity
+        return terms
 
     def cluster(self, codebooks: torch.Tensor) -> torch.Tensor:
         """``[L, M]`` constrained k-means cluster of every code vector of every level."""
@@ -218,11 +251,11 @@ class LETTER(TIGER):
         if p.rqvae_loss == "released":
             embeddings = embeddings * embeddings.shape[1] ** 0.5
         train = torch.as_tensor(train_items)
-        batches = -(-len(train_items) // p.rqvae_batch_size)
-        regularizers = Regularizers(cf[train].to(ctx.device), p, batches, ctx.seed)
-        rqvae, report = self.fit_rqvae(embeddings[train], p.latent_dim, regularizers, (regularizers.cf,))
+        cf_train = cf[train].to(ctx.device)
+        rqvae, report = self.fit_regularized(embeddings[train], cf_train, p)
         raw = rqvae.encode(embeddings)
-        reference = self.tiger_reference(embeddings, train)
+        rqvae_reference, _ = self.fit_rqvae(embeddings[train], p.latent_dim)
+        reference = self.code_statistics(rqvae_reference, embeddings)
         reassigned, reassigned_items = self.reassign_collisions(rqvae, raw, embeddings)
         codes = level_codes(reassigned, p.codebook_size, extra_level=False)
         codes.raw_codes = raw + torch.arange(p.n_levels) * p.codebook_size
@@ -230,15 +263,49 @@ class LETTER(TIGER):
         codes.details.update(self.rqvae_statistics(report), reassigned_items=reassigned_items,
                              tiger_reference=reference, rqvae_collaborative_loss=last.get("collaborative"),
                              rqvae_diversity_loss=last.get("diversity"))
+        if p.regularizer_ablation:
+            codes.details["regularizer_ablation"] = {
+                "letter": self.code_statistics(rqvae, embeddings),
+                **self.single_regularizers(embeddings, train, cf_train), "none": reference}
         return codes
 
     def rqvae_class(self) -> type[RQVAE]:
         """The RQ-VAE of ``rqvae_loss``: the released code's averaged losses, or TIGER's."""
         return ReleasedRQVAE if self.params.rqvae_loss == "released" else RQVAE
 
-    def tiger_reference(self, embeddings: torch.Tensor, train: torch.Tensor) -> dict[str, Any]:
-        """Collision rate and codebook usage of the same RQ-VAE trained without L_CF and L_Div."""
-        rqvae, _ = self.fit_rqvae(embeddings[train], self.params.latent_dim)
+    def fit_regularized(self, x: torch.Tensor, cf: torch.Tensor, params: LETTERParams) -> tuple[RQVAE, FitReport]:
+        """The RQ-VAE trained on ``x`` with L_CF and L_Div at the weights of ``params`` (cached, see
+        :meth:`regularizer_key`)."""
+        batches = -(-len(x) // params.rqvae_batch_size)
+        regularizers = Regularizers(cf, params, batches, self.ctx.seed)
+        return self.fit_rqvae(x, params.latent_dim, regularizers, (cf,), extra_key=self.regularizer_key(params))
+
+    @staticmethod
+    def regularizer_key(params: LETTERParams) -> dict[str, Any]:
+        """What names a regularised RQ-VAE fit in the cache: every field of ``params``, with those that do not
+        change the fit (the recommender's options, :data:`ABLATION_FIT_INDEPENDENT`) at their defaults, so that
+        runs differing only in them (e.g. tuning trials of ``temperature``) share one fit, and fields added
+        later left out at their defaults, so that earlier cache entries keep their key."""
+        defaults = LETTERParams()
+        independent = [f.name for f in fields(LETTERParams)
+                       if f.metadata.get("option") or f.name in ABLATION_FIT_INDEPENDENT]
+        values = {**asdict(params), **{name: getattr(defaults, name) for name in independent}}
+        return hashed_params(LETTERParams, values)
+
+    def single_regularizers(self, embeddings: torch.Tensor, train: torch.Tensor,
+                            cf_train: torch.Tensor) -> dict[str, dict[str, Any]]:
+        """Code statistics of the same RQ-VAE (inputs, seed, data, ``rqvae_loss``) trained with L_CF only
+        (``cf_only``: beta = 0) and with L_Div only (``diversity_only``: alpha = 0)."""
+        p = self.params
+        out = {}
+        for name, params in (("cf_only", replace(p, diversity_weight=0.0)),
+                             ("diversity_only", replace(p, cf_weight=0.0))):
+            rqvae, _ = self.fit_regularized(embeddings[train], cf_train, params)
+            out[name] = self.code_statistics(rqvae, embeddings)
+        return out
+
+    def code_statistics(self, rqvae: RQVAE, embeddings: torch.Tensor) -> dict[str, Any]:
+        """Collision rate (before any re-assignment) and codebook usage per level of ``rqvae``'s codes."""
         stats = level_codes(rqvae.encode(embeddings), self.params.codebook_size, extra_level=False).statistics()
         return {key: stats[key] for key in ("collision_rate_before_dedup", "codebook_usage_per_level")}
 

@@ -26,14 +26,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark.batches import HistoryBatch
 from benchmark.hashing import content_key
 from benchmark.splits import TrainData
+from recommenders.base import Recommender
 from recommenders.trainer import train_epochs
 
 NEGATIVE_RESAMPLING_ROUNDS = 10
@@ -59,12 +62,16 @@ class LightGCNConfig:
 @dataclass
 class LightGCNResult:
     """Final (layer-mean) representations ``users [n_users, dim]`` and ``items [n_items, dim]`` on the CPU, the
-    mean BPR loss per epoch and the seconds spent."""
+    layer-0 embeddings ``ego_users`` and ``ego_items`` (the learned table, which the TokenRec authors' code
+    reads as ``embedding_user.weight`` / ``embedding_item.weight``), the mean BPR loss per epoch and the seconds
+    spent."""
 
     users: torch.Tensor
     items: torch.Tensor
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    ego_users: torch.Tensor | None = None
+    ego_items: torch.Tensor | None = None
 
 
 def interaction_pairs(data: TrainData) -> tuple[np.ndarray, np.ndarray]:
@@ -172,6 +179,8 @@ def fit_lightgcn(data: TrainData, config: LightGCNConfig, device: torch.device, 
     with torch.no_grad():
         user_final, item_final = model()
     result.users, result.items = user_final.cpu().clone(), item_final.cpu().clone()
+    result.ego_users, result.ego_items = (part.detach().cpu().clone() for part in
+                                          model.embedding.weight.split([n_users, n_items]))
     result.seconds = time.perf_counter() - start
     return result
 
@@ -197,9 +206,43 @@ def fold_in(items: torch.Tensor, mask: torch.Tensor, representations: torch.Tens
     return member @ weights / member.sum(dim=1, keepdim=True).clamp_min(1.0).sqrt()
 
 
-def lightgcn_cache_key(data: TrainData, config: LightGCNConfig, seed: int) -> str:
+def lightgcn_cache_key(data: TrainData, config: LightGCNConfig, seed: int, with_ego: bool = False) -> str:
     """A key naming everything that determines the trained representations: the training interactions,
-    the catalogue size, the settings (``layers = 0`` for BPR-MF) and the seed."""
+    the catalogue size, the settings (``layers = 0`` for BPR-MF) and the seed; ``with_ego`` names an entry that
+    also holds the layer-0 embeddings (entries written before they were stored keep their key)."""
     sequences = [np.asarray(seq, dtype=np.int64) for seq in data.sequences]
-    return content_key({"n_items": data.n_items, "users": len(sequences), "config": asdict(config), "seed": seed},
-                       sequences)
+    named = {"n_items": data.n_items, "users": len(sequences), "config": asdict(config), "seed": seed}
+    return content_key({**named, "with_ego": True} if with_ego else named, sequences)
+
+
+class FixedScores(Recommender):
+    """A fixed scoring rule over all items, nothing trained: to judge CF vectors as retrieval models."""
+
+    trainable = False
+
+    def __init__(self, n_items: int, rule: Callable[[HistoryBatch], torch.Tensor]) -> None:
+        super().__init__(n_items)
+        self.rule = rule
+
+    def score(self, batch: HistoryBatch) -> torch.Tensor:
+        return self.rule(batch)
+
+
+def cf_rankings(users: torch.Tensor, items: torch.Tensor,
+                popularity: torch.Tensor) -> dict[str, Callable[[HistoryBatch], torch.Tensor]]:
+    """Scoring rules from CF vectors alone, beside popularity: ``pop`` (training counts), ``user_dot``
+    ``<e_u, e_i>`` (LightGCN's own score), ``user_cosine`` ``cos(e_u, e_i)`` (TokenRec's cosine retrieval with
+    the user's own vector as the generated one) and ``last_item_cosine`` ``cos(e_last, e_i)`` (the last history
+    item's vector; histories are left-padded). A user outside ``users`` gets the zero vector."""
+    unit_users, unit_items = F.normalize(users, dim=-1), F.normalize(items, dim=-1)
+
+    def user_rows(table: torch.Tensor, batch: HistoryBatch) -> torch.Tensor:
+        known = (batch.users >= 0) & (batch.users < len(table))
+        return table[batch.users.clamp(0, len(table) - 1)] * known[:, None]
+
+    return {
+        "pop": lambda batch: popularity[None].expand(len(batch.targets), -1),
+        "user_dot": lambda batch: user_rows(users, batch) @ items.T,
+        "user_cosine": lambda batch: user_rows(unit_users, batch) @ unit_items.T,
+        "last_item_cosine": lambda batch: unit_items[batch.items[:, -1]] @ unit_items.T,
+    }

@@ -5,8 +5,11 @@ An item's (or a user's) collaborative representation ``x`` (``[d]``, e.g. from L
 tokens:
 
 1. **Masking**: during training every element of ``x`` is zeroed independently with probability ``rho``
-   (:func:`random_mask`), so the tokens cannot depend on any single coordinate; encoding (after training)
-   reads the whole vector.
+   (:func:`random_mask`, ``mask_mode="element"``), so the tokens cannot depend on any single coordinate;
+   encoding (after training) reads the whole vector. ``mask_mode="span"`` is the masking of the TokenRec
+   authors' code (``code/model.py``, class ``MQ``; :func:`span_masks`): the features are cut into K equal
+   spans, encoder k may only have features of span k masked (each with probability ``rho``), one mask per
+   batch shared by its rows, and the masks accumulate (encoder k reads ``x`` with spans 0..k masked).
 2. **K-way encoder**: K separate MLP encoders map the (masked) vector to K sub-vectors ``z_k`` of width
    ``code_dim``.
 3. **K codebooks**: ``z_k`` is replaced by its nearest (Euclidean) entry of codebook ``C_k`` (``M`` entries);
@@ -38,6 +41,7 @@ from recommenders.trainer import train_epochs
 ADAMW_WEIGHT_DECAY = 0.01
 """Weight decay of the ``adamw`` optimiser (as in the TokenRec authors' tokenizer training)."""
 OPTIMIZERS = ("adamw", "adam", "adagrad")
+MASK_MODES = ("element", "span")
 
 
 def random_mask(x: torch.Tensor, ratio: float,
@@ -48,6 +52,26 @@ def random_mask(x: torch.Tensor, ratio: float,
     """
     masked = torch.rand(x.shape, generator=generator, device=x.device) < ratio
     return x.masked_fill(masked, 0.0), masked
+
+
+def span_masks(x: torch.Tensor, n_spans: int, ratio: float,
+               generator: torch.Generator | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The span masking of the TokenRec authors' code: ``n_spans`` inputs, input k with the masks of spans
+    0..k applied, where span k is features ``[k d / n, (k + 1) d / n)`` and each of its features is masked with
+    probability ``ratio``, one draw per feature shared by every row.
+
+    Returns the inputs (each shaped like ``x``) and the union of the masks ``[b, d]`` (True where zeroed in the
+    last input). The authors' spans are ``int(d / n)`` wide and leave each span's last feature (and the
+    remainder of the division) unmasked; here the spans cover every feature.
+    """
+    d = x.shape[1]
+    drawn = torch.rand(d, generator=generator, device=x.device) < ratio
+    span = torch.arange(d, device=x.device) * n_spans // d
+    inputs, mask = [], torch.zeros(d, dtype=torch.bool, device=x.device)
+    for k in range(n_spans):
+        mask = mask | (drawn & (span == k))
+        inputs.append(x.masked_fill(mask, 0.0))
+    return inputs, mask.expand_as(x)
 
 
 def squared_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -86,7 +110,8 @@ def make_optimizer(cfg: FitConfig, parameters) -> torch.optim.Optimizer:
 @dataclass
 class MQOutput:
     """One forward pass: sub-vectors ``latents`` and chosen code vectors ``code_vectors`` (both ``[b, K, c]``),
-    ``codes`` ``[b, K]``, the reconstruction ``[b, d]`` and the element mask ``[b, d]`` (all False in eval)."""
+    ``codes`` ``[b, K]``, the reconstruction ``[b, d]`` and the mask ``[b, d]`` (True where zeroed; with span
+    masking the union of the K encoders' masks; all False in eval)."""
 
     latents: torch.Tensor
     code_vectors: torch.Tensor
@@ -96,14 +121,17 @@ class MQOutput:
 
 
 class MQTokenizer(Quantizer):
-    """Masking, K-way MLP encoder, K parallel codebooks of ``codebook_size`` entries, K-to-1 MLP decoder."""
+    """Masking (``mask_mode``: ``element`` or ``span``), K-way MLP encoder, K parallel codebooks of
+    ``codebook_size`` entries, K-to-1 MLP decoder."""
 
     def __init__(self, input_dim: int, n_codebooks: int = 3, codebook_size: int = 256, code_dim: int = 64,
                  hidden_dims: tuple[int, ...] = (128, 256), mask_ratio: float = 0.1, beta: float = 0.25,
-                 kmeans_iters: int = 10) -> None:
+                 kmeans_iters: int = 10, mask_mode: str = "element") -> None:
         super().__init__([codebook_size] * n_codebooks)
+        if mask_mode not in MASK_MODES:
+            raise ValueError(f"unknown mask_mode '{mask_mode}'; choose from {', '.join(MASK_MODES)}")
         self.input_dim, self.code_dim = input_dim, code_dim
-        self.mask_ratio, self.beta, self.kmeans_iters = mask_ratio, beta, kmeans_iters
+        self.mask_ratio, self.beta, self.kmeans_iters, self.mask_mode = mask_ratio, beta, kmeans_iters, mask_mode
         self.encoders = nn.ModuleList(mlp([input_dim, *hidden_dims, code_dim], 0.0) for _ in range(n_codebooks))
         self.codebooks = nn.Parameter(torch.empty(n_codebooks, codebook_size, code_dim)
                                       .uniform_(-1.0 / codebook_size, 1.0 / codebook_size))
@@ -121,11 +149,15 @@ class MQTokenizer(Quantizer):
         return codes, self.codebooks[levels[None, :], codes]
 
     def forward(self, x: torch.Tensor) -> MQOutput:
-        if self.training:
-            x, mask = random_mask(x, self.mask_ratio)
+        if self.training and self.mask_mode == "span":
+            inputs, mask = span_masks(x, self.n_levels, self.mask_ratio)
+            latents = torch.stack([encoder(part) for encoder, part in zip(self.encoders, inputs)], dim=1)
         else:
-            mask = torch.zeros_like(x, dtype=torch.bool)
-        latents = self.latents(x)
+            if self.training:
+                x, mask = random_mask(x, self.mask_ratio)
+            else:
+                mask = torch.zeros_like(x, dtype=torch.bool)
+            latents = self.latents(x)
         codes, code_vectors = self.quantize(latents.detach())
         straight_through = latents + (code_vectors - latents).detach()
         return MQOutput(latents, code_vectors, codes, self.decoder(straight_through.flatten(1)), mask)

@@ -121,10 +121,12 @@ class TIGER(SequenceScheme):
         return RQVAE
 
     def fit_rqvae(self, x: torch.Tensor, latent_dim: int, extra_loss_fn: ExtraLossFn | None = None,
-                  extra_inputs: tuple[torch.Tensor, ...] = ()) -> tuple[RQVAE, FitReport]:
+                  extra_inputs: tuple[torch.Tensor, ...] = (),
+                  extra_key: dict[str, Any] | None = None) -> tuple[RQVAE, FitReport]:
         """An RQ-VAE (of :meth:`rqvae_class`) with this scheme's settings and the run seed, trained on ``x``, or
         loaded from the cache when one was trained with the same settings on the same vectors
-        (:func:`~identifiers.quantizers.cached_fit`); ``extra_inputs`` are the tensors ``extra_loss_fn`` reads."""
+        (:func:`~identifiers.quantizers.cached_fit`); ``extra_inputs`` are the tensors ``extra_loss_fn`` reads,
+        ``extra_key`` what names ``extra_loss_fn`` in the cache key (default: every field of the params)."""
         p, ctx = self.params, self.ctx
         settings = {"input_dim": x.shape[1], "latent_dim": latent_dim, "hidden_dims": tuple(p.hidden_dims),
                     "n_levels": p.n_levels, "codebook_size": p.codebook_size, "beta": p.beta,
@@ -133,7 +135,7 @@ class TIGER(SequenceScheme):
         rqvae = self.rqvae_class()(**settings).to(ctx.device)
         fit = FitConfig(epochs=p.rqvae_epochs, batch_size=p.rqvae_batch_size, lr=p.rqvae_lr,
                         optimizer=p.rqvae_optimizer, seed=ctx.seed)
-        extra = asdict(p) if extra_loss_fn is not None else None
+        extra = (asdict(p) if extra_key is None else extra_key) if extra_loss_fn is not None else None
         report = cached_fit(ctx, "rqvae", rqvae, {**settings, "extra_loss": extra}, fit, (x, *extra_inputs),
                             lambda: rqvae.fit(x, fit, progress=ctx.progress, extra_loss_fn=extra_loss_fn))
         return rqvae, report

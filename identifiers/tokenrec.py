@@ -39,10 +39,11 @@ when the user is scored and tokenized by the same user tokenizer; the history it
 Hyper-parameters (field: default = quick profile [paper / authors' code]): ``cf_model`` ``lightgcn``
 [LightGCN]; LightGCN ``lightgcn_dim`` 64 [64], ``lightgcn_layers`` 3 [3], ``lightgcn_epochs`` 200
 [LightGCN: up to 1,000], ``lightgcn_lr`` 1e-3 [1e-3], ``lightgcn_reg`` 1e-4 [1e-4], ``lightgcn_batch_size``
-2048 [2048]; MQ-Tokenizers ``n_codebooks`` K 3 [3], ``codebook_size`` M 256 [256], ``code_dim`` 64,
-``tokenizer_hidden`` (128, 256) [the code's encoder widths], ``mask_ratio`` rho 0.1 [0.1], ``beta`` 0.25
-[0.25], ``tokenizer_epochs`` 500 [1,000], ``tokenizer_lr`` 1e-3 [1e-3, AdamW], ``tokenizer_batch_size`` 512
-[512]; prompt ``user_tokens`` True [users are tokenized], ``item_input`` ``sequence`` [the paper's prompt];
+2048 [2048]; ``cf_vectors`` final [paper: not stated; code: layer 0]; MQ-Tokenizers ``n_codebooks`` K 3 [3],
+``codebook_size`` M 256 [256], ``code_dim`` 64 [code: 512], ``tokenizer_hidden`` (128, 256) [the code's
+encoder widths], ``mask_ratio`` rho 0.1 [paper 0.1; code 0.2], ``mask_mode`` element [code: span], ``beta``
+0.25 [0.25], ``tokenizer_epochs`` 500 [1,000], ``tokenizer_lr`` 1e-3 [1e-3, AdamW], ``tokenizer_batch_size``
+512 [512]; prompt ``user_tokens`` True [users are tokenized], ``item_input`` ``sequence`` [the paper's prompt];
 retrieval ``loss`` ``cosine`` [the authors' code], ``temperature`` 0.1 (``softmax`` only),
 ``projection_hidden`` 256 [256], ``projection_dropout`` 0.2 [0.2]. The authors fine-tune a pretrained
 T5-small with AdamW at lr 5e-5 (weight decay 0.01, batch 48); the backbone here is trained from scratch, so
@@ -57,15 +58,39 @@ by ``temperature``, the loss every other embedding- and set-paradigm row of this
 ``item_input``: ``sequence`` feeds all K tokens of every history item (and of the user) in order; ``sum``
 feeds one embedding per item (and one for the user), the sum of its K token embeddings. ``cf_model``:
 ``mf`` replaces LightGCN by BPR-MF. The K codebooks quantise the K encoders' sub-vectors in parallel, as the
-paper's K-way encoder describes (the released code instead quantises residuals, RQ-VAE style, behind one
-encoder). Masking is element-wise and independent per row (the code draws one feature mask per batch); the
-encoders and decoder are plain ReLU MLPs (the code adds batch norm and dropout) and the codebooks are k-means
-initialised once (the code re-runs k-means every 50 epochs). The user tokenizer shares every setting of the
+paper's K-way encoder describes and as the released code does by default (``code/model.py``, class ``MQ``:
+one encoder and one codebook per token, selected by ``--vq_model MQ``, the default of ``code/parse.py`` and
+the README's command; its class ``ResidualVQVAE``, ``--vq_model RQ``, is the residual alternative behind one
+encoder). ``cf_vectors``: the paper tokenizes and retrieves "CF representations" from LightGCN; ``final``
+(default) takes LightGCN's layer mean, while the released code reads the learned layer-0 table
+(``embedding_user.weight`` / ``embedding_item.weight`` of the LightGCN checkpoint, ``code/vq.py`` and
+``code/utils.py:read_cf_embeddings``), for the tokenizers and for the retrieval targets alike (``layer0``;
+users unseen in training are then folded in from the items' layer-0 vectors, i.e. their layer-1
+representation). ``mask_mode``: ``element`` (default) masks every element independently per row; ``span`` is
+the released masking (:func:`identifiers.mq_tokenizer.span_masks`: encoder k may only lose features of the
+k-th of K spans, one mask per batch, accumulated over encoders). ``code_dim``: the paper does not state it;
+the released ``code/vq.py`` fixes ``codebook_dim = 512``. The ``paper`` profile takes the released code's
+choices: ``layer0`` vectors, ``code_dim`` 512, ``span`` masking at the released ratio 0.2 (the ``MQ`` default,
+which ``code/vq.py`` does not override; the paper states 0.1).
+Not reproduced from the released tokenizer (``code/model.py``, ``code/train.py:vqvae``): it decodes the sum
+of the K code vectors (here their concatenation); it appends each chosen code vector before its
+straight-through copy is formed and trains with its commitment term commented out, so its encoders receive
+no gradient and only the codebooks and decoder learn; it adds batch norm and dropout to the MLPs, a learned
+position vector to the input, re-runs k-means on the codebooks every 50 epochs and keeps the epoch of least
+loss on 20% of the vectors held out. Here the encoders learn (straight-through estimator and commitment
+term), the MLPs are plain ReLU MLPs and k-means runs once. The user tokenizer shares every setting of the
 item tokenizer.
 
 Differences from the paper, by design of this benchmark: the backbone is the run's T5 preset (random init)
 instead of a pretrained T5-small, there is no text around the tokens in the prompt, the decoder is one step
 instead of a fixed 20-token text prefix, and model selection is early stopping on validation NDCG.
+
+**Against popularity.** TokenRec ranks by the cosine between a generated vector and the items' CF vectors, so
+it can only beat ``pop`` if those vectors carry what the data's next item depends on. The record's
+``lightgcn.retrieval_valid`` gives the run's validation metric of rankings by the CF vectors alone
+(:func:`identifiers.lightgcn.cf_rankings`: LightGCN's user-item score, the user-item cosine, the cosine to the
+last history item) beside ``pop``. On ``synthetic`` the row does not beat ``pop``; docs/reference/README.md
+gives the evidence (``scripts/tokenrec_cf_check.py``).
 """
 from __future__ import annotations
 
@@ -78,10 +103,20 @@ from torch import nn
 
 from benchmark.batches import HistoryBatch
 from benchmark.config import param
+from benchmark.evaluate import evaluate
+from benchmark.metrics import metric_value
 from benchmark.splits import TrainData
 from identifiers.base import SetScheme
-from identifiers.lightgcn import LightGCNConfig, fit_lightgcn, fold_in, item_degrees, lightgcn_cache_key
-from identifiers.mq_tokenizer import OPTIMIZERS, MQTokenizer
+from identifiers.lightgcn import (
+    FixedScores,
+    LightGCNConfig,
+    cf_rankings,
+    fit_lightgcn,
+    fold_in,
+    item_degrees,
+    lightgcn_cache_key,
+)
+from identifiers.mq_tokenizer import MASK_MODES, OPTIMIZERS, MQTokenizer
 from identifiers.quantizers import FitConfig, FitReport, cached_fit
 from identifiers.registry import register
 from recommenders.backbones import BackboneSpec, build_backbone, new_token_offset, user_state
@@ -89,6 +124,7 @@ from recommenders.base import Recommender
 from recommenders.contracts import ItemTokenSets, codebook_usage, collision_rate
 
 CF_MODELS = ("lightgcn", "mf")
+CF_VECTORS = ("final", "layer0")
 ITEM_INPUTS = ("sequence", "sum")
 LOSSES = ("cosine", "softmax")
 
@@ -107,9 +143,12 @@ class TokenRecParams:
     lightgcn_batch_size: BPR triples per step [2048].
     n_codebooks: K, codebooks and thus tokens per item and per user [3].
     codebook_size: M, entries per codebook; items and users each add K * M new tokens [256].
-    code_dim: width of each sub-vector and codebook entry [not stated; 64].
+    code_dim: width of each sub-vector and codebook entry [paper: not stated; authors' code 512
+        (``codebook_dim`` in ``code/vq.py``); ``paper`` profile 512].
     tokenizer_hidden: hidden widths of each of the K encoders, mirrored by the decoder [128, 256].
-    mask_ratio: rho, probability of zeroing each input element while training a tokenizer [0.1].
+    mask_ratio: rho, probability of zeroing each input element while training a tokenizer [paper 0.1; the
+        authors' code 0.2, the default of its ``MQ`` class, which ``code/vq.py`` does not override; ``paper``
+        profile 0.2].
     beta: commitment weight [0.25].
     tokenizer_epochs: training epochs of each tokenizer [1,000].
     tokenizer_lr: learning rate of the tokenizers [1e-3].
@@ -123,6 +162,12 @@ class TokenRecParams:
     temperature: softmax temperature of the ``softmax`` loss [not applicable; 0.1].
     projection_hidden: hidden width of the output projection MLP [256].
     projection_dropout: dropout inside the output projection [0.2].
+    cf_vectors: which LightGCN vectors are tokenized, retrieved and folded in: ``final`` = the layer mean
+        (LightGCN's Eq. 4) [the paper's "CF representations"]; ``layer0`` = the learned layer-0 embedding
+        table [the authors' code reads ``embedding_user.weight`` / ``embedding_item.weight``; ``paper``
+        profile].
+    mask_mode: ``element`` = every element masked independently per row; ``span`` = the K-span masking of the
+        authors' code (:func:`identifiers.mq_tokenizer.span_masks`) [``paper`` profile].
     """
 
     cf_model: str = param("lightgcn", choices=CF_MODELS)
@@ -148,6 +193,8 @@ class TokenRecParams:
     temperature: float = param(0.1, low=0, low_open=True, option=True)
     projection_hidden: int = param(256, low=1, option=True)
     projection_dropout: float = param(0.2, low=0, high=1, high_open=True, option=True)
+    cf_vectors: str = param("final", choices=CF_VECTORS, added=True)
+    mask_mode: str = param("element", choices=MASK_MODES, added=True)
 
 
 @dataclass(frozen=True)
@@ -283,7 +330,8 @@ class TokenRec(SetScheme):
     profiles = {"smoke": {"lightgcn_dim": 16, "lightgcn_epochs": 5, "n_codebooks": 2, "codebook_size": 16,
                           "code_dim": 8, "tokenizer_hidden": (32,), "tokenizer_epochs": 5},
                 "quick": {},
-                "paper": {"lightgcn_epochs": 1000, "tokenizer_epochs": 1000}}
+                "paper": {"lightgcn_epochs": 1000, "tokenizer_epochs": 1000, "cf_vectors": "layer0", "code_dim": 512,
+                          "mask_mode": "span", "mask_ratio": 0.2}}
     train_profiles = {"smoke": {"epochs": 1, "lr": 0.003},
                       "quick": {"epochs": 20, "batch_size": 256, "lr": 0.001, "patience": 3},
                       "paper": {"epochs": 100, "lr": 0.001, "patience": 10}}
@@ -298,16 +346,35 @@ class TokenRec(SetScheme):
     def cf_representations(self, data: TrainData) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
         """CF user and item representations of the training split, cached under ``lightgcn/``, and how they were
         made."""
-        config = self.lightgcn_config()
+        config, layer0 = self.lightgcn_config(), self.params.cf_vectors == "layer0"
 
         def train() -> dict[str, Any]:
             result = fit_lightgcn(data, config, self.ctx.device, self.ctx.seed, self.ctx.progress)
-            return {"users": result.users, "items": result.items, "losses": result.losses, "seconds": result.seconds}
+            state = {"users": result.users, "items": result.items, "losses": result.losses, "seconds": result.seconds}
+            return {**state, "ego_users": result.ego_users, "ego_items": result.ego_items} if layer0 else state
 
-        state, cached = self.ctx.load_or_compute("lightgcn", lightgcn_cache_key(data, config, self.ctx.seed), train)
+        key = lightgcn_cache_key(data, config, self.ctx.seed, with_ego=layer0)
+        state, cached = self.ctx.load_or_compute("lightgcn", key, train)
         report = {"final_bpr_loss": state["losses"][-1] if state["losses"] else None,
                   "train_s": state.get("seconds"), "loaded_from_cache": cached}
+        if layer0:
+            return state["ego_users"], state["ego_items"], report
         return state["users"], state["items"], report
+
+    def cf_retrieval(self, users: torch.Tensor, items: torch.Tensor, data: TrainData) -> dict[str, Any]:
+        """The run's ``train.valid_metric`` on its validation selection subset (as early stopping uses) of the
+        rankings of :func:`~identifiers.lightgcn.cf_rankings`: what the CF vectors that TokenRec tokenizes and
+        retrieves are worth alone, beside popularity (validation only; test is never scored here)."""
+        cfg = self.ctx.config
+        examples = self.ctx.valid.subset(cfg.train.max_valid_examples, cfg.seed)
+        k = int(cfg.train.valid_metric.split("@")[1])
+        popularity = torch.as_tensor(data.item_counts(), dtype=torch.float32)
+        out: dict[str, Any] = {"metric": cfg.train.valid_metric}
+        for name, rule in cf_rankings(users.float(), items.float(), popularity).items():
+            result = evaluate(FixedScores(data.n_items, rule), examples, self.ctx.warm, (k,), cfg.eval_batch_size,
+                              "cpu")
+            out[name] = metric_value(cfg.train.valid_metric, result.ranks)
+        return out
 
     def fit_tokenizer(self, vectors: torch.Tensor, rows: torch.Tensor) -> tuple[MQTokenizer, FitReport]:
         """An MQ-Tokenizer fitted on ``vectors[rows]`` (on all rows when none is selected), or loaded from the
@@ -316,6 +383,8 @@ class TokenRec(SetScheme):
         settings = {"input_dim": vectors.shape[1], "n_codebooks": params.n_codebooks,
                     "codebook_size": params.codebook_size, "code_dim": params.code_dim,
                     "hidden_dims": tuple(params.tokenizer_hidden), "mask_ratio": params.mask_ratio, "beta": params.beta}
+        if params.mask_mode != "element":
+            settings["mask_mode"] = params.mask_mode
         torch.manual_seed(self.ctx.seed)
         tokenizer = MQTokenizer(**settings).to(self.ctx.device)
         fit = FitConfig(epochs=params.tokenizer_epochs, batch_size=params.tokenizer_batch_size, lr=params.tokenizer_lr,
@@ -335,7 +404,8 @@ class TokenRec(SetScheme):
         tokens_per_side = params.n_codebooks * params.codebook_size
         details: dict[str, Any] = {
             "new_tokens": tokens_per_side * (2 if user_side is not None else 1), "item_new_tokens": tokens_per_side,
-            "lightgcn": {**asdict(self.lightgcn_config()), "cf_model": params.cf_model, **cf_report},
+            "lightgcn": {**asdict(self.lightgcn_config()), "cf_model": params.cf_model, "vectors": params.cf_vectors,
+                         **cf_report, "retrieval_valid": self.cf_retrieval(users, items, data)},
             "tokenizer_final": report.final, "tokenizer_loaded_from_cache": report.loaded_from_cache}
         if user_side is not None:
             codes = user_side.codes[(user_side.codes >= 0).all(dim=1)]

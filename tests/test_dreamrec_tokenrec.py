@@ -1,6 +1,7 @@
 """DreamRec (guided diffusion, embedding paradigm) and TokenRec (LightGCN + MQ-Tokenizers + generative
-retrieval, set paradigm): noise schedules, the sampler, masking and quantisation, LightGCN's graph and fold-in,
-user tokens (fold-in for unseen users), options, and one training step of each scheme on tiny data."""
+retrieval, set paradigm): noise schedules, the sampler, masking (element and span) and quantisation, LightGCN's
+graph, layer-0 table and fold-in, user tokens (fold-in for unseen users), options and the paper profile's
+released-code choices, and one training step of each scheme on tiny data."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,6 +18,7 @@ from identifiers.dreamrec import DreamRecParams, DreamRecRecommender
 from identifiers.lightgcn import (
     LightGCN,
     LightGCNConfig,
+    cf_rankings,
     fit_lightgcn,
     fold_in,
     interaction_pairs,
@@ -24,7 +26,7 @@ from identifiers.lightgcn import (
     lightgcn_cache_key,
     normalized_adjacency,
 )
-from identifiers.mq_tokenizer import MQTokenizer, random_mask
+from identifiers.mq_tokenizer import MQTokenizer, random_mask, span_masks
 from identifiers.quantizers import FitConfig
 from identifiers.registry import get_scheme
 from recommenders.contracts import ItemVectors
@@ -137,6 +139,40 @@ def test_random_mask_zeroes_the_given_share() -> None:
     assert not bool(random_mask(x, 0.0)[1].any())
 
 
+def test_span_masks_confine_encoder_k_to_span_k_and_accumulate() -> None:
+    """The released masking: encoder k may only lose features of span k (of 3 spans of 4 features here), one
+    mask per batch shared by its rows, and encoder k also sees the masks of spans 0..k-1."""
+    x = torch.rand(5, 12) + 1.0
+    inputs, union = span_masks(x, 3, 0.5, torch.Generator().manual_seed(1))
+    assert len(inputs) == 3 and union.shape == x.shape and bool(union.any())
+    assert torch.equal(union, union[:1].expand_as(union)), "one feature mask shared by the rows"
+    masked = [part[0] == 0 for part in inputs]
+    for k in range(3):
+        assert not bool(masked[k][4 * (k + 1):].any()), "nothing beyond span k"
+        if k:
+            assert torch.equal(masked[k][:4 * k], masked[k - 1][:4 * k]), "earlier spans stay masked"
+            assert not bool(masked[k - 1][4 * k:].any())
+    assert torch.equal(masked[-1], union[0]) and torch.equal(inputs[-1], x.masked_fill(union, 0.0))
+    drawn = span_masks(torch.ones(1, 3000), 3, 0.2, torch.Generator().manual_seed(0))[1]
+    assert abs(float(drawn.float().mean()) - 0.2) < 0.03
+    with pytest.raises(ValueError, match="mask_mode"):
+        MQTokenizer(12, mask_mode="block")
+
+
+def test_mq_tokenizer_with_span_masking_trains_and_encodes_unmasked() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(60, 12)
+    tokenizer = MQTokenizer(12, n_codebooks=3, codebook_size=8, code_dim=4, hidden_dims=(16,), mask_ratio=0.5,
+                            mask_mode="span")
+    tokenizer.train()
+    out = tokenizer(x)
+    assert bool(out.mask.any()) and torch.equal(out.mask, out.mask[:1].expand_as(out.mask))
+    report = tokenizer.fit(x, FitConfig(epochs=3, batch_size=32, lr=1e-3, optimizer="adamw", seed=0), progress=False)
+    assert len(report.history) == 3 and all(np.isfinite(v) for v in report.final.values())
+    codes = tokenizer.encode(x)
+    assert codes.shape == (60, 3) and torch.equal(codes, tokenizer.encode(x))
+
+
 def test_mq_tokenizer_gives_k_codes_per_item_in_range() -> None:
     torch.manual_seed(0)
     x = torch.randn(60, 12)
@@ -242,6 +278,23 @@ def test_tokenrec_trains_scores_all_items_and_any_user(tiny, cache: Path) -> Non
     assert stats["users"]["tokenized"] == len(train.sequences) and stats["users"]["folded_in"] == 0
     assert 0.0 <= stats["users"]["collision_rate"] <= 1.0
     assert len(stats["users"]["codebook_usage_per_level"]) == params.n_codebooks
+    retrieval = stats["lightgcn"]["retrieval_valid"]
+    assert retrieval.pop("metric") == tokenrec.ctx.config.train.valid_metric
+    assert set(retrieval) == {"pop", "user_dot", "user_cosine", "last_item_cosine"}
+    assert all(0.0 <= value <= 1.0 for value in retrieval.values())
+
+
+def test_cf_rankings_by_hand() -> None:
+    users = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    items = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    rules = cf_rankings(users, items, torch.tensor([5.0, 1.0, 3.0]))
+    batch = HistoryBatch(users=torch.tensor([1, 7]), items=torch.tensor([[0, 2], [0, 1]]),
+                         mask=torch.tensor([[False, True], [True, True]]), targets=torch.tensor([0, 2]))
+    assert torch.equal(rules["pop"](batch), torch.tensor([[5.0, 1.0, 3.0]] * 2))
+    assert torch.equal(rules["user_dot"](batch), torch.tensor([[0.0, 2.0, 2.0], [0.0, 0.0, 0.0]])), "unknown user: 0"
+    assert torch.allclose(rules["user_cosine"](batch)[0], torch.tensor([0.0, 1.0, 2 ** -0.5]))
+    assert torch.allclose(rules["last_item_cosine"](batch), torch.tensor([[2 ** -0.5, 2 ** -0.5, 1.0],
+                                                                          [0.0, 1.0, 2 ** -0.5]]))
 
 
 def test_tokenrec_fits_its_cf_model_and_tokenizers_once(tiny, tmp_path: Path) -> None:
@@ -301,6 +354,44 @@ def test_tokenrec_without_user_tokens_reads_item_tokens_only(tiny, cache: Path) 
     item_mask = batch.mask.repeat_interleave(k, dim=1)
     assert torch.equal(mask, item_mask) and torch.equal(inputs, items * item_mask[..., None])
     train_one_step(model, batch)
+
+
+def test_lightgcn_keeps_its_layer0_table_which_is_the_final_vector_without_layers(tiny) -> None:
+    train = tiny[1].train
+    for layers in (0, 2):
+        result = fit_lightgcn(train, LightGCNConfig(dim=8, layers=layers, epochs=2), torch.device("cpu"), 0, False)
+        assert result.ego_users.shape == result.users.shape and result.ego_items.shape == result.items.shape
+        assert torch.equal(result.ego_items, result.items) == (layers == 0)
+    config = LightGCNConfig(dim=8, layers=2, epochs=2)
+    assert lightgcn_cache_key(train, config, 0, with_ego=True) != lightgcn_cache_key(train, config, 0)
+
+
+def test_tokenrec_paper_profile_takes_the_released_code_choices(tiny, cache: Path) -> None:
+    """The ``paper`` profile: layer-0 LightGCN vectors, 512-d codes, span masking at 0.2; the same options at
+    smoke size build, tokenize with the layer-0 table and train."""
+    cls = get_scheme("tokenrec")
+    paper = cls.resolve_params("paper", {})
+    assert (paper["cf_vectors"], paper["code_dim"], paper["mask_mode"], paper["mask_ratio"]) == (
+        "layer0", 512, "span", 0.2)
+    assert "cf_vectors" not in cls.resolve_params("quick", {}) and "mask_mode" not in cls.resolve_params("quick", {})
+    released = {"cf_vectors": "layer0", "mask_mode": "span", "mask_ratio": 0.2}
+    tokenrec, tokens, model = tokenrec_scheme(tiny, cache, **released)
+    _, default_tokens, _ = tokenrec_scheme(tiny, cache)
+    train = tiny[1].train
+    result = fit_lightgcn(train, tokenrec.lightgcn_config(), torch.device("cpu"), 0, False)
+    assert torch.equal(tokens.cf, result.ego_items) and torch.equal(default_tokens.cf, result.items)
+    assert torch.equal(tokens.users.item_representations, result.ego_items), "unseen users fold in layer 0"
+    assert tokenrec.fit_tokenizer(tokens.cf, torch.ones(train.n_items, dtype=torch.bool))[0].mask_mode == "span"
+    assert tokens.statistics()["lightgcn"]["vectors"] == "layer0"
+    batch = first_batch(tiny)
+    train_one_step(model, batch)
+    model.eval()
+    with torch.no_grad():
+        scores = model.score(batch)
+    assert scores.shape == (len(batch.targets), train.n_items) and bool(torch.isfinite(scores).all())
+    for key, value in (("cf_vectors", "layer1"), ("mask_mode", "block")):
+        with pytest.raises(ConfigError, match=f"schemes.tokenrec.{key}"):
+            cls.resolve_params("smoke", {key: value})
 
 
 def test_tokenrec_mf_option_and_config_errors(tiny, cache: Path) -> None:

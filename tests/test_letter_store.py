@@ -1,4 +1,5 @@
-"""LETTER's regularisers and collision re-assignment, the ranking-guided loss, and STORE's single-backbone tasks."""
+"""LETTER's regularisers and collision re-assignment, its per-regulariser ablation and search space, the
+ranking-guided loss, and STORE's single-backbone tasks."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,10 +10,19 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.batches import iterate
-from benchmark.config import ConfigError
+from benchmark.config import ConfigError, Tunable, search_space
 from benchmark.data.dataset import Dataset
 from benchmark.splits import make_split
-from identifiers.letter import LETTER, Regularizers, ReleasedRQVAE, reassign_last_level, same_cluster_positives
+from identifiers.letter import (
+    CF_WEIGHT_RANGE,
+    LETTER,
+    TEMPERATURE_RANGE,
+    LETTERParams,
+    Regularizers,
+    ReleasedRQVAE,
+    reassign_last_level,
+    same_cluster_positives,
+)
 from identifiers.quantizers import RQVAE, constrained_kmeans
 from identifiers.store import STORE, DenseTokenizer
 from recommenders.backbones import EOS_ID
@@ -69,6 +79,30 @@ def test_regularizers_align_latents_with_cf_and_reach_the_right_parameters() -> 
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in rqvae.quantizer.parameters())
 
 
+def test_a_regularizer_of_weight_zero_is_left_out() -> None:
+    torch.manual_seed(0)
+    x, cf = torch.randn(32, 12), torch.randn(32, 8)
+    rqvae = RQVAE(12, latent_dim=8, hidden_dims=(16,), n_levels=2, codebook_size=8)
+    rqvae.train()
+    with torch.no_grad():
+        rqvae.quantizer(rqvae.encoder(x))
+    index = torch.arange(16)
+    for weights, names in (((1.0, 0.0), {"collaborative"}), ((0.0, 1.0), {"diversity"})):
+        params = LETTER.Params(latent_dim=8, codebook_size=8, cf_weight=weights[0], diversity_weight=weights[1],
+                               diversity_clusters=2)
+        regularizers = Regularizers(cf, params, batches_per_epoch=2, seed=0)
+        assert set(regularizers(rqvae, rqvae(x[index]), index)) == names
+        assert (regularizers.clusters is None) == (weights[1] == 0)
+
+
+def test_letter_tunes_alpha_and_tau_without_changing_its_config() -> None:
+    assert search_space(LETTERParams) == [Tunable("cf_weight", *CF_WEIGHT_RANGE[:2], scale="log"),
+                                          Tunable("temperature", *TEMPERATURE_RANGE[:2], scale="log")]
+    for profile in ("smoke", "quick", "paper"):
+        assert "regularizer_ablation" not in LETTER.resolve_params(profile, {})
+    assert LETTER.resolve_params("smoke", {"regularizer_ablation": False})["regularizer_ablation"] is False
+
+
 def test_released_rqvae_averages_what_tiger_sums() -> None:
     """LETTER's released code averages squared errors over features and levels; TIGER's loss sums them."""
     torch.manual_seed(0)
@@ -107,10 +141,24 @@ def test_letter_codes_are_unique_and_report_the_tiger_reference(small_synthetic:
     assert set(stats["tiger_reference"]) == {"collision_rate_before_dedup", "codebook_usage_per_level"}
     assert len(stats["tiger_reference"]["codebook_usage_per_level"]) == scheme.params.n_levels
     assert stats["rqvae_collaborative_loss"] is not None and stats["reassigned_items"] >= 0
+    ablation = stats["regularizer_ablation"]
+    assert list(ablation) == ["letter", "cf_only", "diversity_only", "none"]
+    assert ablation["none"] == stats["tiger_reference"]
+    assert ablation["letter"]["collision_rate_before_dedup"] == stats["collision_rate_before_dedup"]
+    for name, row in ablation.items():
+        assert set(row) == {"collision_rate_before_dedup", "codebook_usage_per_level"}, name
+        assert 0 <= row["collision_rate_before_dedup"] < 1
+        assert len(row["codebook_usage_per_level"]) == scheme.params.n_levels
+        assert all(0 < usage <= 1 for usage in row["codebook_usage_per_level"])
     again = LETTER({**ctx.config.params, "rqvae_epochs": 30}, ctx)
     repeated = again.tokenize(make_split(small_synthetic, "loo", 10).train)
     assert torch.equal(repeated.codes, codes.codes)
+    assert repeated.statistics()["regularizer_ablation"] == ablation
     assert repeated.statistics()["rqvae_loaded_from_cache"] and not stats["rqvae_loaded_from_cache"]
+    hotter = LETTER({**ctx.config.params, "rqvae_epochs": 30, "temperature": 0.5, "regularizer_ablation": False}, ctx)
+    tuned = hotter.tokenize(make_split(small_synthetic, "loo", 10).train)
+    assert tuned.statistics()["rqvae_loaded_from_cache"], "tau does not change the RQ-VAE: trials share its fit"
+    assert torch.equal(tuned.codes, codes.codes) and "regularizer_ablation" not in tuned.statistics()
     with pytest.raises(Exception, match="latent_dim"):
         LETTER({**ctx.config.params, "latent_dim": 7}, ctx).tokenize(make_split(small_synthetic, "loo", 10).train)
     with pytest.raises(ConfigError, match="schemes.letter.rqvae_loss: 'l1' is not a valid choice; choose from "
