@@ -24,12 +24,13 @@ SECTIONS = ("run", "train", "schemes")
 MAX_SEED = 2**32 - 1
 """numpy's seeds are 0 .. 2**32 - 1."""
 RUN_MINIMUM = {"seed": 0, "k_core": 1, "max_history": 1, "eval_batch_size": 1, "text_vocab_size": 1,
-               "max_eval_users": 0}
+               "max_eval_users": 0, "max_fit_steps": 0}
 TRAIN_MINIMUM = {"epochs": 0, "batch_size": 1, "weight_decay": 0, "grad_clip": 0, "patience": 1,
                  "max_valid_examples": 0, "max_batches": 0, "eval_every": 1, "valid_users": 0}
 """Smallest valid value of each numeric run / train key (``defaults.yaml`` documents them)."""
 LATER_KEYS = {"max_eval_users": (0,), "candidates": ("all",), "finetune": ("auto", "none"),
-              "lora": (None, "default"), "gradient_checkpointing": (False,), "compile": (False,)}
+              "lora": (None, "default"), "gradient_checkpointing": (False,), "compile": (False,),
+              "max_fit_steps": (0,)}
 LATER_TRAIN_KEYS = {"max_batches": 0, "eval_every": 1, "valid_users": 0, "bucketing": False}
 """Run and train keys added after the first records, with their off values (``"default"``: the defaults.yaml value;
 see :class:`RunConfig`)."""
@@ -106,6 +107,7 @@ class RunConfig:
     compile: bool = False
     params: dict[str, Any] = field(default_factory=dict)
     max_eval_users: int = 0
+    max_fit_steps: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -211,7 +213,8 @@ def resolve(dataset: str, scheme_cls: type, seed: int | None, profile: str, user
                      split=run["split"], k_core=run["k_core"], max_history=run["max_history"], ks=run["ks"],
                      eval_batch_size=run["eval_batch_size"], text_vocab_size=run["text_vocab_size"],
                      constrained_decoding=run["constrained_decoding"], train=TrainConfig(**train), params=params,
-                     max_eval_users=run["max_eval_users"], candidates=run["candidates"],
+                     max_eval_users=run["max_eval_users"], max_fit_steps=run["max_fit_steps"],
+                     candidates=run["candidates"],
                      finetune=run["finetune"] if uses else "none", lora=lora if uses else None,
                      gradient_checkpointing=run["gradient_checkpointing"] and uses, compile=run["compile"])
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import optuna
 import yaml
+from filelock import FileLock
 from optuna.trial import TrialState
 
 from benchmark.config import Environment, RunConfig, Tunable, load_defaults, resolve, search_space
@@ -139,16 +140,22 @@ def open_study(base: RunConfig, settings: TuneSettings, results_dir: str) -> tup
     made for the same base config, else :class:`TuneError`."""
     name = settings.study_name or study_name(base)
     url = settings.storage or f"sqlite:///{Path(results_dir) / 'tuning' / name}.db"
-    if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-        storage: Any = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-    else:
-        storage = url
     defaults = load_defaults()["tune"]
     pruner = optuna.pruners.MedianPruner(n_startup_trials=defaults["pruner_startup_trials"],
                                          n_warmup_steps=defaults["pruner_first_epoch"])
-    study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
-                                pruner=pruner)
+    if url.startswith("sqlite:///"):
+        database = Path(url[len("sqlite:///"):])
+        database.parent.mkdir(parents=True, exist_ok=True)
+        # Workers started together would each create the schema of a new database file, and all but one fail
+        # (optuna's alembic version row is written twice): the first creates it under an OS lock, the others
+        # then open it.
+        with FileLock(f"{database}.lock"):
+            storage: Any = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+            study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
+                                        load_if_exists=True, pruner=pruner)
+    else:
+        study = optuna.create_study(storage=url, study_name=name, direction="maximize", load_if_exists=True,
+                                    pruner=pruner)
     tuned = {dim.name for dim in tunable_space(base.scheme)}
     made_for = json.loads(json.dumps({**base.to_dict(), "params": {key: value for key, value in base.params.items()
                                                                    if key not in tuned}}))

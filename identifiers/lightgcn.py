@@ -48,7 +48,7 @@ class LightGCNConfig:
     """LightGCN settings (paper values in brackets): embedding ``dim`` [64], propagation ``layers`` K [3; 0 is
     BPR-MF], BPR ``epochs`` [up to 1,000 with early stopping], ``batch_size`` [2,048], Adam ``lr`` [0.001], L2
     ``reg`` on the layer-0 embeddings [1e-4], ``init_std`` of their normal initialisation [0.1 in the authors'
-    code]."""
+    code]; ``max_steps > 0`` stops after that many BPR steps in all epochs together (``run.max_fit_steps``)."""
 
     dim: int = 64
     layers: int = 3
@@ -57,6 +57,7 @@ class LightGCNConfig:
     lr: float = 0.001
     reg: float = 1e-4
     init_std: float = 0.1
+    max_steps: int = 0
 
 
 @dataclass
@@ -173,7 +174,7 @@ def fit_lightgcn(data: TrainData, config: LightGCNConfig, device: torch.device, 
 
     history = train_epochs(optimizer, config.epochs if len(users) else 0, batches,
                            lambda batch: {"bpr": model.bpr_loss(*batch)}, "lightgcn", "its learning rate (lightgcn_lr)",
-                           progress)
+                           progress, max_steps=config.max_steps)
     result.losses = [epoch["bpr"] for epoch in history]
     model.eval()
     with torch.no_grad():
@@ -211,7 +212,8 @@ def lightgcn_cache_key(data: TrainData, config: LightGCNConfig, seed: int, with_
     the catalogue size, the settings (``layers = 0`` for BPR-MF) and the seed; ``with_ego`` names an entry that
     also holds the layer-0 embeddings (entries written before they were stored keep their key)."""
     sequences = [np.asarray(seq, dtype=np.int64) for seq in data.sequences]
-    named = {"n_items": data.n_items, "users": len(sequences), "config": asdict(config), "seed": seed}
+    settings = {key: value for key, value in asdict(config).items() if key != "max_steps" or value}  # older keys
+    named = {"n_items": data.n_items, "users": len(sequences), "config": settings, "seed": seed}
     return content_key({**named, "with_ego": True} if with_ego else named, sequences)
 
 

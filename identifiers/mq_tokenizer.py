@@ -200,7 +200,8 @@ class MQTokenizer(Quantizer):
                 yield len(index), x[index]
 
         report.history = train_epochs(optimizer, cfg.epochs, batches, lambda batch: self.loss_terms(batch, self(batch)),
-                                      "mq-tokenizer", "its learning rate (tokenizer_lr)", progress)
+                                      "mq-tokenizer", "its learning rate (tokenizer_lr)", progress,
+                                      max_steps=cfg.max_steps)
         report.final = self.evaluate(x)
         report.seconds = time.perf_counter() - start
         return report

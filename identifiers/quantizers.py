@@ -33,13 +33,15 @@ from recommenders.trainer import train_epochs
 class FitConfig:
     """How a quantizer is trained: ``epochs`` passes over the vectors in shuffled mini-batches of
     ``batch_size``, optimiser ``optimizer`` (``adagrad`` as in TIGER, or ``adam``) at learning rate ``lr``;
-    ``seed`` fixes the k-means initialisation and the batch order."""
+    ``seed`` fixes the k-means initialisation and the batch order; ``max_steps > 0`` stops after that many steps
+    in all epochs together (``run.max_fit_steps``)."""
 
     epochs: int = 500
     batch_size: int = 1024
     lr: float = 0.4
     optimizer: str = "adagrad"
     seed: int = 0
+    max_steps: int = 0
 
 
 @dataclass
@@ -177,7 +179,7 @@ class RQVAE(Quantizer):
             return terms
 
         report.history = train_epochs(_optimizer(cfg, self.parameters()), cfg.epochs, batches, loss_terms, "rq-vae",
-                                      "its learning rate (rqvae_lr)", progress)
+                                      "its learning rate (rqvae_lr)", progress, max_steps=cfg.max_steps)
         report.final = self.evaluate(x)
         report.seconds = time.perf_counter() - start
         return report
@@ -212,7 +214,8 @@ def fit_key(name: str, settings: dict[str, Any], cfg: FitConfig, tensors: Sequen
     """Cache key of a fitted quantizer: everything that determines its weights, i.e. ``name`` (its class), its
     constructor ``settings``, the fit config (seed included) and the ``tensors`` it is trained on (the vectors,
     and whatever an extra loss reads), so that other settings or other data never reuse stale weights."""
-    return content_key({"quantizer": name, "settings": settings, "fit": asdict(cfg)},
+    fit = {key: value for key, value in asdict(cfg).items() if key != "max_steps" or value}  # keys made before it
+    return content_key({"quantizer": name, "settings": settings, "fit": fit},
                        [tensor.detach().to("cpu", torch.float32) for tensor in tensors])
 
 

@@ -53,7 +53,8 @@ class SETRecParams:
         a linear projection; semantic: the autoencoder's output is N x d_model) [as in the authors' code].
     semantic_dropout: dropout inside the autoencoder [paper default not stated, our choice 0.0].
     semantic_encoder: text encoder of the semantic embedding, ``auto`` / ``minilm`` / ``tfidf`` [the paper
-        uses the backbone LLM's (T5 / Qwen) text representation; ours MiniLM].
+        uses the backbone LLM's (T5 / Qwen) text representation; ours MiniLM; smoke: tfidf, as TIGER's smoke, so
+        that a smoke run does not encode a large catalogue with MiniLM on a CPU].
     use_cf: include the CF token (ablation "w/o CF", Sec. 4.3.1) [True].
     use_semantic: include the semantic tokens (ablation "w/o Sem", Sec. 4.3.1) [True].
     learnable_queries: learn the query vectors of Eq. 5; False keeps them frozen at random values
@@ -85,7 +86,8 @@ class SETRec(SetScheme):
     citation = ("Lin, Shi, Wang, Feng, Wang, Ng & Chua, Order-agnostic Identifier for Large Language "
                 "Model-based Generative Recommendation, SIGIR 2025.")
     Params = SETRecParams
-    profiles = {"smoke": {"n_semantic": 1, "semantic_layers": (64,)}, "quick": {}, "paper": {"n_semantic": 4}}
+    profiles = {"smoke": {"n_semantic": 1, "semantic_layers": (64,), "semantic_encoder": "tfidf"}, "quick": {},
+                "paper": {"n_semantic": 4}}
     train_profiles = {"smoke": {"epochs": 1, "lr": 0.003},
                       "quick": {"epochs": 15, "batch_size": 256, "lr": 0.001, "patience": 4},
                       "paper": {"batch_size": 512, "lr": 0.001}}

@@ -295,7 +295,8 @@ class STORE(SequenceScheme):
 
         history = train_epochs(optimizer, p.tokenizer_epochs, batches,
                                lambda batch: {"reconstruction": tokenizer.reconstruction_loss(batch)},
-                               "store tokenizer", "schemes.store.tokenizer_lr", ctx.progress)
+                               "store tokenizer", "schemes.store.tokenizer_lr", ctx.progress,
+                               max_steps=ctx.config.max_fit_steps)
         return [epoch["reconstruction"] for epoch in history]
 
     @torch.no_grad()

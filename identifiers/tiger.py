@@ -134,7 +134,7 @@ class TIGER(SequenceScheme):
         torch.manual_seed(ctx.seed)
         rqvae = self.rqvae_class()(**settings).to(ctx.device)
         fit = FitConfig(epochs=p.rqvae_epochs, batch_size=p.rqvae_batch_size, lr=p.rqvae_lr,
-                        optimizer=p.rqvae_optimizer, seed=ctx.seed)
+                        optimizer=p.rqvae_optimizer, seed=ctx.seed, max_steps=ctx.config.max_fit_steps)
         extra = (asdict(p) if extra_key is None else extra_key) if extra_loss_fn is not None else None
         report = cached_fit(ctx, "rqvae", rqvae, {**settings, "extra_loss": extra}, fit, (x, *extra_inputs),
                             lambda: rqvae.fit(x, fit, progress=ctx.progress, extra_loss_fn=extra_loss_fn))

@@ -341,7 +341,8 @@ class TokenRec(SetScheme):
         params = self.params
         layers = 0 if params.cf_model == "mf" else params.lightgcn_layers
         return LightGCNConfig(dim=params.lightgcn_dim, layers=layers, epochs=params.lightgcn_epochs,
-                              batch_size=params.lightgcn_batch_size, lr=params.lightgcn_lr, reg=params.lightgcn_reg)
+                              batch_size=params.lightgcn_batch_size, lr=params.lightgcn_lr, reg=params.lightgcn_reg,
+                              max_steps=self.ctx.config.max_fit_steps)
 
     def cf_representations(self, data: TrainData) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
         """CF user and item representations of the training split, cached under ``lightgcn/``, and how they were
@@ -388,7 +389,8 @@ class TokenRec(SetScheme):
         torch.manual_seed(self.ctx.seed)
         tokenizer = MQTokenizer(**settings).to(self.ctx.device)
         fit = FitConfig(epochs=params.tokenizer_epochs, batch_size=params.tokenizer_batch_size, lr=params.tokenizer_lr,
-                        optimizer=params.tokenizer_optimizer, seed=self.ctx.seed)
+                        optimizer=params.tokenizer_optimizer, seed=self.ctx.seed,
+                        max_steps=self.ctx.config.max_fit_steps)
         x = vectors[rows] if bool(rows.any()) else vectors
         report = cached_fit(self.ctx, "mq-tokenizer", tokenizer, settings, fit, (x,),
                             lambda: tokenizer.fit(x, fit, self.ctx.progress))

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import LoraConfig, inject_adapter_in_model
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -209,7 +208,11 @@ def build_t5(backbone: str | BackboneSpec, new_tokens: int = 0, text_vocab_size:
 
 def apply_lora(model: PreTrainedModel, family: Family, lora: dict[str, Any], new_tokens: int) -> None:
     """Inject LoRA adapters in place (``peft``) and freeze the rest of ``model`` except its ``new_tokens`` last
-    embedding and LM-head rows (``trainable_token_indices``; the LM head only when it is not tied)."""
+    embedding and LM-head rows (``trainable_token_indices``; the LM head only when it is not tied). ``peft`` is
+    imported here: importing it loads many of transformers' model classes (seconds), which a run without LoRA
+    does not pay."""
+    from peft import LoraConfig, inject_adapter_in_model
+
     targets = lora.get("target_modules") or family.lora_targets
     indices: dict[str, list[int]] = {}
     if new_tokens > 0:

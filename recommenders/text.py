@@ -105,21 +105,24 @@ def disambiguate(codes: list[list[int]], vocab: TextVocabulary) -> tuple[list[li
     """Make word codes unique: the first item (lowest id) of a group sharing a code keeps it, the k-th
     (k >= 2) gets the words `` (k)`` appended (the next free k when that code belongs to another item).
 
-    Returns the unique codes and the number of items that got a suffix.
+    Linear in the items: each code remembers the next suffix to try (suffixes below it are taken, and what is
+    taken stays taken), and each suffix is tokenized once. Returns the unique codes and the number of items that
+    got a suffix.
     """
     taken = {tuple(code) for code in codes}
     seen: set[tuple[int, ...]] = set()
+    next_rank: dict[tuple[int, ...], int] = {}
+    suffixes: dict[int, tuple[int, ...]] = {}
     out, changed = [], 0
     for code in codes:
         key = tuple(code)
-        rank = 1
-        while key in seen:
-            rank += 1
-            key = tuple(code) + tuple(vocab.encode([f" ({rank})"], 16)[0])
-            if key in taken and key not in seen:
-                key = tuple(code)
+        if key in seen:
+            rank = next_rank.get(key, 2)
+            while (key + suffixes.setdefault(rank, tuple(vocab.encode([f" ({rank})"], 16)[0]))) in taken:
+                rank += 1
+            next_rank[key] = rank + 1
+            key, changed = key + suffixes[rank], changed + 1
         seen.add(key)
         taken.add(key)
-        changed += rank > 1
         out.append(list(key))
     return out, changed

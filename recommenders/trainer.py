@@ -76,18 +76,27 @@ Batches = Callable[[], Iterable[tuple[int, Any]]]
 
 def train_epochs(optimizer: torch.optim.Optimizer, epochs: int, batches: Batches,
                  loss_terms: Callable[[Any], dict[str, torch.Tensor]], what: str, knob: str, progress: bool,
-                 clip: tuple[float, Iterable[torch.nn.Parameter]] | None = None) -> list[dict[str, float]]:
+                 clip: tuple[float, Iterable[torch.nn.Parameter]] | None = None,
+                 max_steps: int = 0) -> list[dict[str, float]]:
     """The epoch loop of every component trained before the recommender (RQ-VAE, MQ-Tokenizer, LightGCN, STORE's
     tokenizer, IDGenRec's ID generator): for each epoch, one step per batch on the sum of ``loss_terms(batch)``
     (gradient norm clipped to ``clip[0]`` over ``clip[1]`` when given), a progress bar named ``what``, and the
     row-weighted mean of every term; a non-finite epoch loss raises :class:`DivergenceError` naming ``knob``.
-    Returns the per-epoch means."""
+    ``max_steps > 0`` (``run.max_fit_steps``) stops after that many steps in all epochs together: the epoch in
+    progress ends there (its means cover the batches it ran) and no later epoch starts. Returns the per-epoch
+    means."""
     history: list[dict[str, float]] = []
+    steps = 0
     bar = tqdm(range(epochs), desc=what, disable=not progress, leave=False)
     for epoch in bar:
+        if 0 < max_steps <= steps:
+            break
         totals: dict[str, float] = {}
         rows = 0
         for size, batch in batches():
+            if 0 < max_steps <= steps:
+                break
+            steps += 1
             terms = loss_terms(batch)
             loss = torch.stack(list(terms.values())).sum()
             optimizer.zero_grad(set_to_none=True)

@@ -485,7 +485,7 @@ def test_a_smoke_run_is_capped_recorded_and_marked_in_the_leaderboard(tmp_path: 
     evaluation = record["evaluation"]
     assert evaluation["max_eval_users"] == record["config"]["max_eval_users"] == 300
     assert evaluation["test_users"] == 300 < evaluation["test_examples_total"]
-    assert record["config"]["train"]["max_batches"] == 20
+    assert record["config"]["train"]["max_batches"] == 10 and record["config"]["max_fit_steps"] == 100
     code, _, _ = cli(["leaderboard", "--results-dir", str(tmp_path / "results"), "--reports-dir",
                       str(tmp_path / "reports")], capsys)
     table = (tmp_path / "reports" / "leaderboard.md").read_text()

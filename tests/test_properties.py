@@ -17,6 +17,7 @@ from benchmark.metrics import METRICS, metric_value
 from benchmark.records import record_path
 from benchmark.splits import Examples
 from identifiers.registry import get_scheme
+from recommenders.text import disambiguate
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
@@ -124,3 +125,30 @@ def test_user_subsets_are_fixed_and_keep_every_example_of_a_chosen_user(users: l
                                   "amazon2014:Arts-Crafts&Sewing"])
 def test_real_category_names_are_accepted(name: str) -> None:
     check_dataset_name(name)
+
+
+class _SuffixVocab:
+    """Stands in for a TextVocabulary: `` (k)`` is the one token ``100 + k``."""
+
+    def encode(self, texts: list[str], max_tokens: int) -> list[list[int]]:
+        return [[100 + int(text.strip(" ()"))] for text in texts]
+
+
+@FAST
+@given(st.lists(st.lists(st.sampled_from([1, 2, 102, 103]), min_size=1, max_size=3), max_size=40))
+def test_disambiguate_gives_each_repeat_the_smallest_free_suffix(codes: list[list[int]]) -> None:
+    """The spec, checked against codes that collide with suffixed forms of others (102 is `` (2)``)."""
+    unique, changed = disambiguate(codes, _SuffixVocab())
+    taken, seen, expected = {tuple(code) for code in codes}, set(), []
+    for code in codes:
+        key = tuple(code)
+        if key in seen:
+            rank = 2
+            while key + (100 + rank,) in taken:
+                rank += 1
+            key += (100 + rank,)
+        seen.add(key)
+        taken.add(key)
+        expected.append(list(key))
+    assert unique == expected and len(set(map(tuple, unique))) == len(codes)
+    assert changed == sum(a != b for a, b in zip(unique, codes))

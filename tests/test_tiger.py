@@ -1,6 +1,8 @@
 """TIGER's building blocks (text encoders, RQ-VAE, de-duplication) and its tokenizer on a small dataset."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -180,3 +182,29 @@ def test_tokenizer_training_stops_on_a_non_finite_loss() -> None:
         RQVAE(16, 4, (8,), 2, 4, 0.25, False, 5).fit(x, fit, progress=False)
     with pytest.raises(DivergenceError, match="mq-tokenizer: the training loss is nan in epoch 1"):
         MQTokenizer(16, 2, 4, 4, (8,), 0.1, 0.25).fit(x, fit, False)
+
+
+def test_max_steps_caps_the_fit_across_epochs_and_enters_the_key_only_when_set() -> None:
+    x = torch.nn.functional.normalize(torch.randn(100, 16, generator=torch.Generator().manual_seed(0)), dim=1)
+    fit = FitConfig(epochs=4, batch_size=32, lr=1e-3, optimizer="adam", seed=0)  # 4 batches per epoch
+    steps = []
+
+    def counting(cfg: FitConfig) -> list[dict[str, float]]:
+        torch.manual_seed(0)
+        model = RQVAE(16, 4, (8,), 2, 4, 0.25, False, 5)
+        original = model.loss_terms
+
+        def loss_terms(*args):
+            steps.extend([1] if model.training else [])  # training steps, not the final evaluation
+            return original(*args)
+
+        model.loss_terms = loss_terms
+        return model.fit(x, cfg, progress=False).history
+
+    uncapped = counting(fit)
+    assert len(steps) == 16 and len(uncapped) == 4
+    steps.clear()
+    capped = counting(dataclasses.replace(fit, max_steps=6))  # one epoch and two batches of the next
+    assert len(steps) == 6 and len(capped) == 2 and capped[0] == uncapped[0]
+    assert fit_key("RQVAE", {}, fit, (x,)) == fit_key("RQVAE", {}, dataclasses.replace(fit, max_steps=0), (x,))
+    assert fit_key("RQVAE", {}, fit, (x,)) != fit_key("RQVAE", {}, dataclasses.replace(fit, max_steps=6), (x,))

@@ -1,0 +1,93 @@
+"""Wall-clock time of a smoke-profile run of each scheme on a dataset, as a user starts it.
+
+Each scheme runs as its own ``python -m benchmark run --profile smoke`` process (imports, data loading, identifier
+fitting, training, evaluation and the record: everything a user waits for), one after the other, sharing one
+fresh cache folder, so the first scheme that needs the item-text embeddings also encodes them (once per dataset
+and cache) and the rows below it read them from the cache. Reports each run's wall and CPU seconds and the
+record's identifier-fitting, training and inference seconds, as a Markdown table on stdout. Example:
+
+    python scripts/bench_smoke.py --datasets beauty --data-dir ../shared/data --threads 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from identifiers.registry import schemes  # noqa: E402
+
+
+def cpu_seconds_of_children() -> float:
+    """User + system CPU seconds of the finished child processes so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else the machine type."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.machine()
+
+
+def smoke_run(scheme: str, dataset: str, args: argparse.Namespace, work: Path) -> dict[str, object]:
+    """One smoke run in a child process: its exit code, wall and CPU seconds, and the record's timings."""
+    results = work / "results"
+    command = [sys.executable, "-m", "benchmark", "run", "--identifiers", scheme, "--datasets", dataset,
+               "--profile", "smoke", "--seed", str(args.seed), "--threads", str(args.threads), "--no-progress",
+               "--results-dir", str(results), "--cache-dir", str(work / "cache")]
+    if args.data_dir:
+        command += ["--data-dir", args.data_dir]
+    cpu, start = cpu_seconds_of_children(), time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    row: dict[str, object] = {"scheme": scheme, "rc": done.returncode, "wall": time.perf_counter() - start,
+                              "cpu": cpu_seconds_of_children() - cpu}
+    found = sorted((results / dataset).glob(f"{scheme}__*smoke*.json"))
+    if found:
+        record = json.loads(found[-1].read_text())
+        row.update(record.get("timings", {}), status=record["status"])
+    elif done.returncode != 0:
+        row["status"] = (done.stderr.strip().splitlines() or ["failed"])[-1][:100]
+    return row
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default="synthetic", help="comma-separated dataset names")
+    parser.add_argument("--identifiers", default="all", help="comma-separated schemes, or all")
+    parser.add_argument("--data-dir", default=None, help="folder of the datasets (as for `benchmark run`)")
+    parser.add_argument("--threads", type=int, default=2, help="--threads of every run")
+    parser.add_argument("--seed", type=int, default=2026)
+    args = parser.parse_args(argv)
+    names = list(schemes()) if args.identifiers == "all" else [n.strip() for n in args.identifiers.split(",")]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    print(f"# Smoke-profile runs, timed\n\nOutput of `scripts/bench_smoke.py` at commit "
+          f"{commit.stdout.strip() or 'unknown'}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, on "
+          f"{cpu_name()} with {os.cpu_count()} CPUs visible: smoke profile, seed "
+          f"{args.seed}, `--threads {args.threads}`, one fresh cache folder per dataset, schemes run in the order "
+          "below. Wall = what the user waits for (process start to exit); CPU = user + system seconds of the run.\n")
+    print("| dataset | scheme | status | wall s | CPU s | identifier fit s | train s | inference s |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    for dataset in (d.strip() for d in args.datasets.split(",") if d.strip()):
+        with tempfile.TemporaryDirectory(prefix="bench-smoke-") as folder:
+            for scheme in names:
+                row = smoke_run(scheme, dataset, args, Path(folder))
+                cells = [f"{row.get(key, float('nan')):.1f}" for key in
+                         ("wall", "cpu", "identifier_fit_s", "train_s", "inference_s")]
+                print(f"| {dataset} | {scheme} | {row.get('status', row['rc'])} | {' | '.join(cells)} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
