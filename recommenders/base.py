@@ -1,13 +1,14 @@
 """The recommender contract shared by baselines and all three identifier paradigms."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
 
 from benchmark.batches import HistoryBatch
 from benchmark.evaluate import EvaluationResult
+from benchmark.metrics import metric_value
 from benchmark.splits import Examples, TrainData
 
 
@@ -60,3 +61,18 @@ class Recommender(nn.Module):
         """Tune inference-time knobs after training (default: none); returns what it chose. ``evaluate_valid``
         ranks validation examples only (test examples never reach a model before its final evaluation)."""
         return {}
+
+
+def select_on_grid(grid: Iterable[float], apply: Callable[[float], Recommender],
+                   evaluate_valid: Callable[[Recommender], EvaluationResult],
+                   metric: str) -> tuple[float, dict[str, float]]:
+    """An inference-time knob chosen on validation: the first value of ``grid`` (in grid order) whose model
+    ``apply(value)`` (the recommender with the knob set to it) scores best by ``metric``, and every value's score,
+    keyed by the value as text (as records store it)."""
+    values: dict[float, float] = {}
+    best = None
+    for value in map(float, grid):
+        values[value] = metric_value(metric, evaluate_valid(apply(value)).ranks)
+        if best is None or values[value] > values[best]:
+            best = value
+    return best, {str(value): score for value, score in values.items()}

@@ -39,10 +39,9 @@ from transformers import PreTrainedModel
 
 from benchmark.batches import HistoryBatch
 from benchmark.evaluate import EvaluationResult
-from benchmark.metrics import metric_value
 from benchmark.splits import TrainData
 from recommenders.backbones import BackboneSpec, causal_positions
-from recommenders.base import Recommender
+from recommenders.base import Recommender, select_on_grid
 from recommenders.contracts import ItemCodes
 from recommenders.sequence import GenerativeRecommender, SequenceOptions, left_padded
 
@@ -187,16 +186,14 @@ class L2GroundedRecommender(GenerativeRecommender):
         generation's beams. Titles are generated and embedded once (:class:`GroundingReplay`); each gamma re-ranks
         the same embeddings."""
         replay = GroundingReplay(self)
-        values: dict[float, float] = {}
-        best = None
-        for gamma in map(float, self.grounding.gamma_grid):
+
+        def with_gamma(gamma: float) -> Recommender:
             replay.gamma = gamma
-            values[gamma] = metric_value(self.grounding.selection_metric, evaluate_valid(replay).ranks)
-            if best is None or values[gamma] > values[best]:
-                best = gamma
-        self.gamma = best
-        return {"gamma": self.gamma, "metric": self.grounding.selection_metric,
-                "valid": {str(gamma): value for gamma, value in values.items()},
+            return replay
+
+        self.gamma, values = select_on_grid(self.grounding.gamma_grid, with_gamma, evaluate_valid,
+                                            self.grounding.selection_metric)
+        return {"gamma": self.gamma, "metric": self.grounding.selection_metric, "valid": values,
                 "generation_beams": self.grounding.beams}
 
 

@@ -41,9 +41,8 @@ from torch import nn
 
 from benchmark.batches import HistoryBatch
 from benchmark.evaluate import EvaluationResult
-from benchmark.metrics import metric_value
 from recommenders.backbones import BackboneSpec, build_backbone, causal_positions, is_decoder_only, padding_mask_4d
-from recommenders.base import Recommender
+from recommenders.base import Recommender, select_on_grid
 from recommenders.contracts import ItemTokenSets
 
 TRAINING_BETA = 1.0
@@ -309,16 +308,14 @@ class SetRecommender(Recommender):
         """Choose beta of Eq. 7 on validation (first best in grid order); return it and the value per beta."""
         if not self.has_cf or self.tokens_per_item == 1:
             return {}
-        values: dict[float, float] = {}
-        best = None
-        for beta in map(float, self.options.beta_grid):
+
+        def with_beta(beta: float) -> Recommender:
             self.beta = beta
-            values[beta] = metric_value(self.options.selection_metric, evaluate_valid(self).ranks)
-            if best is None or values[beta] > values[best]:
-                best = beta
-        self.beta = best
-        return {"beta": self.beta, "metric": self.options.selection_metric,
-                "valid": {str(beta): value for beta, value in values.items()}}
+            return self
+
+        self.beta, values = select_on_grid(self.options.beta_grid, with_beta, evaluate_valid,
+                                           self.options.selection_metric)
+        return {"beta": self.beta, "metric": self.options.selection_metric, "valid": values}
 
 
 def gather_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
