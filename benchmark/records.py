@@ -17,6 +17,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
@@ -143,8 +144,11 @@ def versions() -> dict[str, str]:
     return out
 
 
+@lru_cache(maxsize=1)
 def git_commit() -> str | None:
-    """The commit checked out where the benchmark's code lives (``git rev-parse HEAD``), None outside git."""
+    """The commit checked out where the benchmark's code lives (``git rev-parse HEAD``), None outside git. Read once
+    per process (the runner asks before its first run): a commit made while a long run goes on does not name code
+    the process never loaded."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
                              text=True, timeout=10, check=True)

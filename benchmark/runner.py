@@ -118,6 +118,7 @@ def run_all(configs: list[RunConfig], env: Environment, force: bool = False,
     paths: list[Path] = []
     done: list[str] = []
     config = None
+    git_commit()  # the commit of the code this process loaded, before any run
     bar = tqdm(configs, desc="runs", disable=not env.progress)
     try:
         for config in bar:
