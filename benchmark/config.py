@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from benchmark.data.registry import has_released_split
-from benchmark.hashing import content_key
+from benchmark.hashing import content_key, without_off_values
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.yaml")
 PROFILES = ("smoke", "quick", "paper")
@@ -60,8 +60,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The fields, without those of :data:`LATER_TRAIN_KEYS` at their off value (see :class:`RunConfig`)."""
-        return {key: value for key, value in dataclasses.asdict(self).items()
-                if not (key in LATER_TRAIN_KEYS and value == LATER_TRAIN_KEYS[key])}
+        return without_off_values(dataclasses.asdict(self), LATER_TRAIN_KEYS)
 
 
 FINETUNE = ("auto", "full", "lora")

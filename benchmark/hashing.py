@@ -23,6 +23,12 @@ def content_key(*parts: Any, length: int = 16) -> str:
     return digest.hexdigest()[:length]
 
 
+def without_off_values(fields: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` without the keys of ``later`` (keys added after hashes of ``fields`` were first kept) that hold
+    their off value ``later[key]``: adding a key leaves every existing hash, config id and cache key as it was."""
+    return {key: value for key, value in fields.items() if not (key in later and value == later[key])}
+
+
 def _update(digest: Any, part: Any) -> None:
     if isinstance(part, np.ndarray):
         digest.update(repr((str(part.dtype), part.shape)).encode())

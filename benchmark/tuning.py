@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -143,18 +144,15 @@ def open_study(base: RunConfig, settings: TuneSettings, results_dir: str) -> tup
     defaults = load_defaults()["tune"]
     pruner = optuna.pruners.MedianPruner(n_startup_trials=defaults["pruner_startup_trials"],
                                          n_warmup_steps=defaults["pruner_first_epoch"])
-    if url.startswith("sqlite:///"):
-        database = Path(url[len("sqlite:///"):])
+    database = Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
+    if database is not None:
         database.parent.mkdir(parents=True, exist_ok=True)
-        # Workers started together would each create the schema of a new database file, and all but one fail
-        # (optuna's alembic version row is written twice): the first creates it under an OS lock, the others
-        # then open it.
-        with FileLock(f"{database}.lock"):
-            storage: Any = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-            study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
-                                        load_if_exists=True, pruner=pruner)
-    else:
-        study = optuna.create_study(storage=url, study_name=name, direction="maximize", load_if_exists=True,
+    # Workers started together on a new SQLite file would each create its schema, and all but one fail (optuna's
+    # alembic version row is written twice): the first creates it under an OS lock, the others then open it.
+    with FileLock(f"{database}.lock") if database is not None else nullcontext():
+        storage: Any = (optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+                        if database is not None else url)
+        study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
                                     pruner=pruner)
     tuned = {dim.name for dim in tunable_space(base.scheme)}
     made_for = json.loads(json.dumps({**base.to_dict(), "params": {key: value for key, value in base.params.items()

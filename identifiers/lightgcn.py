@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.batches import HistoryBatch
-from benchmark.hashing import content_key
+from benchmark.hashing import content_key, without_off_values
 from benchmark.splits import TrainData
 from recommenders.base import Recommender
 from recommenders.trainer import train_epochs
@@ -212,8 +212,8 @@ def lightgcn_cache_key(data: TrainData, config: LightGCNConfig, seed: int, with_
     the catalogue size, the settings (``layers = 0`` for BPR-MF) and the seed; ``with_ego`` names an entry that
     also holds the layer-0 embeddings (entries written before they were stored keep their key)."""
     sequences = [np.asarray(seq, dtype=np.int64) for seq in data.sequences]
-    settings = {key: value for key, value in asdict(config).items() if key != "max_steps" or value}  # older keys
-    named = {"n_items": data.n_items, "users": len(sequences), "config": settings, "seed": seed}
+    named = {"n_items": data.n_items, "users": len(sequences),
+             "config": without_off_values(asdict(config), {"max_steps": 0}), "seed": seed}
     return content_key({**named, "with_ego": True} if with_ego else named, sequences)
 
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from vector_quantize_pytorch import ResidualVQ
 
-from benchmark.hashing import content_key
+from benchmark.hashing import content_key, without_off_values
 from identifiers.base import RunContext
 from recommenders.contracts import ItemCodes
 from recommenders.trainer import train_epochs
@@ -214,7 +214,7 @@ def fit_key(name: str, settings: dict[str, Any], cfg: FitConfig, tensors: Sequen
     """Cache key of a fitted quantizer: everything that determines its weights, i.e. ``name`` (its class), its
     constructor ``settings``, the fit config (seed included) and the ``tensors`` it is trained on (the vectors,
     and whatever an extra loss reads), so that other settings or other data never reuse stale weights."""
-    fit = {key: value for key, value in asdict(cfg).items() if key != "max_steps" or value}  # keys made before it
+    fit = without_off_values(asdict(cfg), {"max_steps": 0})
     return content_key({"quantizer": name, "settings": settings, "fit": fit},
                        [tensor.detach().to("cpu", torch.float32) for tensor in tensors])
 

@@ -113,15 +113,21 @@ def disambiguate(codes: list[list[int]], vocab: TextVocabulary) -> tuple[list[li
     seen: set[tuple[int, ...]] = set()
     next_rank: dict[tuple[int, ...], int] = {}
     suffixes: dict[int, tuple[int, ...]] = {}
+
+    def suffix(rank: int) -> tuple[int, ...]:
+        if rank not in suffixes:
+            suffixes[rank] = tuple(vocab.encode([f" ({rank})"], 16)[0])
+        return suffixes[rank]
+
     out, changed = [], 0
     for code in codes:
         key = tuple(code)
         if key in seen:
             rank = next_rank.get(key, 2)
-            while (key + suffixes.setdefault(rank, tuple(vocab.encode([f" ({rank})"], 16)[0]))) in taken:
+            while key + suffix(rank) in taken:
                 rank += 1
             next_rank[key] = rank + 1
-            key, changed = key + suffixes[rank], changed + 1
+            key, changed = key + suffix(rank), changed + 1
         seen.add(key)
         taken.add(key)
         out.append(list(key))

@@ -60,13 +60,19 @@ def test_reassignment_gives_colliding_items_free_last_codes_by_distance() -> Non
     assert crowded.tolist() == [[0, 0], [0, 0], [0, 1]] and moved == 0
 
 
-def test_regularizers_align_latents_with_cf_and_reach_the_right_parameters() -> None:
-    torch.manual_seed(0)
-    x, cf = torch.randn(64, 12), torch.randn(64, 8)
+def _initialised_rqvae(x: torch.Tensor) -> RQVAE:
+    """A small RQ-VAE in training mode whose codebooks were initialised on ``x`` (as ``RQVAE.fit`` does first)."""
     rqvae = RQVAE(12, latent_dim=8, hidden_dims=(16,), n_levels=2, codebook_size=8)
     rqvae.train()
     with torch.no_grad():
         rqvae.quantizer(rqvae.encoder(x))
+    return rqvae
+
+
+def test_regularizers_align_latents_with_cf_and_reach_the_right_parameters() -> None:
+    torch.manual_seed(0)
+    x, cf = torch.randn(64, 12), torch.randn(64, 8)
+    rqvae = _initialised_rqvae(x)
     params = LETTER.Params(latent_dim=8, codebook_size=8, cf_weight=1.0, diversity_weight=1.0, diversity_clusters=2)
     regularizers = Regularizers(cf, params, batches_per_epoch=4, seed=0)
     index = torch.arange(16)
@@ -82,10 +88,7 @@ def test_regularizers_align_latents_with_cf_and_reach_the_right_parameters() -> 
 def test_a_regularizer_of_weight_zero_is_left_out() -> None:
     torch.manual_seed(0)
     x, cf = torch.randn(32, 12), torch.randn(32, 8)
-    rqvae = RQVAE(12, latent_dim=8, hidden_dims=(16,), n_levels=2, codebook_size=8)
-    rqvae.train()
-    with torch.no_grad():
-        rqvae.quantizer(rqvae.encoder(x))
+    rqvae = _initialised_rqvae(x)
     index = torch.arange(16)
     for weights, names in (((1.0, 0.0), {"collaborative"}), ((0.0, 1.0), {"diversity"})):
         params = LETTER.Params(latent_dim=8, codebook_size=8, cf_weight=weights[0], diversity_weight=weights[1],

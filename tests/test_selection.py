@@ -1,16 +1,15 @@
 """Cheaper model selection (``train.eval_every``, ``train.valid_users``) and length-bucketed batches
-(``train.bucketing``): their checks, their place in the config hash and what they do in training."""
+(``train.bucketing``): their place in the config hash and what they do in training (their range checks are in
+test_runner_cli.py with every other key's)."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from benchmark.batches import bucketed_batches, history_lengths, iterate
-from benchmark.cli import main
 from benchmark.config import TrainConfig, resolve
 from benchmark.data.dataset import Dataset
 from benchmark.splits import make_split
@@ -20,23 +19,6 @@ from recommenders.sasrec import SASRec, SASRecParams
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 NEW_KEYS = {"eval_every": 3, "valid_users": 40, "bucketing": True}
-
-
-@pytest.mark.parametrize("yaml_text, message", [
-    ("train: {eval_every: 0}", "train.eval_every: expected a value >= 1, got 0"),
-    ("train: {eval_every: 1.5}", "train.eval_every: expected an integer, got 1.5"),
-    ("train: {valid_users: -1}", "train.valid_users: expected a value >= 0, got -1"),
-    ('train: {valid_users: "all"}', "train.valid_users: expected an integer, got 'all'"),
-    ('train: {bucketing: "yes"}', "train.bucketing: expected true or false, got 'yes'"),
-])
-def test_bad_values_exit_2_naming_the_key(yaml_text: str, message: str, tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
-    config = tmp_path / "bad.yaml"
-    config.write_text(yaml_text + "\n")
-    assert main(["run", "--identifiers", "sasrec", "--config", str(config), "--threads", "1",
-                 "--results-dir", str(tmp_path)]) == 2
-    assert message in capsys.readouterr().err
-    assert not list(tmp_path.rglob("*.json"))
 
 
 @pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
