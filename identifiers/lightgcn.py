@@ -25,8 +25,9 @@ training interactions (untrained vectors) are left out of ``N_u``.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -87,9 +88,10 @@ def interaction_pairs(data: TrainData) -> tuple[np.ndarray, np.ndarray]:
 
 
 def normalized_adjacency(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> torch.Tensor:
-    """``D^{-1/2} A D^{-1/2}`` of the bipartite graph, a coalesced sparse ``[n_users + n_items]^2`` tensor.
+    """``D^{-1/2} A D^{-1/2}`` of the bipartite graph, a sparse CSR ``[n_users + n_items]^2`` tensor (symmetric).
 
-    Users are nodes ``0 .. n_users - 1``, item ``i`` is node ``n_users + i``; the pairs must be unique.
+    Users are nodes ``0 .. n_users - 1``, item ``i`` is node ``n_users + i``; the pairs must be unique. CSR because
+    its product with a dense matrix is about four times faster than COO's on a CPU, with the same sums.
     """
     n_nodes = n_users + n_items
     rows = np.concatenate([users, items + n_users])
@@ -99,7 +101,26 @@ def normalized_adjacency(users: np.ndarray, items: np.ndarray, n_users: int, n_i
     inv_sqrt[degree > 0] = degree[degree > 0] ** -0.5
     values = torch.as_tensor(inv_sqrt[rows] * inv_sqrt[cols], dtype=torch.float32)
     index = torch.as_tensor(np.stack([rows, cols]), dtype=torch.long)
-    return torch.sparse_coo_tensor(index, values, (n_nodes, n_nodes), check_invariants=True).coalesce()
+    coo = torch.sparse_coo_tensor(index, values, (n_nodes, n_nodes), check_invariants=True).coalesce()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta", UserWarning)
+        return coo.to_sparse_csr()
+
+
+class SymmetricSparseProduct(torch.autograd.Function):
+    """``A @ X`` for a fixed symmetric sparse ``A``, whose backward is ``A @ grad`` (``A^T = A``).
+
+    Autograd's own backward of a CSR product builds ``A^T`` every call (slower than the forward); this one reuses
+    ``A``. The results are the same sums as ``torch.sparse.mm`` of the COO matrix, forward and backward."""
+
+    @staticmethod
+    def forward(ctx: Any, adjacency: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        ctx.adjacency = adjacency
+        return adjacency @ dense
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
+        return None, ctx.adjacency @ grad
 
 
 class LightGCN(nn.Module):
@@ -117,7 +138,7 @@ class LightGCN(nn.Module):
         layer = self.embedding.weight
         total = layer
         for _ in range(self.config.layers):
-            layer = torch.sparse.mm(self.adjacency, layer)
+            layer = SymmetricSparseProduct.apply(self.adjacency, layer)
             total = total + layer
         return total / (self.config.layers + 1)
 
