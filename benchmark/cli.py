@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from benchmark import workers
 from benchmark.config import MAX_SEED, PROFILES, SPLITS, ConfigError, Environment, read_user_config, resolve
 from benchmark.data.dataset import DataError, Dataset
 from benchmark.data.quality import check_content, coverage_line, data_warnings
@@ -92,11 +93,11 @@ def _at_least_one(text: str) -> int:
     return value
 
 
-def _threads(args: argparse.Namespace) -> int:
+def _threads(args: argparse.Namespace, jobs: int = 1) -> int:
     """Set torch's and the BLAS / OpenMP thread pools to ``--threads`` (default: $OMP_NUM_THREADS when set, else the
-    physical cores available to this process, :func:`benchmark.threads.default_threads`) before any work; the count
-    used."""
-    threads = args.threads or default_threads()
+    physical cores available to this process, :func:`benchmark.threads.default_threads`, shared out among ``jobs``
+    worker processes) before any work; the count used."""
+    threads = args.threads or max(1, default_threads() // jobs)
     set_threads(threads)
     return threads
 
@@ -176,12 +177,19 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from benchmark.records import record_path
     from benchmark.runner import resolve_device, run_all
     from identifiers.registry import get_scheme, schemes
+    from recommenders import parallel
     from recommenders.backbones import BackboneError, check_backbone
     from recommenders.trainer import DivergenceError
 
-    threads = _threads(args)
+    if args.jobs > 1 and parallel.launched():
+        raise UsageError("--jobs: use 1 under accelerate launch (its processes already share every run)")
+    if args.jobs > 1 and args.force:
+        raise UsageError("--force: not with --jobs above 1 (each worker would run every config again); remove the "
+                         "records to redo and run without --force")
+    threads = _threads(args, args.jobs)
     datasets, names, seeds = _datasets(args.datasets, args.data_dir), _schemes(args.identifiers), _seeds(args.seed)
     for folder, option in ((args.results_dir, "--results-dir"), (args.cache_dir, "--cache-dir"),
                            (Path(args.cache_dir) / "checkpoints", "--cache-dir checkpoints folder")):
@@ -195,7 +203,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         resolve(datasets[0], get_scheme(name), None, args.profile, user)
     env = Environment(device=args.device, data_dir=args.data_dir, results_dir=args.results_dir,
                       reports_dir=args.reports_dir, cache_dir=args.cache_dir, progress=not args.no_progress,
-                      threads=threads)
+                      threads=threads, jobs=args.jobs)
     try:
         resolve_device(args.device)
     except ValueError as error:
@@ -216,18 +224,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         key = (config.dataset, config.k_core)
         if key not in loaded:
             loaded[key] = load_dataset(config.dataset, env.data_dir, config.k_core)
-            print(f"{config.dataset} (k-core {config.k_core}):")
-            _report_content(loaded[key])
+            if not args.worker:  # the process that started the workers has reported it
+                print(f"{config.dataset} (k-core {config.k_core}):")
+                _report_content(loaded[key])
         check_content(loaded[key], config.scheme, get_scheme(config.scheme).required_content(config.params))
     for config in {(c.dataset, c.k_core, c.split, c.max_history): c for c in configs}.values():
         make_split(loaded[config.dataset, config.k_core], config.split, config.max_history)
+    started = [] if args.worker else workers.start(args.argv, args.jobs - 1, threads)
     try:
         paths = run_all(configs, env, force=args.force)
     except BackboneError as error:
+        workers.stop(started)
         raise UsageError(f"backbone: {error}") from error
     except DivergenceError as error:
+        workers.stop(started)
         print(f"error: {error}", file=sys.stderr)
         return EXIT_DIVERGED
+    except BaseException:
+        workers.stop(started)
+        raise
+    failed = [code for code in workers.wait(started) if code != 0]
+    if failed:
+        print(f"error: {len(failed)} of the {len(started)} other worker(s) stopped with exit code(s) "
+              f"{', '.join(map(str, failed))} (their messages are above); finished records and checkpoints are kept, "
+              "the same command resumes", file=sys.stderr)
+        return failed[0]
+    if started:
+        paths = [record_path(Path(args.results_dir), c) for c in configs
+                 if record_path(Path(args.results_dir), c).is_file()]
     others = len(configs) - len(paths)
     print(f"{len(paths)} record(s) under {args.results_dir}/" + (f"; {others} run(s) left to the other process(es) "
                                                                  "holding their locks" if others else "")
@@ -369,6 +393,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="backbone fine-tuning (default run.finetune: auto = lora for checkpoints, full for presets)")
     run_options(p)
     p.add_argument("--force", action="store_true", help="re-run configs whose record exists")
+    p.add_argument("--jobs", type=_at_least_one, default=1,
+                   help="worker processes sharing the runs through their lock files (default 1); --threads is then "
+                        "per worker (default: the physical cores divided among the workers). Pays off for small "
+                        "models on a CPU; times in the records include the other workers' contention")
+    p.add_argument(workers.WORKER_FLAG, action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("tune", help="search a scheme's declared hyper-parameters on validation (optuna), then "
@@ -410,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         with sigterm_raises():
             return args.func(args)

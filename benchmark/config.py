@@ -138,6 +138,9 @@ class Environment:
     progress: bool = True
     threads: int | None = None
     """CPU threads set for the process (``--threads``; None: left as the process found them)."""
+    jobs: int = 1
+    """Worker processes of the command that ran it (``run --jobs``), sharing the machine: its times include their
+    contention."""
 
 
 def load_defaults() -> dict[str, Any]:

@@ -32,6 +32,9 @@ a boolean mask, ``repeat_interleave`` with tensor repeats, ``unique``, outside `
 its step counts on the host, so their ``.item()`` does not synchronise on a GPU either); copies from the device to
 the host and blocking copies from pageable host memory are not visible on CPU (``.numpy()`` is no operator) and
 are not counted.
+With ``--top-ops N`` it also profiles the harness at the real shape (``torch.profiler``, the same steps as the
+timing) and lists each scheme's N operators of most self time with their share of the profiled total: where a
+step's time goes once the harness is at the floor (on CPU, the arithmetic and dropout's random numbers).
 The last line prints harness / bare per scheme. Example (CPU, a few minutes):
 
     python scripts/bench_training.py --output docs/reference/bench-training-cpu.md --title after
@@ -54,6 +57,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -107,6 +111,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "bare; the fastest counts")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
+    parser.add_argument("--top-ops", type=int, default=0, help="also list each scheme's N operators of most self "
+                        "time at the real shape (torch.profiler; 0 = off)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--title", default="", help="heading of this measurement in the Markdown output")
     parser.add_argument("--output", type=Path, default=None, help="also write the Markdown report to this file")
@@ -117,6 +123,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--schemes: unknown {', '.join(sorted(unknown))}; choose from {', '.join(SCHEMES)}")
     if min(args.steps, args.real_steps, args.warmup, args.rounds) < 1:
         parser.error("--steps, --real-steps, --warmup and --rounds: at least 1")
+    if args.top_ops < 0:
+        parser.error("--top-ops: 0 (off) or more")
     return args
 
 
@@ -283,7 +291,27 @@ def measure_scheme(scheme: str, split: Split, args: argparse.Namespace) -> dict[
     row["harness_ops"], row["harness_syncs"] = ((b - a) / counted for a, b in zip(short, full))
     row["bare_ops"], row["bare_syncs"] = (value / counted for value in
                                           bare_run(scheme, proxy, split, args.warmup, counted, args, counts(device)))
+    if args.top_ops:
+        row["top_ops"] = top_operators(scheme, split, args)
     return row
+
+
+def top_operators(scheme: str, split: Split, args: argparse.Namespace) -> list[tuple[str, float]]:
+    """The ``--top-ops`` operators of most self time in one harness call at the real shape (``--warmup`` +
+    ``--real-steps`` steps), each with its share of the self time of every profiled operator."""
+    real = Shape("real", args.real_backbone, SASRecParams().hidden, args.real_batch)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
+
+    def measure(call: Callable[[], None]) -> list[tuple[str, float]]:
+        with profile(activities=activities) as profiler:
+            call()
+        events = [e for e in profiler.key_averages() if e.key.startswith("aten::")]
+        attribute = "self_device_time_total" if args.device.startswith("cuda") else "self_cpu_time_total"
+        total = sum(getattr(e, attribute) for e in events) or 1.0
+        ranked = sorted(events, key=lambda e: getattr(e, attribute), reverse=True)[:args.top_ops]
+        return [(e.key.removeprefix("aten::"), getattr(e, attribute) / total) for e in ranked]
+
+    return harness_run(scheme, real, split, args.warmup + args.real_steps, args, measure)
 
 
 def commit() -> str:
@@ -312,6 +340,12 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, argv: list[str]
     lines += [f"| {r['scheme']} | {r['proxy_harness_ms']:.1f} | {r['proxy_bare_ms']:.1f} | {r['real_harness_ms']:.0f} "
               f"| {r['real_bare_ms']:.0f} | {r['harness_ops']:.0f} | {r['bare_ops']:.0f} | {r['harness_syncs']:.1f} "
               f"| {r['bare_syncs']:.1f} |" for r in rows]
+    if args.top_ops:
+        where = "GPU kernel" if args.device.startswith("cuda") else "CPU"
+        lines += ["", f"Operators of most self {where} time at the real shape (harness, {args.warmup} + "
+                  f"{args.real_steps} steps under torch.profiler), as shares of all aten operators' self time:", ""]
+        lines += [f"* {r['scheme']}: " + ", ".join(f"{name} {100 * share:.0f}%" for name, share in r["top_ops"])
+                  for r in rows]
     lines += ["", ratios(rows)]
     return "\n".join(lines) + "\n"
 

@@ -363,6 +363,28 @@ def test_a_real_signal_during_training_exits_with_its_code_and_no_traceback(sig:
     assert "checkpoint of the last finished epoch is kept" in err and list(checkpoints.glob("*.pt"))
 
 
+def test_sigterm_to_a_run_with_jobs_stops_its_workers_and_keeps_their_checkpoints(tmp_path: Path) -> None:
+    process = _subprocess_run(tmp_path, "sasrec", "--seed", "1,2", "--jobs", "2", "--threads", "1",
+                              "--config", str(one_epoch_config(tmp_path, epochs=200)))
+    checkpoints = tmp_path / "cache" / "checkpoints"
+    deadline = time.monotonic() + 600
+    while len(list(checkpoints.glob("*.pt"))) < 2 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == EXIT_SIGTERM, err
+    assert "Traceback" not in err and err.count("interrupted by SIGTERM during") == 2, err
+    assert len(list(checkpoints.glob("*.pt"))) == 2
+    assert not [p for p in Path("/proc").glob("[0-9]*") if str(tmp_path) in _cmdline(p)]  # no worker left
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
 # Crafted cache files and checkpoints -----------------------------------------------------------------------
 
 def test_the_planted_payload_is_live(tmp_path: Path) -> None:

@@ -232,6 +232,19 @@ def test_cost_report_averages_seeds_and_sums_wall_time(tmp_path: Path) -> None:
     assert "| toy_data | loo | quick | 2-core CPU | 2 | 180 | 3.0 |" in text and len(pd.read_csv(csv)) == 1
 
 
+def test_cost_report_names_the_jobs_that_shared_the_machine(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    for scheme, jobs in (("cid", 2), ("semid", 1)):
+        path = write_record(results, scheme, backbone="t5-tiny")
+        record = json.loads(path.read_text())
+        record |= {"hardware": {"cpu_count": 2, "device": "cpu"}, "environment": {"jobs": jobs}}
+        write_json_atomic(path, record)
+    frame = cost_frame(scan_records(results).finished()).set_index("scheme")
+    assert frame["hardware"].to_dict() == {"cid": "2-core CPU, 2 jobs", "semid": "2-core CPU"}
+    text = build_cost_report(scan_records(results), tmp_path / "reports")[0].read_text()
+    assert "Hardware ', N jobs': the run was one of N worker processes" in text
+
+
 def test_configs_that_differ_beyond_the_seed_are_separate_labelled_rows(tmp_path: Path) -> None:
     results = tmp_path / "results"
     slow, fast = {"train": {"lr": 0.001, "epochs": 30}}, {"train": {"lr": 0.01, "epochs": 30}}

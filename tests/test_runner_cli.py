@@ -45,6 +45,22 @@ def test_run_writes_a_complete_record_and_resumes(tmp_path: Path) -> None:
     assert path.stat().st_mtime_ns != stamp
 
 
+def test_jobs_share_the_runs_and_do_each_once(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    assert _run(tmp_path, "--identifiers", "pop,sasrec", "--seed", "1,2", "--jobs", "2", "--threads", "1") == 0
+    out = capfd.readouterr().out
+    found = [record for _, record in records.iter_records(tmp_path / "results")]
+    assert len(found) == 4 and "4 record(s) under" in out
+    assert all(r["environment"]["jobs"] == 2 and r["hardware"]["torch_threads"] == 1 for r in found)
+    for record in found:
+        assert out.count(f"done {record['run_name']}:") == 1, out
+
+
+def test_jobs_refuse_force(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run(tmp_path, "--jobs", "2", "--force") == 2
+    assert "--force: not with --jobs above 1" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
 def test_seed_is_part_of_the_config(tmp_path: Path) -> None:
     assert _run(tmp_path, "--seed", "1,2") == 0
     seeds = sorted(r["seed"] for _, r in records.iter_records(tmp_path / "results"))

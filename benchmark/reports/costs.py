@@ -10,7 +10,8 @@ process (its record's ``training.resumed_from_epoch``, or a training time longer
 wall time, and fit time where a component came from the cache, count only the last process, while the
 training time counts every epoch. Rows of one scheme with different configs are named with the keys where
 they differ (:mod:`benchmark.reports.configs`).
-Caveats: times are only comparable between rows run on the same hardware (the column says which); the
+Caveats: times are only comparable between rows run on the same hardware (the column says which, and how many
+``run --jobs`` workers shared it; a total over such overlapping runs exceeds the command's wall time); the
 process's peak resident memory is a running maximum, so when one command runs several schemes it is an
 upper bound for all but the first.
 """
@@ -68,7 +69,9 @@ def _row(record: dict[str, Any]) -> dict[str, Any]:
     config, timings, training = record["config"], record.get("timings", {}), record.get("training") or {}
     hardware, memory = record.get("hardware", {}), record.get("memory", {})
     row: dict[str, Any] = {**{key: config[key] for key in KEYS}, "config_id": config_id(config)}
-    row["hardware"] = hardware.get("gpu") or f"{hardware.get('cpu_count', '?')}-core CPU"
+    jobs = (record.get("environment") or {}).get("jobs", 1)
+    row["hardware"] = (hardware.get("gpu") or f"{hardware.get('cpu_count', '?')}-core CPU") + (
+        f", {jobs} jobs" if jobs > 1 else "")
     row["run_s"] = (datetime.fromisoformat(record["finished_at"]) - datetime.fromisoformat(record["started_at"])
                     ).total_seconds() if "finished_at" in record and "started_at" in record else np.nan
     for key in ("identifier_fit_s", "train_s", "inference_ms_per_user"):
@@ -100,7 +103,9 @@ def build_cost_report(scan: RecordScan, reports_dir: Path) -> list[Path]:
              f"under-trained (the csv's capped_runs counts those seeds). Run s {RESUMED}: in at least one seed the "
              "run resumed from the epoch checkpoint of an earlier, killed process, so Run s (and Fit s, for "
              "components loaded from the cache) counts only the last process while Train s counts every epoch "
-             f"(the csv's resumed_runs counts those seeds). {LEGEND}\n"]
+             "(the csv's resumed_runs counts those seeds). Hardware ', N jobs': the run was one of N worker "
+             "processes of `run --jobs N` sharing the machine, so its times include the others' contention, and a "
+             f"total of such runs sums overlapping runs (more than the command's wall time). {LEGEND}\n"]
     header = ["Scheme", *COSTS.values(), "Hardware", "Runs"]
     lines += markdown_sections(frame, header, lambda row: [
         row_label(row["scheme"], row["variant"]),
