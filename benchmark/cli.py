@@ -250,8 +250,7 @@ def cmd_run(args: argparse.Namespace) -> int:
               "the same command resumes", file=sys.stderr)
         return failed[0]
     if started:
-        paths = [record_path(Path(args.results_dir), c) for c in configs
-                 if record_path(Path(args.results_dir), c).is_file()]
+        paths = [path for path in (record_path(args.results_dir, c) for c in configs) if path.is_file()]
     others = len(configs) - len(paths)
     print(f"{len(paths)} record(s) under {args.results_dir}/" + (f"; {others} run(s) left to the other process(es) "
                                                                  "holding their locks" if others else "")

@@ -32,9 +32,10 @@ a boolean mask, ``repeat_interleave`` with tensor repeats, ``unique``, outside `
 its step counts on the host, so their ``.item()`` does not synchronise on a GPU either); copies from the device to
 the host and blocking copies from pageable host memory are not visible on CPU (``.numpy()`` is no operator) and
 are not counted.
-With ``--top-ops N`` it also profiles the harness at the real shape (``torch.profiler``, the same steps as the
-timing) and lists each scheme's N operators of most self time with their share of the profiled total: where a
-step's time goes once the harness is at the floor (on CPU, the arithmetic and dropout's random numbers).
+With ``--top-ops N`` it also profiles the harness at the real shape (``torch.profiler``, one more harness call
+of as many steps as the timing) and lists each scheme's N operators of most self time with their share of the
+profiled total: where a step's time goes once the harness is at the floor (on CPU, the arithmetic and dropout's
+random numbers).
 The last line prints harness / bare per scheme. Example (CPU, a few minutes):
 
     python scripts/bench_training.py --output docs/reference/bench-training-cpu.md --title after
@@ -292,14 +293,13 @@ def measure_scheme(scheme: str, split: Split, args: argparse.Namespace) -> dict[
     row["bare_ops"], row["bare_syncs"] = (value / counted for value in
                                           bare_run(scheme, proxy, split, args.warmup, counted, args, counts(device)))
     if args.top_ops:
-        row["top_ops"] = top_operators(scheme, split, args)
+        row["top_ops"] = top_operators(scheme, real, split, args)
     return row
 
 
-def top_operators(scheme: str, split: Split, args: argparse.Namespace) -> list[tuple[str, float]]:
+def top_operators(scheme: str, real: Shape, split: Split, args: argparse.Namespace) -> list[tuple[str, float]]:
     """The ``--top-ops`` operators of most self time in one harness call at the real shape (``--warmup`` +
     ``--real-steps`` steps), each with its share of the self time of every profiled operator."""
-    real = Shape("real", args.real_backbone, SASRecParams().hidden, args.real_batch)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
 
     def measure(call: Callable[[], None]) -> list[tuple[str, float]]:
