@@ -352,7 +352,7 @@ class IDGenRec(SequenceScheme):
             return {"tags": generator.t5(**generator.inputs(items), labels=labels).loss}
 
         history = train_epochs(optimizer, p.tag_epochs, batches, loss_terms, "idgenrec tag pre-training",
-                               "schemes.idgenrec.tag_lr", ctx.progress, max_steps=ctx.config.max_fit_steps)
+                               "schemes.idgenrec.tag_lr", ctx.progress, max_steps=ctx.config.max_fit_steps).history
         return [epoch["tags"] for epoch in history]
 
     def generate_ids(self, generator: IDGenerator, vocab: TextVocabulary) -> ItemCodes:
@@ -439,7 +439,7 @@ class IDGenRec(SequenceScheme):
             optimizer, p.id_epochs, batches,
             lambda batch: {"soft_ids": self.soft_id_loss(generator, vocab, model, batch, codes, embedding)},
             f"idgenrec ID generator, round {round_ + 1}", "schemes.idgenrec.id_lr", ctx.progress,
-            clip=(ctx.config.train.grad_clip, list(generator.parameters())), max_steps=ctx.config.max_fit_steps)
+            clip=(ctx.config.train.grad_clip, list(generator.parameters())), max_steps=ctx.config.max_fit_steps).history
         losses = [epoch["soft_ids"] for epoch in history]
         for parameter in model.parameters():
             parameter.requires_grad_(True)

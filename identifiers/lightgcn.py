@@ -27,6 +27,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -38,7 +39,7 @@ from benchmark.batches import HistoryBatch
 from benchmark.hashing import content_key, without_off_values
 from benchmark.splits import TrainData
 from recommenders.base import Recommender
-from recommenders.trainer import train_epochs
+from recommenders.trainer import FitCheckpoint, train_epochs
 
 NEGATIVE_RESAMPLING_ROUNDS = 10
 """Redraws of negatives that hit a training positive; the rare survivors after that are kept."""
@@ -66,12 +67,13 @@ class LightGCNResult:
     """Final (layer-mean) representations ``users [n_users, dim]`` and ``items [n_items, dim]`` on the CPU, the
     layer-0 embeddings ``ego_users`` and ``ego_items`` (the learned table, which the TokenRec authors' code
     reads as ``embedding_user.weight`` / ``embedding_item.weight``), the mean BPR loss per epoch and the seconds
-    spent."""
+    spent (those of earlier, killed processes included; ``resumed_from_epoch`` epochs came from their checkpoint)."""
 
     users: torch.Tensor
     items: torch.Tensor
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    resumed_from_epoch: int = 0
     ego_users: torch.Tensor | None = None
     ego_items: torch.Tensor | None = None
 
@@ -173,8 +175,9 @@ def sample_negatives(users: np.ndarray, n_items: int, positive_keys: np.ndarray,
 
 
 def fit_lightgcn(data: TrainData, config: LightGCNConfig, device: torch.device, seed: int,
-                 progress: bool = True) -> LightGCNResult:
-    """Train LightGCN with BPR on the training interactions of ``data``; return the final representations."""
+                 progress: bool = True, checkpoint: Path | None = None) -> LightGCNResult:
+    """Train LightGCN with BPR on the training interactions of ``data``; return the final representations.
+    The fit resumes from and keeps a :class:`~recommenders.trainer.FitCheckpoint` at ``checkpoint`` when given."""
     start = time.perf_counter()
     users, items = interaction_pairs(data)
     n_users, n_items = len(data.sequences), data.n_items
@@ -193,17 +196,19 @@ def fit_lightgcn(data: TrainData, config: LightGCNConfig, device: torch.device, 
             yield len(index), [torch.as_tensor(a, device=device) for a in
                                (users[index], items[index], negatives[begin:begin + config.batch_size])]
 
-    history = train_epochs(optimizer, config.epochs if len(users) else 0, batches,
-                           lambda batch: {"bpr": model.bpr_loss(*batch)}, "lightgcn", "its learning rate (lightgcn_lr)",
-                           progress, max_steps=config.max_steps)
-    result.losses = [epoch["bpr"] for epoch in history]
+    resume = FitCheckpoint(checkpoint, model, rng) if checkpoint is not None else None
+    epochs = train_epochs(optimizer, config.epochs if len(users) else 0, batches,
+                          lambda batch: {"bpr": model.bpr_loss(*batch)}, "lightgcn", "its learning rate (lightgcn_lr)",
+                          progress, max_steps=config.max_steps, checkpoint=resume)
+    result.losses = [epoch["bpr"] for epoch in epochs.history]
+    result.resumed_from_epoch = epochs.resumed_from_epoch
     model.eval()
     with torch.no_grad():
         user_final, item_final = model()
     result.users, result.items = user_final.cpu().clone(), item_final.cpu().clone()
     result.ego_users, result.ego_items = (part.detach().cpu().clone() for part in
                                           model.embedding.weight.split([n_users, n_items]))
-    result.seconds = time.perf_counter() - start
+    result.seconds = epochs.earlier_seconds + time.perf_counter() - start
     return result
 
 

@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from identifiers.quantizers import FitConfig, FitReport, Quantizer
 from recommenders.set import mlp
-from recommenders.trainer import train_epochs
+from recommenders.trainer import FitCheckpoint, train_epochs
 
 ADAMW_WEIGHT_DECAY = 0.01
 """Weight decay of the ``adamw`` optimiser (as in the TokenRec authors' tokenizer training)."""
@@ -181,10 +182,10 @@ class MQTokenizer(Quantizer):
             self.codebooks[level] = kmeans(latents[:, level], self.codebook_sizes[level], self.kmeans_iters, generator)
         self.train(was_training)
 
-    def fit(self, x: torch.Tensor, cfg: FitConfig, progress: bool = True) -> FitReport:
+    def fit(self, x: torch.Tensor, cfg: FitConfig, progress: bool = True, checkpoint: Path | None = None) -> FitReport:
         """Train on ``x`` (rows = items) for ``cfg.epochs`` epochs of shuffled mini-batches, after k-means
         initialisation of the codebooks; ``cfg.optimizer`` is ``adamw`` (weight decay 0.01), ``adam`` or
-        ``adagrad``."""
+        ``adagrad``; resuming from and keeping a checkpoint at ``checkpoint`` when given."""
         start = time.perf_counter()
         device = self.codebooks.device
         x = x.to(device=device, dtype=torch.float32)
@@ -199,11 +200,13 @@ class MQTokenizer(Quantizer):
             for index in torch.randperm(len(x), generator=generator).to(device).split(cfg.batch_size):
                 yield len(index), x[index]
 
-        report.history = train_epochs(optimizer, cfg.epochs, batches, lambda batch: self.loss_terms(batch, self(batch)),
-                                      "mq-tokenizer", "its learning rate (tokenizer_lr)", progress,
-                                      max_steps=cfg.max_steps)
+        resume = FitCheckpoint(checkpoint, self, generator) if checkpoint is not None else None
+        epochs = train_epochs(optimizer, cfg.epochs, batches, lambda batch: self.loss_terms(batch, self(batch)),
+                              "mq-tokenizer", "its learning rate (tokenizer_lr)", progress, max_steps=cfg.max_steps,
+                              checkpoint=resume)
+        report.history, report.resumed_from_epoch = epochs.history, epochs.resumed_from_epoch
         report.final = self.evaluate(x)
-        report.seconds = time.perf_counter() - start
+        report.seconds = epochs.earlier_seconds + time.perf_counter() - start
         return report
 
     @torch.no_grad()

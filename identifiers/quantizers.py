@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -26,7 +27,7 @@ from vector_quantize_pytorch import ResidualVQ
 from benchmark.hashing import content_key, without_off_values
 from identifiers.base import RunContext
 from recommenders.contracts import ItemCodes
-from recommenders.trainer import train_epochs
+from recommenders.trainer import FitCheckpoint, train_epochs
 
 
 @dataclass(frozen=True)
@@ -47,14 +48,16 @@ class FitConfig:
 @dataclass
 class FitReport:
     """What fitting did: per-epoch mean of every loss term (``history``), the loss terms of the trained model
-    on all training vectors (``final``, eval mode), the number of training vectors and the seconds spent;
-    ``loaded_from_cache``: this run read the fitted quantizer from the cache (:func:`cached_fit`), and
-    ``seconds`` is the time of the fit that wrote it."""
+    on all training vectors (``final``, eval mode), the number of training vectors and the seconds spent (those
+    of earlier, killed processes included); ``resumed_from_epoch``: the epochs taken from such a process's
+    checkpoint; ``loaded_from_cache``: this run read the fitted quantizer from the cache (:func:`cached_fit`),
+    and ``seconds`` is the time of the fit that wrote it."""
 
     history: list[dict[str, float]] = field(default_factory=list)
     final: dict[str, float] = field(default_factory=dict)
     n_vectors: int = 0
     seconds: float = 0.0
+    resumed_from_epoch: int = 0
     loaded_from_cache: bool = False
 
 
@@ -70,8 +73,9 @@ class Quantizer(nn.Module, ABC):
         return len(self.codebook_sizes)
 
     @abstractmethod
-    def fit(self, x: torch.Tensor, cfg: FitConfig, progress: bool = True) -> FitReport:
-        """Train on the vectors ``x``."""
+    def fit(self, x: torch.Tensor, cfg: FitConfig, progress: bool = True, checkpoint: Path | None = None) -> FitReport:
+        """Train on the vectors ``x``, resuming from and keeping a :class:`~recommenders.trainer.FitCheckpoint` at
+        ``checkpoint`` when given."""
 
     @abstractmethod
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -148,14 +152,16 @@ class RQVAE(Quantizer):
         """The loss terms of a forward pass on ``x``; their sum is the training loss."""
         return self.loss_terms(x, self(x))
 
-    def fit(self, x: torch.Tensor, cfg: FitConfig, progress: bool = True,
+    def fit(self, x: torch.Tensor, cfg: FitConfig, progress: bool = True, checkpoint: Path | None = None,
             extra_loss_fn: ExtraLossFn | None = None) -> FitReport:
         """Train on ``x`` (rows = items) for ``cfg.epochs`` epochs of shuffled mini-batches.
 
         The codebooks are k-means initialised on all of ``x`` before the first step (TIGER initialises on
         the first batch; with batches of 1,024 and catalogues of a few thousand training items this is a
         comparable sample, and it avoids k-means seeing fewer vectors than codes). ``extra_loss_fn(model,
-        output, index)`` may add named loss terms for the batch whose rows are ``x[index]``.
+        output, index)`` may add named loss terms for the batch whose rows are ``x[index]``. The fit resumes
+        from and keeps a checkpoint at ``checkpoint``, except with ``extra_loss_fn`` (LETTER's regularisers keep
+        state of their own between batches, which a checkpoint of the RQ-VAE would not restore).
         """
         start = time.perf_counter()
         device = next(self.parameters()).device
@@ -178,10 +184,13 @@ class RQVAE(Quantizer):
                 terms.update(extra_loss_fn(self, out, index))
             return terms
 
-        report.history = train_epochs(_optimizer(cfg, self.parameters()), cfg.epochs, batches, loss_terms, "rq-vae",
-                                      "its learning rate (rqvae_lr)", progress, max_steps=cfg.max_steps)
+        resumable = checkpoint is not None and extra_loss_fn is None
+        resume = FitCheckpoint(checkpoint, self, generator) if resumable else None
+        epochs = train_epochs(_optimizer(cfg, self.parameters()), cfg.epochs, batches, loss_terms, "rq-vae",
+                              "its learning rate (rqvae_lr)", progress, max_steps=cfg.max_steps, checkpoint=resume)
+        report.history, report.resumed_from_epoch = epochs.history, epochs.resumed_from_epoch
         report.final = self.evaluate(x)
-        report.seconds = time.perf_counter() - start
+        report.seconds = epochs.earlier_seconds + time.perf_counter() - start
         return report
 
     @torch.no_grad()
@@ -220,18 +229,22 @@ def fit_key(name: str, settings: dict[str, Any], cfg: FitConfig, tensors: Sequen
 
 
 def cached_fit(ctx: RunContext, kind: str, quantizer: Quantizer, settings: dict[str, Any], cfg: FitConfig,
-               tensors: Sequence[torch.Tensor], fit: Callable[[], FitReport]) -> FitReport:
-    """``fit()``, which trains ``quantizer``, run once per :func:`fit_key`: the weights and report are saved as
-    ``<cache>/<kind>/<key>.pt`` and later runs load them into ``quantizer`` instead of training it again (a
-    TIGER RQ-VAE of the paper's 20,000 epochs survives a killed run). ``settings`` are the quantizer's
+               tensors: Sequence[torch.Tensor], fit: Callable[[Path], FitReport]) -> FitReport:
+    """``fit(checkpoint)``, which trains ``quantizer`` keeping its progress at ``checkpoint``
+    (``<cache>/checkpoints/<kind>-<key>.pt``), run once per :func:`fit_key`: the weights and report are saved as
+    ``<cache>/<kind>/<key>.pt`` (the checkpoint is then removed) and later runs load them into ``quantizer``
+    instead of training it again; a run killed during the fit resumes it from the checkpoint (a TIGER RQ-VAE of
+    the paper's 20,000 epochs can be fitted over several shorter runs). ``settings`` are the quantizer's
     constructor arguments plus anything else that changes its training."""
     key = fit_key(type(quantizer).__qualname__, settings, cfg, tensors)
+    checkpoint = ctx.cache_path("checkpoints", f"{kind}-{key}", ".pt")
 
     def train() -> dict[str, Any]:
-        report = fit()
+        report = fit(checkpoint)
         return {"state": quantizer.state_dict(), "report": asdict(report)}
 
     saved, cached = ctx.load_or_compute(kind, key, train)
+    checkpoint.unlink(missing_ok=True)
     quantizer.load_state_dict(saved["state"])
     return replace(FitReport(**saved["report"]), loaded_from_cache=cached)
 

@@ -296,7 +296,7 @@ class STORE(SequenceScheme):
         history = train_epochs(optimizer, p.tokenizer_epochs, batches,
                                lambda batch: {"reconstruction": tokenizer.reconstruction_loss(batch)},
                                "store tokenizer", "schemes.store.tokenizer_lr", ctx.progress,
-                               max_steps=ctx.config.max_fit_steps)
+                               max_steps=ctx.config.max_fit_steps).history
         return [epoch["reconstruction"] for epoch in history]
 
     @torch.no_grad()

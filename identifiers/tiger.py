@@ -137,7 +137,7 @@ class TIGER(SequenceScheme):
                         optimizer=p.rqvae_optimizer, seed=ctx.seed, max_steps=ctx.config.max_fit_steps)
         extra = (asdict(p) if extra_key is None else extra_key) if extra_loss_fn is not None else None
         report = cached_fit(ctx, "rqvae", rqvae, {**settings, "extra_loss": extra}, fit, (x, *extra_inputs),
-                            lambda: rqvae.fit(x, fit, progress=ctx.progress, extra_loss_fn=extra_loss_fn))
+                            lambda checkpoint: rqvae.fit(x, fit, ctx.progress, checkpoint, extra_loss_fn))
         return rqvae, report
 
     def rqvae_statistics(self, report: FitReport) -> dict[str, Any]:
@@ -149,5 +149,6 @@ class TIGER(SequenceScheme):
             "rqvae_reconstruction_loss": final["reconstruction"],
             "rqvae_quantization_loss": final["codebook"] + final["commitment"],
             "rqvae_fit_s": report.seconds,
+            "rqvae_resumed_from_epoch": report.resumed_from_epoch,
             "rqvae_loaded_from_cache": report.loaded_from_cache,
         }

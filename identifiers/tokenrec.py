@@ -349,15 +349,20 @@ class TokenRec(SetScheme):
         made."""
         config, layer0 = self.lightgcn_config(), self.params.cf_vectors == "layer0"
 
+        key = lightgcn_cache_key(data, config, self.ctx.seed, with_ego=layer0)
+        checkpoint = self.ctx.cache_path("checkpoints", f"lightgcn-{key}", ".pt")
+
         def train() -> dict[str, Any]:
-            result = fit_lightgcn(data, config, self.ctx.device, self.ctx.seed, self.ctx.progress)
-            state = {"users": result.users, "items": result.items, "losses": result.losses, "seconds": result.seconds}
+            result = fit_lightgcn(data, config, self.ctx.device, self.ctx.seed, self.ctx.progress, checkpoint)
+            state = {"users": result.users, "items": result.items, "losses": result.losses, "seconds": result.seconds,
+                     "resumed_from_epoch": result.resumed_from_epoch}
             return {**state, "ego_users": result.ego_users, "ego_items": result.ego_items} if layer0 else state
 
-        key = lightgcn_cache_key(data, config, self.ctx.seed, with_ego=layer0)
         state, cached = self.ctx.load_or_compute("lightgcn", key, train)
+        checkpoint.unlink(missing_ok=True)
         report = {"final_bpr_loss": state["losses"][-1] if state["losses"] else None,
-                  "train_s": state.get("seconds"), "loaded_from_cache": cached}
+                  "train_s": state.get("seconds"), "resumed_from_epoch": state.get("resumed_from_epoch", 0),
+                  "loaded_from_cache": cached}
         if layer0:
             return state["ego_users"], state["ego_items"], report
         return state["users"], state["items"], report
@@ -393,7 +398,7 @@ class TokenRec(SetScheme):
                         max_steps=self.ctx.config.max_fit_steps)
         x = vectors[rows] if bool(rows.any()) else vectors
         report = cached_fit(self.ctx, "mq-tokenizer", tokenizer, settings, fit, (x,),
-                            lambda: tokenizer.fit(x, fit, self.ctx.progress))
+                            lambda checkpoint: tokenizer.fit(x, fit, self.ctx.progress, checkpoint))
         return tokenizer.cpu().eval(), report
 
     def tokenize(self, data: TrainData) -> TokenRecTokens:
@@ -408,14 +413,16 @@ class TokenRec(SetScheme):
             "new_tokens": tokens_per_side * (2 if user_side is not None else 1), "item_new_tokens": tokens_per_side,
             "lightgcn": {**asdict(self.lightgcn_config()), "cf_model": params.cf_model, "vectors": params.cf_vectors,
                          **cf_report, "retrieval_valid": self.cf_retrieval(users, items, data)},
-            "tokenizer_final": report.final, "tokenizer_loaded_from_cache": report.loaded_from_cache}
+            "tokenizer_final": report.final, "tokenizer_resumed_from_epoch": report.resumed_from_epoch,
+            "tokenizer_loaded_from_cache": report.loaded_from_cache}
         if user_side is not None:
             codes = user_side.codes[(user_side.codes >= 0).all(dim=1)]
             details["users"] = {
                 "new_tokens": tokens_per_side, "tokenized": len(codes), "folded_in": len(user_side.codes) - len(codes),
                 "collision_rate": collision_rate(codes) if len(codes) else 0.0,
                 "codebook_usage_per_level": codebook_usage(codes, params.codebook_size),
-                "tokenizer_final": user_report.final, "tokenizer_loaded_from_cache": user_report.loaded_from_cache}
+                "tokenizer_final": user_report.final, "tokenizer_resumed_from_epoch": user_report.resumed_from_epoch,
+                "tokenizer_loaded_from_cache": user_report.loaded_from_cache}
         return TokenRecTokens(cf=items, semantic=None, codes=tokenizer.encode(items).long(),
                               codebook_size=params.codebook_size, details=details, users=user_side)
 

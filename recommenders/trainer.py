@@ -12,7 +12,8 @@ the CPU and CUDA, NumPy's and Python's global generators, the batch-order genera
 uninterrupted run: same batches, same dropout, same curve and metrics. It holds only tensors, numbers, strings,
 lists and dicts and is read with :func:`benchmark.safeio.safe_load` (``weights_only=True``): a file that does
 not load so is reported and training starts over, nothing in it runs. Resuming, or ignoring a checkpoint, prints
-one line naming the file.
+one line naming the file. The components fitted before the recommender (:func:`train_epochs`) resume the same way
+from a :class:`FitCheckpoint`.
 A loss that is not finite stops training with :class:`DivergenceError`.
 
 The step does not wait for the device: the batch losses stay on it and are read (and checked for NaN/inf) every
@@ -74,20 +75,56 @@ Batches = Callable[[], Iterable[tuple[int, Any]]]
 """A fresh pass over the training data: ``(rows, batch)`` pairs, ``rows`` weighting the batch's loss."""
 
 
+@dataclass
+class FitCheckpoint:
+    """Where a component fit (:func:`train_epochs`) keeps its progress, so that a killed run resumes it: at
+    ``path``, the weights of ``module``, the optimiser's state, every generator the next epoch draws from
+    (:func:`generator_states`, with the fit's own batch-order ``generator``), the finished epochs' loss means and
+    the seconds spent. Written atomically after an epoch once ``every_s`` seconds have passed since the last
+    write, so a kill loses at most that much plus one epoch; a resumed fit is the uninterrupted fit, bit for bit.
+    Its owner removes the file once the fitted component is saved (the path is named after the component's
+    cache key, so a checkpoint never meets other settings or data)."""
+
+    path: Path
+    module: torch.nn.Module
+    generator: torch.Generator | np.random.Generator
+    every_s: float = 30.0
+
+
+@dataclass
+class FitEpochs:
+    """What :func:`train_epochs` did: the per-epoch mean of every loss term (``history``, all epochs), the epochs
+    taken from the checkpoint of an earlier, killed process (``resumed_from_epoch``; 0: all trained in this one)
+    and the seconds those processes spent in the loop (``earlier_seconds``)."""
+
+    history: list[dict[str, float]]
+    resumed_from_epoch: int = 0
+    earlier_seconds: float = 0.0
+
+
 def train_epochs(optimizer: torch.optim.Optimizer, epochs: int, batches: Batches,
                  loss_terms: Callable[[Any], dict[str, torch.Tensor]], what: str, knob: str, progress: bool,
                  clip: tuple[float, Iterable[torch.nn.Parameter]] | None = None,
-                 max_steps: int = 0) -> list[dict[str, float]]:
+                 max_steps: int = 0, checkpoint: FitCheckpoint | None = None) -> FitEpochs:
     """The epoch loop of every component trained before the recommender (RQ-VAE, MQ-Tokenizer, LightGCN, STORE's
     tokenizer, IDGenRec's ID generator): for each epoch, one step per batch on the sum of ``loss_terms(batch)``
     (gradient norm clipped to ``clip[0]`` over ``clip[1]`` when given), a progress bar named ``what``, and the
     row-weighted mean of every term; a non-finite epoch loss raises :class:`DivergenceError` naming ``knob``.
     ``max_steps > 0`` (``run.max_fit_steps``) stops after that many steps in all epochs together: the epoch in
-    progress ends there (its means cover the batches it ran) and no later epoch starts. Returns the per-epoch
-    means."""
+    progress ends there (its means cover the batches it ran) and no later epoch starts. With ``checkpoint``, the
+    fit resumes from the one an earlier process left (one printed line says so) and keeps its own."""
     history: list[dict[str, float]] = []
-    steps = 0
-    bar = tqdm(range(epochs), desc=what, disable=not progress, leave=False)
+    steps, earlier = 0, 0.0
+    state = read_fit_checkpoint(checkpoint, optimizer, what) if checkpoint is not None else None
+    if state is not None:
+        checkpoint.module.load_state_dict(state["module"])
+        optimizer.load_state_dict(state["optimizer"])
+        restore_generators(state["generators"], checkpoint.generator)
+        history, steps, earlier = state["history"], state["steps"], state["seconds"]
+        tqdm.write(f"{what}: resuming from checkpoint {checkpoint.path} after epoch {len(history)} of {epochs}")
+    resumed = len(history)
+    began = saved = time.perf_counter()
+    bar = tqdm(range(resumed, epochs), desc=what, disable=not progress, leave=False, initial=resumed, total=epochs)
     for epoch in bar:
         if 0 < max_steps <= steps:
             break
@@ -111,7 +148,40 @@ def train_epochs(optimizer: torch.optim.Optimizer, epochs: int, batches: Batches
         total = sum(history[-1].values())
         check_finite(total, what, epoch + 1, knob)
         bar.set_postfix(loss=f"{total:.4f}")
-    return history
+        now = time.perf_counter()
+        if checkpoint is not None and now - saved >= checkpoint.every_s and parallel.is_main():
+            save_tensors(checkpoint.path, {"module": checkpoint.module.state_dict(),
+                                           "optimizer": optimizer.state_dict(),
+                                           "generators": generator_states(checkpoint.generator), "history": history,
+                                           "steps": steps, "seconds": earlier + now - began})
+            saved = now
+    return FitEpochs(history, resumed, earlier)
+
+
+FIT_CHECKPOINT_KEYS = frozenset({"module", "optimizer", "generators", "history", "steps", "seconds"})
+
+
+def read_fit_checkpoint(checkpoint: FitCheckpoint, optimizer: torch.optim.Optimizer,
+                        what: str) -> dict[str, Any] | None:
+    """The state in ``checkpoint.path`` (loaded with ``weights_only=True``), or None when there is none or it does
+    not fit ``checkpoint.module`` and ``optimizer`` (other names or shapes, e.g. from an older version); an
+    unusable one is named with the reason in one printed line and the fit starts over."""
+    if not checkpoint.path.is_file():
+        return None
+    state = safe_load(checkpoint.path)
+    own = checkpoint.module.state_dict()
+    if state is None:
+        reason = "cannot be read (truncated, or not a checkpoint)"
+    elif FIT_CHECKPOINT_KEYS - set(state):
+        reason = f"lacks {', '.join(sorted(FIT_CHECKPOINT_KEYS - set(state)))}"
+    elif set(state["module"]) != set(own) or any(state["module"][k].shape != v.shape for k, v in own.items()):
+        reason = "holds weights of another shape"
+    elif len(state["optimizer"]["param_groups"]) != len(optimizer.param_groups):
+        reason = "holds another optimiser"
+    else:
+        return state
+    tqdm.write(f"{what}: checkpoint {checkpoint.path} {reason}; fitting from the start")
+    return None
 
 
 @dataclass
@@ -274,7 +344,7 @@ def read_checkpoint(path: Path, identity: str, desc: str) -> dict[str, Any] | No
     return None
 
 
-def generator_states(order: np.random.Generator) -> dict[str, Any]:
+def generator_states(order: np.random.Generator | torch.Generator) -> dict[str, Any]:
     """Every generator state the next epoch draws from, as tensors, numbers, strings, lists and dicts only (so
     the checkpoint loads with ``weights_only=True``): torch's CPU generator, each CUDA device's, NumPy's global
     generator as ``[kind, keys, position, has_gauss, cached_gaussian]``, Python's ``random`` as
@@ -286,10 +356,10 @@ def generator_states(order: np.random.Generator) -> dict[str, Any]:
             "numpy": [str(kind), torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss),
                       float(cached)],
             "python": [version, list(internal), gauss_next],
-            "batch_order": order.bit_generator.state}
+            "batch_order": order.get_state() if isinstance(order, torch.Generator) else order.bit_generator.state}
 
 
-def restore_generators(states: dict[str, Any], order: np.random.Generator) -> None:
+def restore_generators(states: dict[str, Any], order: np.random.Generator | torch.Generator) -> None:
     """Put the generators saved by :func:`generator_states` back (CUDA devices this machine has)."""
     torch.set_rng_state(states["torch"])
     for index, cuda_state in enumerate(states["cuda"][:torch.cuda.device_count()]):
@@ -298,5 +368,8 @@ def restore_generators(states: dict[str, Any], order: np.random.Generator) -> No
     np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
     version, internal, gauss_next = states["python"]
     random.setstate((version, tuple(internal), gauss_next))
-    order.bit_generator.state = states["batch_order"]
+    if isinstance(order, torch.Generator):
+        order.set_state(states["batch_order"])
+    else:
+        order.bit_generator.state = states["batch_order"]
 

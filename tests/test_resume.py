@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from benchmark.data.dataset import Dataset
 from benchmark.splits import make_split
 from identifiers.registry import get_scheme
 from recommenders import trainer
+from tests.conftest import make_context
 
 WALL_CLOCK = frozenset({"started_at", "finished_at", "timings", "memory", "seconds", "resumed_from_epoch"})
 
@@ -48,7 +50,7 @@ def _kill_after_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
 
     def save_then_die(path: Path, state: dict) -> None:
         save(path, state)
-        if state["epoch"] + 1 == epoch:
+        if state.get("epoch", -2) + 1 == epoch:  # a component fit's checkpoint has no "epoch"
             raise Killed
 
     monkeypatch.setattr(trainer, "save_tensors", save_then_die)
@@ -154,3 +156,96 @@ def test_an_unusable_checkpoint_is_named_and_ignored(content: bytes | dict, reas
     assert report.epochs_run == 1 and report.resumed_from_epoch == 0
     assert f"sasrec: checkpoint {checkpoint} {reason}" in capsys.readouterr().out
     assert set(torch.load(checkpoint, weights_only=True)) == trainer.CHECKPOINT_KEYS
+
+
+# Component fits (RQ-VAE, MQ-Tokenizer, LightGCN) ---------------------------------------------------------------
+
+def _fast_fit_checkpoints(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Component fits write their checkpoint after every epoch (not every 30 s)."""
+    from identifiers import lightgcn, mq_tokenizer, quantizers
+
+    for module in (quantizers, mq_tokenizer, lightgcn):
+        monkeypatch.setattr(module, "FitCheckpoint", functools.partial(trainer.FitCheckpoint, every_s=0.0))
+
+
+def _component_fit(component: str, checkpoint: Path | None, split_data: Any) -> tuple[list[torch.Tensor], list, int]:
+    """The fitted tensors, the per-epoch losses and the resumed epochs of one fit of ``component``."""
+    from identifiers.lightgcn import LightGCNConfig, fit_lightgcn
+    from identifiers.mq_tokenizer import MQTokenizer
+    from identifiers.quantizers import RQVAE, FitConfig
+
+    if component == "lightgcn":
+        result = fit_lightgcn(split_data, LightGCNConfig(dim=8, layers=2, epochs=4, batch_size=256),
+                              torch.device("cpu"), 0, False, checkpoint)
+        return [result.users, result.items], result.losses, result.resumed_from_epoch
+    x = torch.nn.functional.normalize(torch.randn(100, 16, generator=torch.Generator().manual_seed(0)), dim=1)
+    torch.manual_seed(0)
+    model = RQVAE(16, 4, (8,), 2, 4) if component == "rq-vae" else MQTokenizer(16, 2, 4, 4, (8,), 0.2, 0.25)
+    report = model.fit(x, FitConfig(epochs=4, batch_size=32, lr=1e-3, optimizer="adam", seed=0), False, checkpoint)
+    return list(model.state_dict().values()), report.history, report.resumed_from_epoch
+
+
+@pytest.mark.parametrize("component", ["rq-vae", "mq-tokenizer", "lightgcn"])
+def test_a_resumed_component_fit_equals_the_uninterrupted_one(component: str, tmp_path: Path, tiny,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    _fast_fit_checkpoints(monkeypatch)
+    train = tiny[1].train
+    tensors, losses, resumed = _component_fit(component, None, train)
+    assert resumed == 0
+    checkpoint = tmp_path / "fit.pt"
+    save = trainer.save_tensors
+
+    def save_then_die(path: Path, state: dict) -> None:
+        save(path, state)
+        if len(state["history"]) == 2:
+            raise Killed
+
+    monkeypatch.setattr(trainer, "save_tensors", save_then_die)
+    with pytest.raises(Killed):
+        _component_fit(component, checkpoint, train)
+    monkeypatch.setattr(trainer, "save_tensors", save)
+    again, again_losses, resumed = _component_fit(component, checkpoint, train)
+    assert resumed == 2 and again_losses == losses
+    assert all(torch.equal(a, b) for a, b in zip(tensors, again, strict=True))
+    assert f"resuming from checkpoint {checkpoint} after epoch 2 of 4" in capsys.readouterr().out
+
+
+def test_an_unusable_fit_checkpoint_is_named_and_the_fit_starts_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from identifiers.quantizers import RQVAE, FitConfig
+
+    _fast_fit_checkpoints(monkeypatch)
+    x = torch.nn.functional.normalize(torch.randn(100, 16, generator=torch.Generator().manual_seed(0)), dim=1)
+    fit = FitConfig(epochs=2, batch_size=32, lr=1e-3, optimizer="adam", seed=0)
+    checkpoint = tmp_path / "fit.pt"
+    RQVAE(16, 8, (8,), 2, 4).fit(x, fit, False, checkpoint)  # another latent width
+    report = RQVAE(16, 4, (8,), 2, 4).fit(x, fit, False, checkpoint)
+    assert report.resumed_from_epoch == 0 and len(report.history) == 2
+    assert f"rq-vae: checkpoint {checkpoint} holds weights of another shape; fitting from the start" in \
+        capsys.readouterr().out
+    letter_like = tmp_path / "regularised.pt"
+    RQVAE(16, 4, (8,), 2, 4).fit(x, fit, False, letter_like, extra_loss_fn=lambda model, out, index: {})
+    assert not letter_like.exists()  # a fit with an extra loss (LETTER) keeps no checkpoint
+
+
+def test_a_cached_fit_removes_its_checkpoint_once_the_component_is_saved(tmp_path: Path, tiny,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from identifiers.quantizers import RQVAE, FitConfig, cached_fit
+    from identifiers.tiger import TIGER
+
+    _fast_fit_checkpoints(monkeypatch)
+    ctx = make_context(TIGER, tiny[0], tmp_path, split=tiny[1])
+    x = torch.nn.functional.normalize(torch.randn(100, 16, generator=torch.Generator().manual_seed(0)), dim=1)
+    fit = FitConfig(epochs=2, batch_size=32, lr=1e-3, optimizer="adam", seed=0)
+    model, seen = RQVAE(16, 4, (8,), 2, 4), []
+
+    def fitting(checkpoint: Path):
+        seen.append(checkpoint)
+        report = model.fit(x, fit, False, checkpoint)
+        assert checkpoint.is_file()
+        return report
+
+    cached_fit(ctx, "rqvae", model, {"latent": 4}, fit, (x,), fitting)
+    assert seen and seen[0].parent == tmp_path / "checkpoints" and seen[0].name.startswith("rqvae-")
+    assert not seen[0].exists() and len(list((tmp_path / "rqvae").glob("*.pt"))) == 1

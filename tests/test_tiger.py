@@ -114,9 +114,9 @@ def test_tiger_tokenize(small_synthetic, temporal_split, tmp_path, monkeypatch) 
     seen = {}
     original_fit = RQVAE.fit
 
-    def spy(self, x, cfg, progress=True, extra_loss_fn=None):
+    def spy(self, x, cfg, progress=True, checkpoint=None, extra_loss_fn=None):
         seen["x"] = x.clone()
-        return original_fit(self, x, cfg, progress, extra_loss_fn)
+        return original_fit(self, x, cfg, progress, checkpoint, extra_loss_fn)
 
     monkeypatch.setattr(RQVAE, "fit", spy)
     codes = scheme.tokenize(train)
