@@ -172,7 +172,8 @@ def _interrupted_message(name: str, done: list[str], current: RunConfig | None, 
         return f"interrupted by {name} before any run started. Run the same command again to start."
     checkpoint = checkpoint_path(current, env)
     kept = (f"its checkpoint of the last finished epoch is kept ({checkpoint})" if checkpoint.is_file()
-            else "it had no finished epoch to keep")
+            else "its training had no finished epoch to keep (a component fit in progress, such as an RQ-VAE, "
+            f"keeps its own checkpoint under {Path(env.cache_dir) / 'checkpoints'})")
     return (f"interrupted by {name} during {current.run_name}; {kept}. {finished}. Run the same command again to "
             "resume: finished runs are skipped, an interrupted training continues from its checkpoint.")
 

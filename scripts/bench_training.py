@@ -337,8 +337,8 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, argv: list[str]
              "timed steps.\n",
              "| Scheme | proxy ms harness | proxy ms bare | real ms harness | real ms bare | ops harness | ops bare "
              "| syncs harness | syncs bare |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['scheme']} | {r['proxy_harness_ms']:.1f} | {r['proxy_bare_ms']:.1f} | {r['real_harness_ms']:.0f} "
-              f"| {r['real_bare_ms']:.0f} | {r['harness_ops']:.0f} | {r['bare_ops']:.0f} | {r['harness_syncs']:.1f} "
+    lines += [f"| {r['scheme']} | {r['proxy_harness_ms']:.1f} | {r['proxy_bare_ms']:.1f} | {r['real_harness_ms']:.1f} "
+              f"| {r['real_bare_ms']:.1f} | {r['harness_ops']:.0f} | {r['bare_ops']:.0f} | {r['harness_syncs']:.1f} "
               f"| {r['bare_syncs']:.1f} |" for r in rows]
     if args.top_ops:
         where = "GPU kernel" if args.device.startswith("cuda") else "CPU"
