@@ -357,7 +357,7 @@ def test_a_real_signal_during_training_exits_with_its_code_and_no_traceback(sig:
     while not list(checkpoints.glob("*.pt")) and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.2)
     process.send_signal(sig)
-    _, err = process.communicate(timeout=60)
+    err = _stderr_after_signal(process, 60)
     assert process.returncode == code, err
     assert "Traceback" not in err and f"interrupted by {signal.Signals(sig).name}" in err
     assert "checkpoint of the last finished epoch is kept" in err and list(checkpoints.glob("*.pt"))
@@ -371,11 +371,21 @@ def test_sigterm_to_a_run_with_jobs_stops_its_workers_and_keeps_their_checkpoint
     while len(list(checkpoints.glob("*.pt"))) < 2 and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.2)
     process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=120)
+    err = _stderr_after_signal(process, 120)
     assert process.returncode == EXIT_SIGTERM, err
     assert "Traceback" not in err and err.count("interrupted by SIGTERM during") == 2, err
     assert len(list(checkpoints.glob("*.pt"))) == 2
     assert not [p for p in Path("/proc").glob("[0-9]*") if str(tmp_path) in _cmdline(p)]  # no worker left
+
+
+def _stderr_after_signal(process: subprocess.Popen, timeout: float) -> str:
+    """The stderr of ``process`` once it exits; a test failure with what it printed when it has not exited within
+    ``timeout`` seconds of the signal (it is then killed)."""
+    try:
+        return process.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail(f"no exit within {timeout:g} s of the signal; its stderr ends:\n{process.communicate()[1][-4000:]}")
 
 
 def _cmdline(proc: Path) -> str:
