@@ -22,9 +22,10 @@
 #       Everything it writes, and its state, is under .gpu-state/ (git-ignored, left in place between calls
 #       while the machine stays warm): a step already done is skipped, so calling it again at once resumes
 #       TIGER where it stopped. Each call copies to $OUT a log, the benchmark report, the record (once TIGER
-#       has finished) and the RQ-VAE's checkpoint or finished fit (small; the T5 checkpoint, about 80 MB, is
-#       over what comes back, so a cold machine restarts the T5 but not the RQ-VAE). Put the reports and
-#       records under docs/reference/gpu/ and say there on what they ran.
+#       has finished) and the RQ-VAE's checkpoint or finished fit (about 9 MiB; the T5's epoch checkpoint holds
+#       t5-tiger's 4.8 million weights four times, model, AdamW's two moments and the best epoch's weights, about
+#       74 MiB, over the 16 MiB a returned file may have, so a cold machine restarts the T5 but not the RQ-VAE).
+#       Put the reports and records under docs/reference/gpu/ and say there on what they ran.
 #       A dry run on a CPU: GPU_SESSION_DEVICE=cpu GPU_SESSION_THREADS=1 OUT=/tmp/out (touch .gpu-state/bench.done
 #       first to skip the benchmark).
 set -euo pipefail
