@@ -343,9 +343,12 @@ def test_an_interrupt_keeps_the_last_epoch_checkpoint_and_the_same_command_resum
 
 
 def _subprocess_run(tmp_path: Path, identifiers: str, *extra: str) -> subprocess.Popen:
+    """The CLI in a child process with SIGINT's default disposition, as a terminal gives it: a test suite started in
+    the background by a shell without job control inherits SIGINT ignored, and Python then keeps ignoring it."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     return subprocess.Popen([sys.executable, "-m", "benchmark", *run_argv(tmp_path, identifiers, *extra)], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, EXIT_SIGINT), (signal.SIGTERM, EXIT_SIGTERM)])
