@@ -87,6 +87,16 @@ class RunContext:
         ``key`` must name everything that determines the result (:func:`benchmark.hashing.content_key`)."""
         return load_or_compute(self.cache_path(kind, key, ".pt"), compute)
 
+    def load_or_fit(self, kind: str, key: str,
+                    fit: Callable[[Path], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
+        """:meth:`load_or_compute` of ``fit(checkpoint)``, a component fit that keeps its progress at ``checkpoint``
+        (``<cache>/checkpoints/<kind>-<key>.pt``, a :class:`~recommenders.trainer.FitCheckpoint`) so that a killed
+        run resumes it; the checkpoint is removed once the fitted component is saved."""
+        checkpoint = self.cache_path("checkpoints", f"{kind}-{key}", ".pt")
+        result = self.load_or_compute(kind, key, lambda: fit(checkpoint))
+        checkpoint.unlink(missing_ok=True)
+        return result
+
     def text_vocabulary(self) -> TextVocabulary:
         """The backbone's text vocabulary: its own tokenizer, or BPE fitted on every item's text for a preset."""
         cfg = self.config

@@ -231,20 +231,16 @@ def fit_key(name: str, settings: dict[str, Any], cfg: FitConfig, tensors: Sequen
 def cached_fit(ctx: RunContext, kind: str, quantizer: Quantizer, settings: dict[str, Any], cfg: FitConfig,
                tensors: Sequence[torch.Tensor], fit: Callable[[Path], FitReport]) -> FitReport:
     """``fit(checkpoint)``, which trains ``quantizer`` keeping its progress at ``checkpoint``
-    (``<cache>/checkpoints/<kind>-<key>.pt``), run once per :func:`fit_key`: the weights and report are saved as
-    ``<cache>/<kind>/<key>.pt`` (the checkpoint is then removed) and later runs load them into ``quantizer``
+    (:meth:`~identifiers.base.RunContext.load_or_fit`), run once per :func:`fit_key`: the weights and report are
+    saved as ``<cache>/<kind>/<key>.pt`` (the checkpoint is then removed) and later runs load them into ``quantizer``
     instead of training it again; a run killed during the fit resumes it from the checkpoint (a TIGER RQ-VAE of
     the paper's 20,000 epochs can be fitted over several shorter runs). ``settings`` are the quantizer's
     constructor arguments plus anything else that changes its training."""
-    key = fit_key(type(quantizer).__qualname__, settings, cfg, tensors)
-    checkpoint = ctx.cache_path("checkpoints", f"{kind}-{key}", ".pt")
-
-    def train() -> dict[str, Any]:
+    def train(checkpoint: Path) -> dict[str, Any]:
         report = fit(checkpoint)
         return {"state": quantizer.state_dict(), "report": asdict(report)}
 
-    saved, cached = ctx.load_or_compute(kind, key, train)
-    checkpoint.unlink(missing_ok=True)
+    saved, cached = ctx.load_or_fit(kind, fit_key(type(quantizer).__qualname__, settings, cfg, tensors), train)
     quantizer.load_state_dict(saved["state"])
     return replace(FitReport(**saved["report"]), loaded_from_cache=cached)
 

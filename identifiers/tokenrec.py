@@ -95,6 +95,7 @@ gives the evidence (``scripts/tokenrec_cf_check.py``).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -349,17 +350,14 @@ class TokenRec(SetScheme):
         made."""
         config, layer0 = self.lightgcn_config(), self.params.cf_vectors == "layer0"
 
-        key = lightgcn_cache_key(data, config, self.ctx.seed, with_ego=layer0)
-        checkpoint = self.ctx.cache_path("checkpoints", f"lightgcn-{key}", ".pt")
-
-        def train() -> dict[str, Any]:
+        def train(checkpoint: Path) -> dict[str, Any]:
             result = fit_lightgcn(data, config, self.ctx.device, self.ctx.seed, self.ctx.progress, checkpoint)
             state = {"users": result.users, "items": result.items, "losses": result.losses, "seconds": result.seconds,
                      "resumed_from_epoch": result.resumed_from_epoch}
             return {**state, "ego_users": result.ego_users, "ego_items": result.ego_items} if layer0 else state
 
-        state, cached = self.ctx.load_or_compute("lightgcn", key, train)
-        checkpoint.unlink(missing_ok=True)
+        key = lightgcn_cache_key(data, config, self.ctx.seed, with_ego=layer0)
+        state, cached = self.ctx.load_or_fit("lightgcn", key, train)
         report = {"final_bpr_loss": state["losses"][-1] if state["losses"] else None,
                   "train_s": state.get("seconds"), "resumed_from_epoch": state.get("resumed_from_epoch", 0),
                   "loaded_from_cache": cached}
