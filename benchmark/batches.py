@@ -1,7 +1,7 @@
 """Batches of examples on a device: what every model reads and the evaluator iterates over."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
@@ -14,10 +14,13 @@ from benchmark.splits import PAD, Examples
 class HistoryBatch:
     """A batch of examples on a device: ``items[b]`` left-padded (pads are 0 where ``mask`` is False).
 
-    ``histories`` is the same histories on the host (NumPy, ``PAD`` in the padding) when the batch was built
-    from examples: what a model needs to know of the batch's shape (e.g. how many positions are real) is read
-    from it without waiting for the device. None for a batch made on the device (then such models read the
-    device tensors, which makes the host wait for a GPU).
+    ``histories`` and ``host_users`` are the same histories and users on the host (NumPy, ``PAD`` in the
+    padding) when the batch was built from examples: what a model needs to know of the batch's shape (e.g. how
+    many positions are real) is read from them without waiting for the device. None for a batch made on the
+    device (then such models read the device tensors, which makes the host wait for a GPU). ``sizes``: the
+    host-side sizes a model's loss reads from them (``Recommender.host_sizes``), filled in before the loss runs
+    under ``torch.compile`` so that the compiled graph never traces NumPy; empty otherwise (the model then
+    computes them itself).
     """
 
     users: torch.Tensor
@@ -25,6 +28,8 @@ class HistoryBatch:
     mask: torch.Tensor
     targets: torch.Tensor
     histories: np.ndarray | None = None
+    host_users: np.ndarray | None = None
+    sizes: dict[str, int | None] = field(default_factory=dict)
 
     @classmethod
     def from_examples(cls, examples: Examples, index: np.ndarray, device: torch.device | str) -> "HistoryBatch":
@@ -33,15 +38,19 @@ class HistoryBatch:
         hist = to_device(histories, device)
         mask = hist != PAD
         return cls(users=to_device(examples.users[index], device), items=hist.clamp_min(0), mask=mask,
-                   targets=to_device(examples.targets[index], device), histories=histories)
+                   targets=to_device(examples.targets[index], device), histories=histories,
+                   host_users=examples.users[index])
 
-    def real_positions(self, last: int) -> torch.Tensor:
+    def real_count(self, last: int) -> int | None:
+        """The True entries of ``mask[:, -last:]``, counted on the host (None when :attr:`histories` is unknown)."""
+        return None if self.histories is None else int(np.count_nonzero(self.histories[:, -last:] != PAD))
+
+    def real_positions(self, last: int, count: int | None) -> torch.Tensor:
         """Flat indices into ``mask[:, -last:]`` of its True entries, row by row (the order of boolean indexing);
-        without a device sync when :attr:`histories` is known (its count sizes ``nonzero_static``)."""
+        without a device sync when their ``count`` (:meth:`real_count`) is given (it sizes ``nonzero_static``)."""
         mask = self.mask[:, -last:].flatten()
-        if self.histories is None:
+        if count is None:
             return mask.nonzero().flatten()
-        count = int(np.count_nonzero(self.histories[:, -last:] != PAD))
         return torch.nonzero_static(mask, size=count).flatten()
 
 

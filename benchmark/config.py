@@ -200,6 +200,9 @@ def resolve(dataset: str, scheme_cls: type, seed: int | None, profile: str, user
     if seed is not None:
         run["seed"] = seed
     run, train = _check_run(run), _check_train(train)
+    if run["compile"] and scheme_cls.not_compilable:
+        raise ConfigError(f"run.compile: true is not supported by {scheme_cls.name}: {scheme_cls.not_compilable}; "
+                          "run it with run.compile: false")
     lora = _check_lora(merge(defaults["run"]["lora"], run["lora"], "run.lora"))
     schemes = user.get("schemes") or {}
     if not isinstance(schemes, dict):

@@ -167,7 +167,8 @@ class Scheme(ABC):
     section), ``uses_backbone`` and ``needs_content`` (item fields its identifiers are made from: ``text``,
     ``categories``; see :meth:`required_content`). ``Options`` is the options dataclass of the paradigm's
     recommender: the ``Params`` fields declared ``param(..., option=True)`` are passed to it, and each must be
-    one of its fields.
+    one of its fields. ``not_compilable``: why the scheme's training loss cannot run under ``run.compile`` (the
+    configuration then refuses it), empty when it can.
     """
 
     name: ClassVar[str] = ""
@@ -179,6 +180,7 @@ class Scheme(ABC):
     train_profiles: ClassVar[dict[str, dict[str, Any]]] = {}
     uses_backbone: ClassVar[bool] = True
     needs_content: ClassVar[tuple[str, ...]] = ()
+    not_compilable: ClassVar[str] = ""
 
     def __init__(self, params: dict[str, Any], ctx: RunContext) -> None:
         self.params = self.Params(**params)

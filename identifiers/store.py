@@ -248,6 +248,8 @@ class STORE(SequenceScheme):
                 "Recommendation with A Single LLM, arXiv:2409.07276, 2024.")
     Params = STOREParams
     needs_content = ("text",)
+    not_compilable = ("its auxiliary tasks take the batch's distinct targets and their code inputs' width, sizes "
+                      "known only from the device (graph breaks), and torch 2.13's inductor fails on the pieces")
     profiles = {
         "smoke": {"n_tokens": 2, "codebook_size": 16, "pca_dim": 8, "text_max_tokens": 24, "tokenizer_epochs": 2,
                   "item_task_items": 32},

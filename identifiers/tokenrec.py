@@ -98,6 +98,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -256,6 +257,7 @@ class TokenRecRecommender(Recommender):
         if users is not None:
             self.register_buffer("user_offsets", offsets + item_tokens)
             self.register_buffer("user_codes", users.codes.long())
+            self.coded_users = (users.codes >= 0).all(dim=1).numpy()  # on the host: who needs no fold-in
             self.register_buffer("fold_in_representations", users.item_representations.float())
             self.register_buffer("fold_in_degrees", users.item_degrees.long())
         d_model = self.t5.config.hidden_size
@@ -268,15 +270,28 @@ class TokenRecRecommender(Recommender):
         history through the user tokenizer for every other user (empty training sequence or unknown id)."""
         users = batch.users
         known = (users >= 0) & (users < len(self.user_codes))
-        codes = torch.full((len(users), self.n_codebooks), -1, dtype=torch.long, device=users.device)
-        codes[known] = self.user_codes[users[known]]
+        codes = torch.where(known[:, None], self.user_codes[users.clamp(0, len(self.user_codes) - 1)], -1)
         unseen = (codes < 0).any(dim=1)
-        if bool(unseen.any()):
+        folded_in = self.sizes_of(batch)["unseen"]
+        if folded_in is None:  # a batch made on the device: read the count from it (the host waits for a GPU)
+            folded_in = int(unseen.sum())
+        if folded_in:
             with torch.no_grad(), torch.autocast(users.device.type, enabled=False):
                 folded = fold_in(batch.items[unseen], batch.mask[unseen], self.fold_in_representations,
                                  self.fold_in_degrees)
                 codes[unseen] = self.user_tokenizer.codes(folded)
         return codes
+
+    def host_sizes(self, batch: HistoryBatch) -> dict[str, int | None]:
+        """``unseen``: the rows whose user has no precomputed user codes (they are folded in), counted on the host
+        from ``batch.host_users`` (None when the batch has none)."""
+        if self.user_tokenizer is None:
+            return {}
+        if batch.host_users is None:
+            return {"unseen": None}
+        users, coded = batch.host_users, self.coded_users
+        known = (users >= 0) & (users < len(coded))
+        return {"unseen": int(np.count_nonzero(~(known & coded[np.clip(users, 0, len(coded) - 1)])))}
 
     def history_inputs(self, batch: HistoryBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder ``inputs_embeds`` and attention mask: the user's tokens (when used) then the history's items,

@@ -37,6 +37,16 @@ class Recommender(nn.Module):
     def loss(self, batch: HistoryBatch) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} is not trainable by gradient descent")
 
+    def host_sizes(self, batch: HistoryBatch) -> dict[str, int | None]:
+        """The sizes :meth:`loss` needs that the host knows from ``batch.histories`` without waiting for the
+        device (default: none). A compiled training loss gets them precomputed in ``batch.sizes``, so that
+        ``torch.compile`` never traces the NumPy that computes them (that would break the graph)."""
+        return {}
+
+    def sizes_of(self, batch: HistoryBatch) -> dict[str, int | None]:
+        """:meth:`host_sizes` of ``batch``: those it carries, else computed now."""
+        return batch.sizes or self.host_sizes(batch)
+
     def score(self, batch: HistoryBatch) -> torch.Tensor:
         """``[B, n_items]`` scores, higher is better."""
         raise NotImplementedError

@@ -58,7 +58,8 @@ def shard(batch: HistoryBatch) -> HistoryBatch:
     rows = slice(state().process_index, None, state().num_processes)
     return HistoryBatch(users=batch.users[rows], items=batch.items[rows], mask=batch.mask[rows],
                         targets=batch.targets[rows],
-                        histories=None if batch.histories is None else batch.histories[rows])
+                        histories=None if batch.histories is None else batch.histories[rows],
+                        host_users=None if batch.host_users is None else batch.host_users[rows])
 
 
 def average(loss: torch.Tensor | None, rows: int, total: int, parameters: list[torch.nn.Parameter]) -> torch.Tensor:

@@ -103,10 +103,14 @@ class SASRec(Recommender):
         return Examples(np.asarray(users, dtype=np.int64), pad_left(rows, self.max_len),
                         np.asarray(targets, dtype=np.int64))
 
+    def host_sizes(self, batch: HistoryBatch) -> dict[str, int | None]:
+        """``real``: the real (non-pad) positions of the batch's histories."""
+        return {"real": batch.real_count(batch.mask.shape[1])}
+
     def loss(self, batch: HistoryBatch) -> torch.Tensor:
         """Cross-entropy over all items (``ce``), or binary cross-entropy with one uniformly drawn negative other
         than the target (``bce``), at every non-padded position."""
-        real = batch.real_positions(batch.mask.shape[1])  # the rows boolean indexing by the mask would take
+        real = batch.real_positions(batch.mask.shape[1], self.sizes_of(batch)["real"])  # rows boolean indexing takes
         hidden = self.encode_sequence(batch.items, batch.mask).flatten(0, 1).index_select(0, real)
         targets = torch.cat([batch.items[:, 1:], batch.targets[:, None]], dim=1).flatten().index_select(0, real)
         if self.params.loss == "ce":

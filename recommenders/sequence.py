@@ -173,13 +173,17 @@ class GenerativeRecommender(Recommender):
         self.register_buffer("history_tokens", history.to(device), persistent=False)
         self.history_lengths = (history >= 0).sum(dim=1).cpu().numpy()
 
-    def history_span(self, batch: HistoryBatch) -> int | None:
-        """The encoder width :meth:`history_layout` needs for ``batch`` (its most history tokens + 1 for EOS),
-        counted on the host from ``batch.histories`` (None when the batch has none)."""
+    def host_sizes(self, batch: HistoryBatch) -> dict[str, int | None]:
+        """``span``: the encoder width :meth:`history_layout` needs for ``batch`` (its most history tokens + 1 for
+        EOS), counted on the host from ``batch.histories`` (None when the batch has none)."""
         if batch.histories is None:
-            return None
+            return {"span": None}
         items = batch.histories[:, -self.max_history:]
-        return int(np.where(items >= 0, self.history_lengths[np.maximum(items, 0)], 0).sum(axis=1).max()) + 1
+        return {"span": int(np.where(items >= 0, self.history_lengths[np.maximum(items, 0)], 0).sum(axis=1).max()) + 1}
+
+    def history_span(self, batch: HistoryBatch) -> int | None:
+        """The ``span`` of :meth:`host_sizes`."""
+        return self.sizes_of(batch)["span"]
 
     def history_layout(self, items: torch.Tensor, present: torch.Tensor,
                        table: torch.Tensor | None = None, span: int | None = None) -> HistoryLayout:

@@ -293,13 +293,18 @@ class SetRecommender(Recommender):
         scores, _ = self.dimension_scores(batch)
         return ground(scores.float(), self.grounding_weights(self.beta, scores.device))
 
+    def host_sizes(self, batch: HistoryBatch) -> dict[str, int | None]:
+        """``real``: the real items among the last ``max_history`` of the batch's histories."""
+        return {"real": batch.real_count(self.max_history)}
+
     def loss(self, batch: HistoryBatch) -> torch.Tensor:
         """Mean over dimensions of the all-item cross-entropy (Eq. 6) + alpha * reconstruction MSE (Eq. 8)."""
         scores, reconstruction = self.dimension_scores(batch)
         targets = batch.targets.repeat_interleave(self.tokens_per_item)
         loss = F.cross_entropy(scores.float().flatten(0, 1), targets)
         if reconstruction is not None:  # the history's real items, in the order boolean indexing would take them
-            seen = batch.items[:, -self.max_history:].flatten()[batch.real_positions(self.max_history)]
+            real_items = batch.real_positions(self.max_history, self.sizes_of(batch)["real"])
+            seen = batch.items[:, -self.max_history:].flatten()[real_items]
             loss = loss + self.options.alpha * F.mse_loss(gather_rows(reconstruction, seen).float(),
                                                           gather_rows(self.semantic_inputs, seen))
         return loss

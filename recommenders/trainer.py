@@ -20,14 +20,15 @@ The step does not wait for the device: the batch losses stay on it and are read 
 :data:`CHECK_EVERY` steps and at the end of each epoch, so a diverged run stops at most that many steps later,
 naming the first batch whose loss was not finite. AdamW and the gradient clipping use PyTorch's ``foreach``
 implementations (fewer operator launches; the same values as the per-parameter loop, bit for bit, on the CPU).
-``compiled=True`` runs the model's training loss under :func:`torch.compile`.
+``compiled=True`` runs the model's training loss under :func:`torch.compile` (:func:`compiled_loss`: one graph,
+the sizes it needs from the host computed outside it).
 """
 from __future__ import annotations
 
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from benchmark.batches import iterate
+from benchmark.batches import HistoryBatch, iterate
 from benchmark.config import TrainConfig
 from benchmark.evaluate import evaluate
 from benchmark.hashing import content_key
@@ -206,6 +207,14 @@ def autocast(device: torch.device, enabled: bool):
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
 
 
+def compiled_loss(model: Recommender) -> Callable[[HistoryBatch], torch.Tensor]:
+    """``model.loss`` under :func:`torch.compile`, given each batch with its host-side sizes filled in
+    (:meth:`~recommenders.base.Recommender.host_sizes`, computed here, outside the graph), so that nothing in the
+    loss reads the host and the forward and backward pass each compile to one graph."""
+    inner = torch.compile(model.loss)
+    return lambda batch: inner(replace(batch, sizes=model.host_sizes(batch)))
+
+
 def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, cfg: TrainConfig,
         ks: tuple[int, ...], eval_batch_size: int, device: torch.device, seed: int, progress: bool = True,
         checkpoint: Path | None = None, desc: str = "train",
@@ -224,7 +233,7 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
     metric_k = int(cfg.valid_metric.split("@")[1])
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
-    loss_of = torch.compile(model.loss) if compiled else model.loss
+    loss_of = compiled_loss(model) if compiled else model.loss
     best_state, bad, start_epoch, finished = None, 0, 0, False
     identity = fingerprint(model)
     order = np.random.default_rng(seed)

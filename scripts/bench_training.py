@@ -36,6 +36,10 @@ With ``--top-ops N`` it also profiles the harness at the real shape (``torch.pro
 of as many steps as the timing) and lists each scheme's N operators of most self time with their share of the
 profiled total: where a step's time goes once the harness is at the floor (on CPU, the arithmetic and dropout's
 random numbers).
+With ``--compile`` both loops run the training loss under ``torch.compile`` as ``run.compile: true`` does
+(:func:`recommenders.trainer.compiled_loss`: one graph, the host-side sizes computed outside it); each fresh model
+compiles again in its warm-up steps (a minute or more per shape on a CPU), and operators and syncs are not
+counted (the compiled graph's kernels are not dispatcher calls).
 The last line prints harness / bare per scheme. Example (CPU, a few minutes):
 
     python scripts/bench_training.py --output docs/reference/bench-training-cpu.md --title after
@@ -114,6 +118,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
     parser.add_argument("--top-ops", type=int, default=0, help="also list each scheme's N operators of most self "
                         "time at the real shape (torch.profiler; 0 = off)")
+    parser.add_argument("--compile", action="store_true", help="run the training loss under torch.compile in both "
+                        "loops (run.compile: true); operators and syncs are then not counted")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--title", default="", help="heading of this measurement in the Markdown output")
     parser.add_argument("--output", type=Path, default=None, help="also write the Markdown report to this file")
@@ -239,7 +245,7 @@ def harness_run(scheme: str, shape: Shape, split: Split, steps: int, args: argpa
     cfg = TrainConfig(epochs=1, batch_size=shape.batch, lr=1e-3, weight_decay=0.0, grad_clip=1.0, patience=1,
                       valid_metric="ndcg@10", max_valid_examples=1, amp=True, max_batches=steps)
     return measure(lambda: trainer.fit(model, split.train, split.valid, split.warm, cfg, (10,), 1, device,
-                                       args.seed, progress=False))
+                                       args.seed, progress=False, compiled=args.compile))
 
 
 def bare_run(scheme: str, shape: Shape, split: Split, warmup: int, steps: int, args: argparse.Namespace,
@@ -254,11 +260,12 @@ def bare_run(scheme: str, shape: Shape, split: Split, warmup: int, steps: int, a
     batches = list(itertools.islice(iterate(examples, shape.batch, device, np.random.default_rng(args.seed)),
                                     warmup + steps))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, foreach=True)
+    loss_of = trainer.compiled_loss(model) if args.compile else model.loss
 
     def step(chosen: list[HistoryBatch]) -> None:
         for batch in chosen:
             optimizer.zero_grad(set_to_none=True)
-            model.loss(batch).backward()
+            loss_of(batch).backward()
             optimizer.step()
         synchronize(device)
 
@@ -286,14 +293,17 @@ def measure_scheme(scheme: str, split: Split, args: argparse.Namespace) -> dict[
             harness.append(harness_run(scheme, shape, split, args.warmup + steps, args, step_ms(args.warmup)))
             bare.append(bare_run(scheme, shape, split, 0, args.warmup + steps, args, step_ms(args.warmup)))
         row[f"{shape.name}_harness_ms"], row[f"{shape.name}_bare_ms"] = min(harness), min(bare)
+    if args.top_ops:
+        row["top_ops"] = top_operators(scheme, real, split, args)
+    if args.compile:
+        row["harness_ops"] = row["harness_syncs"] = row["bare_ops"] = row["bare_syncs"] = None
+        return row
     counted = 3
     short = harness_run(scheme, proxy, split, args.warmup, args, counts(device))
     full = harness_run(scheme, proxy, split, args.warmup + counted, args, counts(device))
     row["harness_ops"], row["harness_syncs"] = ((b - a) / counted for a, b in zip(short, full))
     row["bare_ops"], row["bare_syncs"] = (value / counted for value in
                                           bare_run(scheme, proxy, split, args.warmup, counted, args, counts(device)))
-    if args.top_ops:
-        row["top_ops"] = top_operators(scheme, real, split, args)
     return row
 
 
@@ -332,14 +342,15 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, argv: list[str]
              f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}; do not edit by hand.\n",
              f"Synthetic dataset (loo, history {args.history}); proxy: t5-tiger's layers and heads at d_model 12, "
              f"batch {args.proxy_batch}, {args.steps} timed steps; real: {args.real_backbone}, batch "
-             f"{args.real_batch}, {args.real_steps} timed steps; {args.warmup} warm-up steps. Operator calls and "
-             f"syncs per step at the proxy shape ({how}). Times: the fastest of {args.rounds} medians over the "
-             "timed steps.\n",
+             f"{args.real_batch}, {args.real_steps} timed steps; {args.warmup} warm-up steps. "
+             + ("Training loss under torch.compile in both loops (run.compile: true); operators and syncs not "
+                "counted. " if args.compile else f"Operator calls and syncs per step at the proxy shape ({how}). ")
+             + f"Times: the fastest of {args.rounds} medians over the timed steps.\n",
              "| Scheme | proxy ms harness | proxy ms bare | real ms harness | real ms bare | ops harness | ops bare "
              "| syncs harness | syncs bare |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['scheme']} | {r['proxy_harness_ms']:.1f} | {r['proxy_bare_ms']:.1f} | {r['real_harness_ms']:.1f} "
-              f"| {r['real_bare_ms']:.1f} | {r['harness_ops']:.0f} | {r['bare_ops']:.0f} | {r['harness_syncs']:.1f} "
-              f"| {r['bare_syncs']:.1f} |" for r in rows]
+              f"| {r['real_bare_ms']:.1f} | {shown(r['harness_ops'])} | {shown(r['bare_ops'])} "
+              f"| {shown(r['harness_syncs'], 1)} | {shown(r['bare_syncs'], 1)} |" for r in rows]
     if args.top_ops:
         where = "GPU kernel" if args.device.startswith("cuda") else "CPU"
         lines += ["", f"Operators of most self {where} time at the real shape (harness, {args.warmup} + "
@@ -348,6 +359,11 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, argv: list[str]
                   for r in rows]
     lines += ["", ratios(rows)]
     return "\n".join(lines) + "\n"
+
+
+def shown(count: float | None, decimals: int = 0) -> str:
+    """A per-step count as printed: ``n/a`` when it was not counted (``--compile``)."""
+    return "n/a" if count is None else f"{count:.{decimals}f}"
 
 
 def ratios(rows: list[dict[str, Any]]) -> str:
@@ -366,8 +382,9 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(measure_scheme(scheme, split, args))
         r = rows[-1]
         print(f"{scheme:>7}: proxy {r['proxy_harness_ms']:.1f} / {r['proxy_bare_ms']:.1f} ms, real "
-              f"{r['real_harness_ms']:.0f} / {r['real_bare_ms']:.0f} ms (harness / bare), ops {r['harness_ops']:.0f} / "
-              f"{r['bare_ops']:.0f}, syncs {r['harness_syncs']:.1f} / {r['bare_syncs']:.1f}", flush=True)
+              f"{r['real_harness_ms']:.0f} / {r['real_bare_ms']:.0f} ms (harness / bare), ops "
+              f"{shown(r['harness_ops'])} / {shown(r['bare_ops'])}, syncs {shown(r['harness_syncs'], 1)} / "
+              f"{shown(r['bare_syncs'], 1)}", flush=True)
     text = report(rows, args, argv)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)

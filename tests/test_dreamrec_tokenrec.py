@@ -4,6 +4,7 @@ graph, layer-0 table and fold-in, user tokens (fold-in for unseen users), option
 released-code choices, and one training step of each scheme on tiny data."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -351,6 +352,8 @@ def test_tokenrec_user_tokens_open_the_prompt_and_unseen_users_are_folded_in(tin
         is_unseen = torch.isin(batch.users, torch.as_tensor(unseen))
         folded = fold_in(batch.items, batch.mask, users.item_representations, users.item_degrees)
         assert torch.equal(codes[is_unseen], users.tokenizer.codes(folded[is_unseen]))
+        assert model.host_sizes(batch) == {"unseen": int(is_unseen.sum())}, "counted on the host"
+        assert torch.equal(model.user_token_codes(replace(batch, host_users=None)), codes), "counted on the device"
         assert torch.equal(codes[~is_unseen], users.codes[batch.users[~is_unseen]])
         inputs, mask = model.history_inputs(batch)
         assert inputs.shape[1] == mask.shape[1] == k + batch.items.shape[1] * k
@@ -361,6 +364,17 @@ def test_tokenrec_user_tokens_open_the_prompt_and_unseen_users_are_folded_in(tin
         assert torch.equal(inputs[:, :k], model.t5.get_input_embeddings()(user_ids))
         scores = model.score(batch)
     assert scores.shape == (len(batch.targets), train.n_items) and bool(torch.isfinite(scores).all())
+
+
+def test_tokenrec_training_loss_traces_to_one_graph_given_its_host_sizes(tiny, cache: Path) -> None:
+    """Every training user has precomputed codes: the host counts no fold-in, so the loss (user codes, history
+    inputs, generation) traces without a graph break, as ``run.compile`` needs."""
+    _, _, model = tokenrec_scheme(tiny, cache)
+    batch = next(iterate(tiny[1].train.next_item_examples(), 16, "cpu"))
+    sized = replace(batch, sizes=model.host_sizes(batch))
+    assert sized.sizes == {"unseen": 0}
+    explained = torch._dynamo.explain(model.train().loss)(sized)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
 
 
 def test_tokenrec_without_user_tokens_reads_item_tokens_only(tiny, cache: Path) -> None:

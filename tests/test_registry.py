@@ -8,9 +8,11 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from benchmark.batches import iterate
 from benchmark.config import PROFILES, ConfigError, Environment, param, resolve
 from benchmark.records import PARADIGMS
 from benchmark.runner import run_one
@@ -94,6 +96,23 @@ def test_smoke_run(name: str, backbone: str, scheme_caches: dict[str, Path]) -> 
             assert 0.0 <= inference["invalid_generation_rate"] <= 1.0 and "gamma" in record["selection"]
         else:
             assert inference["invalid_generation_rate"] == 0.0
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_the_training_loss_is_one_graph_or_the_scheme_says_why_not(name: str, tiny, cache: Path) -> None:
+    """What ``run.compile`` needs: the loss of a training batch that carries its host sizes
+    (``Recommender.host_sizes``) traces (dynamo only, nothing is compiled) without a graph break, unless the
+    scheme declares ``not_compilable`` (then the configuration refuses ``run.compile``)."""
+    cls = get_scheme(name)
+    dataset, split = tiny
+    scheme = cls(cls.resolve_params("smoke", {}), make_context(cls, dataset, cache, split=split))
+    model = scheme.build(split.train).model
+    if not model.trainable or cls.not_compilable:
+        return
+    model.prepare(split.train)
+    batch = next(iterate(model.training_examples(split.train), 16, "cpu", np.random.default_rng(0)))
+    explained = torch._dynamo.explain(model.train().loss)(dataclasses.replace(batch, sizes=model.host_sizes(batch)))
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
 
 
 def test_cf_encoder_is_cached_per_training_data_and_reported(tiny, cache: Path) -> None:

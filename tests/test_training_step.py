@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,8 @@ from benchmark.splits import PAD, Examples, make_split
 from identifiers.registry import get_scheme
 from recommenders import trainer
 from recommenders.backbones import build_backbone, padding_mask_4d
-from recommenders.contracts import ItemCodes, ItemTokenSets
+from recommenders.contracts import ItemCodes, ItemTokenSets, ItemVectors
+from recommenders.embedding import EmbeddingRecommender
 from recommenders.sasrec import SASRec, SASRecParams
 from recommenders.sequence import GenerativeRecommender
 from recommenders.set import SetOptions, SetRecommender
@@ -59,7 +61,9 @@ def _models() -> dict[str, torch.nn.Module]:
                                   "t5-tiny", 5)
     tokens = ItemTokenSets(cf=torch.randn(N_ITEMS, 8), semantic=torch.randn(N_ITEMS, 12), n_semantic=1)
     setrec = SetRecommender(tokens, "t5-tiny", 5, SetOptions(semantic_layers=(16,)))
-    return {"tiger": tiger, "setrec": setrec, "sasrec": SASRec(N_ITEMS, 5, SASRecParams(hidden=16, layers=1))}
+    e4srec = EmbeddingRecommender(ItemVectors(torch.randn(N_ITEMS, 8)), "t5-tiny", 5)
+    return {"tiger": tiger, "setrec": setrec, "sasrec": SASRec(N_ITEMS, 5, SASRecParams(hidden=16, layers=1)),
+            "e4srec": e4srec}
 
 
 @pytest.mark.parametrize("name", ["tiger", "setrec", "sasrec"])
@@ -86,6 +90,29 @@ def test_the_host_side_shapes_give_the_loss_and_gradients_of_the_device_side_one
         losses.append(loss.detach())
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     assert torch.equal(losses[0], losses[1]) and torch.equal(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("name", ["tiger", "setrec", "sasrec", "e4srec"])
+def test_the_training_loss_traces_to_one_graph_given_its_host_sizes(name: str) -> None:
+    """What ``run.compile`` compiles (:func:`trainer.compiled_loss`): the loss of a batch that carries its host
+    sizes, traced by dynamo (no compilation) without a graph break; the sizes do not change the loss."""
+    model = _models()[name].train()
+    batch = HistoryBatch.from_examples(_examples(np.random.default_rng(4)), np.arange(8), "cpu")
+    sized = replace(batch, sizes=model.host_sizes(batch))
+    explained = torch._dynamo.explain(model.loss)(sized)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+    losses = []
+    for chosen in (batch, sized):
+        torch.manual_seed(5)
+        losses.append(model.loss(chosen).detach())
+    assert torch.equal(losses[0], losses[1])
+
+
+def test_run_compile_is_refused_for_a_scheme_whose_loss_cannot_be_one_graph() -> None:
+    store = get_scheme("store")
+    assert store.not_compilable and not get_scheme("tiger").not_compilable
+    with pytest.raises(ConfigError, match=r"run.compile: true is not supported by store: .*run.compile: false"):
+        resolve("synthetic", store, 0, "smoke", {"run": {"compile": True}})
 
 
 def test_a_4d_padding_mask_gives_a_t5_the_bits_of_its_own_2d_mask() -> None:
