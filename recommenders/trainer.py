@@ -210,7 +210,11 @@ def autocast(device: torch.device, enabled: bool):
 def compiled_loss(model: Recommender) -> Callable[[HistoryBatch], torch.Tensor]:
     """``model.loss`` under :func:`torch.compile`, given each batch with its host-side sizes filled in
     (:meth:`~recommenders.base.Recommender.host_sizes`, computed here, outside the graph), so that nothing in the
-    loss reads the host and the forward and backward pass each compile to one graph."""
+    loss reads the host and the forward and backward pass each compile to one graph. Compiled code of earlier
+    models is dropped first (``torch._dynamo.reset``): the schemes of one paradigm share their ``loss`` code, and
+    graphs kept for models that are gone would count against dynamo's recompile limit, past which it silently
+    runs the loss eagerly."""
+    torch._dynamo.reset()
     inner = torch.compile(model.loss)
     return lambda batch: inner(replace(batch, sizes=model.host_sizes(batch)))
 
