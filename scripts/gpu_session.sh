@@ -16,7 +16,10 @@
 #       Within SECONDS (default 540) of wall time:
 #       1. scripts/bench_training.py on CUDA with the paper's backbone and batch (t5-tiger, batch 256) as the
 #          real shape, and the heaviest GPU kernels there (--top-ops 8): bench-training-gpu.md;
-#       2. TIGER's full paper profile on Beauty (`run --identifiers tiger --datasets beauty --profile paper`):
+#       2. the same benchmark of TIGER alone with its training loss compiled (--compile, run.compile: true;
+#          dynamo and inductor, one graph per loss), appended to bench-training-gpu.md, once, when 240 s
+#          are left;
+#       3. TIGER's full paper profile on Beauty (`run --identifiers tiger --datasets beauty --profile paper`):
 #          its RQ-VAE (20,000 epochs; it keeps a checkpoint every 30 s) and then the T5 (an epoch checkpoint),
 #          stopped with SIGTERM before the deadline.
 #       Everything it writes, and its state, is under .gpu-state/ (git-ignored, left in place between calls
@@ -70,6 +73,14 @@ device() {
             --top-ops 8 --title "H200, t5-tiger at batch 256" --output "$state/bench-training-gpu.md" 2>&1 \
             | tee -a "$state/log.txt"
         touch "$state/bench.done"
+    fi
+    if [[ ! -f "$state/bench-compile.done" ]] && ((deadline - SECONDS > 240)); then
+        timeout --signal=TERM --kill-after=30 $((deadline - SECONDS - 60)) python3 scripts/bench_training.py \
+            --device "$device" --threads "$threads" --schemes tiger --compile --rounds 1 --real-backbone t5-tiger \
+            --real-batch 256 --title "H200, TIGER at t5-tiger and batch 256, training loss compiled" \
+            --output "$state/bench-training-gpu.md" --append 2>&1 | tee -a "$state/log.txt" \
+            || echo "gpu_session.sh: the compiled benchmark did not finish (it is not tried again)" | tee -a "$state/log.txt"
+        touch "$state/bench-compile.done"
     fi
     local left=$((deadline - SECONDS - 20))
     local code=0
