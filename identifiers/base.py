@@ -103,11 +103,13 @@ class RunContext:
         return text_vocabulary(cfg.backbone, self.dataset.item_texts(), cfg.text_vocab_size, self.cache_dir)
 
     def fit(self, model: Recommender, data: TrainData, train_cfg: TrainConfig | None = None,
-            desc: str = "train") -> trainer.TrainReport:
-        """Train ``model`` with the shared loop, early stopping on this run's validation examples."""
+            desc: str = "train", compiled: bool | None = None) -> trainer.TrainReport:
+        """Train ``model`` with the shared loop, early stopping on this run's validation examples; its loss
+        compiled as ``compiled`` says (None: ``run.compile``)."""
         cfg = self.config
         return trainer.fit(model, data, self.valid, self.warm, train_cfg or cfg.train, cfg.ks, cfg.eval_batch_size,
-                           self.device, cfg.seed, self.progress, desc=desc, compiled=cfg.compile)
+                           self.device, cfg.seed, self.progress, desc=desc,
+                           compiled=cfg.compile if compiled is None else compiled)
 
     def cf_encoder(self, data: TrainData, loss: str | None = None) -> SASRec:
         """A SASRec trained on the training split (early stopping on validation), cached on disk; its loss is
@@ -116,8 +118,10 @@ class RunContext:
         Built with the ``sasrec`` scheme's parameters and training settings of :attr:`cf_config` (the
         defaults of this profile: a user YAML's ``schemes.sasrec`` or ``train`` section does not change the
         shared encoder), so the CF encoder that E4SRec, LETTER, SETRec and DreamRec build on is the model of
-        the ``sasrec`` row of a default run. :attr:`components` records it, with its training time even when
-        it was loaded from the cache.
+        the ``sasrec`` row of a default run; for the same reason it is trained eagerly under ``run.compile``
+        (a compiled loss draws other dropout masks, and the cache key, which does not name it, would hand that
+        encoder to eager runs). :attr:`components` records it, with its training time even when it was loaded
+        from the cache.
         """
         if self.cf_config is None:
             raise ValueError("RunContext.cf_config is not set: resolve the sasrec scheme's config for the CF encoder")
@@ -129,7 +133,7 @@ class RunContext:
         model = SASRec(data.n_items, cfg.max_history, params).to(self.device)
 
         def train() -> dict[str, Any]:
-            report = self.fit(model, data, train_cfg, desc="cf-encoder (sasrec)")
+            report = self.fit(model, data, train_cfg, desc="cf-encoder (sasrec)", compiled=False)
             return {"state": model.state_dict(), "report": dataclasses.asdict(report)}
 
         saved, cached = self.load_or_compute("cf", key, train)

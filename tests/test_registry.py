@@ -19,6 +19,7 @@ from benchmark.runner import run_one
 from identifiers import registry
 from identifiers.base import BaselineScheme, ParadigmScheme, Scheme, SequenceScheme
 from identifiers.registry import expand, get_scheme, register, schemes
+from recommenders import trainer
 from recommenders.contracts import ItemCodes, ItemTokenSets, ItemVectors
 from recommenders.sasrec import SASRecParams, cf_cache_key
 from tests.conftest import make_context
@@ -98,14 +99,20 @@ def test_smoke_run(name: str, backbone: str, scheme_caches: dict[str, Path]) -> 
             assert inference["invalid_generation_rate"] == 0.0
 
 
+@pytest.fixture(scope="module")
+def graph_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one-graph test's own cache folder (the CF-encoder test below needs one that no build has filled)."""
+    return tmp_path_factory.mktemp("graph-cache")
+
+
 @pytest.mark.parametrize("name", ALL)
-def test_the_training_loss_is_one_graph_or_the_scheme_says_why_not(name: str, tiny, cache: Path) -> None:
+def test_the_training_loss_is_one_graph_or_the_scheme_says_why_not(name: str, tiny, graph_cache: Path) -> None:
     """What ``run.compile`` needs: the loss of a training batch that carries its host sizes
     (``Recommender.host_sizes``) traces (dynamo only, nothing is compiled) without a graph break, unless the
     scheme declares ``not_compilable`` (then the configuration refuses ``run.compile``)."""
     cls = get_scheme(name)
     dataset, split = tiny
-    scheme = cls(cls.resolve_params("smoke", {}), make_context(cls, dataset, cache, split=split))
+    scheme = cls(cls.resolve_params("smoke", {}), make_context(cls, dataset, graph_cache, split=split))
     model = scheme.build(split.train).model
     if not model.trainable or cls.not_compilable:
         return
@@ -131,6 +138,23 @@ def test_cf_encoder_is_cached_per_training_data_and_reported(tiny, cache: Path) 
     shorter = dataclasses.replace(split.train, sequences=[seq[:-1] for seq in split.train.sequences])
     assert cf_cache_key(split.train, "synthetic", "loo", 0, params, train) == report["cache_key"]
     assert cf_cache_key(shorter, "synthetic", "loo", 0, params, train) != report["cache_key"]
+
+
+def test_the_cf_encoder_is_trained_eagerly_under_run_compile(tiny, tmp_path: Path, monkeypatch) -> None:
+    """It is the default ``sasrec`` row's model, cached under a key that does not name ``run.compile``."""
+    dataset, split = tiny
+    seen = []
+    fit = trainer.fit
+
+    def recording(*args, **kwargs) -> trainer.TrainReport:
+        seen.append(kwargs["compiled"])
+        return fit(*args, **{**kwargs, "compiled": False})
+
+    monkeypatch.setattr(trainer, "fit", recording)
+    ctx = make_context(get_scheme("e4srec"), dataset, tmp_path, split=split, compile=True)
+    assert ctx.config.compile
+    ctx.cf_encoder(split.train)
+    assert seen == [False]
 
 
 def test_unconstrained_decoding_is_recorded(tmp_path: Path) -> None:
