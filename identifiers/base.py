@@ -119,8 +119,8 @@ class RunContext:
         defaults of this profile: a user YAML's ``schemes.sasrec`` or ``train`` section does not change the
         shared encoder), so the CF encoder that E4SRec, LETTER, SETRec and DreamRec build on is the model of
         the ``sasrec`` row of a default run; for the same reason it is trained eagerly under ``run.compile``
-        (a compiled loss draws other dropout masks, and the cache key, which does not name it, would hand that
-        encoder to eager runs). :attr:`components` records it, with its training time even when it was loaded
+        (a compiled loss rounds differently, and the cache key, which does not name it, would hand that encoder
+        to eager runs). :attr:`components` records it, with its training time even when it was loaded
         from the cache.
         """
         if self.cf_config is None:

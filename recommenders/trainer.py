@@ -210,12 +210,14 @@ def autocast(device: torch.device, enabled: bool):
 def compiled_loss(model: Recommender) -> Callable[[HistoryBatch], torch.Tensor]:
     """``model.loss`` under :func:`torch.compile`, given each batch with its host-side sizes filled in
     (:meth:`~recommenders.base.Recommender.host_sizes`, computed here, outside the graph), so that nothing in the
-    loss reads the host and the forward and backward pass each compile to one graph. Compiled code of earlier
+    loss reads the host and the forward and backward pass each compile to one graph. Inductor draws random
+    numbers (dropout) through PyTorch's generator (``fallback_random``), as the eager loss does, so a compiled
+    loss gives the eager one's values up to float rounding, not other dropout masks. Compiled code of earlier
     models is dropped first (``torch._dynamo.reset``): the schemes of one paradigm share their ``loss`` code, and
     graphs kept for models that are gone would count against dynamo's recompile limit, past which it silently
     runs the loss eagerly."""
     torch._dynamo.reset()
-    inner = torch.compile(model.loss)
+    inner = torch.compile(model.loss, options={"fallback_random": True})
     return lambda batch: inner(replace(batch, sizes=model.host_sizes(batch)))
 
 
