@@ -40,6 +40,9 @@ With ``--compile`` both loops run the training loss under ``torch.compile`` as `
 (:func:`recommenders.trainer.compiled_loss`: one graph, the host-side sizes computed outside it); each fresh model
 compiles again in its warm-up steps (a minute or more per shape on a CPU), and operators and syncs are not
 counted (the compiled graph's kernels are not dispatcher calls).
+With ``--dropout P`` every measured model trains at dropout rate P (the T5 backbones' ``dropout_rate``, SASRec's
+``dropout``; SETRec's semantic encoder and E4SRec's adapter have none by default): ``--dropout 0`` times the step
+without dropout's random numbers, its arithmetic alone, against a run without the option right before it.
 The last line prints harness / bare per scheme. Example (CPU, a few minutes):
 
     python scripts/bench_training.py --output docs/reference/bench-training-cpu.md --title after
@@ -120,6 +123,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "time at the real shape (torch.profiler; 0 = off)")
     parser.add_argument("--compile", action="store_true", help="run the training loss under torch.compile in both "
                         "loops (run.compile: true); operators and syncs are then not counted")
+    parser.add_argument("--dropout", type=float, default=None, help="dropout rate of every measured model (T5 "
+                        "backbones' dropout_rate, SASRec's dropout; default: their own)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--title", default="", help="heading of this measurement in the Markdown output")
     parser.add_argument("--output", type=Path, default=None, help="also write the Markdown report to this file")
@@ -132,7 +137,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--steps, --real-steps, --warmup and --rounds: at least 1")
     if args.top_ops < 0:
         parser.error("--top-ops: 0 (off) or more")
+    if args.dropout is not None and not 0 <= args.dropout < 1:
+        parser.error(f"--dropout: a rate in [0, 1), got {args.dropout:g}")
+    if args.dropout is not None and (args.real_backbone not in PRESETS or PRESETS[args.real_backbone].family != "t5"):
+        parser.error(f"--dropout: sets a T5 preset's dropout_rate; --real-backbone {args.real_backbone} is not one")
     return args
+
+
+def with_dropout(backbone: str, rate: float | None) -> str:
+    """The preset ``backbone``, or with ``rate`` a registered copy of it at dropout rate ``rate``."""
+    if rate is None:
+        return backbone
+    preset = PRESETS[backbone]
+    name = f"{backbone}-dropout-{rate:g}"
+    PRESETS[name] = BackbonePreset(name, preset.family, f"{preset.description}, dropout {rate:g}",
+                                   {**preset.config, "dropout_rate": rate})
+    return name
 
 
 def build(scheme: str, shape: Shape, n_items: int, args: argparse.Namespace) -> Recommender:
@@ -140,7 +160,8 @@ def build(scheme: str, shape: Shape, n_items: int, args: argparse.Namespace) -> 
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     if scheme == "sasrec":
-        return SASRec(n_items, args.history, SASRecParams(hidden=shape.sasrec_hidden))
+        dropout = {} if args.dropout is None else {"dropout": args.dropout}
+        return SASRec(n_items, args.history, SASRecParams(hidden=shape.sasrec_hidden, **dropout))
     if scheme == "tiger":
         codes = random_codes(n_items, args.levels, args.codebook, "level", rng)
         return GenerativeRecommender(codes, shape.backbone, args.history, SequenceOptions(user_tokens=2000))
@@ -284,8 +305,8 @@ def counts(device: torch.device) -> Callable[[Callable[[], None]], tuple[int, in
 def measure_scheme(scheme: str, split: Split, args: argparse.Namespace) -> dict[str, Any]:
     """Per-step milliseconds (proxy and real, harness and bare), operator calls and syncs (proxy)."""
     device = torch.device(args.device)
-    proxy = Shape("proxy", PROXY, 12, args.proxy_batch)
-    real = Shape("real", args.real_backbone, SASRecParams().hidden, args.real_batch)
+    proxy = Shape("proxy", with_dropout(PROXY, args.dropout), 12, args.proxy_batch)
+    real = Shape("real", with_dropout(args.real_backbone, args.dropout), SASRecParams().hidden, args.real_batch)
     row: dict[str, Any] = {"scheme": scheme}
     for shape, steps in ((proxy, args.steps), (real, args.real_steps)):
         harness, bare = [], []
@@ -345,6 +366,7 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, argv: list[str]
              f"{args.real_batch}, {args.real_steps} timed steps; {args.warmup} warm-up steps. "
              + ("Training loss under torch.compile in both loops (run.compile: true); operators and syncs not "
                 "counted. " if args.compile else f"Operator calls and syncs per step at the proxy shape ({how}). ")
+             + ("" if args.dropout is None else f"Every model at dropout rate {args.dropout:g}. ")
              + f"Times: the fastest of {args.rounds} medians over the timed steps.\n",
              "| Scheme | proxy ms harness | proxy ms bare | real ms harness | real ms bare | ops harness | ops bare "
              "| syncs harness | syncs bare |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
