@@ -51,6 +51,15 @@ validation metric instead of one per metric and K, on a coarser grid; items with
 apart by their suffix and so have their own embeddings (the released ``game`` evaluation counts a target at
 the best rank of any item with its title).
 
+Training and model selection differ from the released ``train.py`` too: it sets ``train_on_inputs=True`` (its
+default, and every README command passes ``--train_on_inputs``), so the loss covers the whole prompt, the
+history's titles included, as well as the target title; here, as for every sequence scheme, the loss covers
+the target's tokens only (:mod:`recommenders.sequence`). It evaluates every epoch and keeps the epoch of
+least validation loss (``load_best_model_at_end`` with no ``metric_for_best_model``, and
+``EarlyStoppingCallback`` with patience 5); here the epoch is selected, and training stopped early, on the
+run's validation metric (``train.valid_metric``) of the L2-grounded ranking at gamma = 0
+(:mod:`recommenders.grounding`), as the suite's shared protocol selects every scheme on a ranking metric.
+
 Default: the ``grounding`` field defaults to ``trie`` (declared ``added``), so the records made before the
 field existed, all with constrained decoding, keep their config hash and read as what they are; every profile
 sets ``l2``, so a run of ``bigrec`` is the paper's grounding and its config (hash) names ``grounding: l2``.

@@ -4,9 +4,14 @@ Models", SIGIR-AP 2023 (arXiv:2305.06569), as in the authors' public code (LLM-R
 Items that co-occur in users' histories should share identifier tokens. The method:
 
 1. **Co-occurrence graph** on the *training* sequences only: the weight ``A[i, j]`` is the number of
-   position pairs of one training sequence holding ``i`` and ``j`` (the public code counts every pair of a
-   user's training sequence, ``itertools.combinations``; ``window`` > 0 keeps only pairs at most that many
-   positions apart). No self-loops.
+   position pairs of one training sequence holding ``i`` and ``j`` (pairs with ``i`` first plus pairs with
+   ``j`` first; ``window`` > 0 keeps only pairs at most that many positions apart). The public code counts
+   every pair of a user's training sequence (``itertools.combinations``). OpenP5 (``generate_collaborative_id``)
+   adds each pair to both entries, the same sum. LLM-RecSys-ID (``CID_generation.py``) counts the two orders
+   separately and writes both counts into both entries in decreasing order, so ``A[i, j]`` ends up the
+   smaller of the two directional counts when both occur (the one count when only one does). Both keep
+   self-loops from an item repeated in one sequence (OpenP5 only in the root graph); here the diagonal is
+   zero.
 2. **Recursive spectral clustering**: the item set is split into ``n_clusters`` clusters (paper N) by
    spectral clustering of the induced sub-graph (scikit-learn ``SpectralClustering(affinity="precomputed")``:
    embedding by the leading eigenvectors of the normalised Laplacian ``L = I - D^{-1/2} A D^{-1/2}``, labels
@@ -20,7 +25,7 @@ breadth-first, children of a node largest first), so two clusters share a token 
 cluster; the leaf tokens ``<CL0> .. <CL{k-1}>`` (ids ``T ..``) form a separate set, as in the authors'
 ``compute_index``. This follows the authors' code: LLM-RecSys-ID (``CF_index.py``, ``compute_index``) names the
 token of level ``l`` after the whole label path ``c1-c2-..-cl``, i.e. one token per tree node, and OpenP5's
-``generate_collaborative_id`` (``src/utils/indexing.py``) numbers clusters with one counter that runs on over
+``generate_collaborative_id`` (``src/src_t5/utils/indexing.py``) numbers clusters with one counter that runs on over
 the whole breadth-first pass (``index_now``), reset to 0 only past ``token_size`` (k) clusters. (An earlier
 version of this module named a child by its rank among its siblings, shared by every parent, and wrongly said
 that the authors' ``<CI*>`` tokens were shared that way.) Differences: OpenP5 wraps the counter at k and draws
@@ -28,15 +33,22 @@ the leaf tokens from the same ``<CI*>`` set, so with more than k clusters, or a 
 token, tokens are reused; here every node keeps its own token and leaf tokens are their own set. Because
 every code ends with its only leaf token, no code is a prefix of another, whatever the depths. Siblings are
 ranked by size (largest first; ties by smallest item id); items within a leaf get leaf indices in a random
-order drawn from the run seed (the public code samples them at random). Codes of different depths are
-right-padded with -1.
+order drawn from the run seed. LLM-RecSys-ID numbers them in item-id order (``compute_index``, and the
+indexing sections of ``CID_generation.py``); OpenP5 by default in the order its grouping lists them
+(``--collaborative_last_token sequential``, ``src/src_t5/data/MultiTaskDataset.py``), with ``random`` as
+an option. Codes of different depths are right-padded with -1.
 
 **CID+IID** (``leaf: iid``; the paper's hybrid indexing, its best-performing collaborative variant): the leaf
 token is the item's own independent ID token (``<IID{i}>``, one new token per item, ids ``T .. T+n-1``)
 instead of its index inside the leaf, so the code is the cluster path followed by a token no other item has.
-The released code's logs name such runs (``CID_10_500_IID``), but its indexing scripts do not show how the
-IID is attached; this follows the paper's description of appending the IID, in place of the leaf index that a
-unique IID token makes redundant.
+The released ``CID_generation.py`` (its CID+IID section, saved as ``computed_no_repetition_*`` and read by
+``construct_indices_from_cluster`` under ``--last_token_no_repetition``, which the README's CID+IID command
+passes; the logs name such runs ``CID_10_500_IID``) appends a token named after the item id, but only to
+items whose leaf holds more than one item: an item alone in its leaf keeps the bare cluster path. Here every
+item gets its IID token, so every code has the same structure.
+
+Recommender: the authors' P5 adds whole-word embeddings (every README command of LLM-RecSys-ID passes
+``--whole_word_embedding shijie``; see :mod:`identifiers.semid`); the suite's sequence recommender has none.
 
 Graphs that are not connected (the authors' code leaves this to the eigensolver) are handled by a
 deterministic rule that coincides with spectral clustering when the sub-graph is connected:
@@ -44,6 +56,10 @@ deterministic rule that coincides with spectral clustering when the sub-graph is
 * *Isolated items* (no co-occurrence inside the node: cold items, items seen only in length-1 training
   sequences) form their own child, the last one, and the other items share the remaining ``N - 1`` clusters.
   A node of isolated items only carries no collaborative signal and is cut into ``N`` equal runs of item ids.
+  Items absent from the training sequences thus get a cluster path and a leaf token like any item. The
+  authors' code leaves them out of the clustering: OpenP5 gives each a lone leaf token (``<CI{i}>``, numbered
+  over the list of such items, ``generate_collaborative_id``), LLM-RecSys-ID a single token named after its
+  item id (``CF_representation`` in ``item_rep_method.py``).
 * *Several connected components*: with at least as many components as clusters, whole components are
   packed into the clusters (largest first, each into the currently smallest cluster); with fewer, every
   component gets one cluster and the remaining ones go to the largest components by the highest-averages

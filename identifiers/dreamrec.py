@@ -31,8 +31,8 @@ Hyper-parameters (field: default = quick profile [paper / authors' code]): ``ite
 ``schedule`` ``exp`` [the code's default, used for YooChoose; ``cosine`` for KuaiRec, ``linear`` (beta 1e-4 ..
 0.02) for Zhihu]; ``guidance_weight`` w 2 [2; 4 on Zhihu]; ``p_uncond`` 0.1 [0.1]; ``denoiser`` ``linear``
 [``mlp1``: one linear layer over the concatenation]; ``init_from_cf`` False [random N(0, 1) init]. The
-paper trains with AdamW (lr 1e-3 YooChoose, 1e-4 KuaiRec, 1e-2 Zhihu; batch 256); here the run's ``train``
-section applies (the ``train_profiles`` below).
+authors train with AdamW (their README's commands: lr 1e-3 YooChoose, 5e-5 KuaiRec, 1e-2 Zhihu; batch 256, the
+argparse default); here the run's ``train`` section applies (the ``train_profiles`` below).
 
 Choices the paper leaves open, documented options here: the schedule (its three datasets use three; we
 default to the code's ``exp``), the denoiser's depth (``linear`` as the code's README; ``mlp`` adds a hidden

@@ -14,7 +14,11 @@ one forward pass ranks the whole catalogue (no generation, no out-of-range answe
 
 Differences from the paper, by design of this benchmark: the backbone is the run's T5 preset (random
 init, fully trained) rather than Llama2-13B with LoRA, the history is read by the T5 encoder and the answer
-position is one decoder step, and the instruction prompt is left out. The paper's optimisation settings
+position is one decoder step, and the instruction prompt is left out. The history is the last
+``run.max_history`` items (default 20, the suite's shared setting for every scheme); the public code feeds
+the whole history: its ``SequentialDataset(data_path, 50)`` (``finetune.py``, ``utils/data_utils.py``) keeps
+as training targets only each user's last 50 training items, each with its full prefix, and ``inference.py``
+reads the full test history. The paper's optimisation settings
 (public code: learning rate 3e-4, cosine schedule, 100 warm-up steps; LoRA r = 16, alpha = 16, dropout
 0.05 on the MLP projections) belong to the 13B LLM. Here the ``paper`` profile keeps the learning rate
 and batch size of the public code (3e-4, 128) with this suite's early stopping; the ``quick`` profile

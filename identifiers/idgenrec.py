@@ -6,19 +6,26 @@ textual ID made of words; the **recommender** (the run's backbone: a T5 or a dec
 history's IDs and generates the next item's ID under a prefix-tree constraint. The two are trained
 alternately (Sec. 3.3):
 
-* **ID generation** (Sec. 3.2), as the released code (``generate_item_id_from_text`` in
-  ``src/utils/indexing.py``): **diverse beam search** (``id_search: diverse``) over the generator with
-  ``id_beams`` groups of one beam each and a Hamming diversity penalty of 0.1 (at most ``id_max_tokens``
-  tokens); each candidate is normalised to its words (punctuation dropped); items, in catalogue order, take
-  their first candidate that no earlier item holds, so IDs are unique. An item whose candidates are all
-  taken is searched again with the penalty raised by 0.1 up to 0.9, then with longer IDs (at least
-  ``id_max_tokens`` tokens, penalties from 0.1 again), as the released code does. transformers 5 no longer
-  ships group beam search, so the search is implemented here (:meth:`IDGenerator.diverse`, one forward pass
-  per step for all groups). Differences: the released code's retry loop has no end (and, since it tests
-  its float penalty for equality with 1, never reaches its longer-ID stage); here an item still without a
-  free candidate after that schedule keeps its first one with `` (2)``, `` (3)`` ... appended (the record's
-  ``id_assignment`` counts such items). ``id_search: beam`` is this module's earlier plain beam search
-  (``id_beams`` candidates, no token repeated, no search again).
+* **ID generation** (Sec. 3.2), after the released ``generate_item_id_from_text`` (``src/utils/indexing.py``)
+  as of the repository's initial commit 5e20550: **diverse beam search** (``id_search: diverse``) over the
+  generator with ``id_beams`` groups of one beam each and a Hamming diversity penalty of 0.1 (at most
+  ``id_max_tokens`` tokens); each candidate is normalised to its words (punctuation dropped); items, in
+  catalogue order, take their first candidate that no earlier item holds, so IDs are unique. An item whose
+  candidates are all taken is searched again with the penalty raised by 0.1 up to 0.9, then with longer IDs
+  (``id_max_tokens`` to twice that many tokens, penalties 0.1 .. 0.9 again; :data:`DIVERSITY_RETRIES`): the
+  penalty schedule 5e20550's loop states (start 0.1, step 0.1; at a penalty equal to 1, back to 0.1 with the
+  minimum length raised by 10). That loop has no end and, since it tests its float penalty for equality
+  with 1 (nine additions of 0.1 miss it), never reaches its longer-ID stage. The current HEAD (a297185; the
+  function last changed in a15376a) follows another schedule, not the one here: penalty 1.0 at first, raised
+  by 1.0 per search again and, once it is 10 or more, reset to 1.0 with the minimum length raised by 10
+  (maximum = minimum + 10), again without end. Here an item still without a free candidate after the
+  5e20550 schedule keeps its first one with `` (2)``, `` (3)`` ... appended (the record's ``id_assignment``
+  counts such items). transformers 5 no longer ships group beam search, so the search is implemented here
+  (:meth:`IDGenerator.diverse`, one forward pass per step for all groups); the group beam search of
+  transformers 4 that the released code calls (its ``environment.txt`` pins 4.26) returns the candidates of
+  all groups sorted by score, this one in group order, so an item's first free candidate can differ.
+  ``id_search: beam`` is this module's earlier plain beam search (``id_beams`` candidates, no token
+  repeated, no search again).
 * **Recommender phase**: the generator is frozen and the recommender is trained on the hard IDs
   (token cross-entropy), early stopping on validation.
 * **ID-generator phase**: the recommender is frozen; every history item's ID is written *softly*: at each
@@ -26,7 +33,14 @@ alternately (Sec. 3.3):
   matrix (``p_t^T E``) replaces the token's embedding, so the recommender's loss on the target's ID
   back-propagates into the generator. ``soft_ids="greedy"`` decodes the soft IDs greedily with gradient
   (the authors' ``generate_with_grad``); ``"teacher_forced"`` (the cheaper CPU option) reads the
-  distributions of the current hard IDs in one teacher-forced pass, no sequential decoding.
+  distributions of the current hard IDs in one teacher-forced pass, no sequential decoding. Here ``p_t`` is
+  the softmax probability vector, so a soft token is a convex combination of token embeddings, and no
+  position is zeroed. The released ID-generator phase (``src/runner/DistributedRunner_gen.py``) calls
+  ``generate_with_grad`` with ``renormalize_logits=True``, so the per-step scores it multiplies by the
+  embedding matrix are log-softmax values (log-probabilities), and it zeroes the soft embedding wherever a
+  punctuation token was decoded (its attention mask, taken from non-zero norms, then hides those positions).
+  Here the hard IDs are punctuation-free already (see above), while greedy soft decoding may keep a
+  punctuation step.
 * After every ID-generator phase all IDs are regenerated and the recommender switches to them.
 
 ``alternation="id_first"`` (the authors' script, ``--alt_style id_first``) runs ``rounds`` times an
@@ -95,7 +109,8 @@ WORD = re.compile(r"\b\w+\b")
 ID_SEARCHES = ("diverse", "beam")
 GENERATION_BATCH = 256
 DIVERSITY_STEP = 0.1
-"""Diversity penalty of the first diverse beam search, and its increment per search again (released code)."""
+"""Diversity penalty of the first diverse beam search, and its increment per search again (released code as of its
+initial commit 5e20550; its current HEAD uses 1.0)."""
 DIVERSITY_RETRIES = [(round(DIVERSITY_STEP * k, 1), False) for k in range(2, 10)] + [
     (round(DIVERSITY_STEP * k, 1), True) for k in range(1, 10)]
 """Searches again for an item whose candidates are all taken, as (penalty, longer): penalties 0.2 .. 0.9, then
@@ -358,8 +373,9 @@ class IDGenRec(SequenceScheme):
     def generate_ids(self, generator: IDGenerator, vocab: TextVocabulary) -> ItemCodes:
         """Unique textual IDs of all items, assigned in catalogue order, each item taking its first generated
         candidate that no earlier item holds (an item whose candidates hold no word falls back to the first
-        words of its text). ``id_search: diverse`` (the released code): diverse beam search, and an item whose
-        candidates are all taken is searched again with a larger diversity penalty, then with longer IDs;
+        words of its text). ``id_search: diverse`` (the released code's schedule as of 5e20550, see the module
+        docstring): diverse beam search, and an item whose candidates are all taken is searched again with a
+        larger diversity penalty, then with longer IDs;
         ``beam``: plain beam search once. Left-over clashes get a suffix. ``details`` say how IDs were
         assigned."""
         p, ctx = self.params, self.ctx

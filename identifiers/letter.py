@@ -14,15 +14,24 @@ two more terms, ``L = L_Sem + alpha L_CF + beta L_Div`` (Sec. 3.2):
   sizes within 0.39 .. 2.34 times the mean, LETTER's 10 .. 60 for 256 codes in 10 clusters); for an item
   with code ``c`` at a level, a random other code ``e+`` of ``c``'s cluster is the positive of a softmax over
   ``<e_c, e_j>`` for all codes ``j != c``; cross-entropy, averaged over items and levels.
-* **Collisions** (the released ``generate_indices``): items sharing a full code are re-assigned at the last
-  level only, each group to distinct last-level codes not held by another item of the same prefix, choosing
-  the assignment of least total squared distance to the group's last residuals (the authors spread a group
-  with Sinkhorn-balanced assignment, eps = 0.003, of which this is the exact limit). Only if a prefix runs
-  out of codes does TIGER's extra level (:func:`identifiers.quantizers.level_codes`) tell the rest apart.
+* **Collisions** (:func:`reassign_last_level`, a deterministic stand-in for the released step): items sharing
+  a full code are re-assigned at the last level only; per prefix, the colliding items take distinct
+  last-level codes that no other item of that prefix holds, by the assignment of least total squared distance
+  to their last residuals (``scipy.optimize.linear_sum_assignment``). Only if a prefix has too few free
+  codes does TIGER's extra level (:func:`identifiers.quantizers.level_codes`) tell the rest apart. The released
+  ``RQ-VAE/generate_indices.py`` does otherwise: it re-encodes each group of items sharing a full code with
+  the last level assigned by Sinkhorn balancing (``sk_epsilon`` 0.003, ``sinkhorn_algorithm`` of
+  ``models/layers.py`` over the group's distances rescaled to [-1, 1], then each item's argmax), which spreads
+  a group over codes but neither guarantees distinct codes nor avoids codes already held under the same
+  prefix; it repeats this over the groups still colliding at most 20 times and then keeps the remaining
+  collisions (its comment: duplicate items are no longer told apart), with no extra token. The stand-in is
+  not a limit of that procedure: the two can give different codes, and here every final code is unique.
 * **Ranking-guided generation loss** (Sec. 3.3): the recommender's token cross-entropy on ``logits / tau``
   (:class:`recommenders.sequence.SequenceOptions`); tau < 1 weights hard negatives more. Everything else of
   the recommender is TIGER's, the hashed user token (``user_tokens``) included, so that the two rows differ
-  only in what LETTER adds.
+  only in what LETTER adds. The released LETTER-TIGER has no user token: in ``LETTER-TIGER/data.py``
+  (``SeqRecDataset``) the lines storing the user id are commented out and an example is the history's codes
+  and the target's, so its encoder reads the history alone (``user_tokens: 0`` does the same here).
 
 **Scale of L_Sem** (``rqvae_loss``). alpha and beta weigh cross-entropies, whose size does not depend on the
 data, against squared errors, whose size does, so they only mean what they meant at the authors' scale. The
@@ -60,6 +69,14 @@ ablation fits included unless the tune config sets ``regularizer_ablation: false
 Not reproduced: the released code also balances the last level's assignment with Sinkhorn (epsilon 0.003)
 during RQ-VAE training, initialises the codebooks by constrained k-means and trains with AdamW (weight decay
 1e-4); here the assignment is nearest-code and the optimiser TIGER's (see :class:`identifiers.tiger.TIGERParams`).
+Its RQ-VAE encoder is deeper (``RQ-VAE/main.py`` ``--layers`` default 2048, 1024, 512, 256, 128, 64, then the
+32-d latent; the decoder mirrors it); here it is TIGER's ``hidden_dims`` (512, 256, 128) to ``latent_dim``.
+Its ``trainer.fit`` measures the collision rate every ``eval_step`` epochs (``main.py`` default 2,000), saves
+the lowest-collision checkpoint (``best_collision_model.pth``) and, after epoch 2,500, the checkpoint of every
+evaluation, one of which ``tokenize.sh`` reads (``epoch_9999_collision_0.0012_model.pth``); here the RQ-VAE
+of the last epoch is used. Its item vector (``data_process/amazon_text_emb.py``) is the average of two
+embeddings, of the title and of the description, each mean-pooled separately; here it is one embedding of
+the joined title, brand, categories and description (:mod:`identifiers.encoders`).
 
 Hyper-parameters beyond TIGER's (field: default = quick profile [paper / released code, github.com/
 HonghuiBao2000/LETTER]): ``cf_weight`` alpha 0.01 [paper: not verifiable in the sources available to us;
@@ -71,7 +88,8 @@ see above], ``diversity_weight`` beta 1e-4 [both scripts 1e-4; ``main.py`` defau
 their ``utils.py``, for every dataset; the paper's value is not verifiable in the sources available to us;
 tuned on validation, see above], ``rqvae_loss`` released [released code], ``latent_dim`` 64 [32 = their
 SASRec width; here the ``sasrec`` scheme's ``hidden`` of the profile], ``n_levels`` 3 [4; ``paper`` profile
-4], ``regularizer_ablation`` true [not in the paper: the record's per-regulariser statistics].
+4], ``hidden_dims`` 512, 256, 128 [released ``main.py``: 2048, 1024, 512, 256, 128, 64], ``regularizer_ablation``
+true [not in the paper: the record's per-regulariser statistics].
 """
 from __future__ import annotations
 

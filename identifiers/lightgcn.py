@@ -3,13 +3,16 @@ for Recommendation", SIGIR 2020) on the training interactions, as the CF encoder
 
 The graph is the user-item bipartite graph of the **training** sequences only (:func:`interaction_pairs`;
 repeated interactions count once). Its adjacency ``A = [[0, R], [R^T, 0]]`` is normalised symmetrically,
-``A_hat = D^{-1/2} A D^{-1/2}`` (Eq. 7-8; a node without edges gets a zero row), and stored as a
+``A_hat = D^{-1/2} A D^{-1/2}`` (Eq. 6-7; a node without edges gets a zero row), and stored as a
 ``torch.sparse`` tensor. Propagation has no weights and no non-linearity (Eq. 3): ``E^{(k+1)} = A_hat E^{(k)}``,
 and the final representation is the layer mean ``E = 1 / (K + 1) * sum_k E^{(k)}`` (Eq. 4 with
 ``alpha_k = 1 / (K + 1)``). Training minimises BPR (Eq. 15): ``-ln sigma(y_ui - y_uj)`` over each training
 pair ``(u, i)`` with one item ``j`` drawn uniformly among those ``u`` did not interact with in training, plus
 ``reg`` times the squared norm of the batch's layer-0 embeddings (averaged over the batch, as the authors'
-code), Adam at ``lr``. Items without training interactions keep their (scaled) random layer-0 embedding.
+code), Adam at ``lr``. The released code (gusye1234/LightGCN-PyTorch, ``utils.UniformSample_original_python``)
+draws instead as many users uniformly as there are training pairs, each with one of its items, which weights
+every user alike; here every training pair is used once per epoch, so a user weighs as many pairs as it has.
+Items without training interactions keep their (scaled) random layer-0 embedding.
 
 With ``layers = 0`` there is no propagation and the model is BPR-MF (Rendle, Freudenthaler, Gantner &
 Schmidt-Thieme, "BPR: Bayesian Personalized Ranking from Implicit Feedback", UAI 2009): the same BPR training

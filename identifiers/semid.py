@@ -13,20 +13,30 @@ Mapping used here:
   token exactly when they share the path up to that depth. (The public code names a token after the
   category string alone; on a tree whose node names are unique, the two mappings coincide.) Token ids
   ``0 .. T-1`` are ordered by depth, then path.
-* **Shared root**: the public code drops the first level of every Amazon path (the dataset's own category,
-  e.g. ``Beauty``), which every item shares. Here ``drop_shared_root`` drops the leading levels shared by
-  every categorised item, always keeping at least one level per categorised item; it drops nothing when
-  roots differ (the synthetic data, LC-Rec Office).
+* **Shared root**: the public code always drops the first level of every Amazon path (the dataset's own
+  category, e.g. ``Beauty``, which every item shares: ``build_category_map`` in ``item_rep_method.py`` reads
+  ``categories[0][1:]``). Here ``drop_shared_root`` drops the leading levels shared by every categorised
+  item, always keeping at least one level per categorised item; it drops nothing when roots differ (the
+  synthetic data, LC-Rec Office), and nothing either when some categorised item's path is the shared root
+  alone: then every categorised item's code keeps that root as a constant first token.
 * **Leaf tokens** ``<0> .. <m-1>`` (ids ``T ..``), shared by all paths, m = most items on one path; every
   item gets one, also when alone on its path (as in the public code). Items of a path get leaf indices in
   a random order drawn from the run seed (the public code shuffles items "to avoid data leakage").
-* **Items without categories** on a dataset that has categories get the path ``(<unknown>,)``, a root
-  level node of its own. A dataset without any category is not applicable.
+* **Items without categories** on a dataset that has categories share the path ``(<unknown>,)``, a root
+  level node of its own, and get leaf tokens like any path. The public code instead gives each such item a
+  category token of its own, named after its item id, and no leaf token (``build_category_map`` and
+  ``content_based_representation``). A dataset without any category is not applicable.
 
 **SemID+IID** (``leaf: iid``; the paper's hybrid indexing): the leaf token is the item's own independent ID
-token (one new token per item) instead of its index on the path, as for CID+IID (see :mod:`identifiers.cid`;
-the paper's description is followed: the released code's logs name ``SemID+IID`` runs, its scripts do not show
-how the IID is attached).
+token (one new token per item) instead of its index on the path, as for CID+IID (see :mod:`identifiers.cid`).
+This is what the released ``content_based_representation`` (``item_rep_method.py``) does in place of the leaf
+index: on Amazon as a commented-out alternative line, on Yelp as the active branch (the leaf is a token named
+after the item id), so the released Yelp SemID codes already end with the item's own token.
+
+Recommender: the authors' P5 adds whole-word embeddings (every README command passes
+``--whole_word_embedding shijie``: an embedding of the index of the whole word each input token belongs to is
+added to its token embedding, ``modeling_p5.py`` and ``calculate_whole_word_ids`` in ``data.py``); the suite's
+sequence recommender has none (as for CID).
 
 Every code ends with its only leaf token and leaf tokens appear nowhere else, so no code is a prefix of
 another; codes of different depths are right-padded with -1.
@@ -55,8 +65,9 @@ class SemIDParams:
     """Semantic Indexing hyper-parameters (defaults = quick profile = paper).
 
     drop_shared_root: drop the leading category levels that every categorised item shares (keeping at
-        least one level per item), as the public code drops the dataset's own top category of Amazon
-        paths. Default True (paper: True).
+        least one level per item, so nothing is dropped when some item's path is the shared root alone), as
+        the public code always drops the dataset's own top category of Amazon paths. Default True (paper:
+        True).
     beam_size: beams of the constrained beam search that decodes recommendations. Paper: 20 (the public
         code generates with 20 beams over a trie of valid IDs).
     leaf: last token of a code: ``index`` (the item's index on its path, SemID) or ``iid`` (the item's own

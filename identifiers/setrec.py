@@ -12,7 +12,8 @@ ranked by CF score + beta * sum of semantic scores (Eq. 7), beta chosen on valid
 
 Differences from the paper: the backbone is the run's T5 preset (random init) instead of a pretrained T5
 or Qwen, there is no instruction prompt, the semantic embedding comes from MiniLM (TF-IDF + SVD without it)
-instead of the backbone LLM, and beta is chosen on validation (the authors' scripts sweep beta on test).
+instead of the backbone LLM's (the paper; the authors' T5 scripts use the sentence encoder sentence-t5-base,
+their Qwen scripts the backbone), and beta is chosen on validation (the authors' scripts sweep beta on test).
 The authors weight CF by 1 - beta' and each semantic score by beta' (beta' in 0.1 .. 1.0); up to a scale
 that is this Eq. 7 with beta = beta' / (1 - beta').
 
@@ -51,10 +52,12 @@ class SETRecParams:
     semantic_layers: hidden widths of the autoencoder's encoder, mirrored by its decoder [512, 256, 128].
         Token dimensions: every token has the backbone's width d_model (CF: SASRec ``hidden`` -> d_model by
         a linear projection; semantic: the autoencoder's output is N x d_model) [as in the authors' code].
-    semantic_dropout: dropout inside the autoencoder [paper default not stated, our choice 0.0].
-    semantic_encoder: text encoder of the semantic embedding, ``auto`` / ``minilm`` / ``tfidf`` [the paper
-        uses the backbone LLM's (T5 / Qwen) text representation; ours MiniLM; smoke: tfidf, as TIGER's smoke, so
-        that a smoke run does not encode a large catalogue with MiniLM on a CPU].
+    semantic_dropout: dropout inside the autoencoder [paper: not stated; the authors' code: 0.0,
+        ``--dropout_prob`` in ``code/parse_utils.py``].
+    semantic_encoder: text encoder of the semantic embedding, ``auto`` / ``minilm`` / ``tfidf`` [the authors'
+        code: the sentence encoder sentence-t5-base for the T5 rows (``data/extract_item_semantic_rep_t5.py``),
+        the backbone Qwen itself for the Qwen rows; ours MiniLM; smoke: tfidf, as TIGER's smoke, so that a smoke
+        run does not encode a large catalogue with MiniLM on a CPU].
     use_cf: include the CF token (ablation "w/o CF", Sec. 4.3.1) [True].
     use_semantic: include the semantic tokens (ablation "w/o Sem", Sec. 4.3.1) [True].
     learnable_queries: learn the query vectors of Eq. 5; False keeps them frozen at random values

@@ -51,14 +51,20 @@ available to us. The code-to-text task in stage 2 is our choice, not described t
 After training, ``text_to_token_accuracy`` in the record is the share of items whose code the backbone
 itself generates from the item text (constrained beam search, top 1): the LLM is the tokenizer.
 
+What can be checked here is the paper's abstract only: its full text is not readable in this environment,
+and we found no released code (the abstract promises it; no repository of it among the first author's
+public ones, github.com/Jyonn). Two details above are attributed to the paper's body as it was read when this scheme was
+written and could not be re-checked since: the cascade of dense tokens and the non-parametric (PCA +
+k-means) discretisation. Every "not stated" below means not stated in the abstract.
+
 Hyper-parameters (field: default = quick profile), none of which the sources available to us state for the
-paper (we found no public code): ``n_tokens`` 3, ``codebook_size`` 64, ``pca_dim`` 32, ``text_max_tokens`` 48,
+paper: ``n_tokens`` 3, ``codebook_size`` 64, ``pca_dim`` 32, ``text_max_tokens`` 48,
 ``tokenizer_epochs`` 20, ``tokenizer_lr`` 1e-3, ``tokenizer_batch_size`` 64, ``text_to_token_weight`` 1.0,
 ``token_to_text_weight`` 1.0, ``item_task_items`` 64, ``discretizer`` residual, ``beam_size`` 20 (the suite's
 setting for every sequence scheme). The ``paper`` profile is not the paper's configuration but larger
-settings of ours for a GPU (4 tokens, 256 clusters, 128 text tokens, 50 tokenizer epochs). The paper fine-tunes
-OPT-style LLMs; here the run's backbone (a T5, or a decoder-only model: see :class:`DenseTokenizer`) is
-trained in full (``finetune: lora`` makes the run not applicable, see :meth:`STORE.not_applicable`).
+settings of ours for a GPU (4 tokens, 256 clusters, 128 text tokens, 50 tokenizer epochs). The run's backbone
+(a T5, or a decoder-only model: see :class:`DenseTokenizer`) is trained in full (``finetune: lora`` makes the
+run not applicable, see :meth:`STORE.not_applicable`).
 """
 from __future__ import annotations
 
@@ -245,7 +251,7 @@ class STORE(SequenceScheme):
     """One backbone tokenizes items (text -> dense -> k-means tokens) and recommends (token -> token)."""
 
     citation = ("Liu, Zhu, Fan, Zhao & Wu, STORE: Streamlining Semantic Tokenization and Generative "
-                "Recommendation with A Single LLM, arXiv:2409.07276, 2024.")
+                "Recommendation with A Single LLM, arXiv:2409.07276v1, 2024.")
     Params = STOREParams
     needs_content = ("text",)
     not_compilable = ("its auxiliary tasks take the batch's distinct targets and their code inputs' width, sizes "

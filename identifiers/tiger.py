@@ -34,7 +34,9 @@ class TIGERParams:
     """TIGER's hyper-parameters (defaults = quick profile; "paper" = the value in Rajput et al. §4.1).
 
     encoder: text encoder for item content, ``auto`` (MiniLM when installed, else TF-IDF+SVD), ``minilm``
-        or ``tfidf``. Paper: Sentence-T5 (768-d) over title, price, brand and category.
+        or ``tfidf``. Paper: Sentence-T5 (768-d) over title, price, brand and category. Here the embedded text
+        joins whichever of title, brand, categories and description the item has
+        (:meth:`~benchmark.data.dataset.Dataset.item_texts`, see :mod:`identifiers.encoders`); price is not used.
     latent_dim: dimension of the RQ-VAE latent and of every codebook vector. Paper: 32.
     hidden_dims: encoder hidden layer sizes (ReLU); the decoder mirrors them. Paper: 512, 256, 128.
     n_levels: residual quantisation levels (code length before de-duplication). Paper: 3.
@@ -42,16 +44,27 @@ class TIGERParams:
     rqvae_epochs: RQ-VAE training epochs over the training items. Paper: 20k; quick: 300.
     rqvae_batch_size: RQ-VAE mini-batch size. Paper: 1024; quick: 128 (more steps per epoch on small
         catalogues).
-    rqvae_lr: RQ-VAE learning rate. Paper: 0.4 (Adagrad); here 1e-3 with Adam, as in public RQ-VAE
-        reimplementations (e.g. LC-Rec's): in this PyTorch implementation Adagrad at 0.4 collapsed the
-        latent to one first-level code on the synthetic dataset. Set ``rqvae_optimizer: adagrad`` and
-        ``rqvae_lr: 0.4`` to run the paper's setting.
-    rqvae_optimizer: ``adam`` or ``adagrad`` (paper).
+    rqvae_lr: RQ-VAE learning rate. Paper: 0.4 (Adagrad); here 1e-3 with plain Adam, no weight decay. 1e-3 is
+        the rate of public RQ-VAE re-implementations, which however train with AdamW and weight decay 1e-4
+        (LETTER's ``RQ-VAE/main.py`` defaults ``--lr 1e-3 --learner AdamW --weight_decay 1e-4``;
+        EdoardoBotta/RQ-VAE-Recommender ``configs/rqvae_amazon.gin`` with the AdamW of ``train_rqvae.py``);
+        the suite's RQ-VAE fit offers only Adam and Adagrad, without weight decay. In this PyTorch
+        implementation Adagrad at 0.4 collapsed the latent to one first-level code on the synthetic dataset.
+        Set ``rqvae_optimizer: adagrad`` and ``rqvae_lr: 0.4`` to run the paper's setting.
+    rqvae_optimizer: ``adam`` (no weight decay; not the AdamW of the re-implementations above) or ``adagrad``
+        (paper).
     beta: commitment weight of the RQ-VAE loss. Paper: 0.25.
     kmeans_init: initialise each codebook by k-means on its level's residuals. Paper: yes (on the first
         batch; here on all training items).
     kmeans_iters: Lloyd iterations of that k-means (paper: not stated; vector-quantize-pytorch's default 10).
-    beam_size: beams of the constrained beam search that decodes recommendations. Paper: 20.
+    beam_size: beams of the beam search that decodes recommendations. Paper: not verifiable in the sources
+        available to us; 20 is what LETTER's TIGER re-implementation passes (``LETTER-TIGER/run_test.sh``,
+        ``--num_beams 20``). The search is constrained to valid item codes (a trie) by default, the suite's
+        shared protocol for every sequence scheme (``run.constrained_decoding: true`` in
+        ``benchmark/defaults.yaml``); that re-implementation constrains it too (``prefix_allowed_tokens_fn``
+        over the valid codes, ``LETTER-TIGER/test.py``); whether TIGER's own decoding was constrained is not
+        stated in the sources we could check. ``run.constrained_decoding: false`` decodes freely and records
+        the share of generated codes that name no item (``invalid_generation_rate``).
     user_tokens: user-id tokens; the encoder input starts with the token of the hashed user id (hashing trick,
         :func:`recommenders.sequence.user_bucket`), 0 = none. Paper: 2,000.
     """
@@ -86,8 +99,9 @@ class TIGER(SequenceScheme):
     tokens; the 4th level has as many tokens as the largest group of items sharing a 3-level code.
 
     Recommender training (``train_profiles``): TIGER trains its encoder-decoder with batches of 256 and
-    learning rate 0.01 (inverse square-root decay after 10k steps) for 200k steps; the shared trainer uses
-    AdamW at a constant rate, so the rate stays at 1e-3 and the paper profile runs up to 200 epochs with
+    learning rate 0.01 (inverse square-root decay after 10k steps) for about 200k steps (the step count, and
+    whether it differs per dataset, is not verifiable in the sources available to us); the shared trainer
+    uses AdamW at a constant rate, so the rate stays at 1e-3 and the paper profile runs up to 200 epochs with
     early stopping.
     """
 

@@ -17,6 +17,10 @@ over the item's semantic embedding (Eq. 3-4). The pieces:
 * **Query-guided simultaneous generation** (Eq. 5): one learnable query vector per dimension is the
   decoder input (``inputs_embeds``); a diagonal decoder self-attention mask lets each query see only
   itself and the encoder, so all N+1 output vectors come from one decoder pass and none depends on another.
+  This is the paper's intent; the authors' T5 code does not achieve it: ``code/Q_t5.py``
+  (``create_extended_attention_mask_for_Qdecoder``) builds a 0/1 identity matrix and hands it to the T5
+  layers, which add a mask to the attention scores, without turning it into an additive one (0 / -inf), so
+  there every query attends to every other query, with +1 on its own score.
 * **Per-dimension loss** (Eq. 6): for dimension j, a softmax over all items of the dot product between the
   generated vector j and every item's j-th token, cross-entropy on the target; the mean over dimensions
   (as the authors' code) plus ``alpha`` times the autoencoder's reconstruction MSE (Eq. 8).
