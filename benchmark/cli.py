@@ -178,7 +178,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmark.records import record_path
-    from benchmark.runner import resolve_device, run_all
+    from benchmark.runner import records_on_other_data, resolve_device, run_all
     from identifiers.registry import get_scheme, schemes
     from recommenders import parallel
     from recommenders.backbones import BackboneError, check_backbone
@@ -230,6 +230,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_content(loaded[key], config.scheme, get_scheme(config.scheme).required_content(config.params))
     for config in {(c.dataset, c.k_core, c.split, c.max_history): c for c in configs}.values():
         make_split(loaded[config.dataset, config.k_core], config.split, config.max_history)
+    stale = [] if args.force else records_on_other_data(configs, env, loaded)
+    if stale:
+        raise UsageError("records that this run would skip were made on other data (the dataset's files changed, "
+                         "or another --data-dir): " + "; ".join(stale) + ". Pass another --results-dir for the new "
+                         "data, or --force to run them again")
     started = [] if args.worker else workers.start(args.argv, args.jobs - 1, threads)
     try:
         paths = run_all(configs, env, force=args.force)

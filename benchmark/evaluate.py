@@ -2,8 +2,11 @@
 
 Models that score every item and models that return a ranked list (beam search) both reduce to the
 target's rank, so they share the metric code. Ranks are capped at ``max(ks)``: a capped rank means "not
-in the top ``max(ks)``". Score ties are broken by item id (lower id first), deterministically; a NaN score
-ranks below every number, and a target scored NaN is ranked last.
+in the top ``max(ks)``". Score ties are broken by a fixed random order of the items (:func:`tie_priority`), not
+by item id: ids follow an item's first appearance in the data, so a lower id tends to mean a more popular, warm
+item, and breaking ties by id would hand such items every tie (a model scoring every item alike would then
+beat chance several times over). A NaN score ranks below every number, and a target scored NaN is ranked
+last.
 
 An example with several targets (:class:`~benchmark.splits.Examples` ``groups``) is scored once; each
 target's rank is its position in that one ranked list, and the metrics score all targets together
@@ -49,11 +52,22 @@ class Ranker(Protocol):
     def eval(self) -> object: ...
 
 CANDIDATES = ("all", "segment")
+TIE_SEED = 20260
+"""Seed of the item order that breaks score ties (:func:`tie_priority`); fixed, so every run and scheme breaks
+ties alike."""
+
+
+def tie_priority(n_items: int, device: torch.device | str) -> torch.Tensor:
+    """``[n_items]`` each item's place in the order that breaks score ties (lower wins): a random permutation
+    drawn with :data:`TIE_SEED`, unrelated to item ids and hence to popularity."""
+    generator = torch.Generator().manual_seed(TIE_SEED)
+    return torch.randperm(n_items, generator=generator).to(device)
 
 
 def ranks_from_scores(scores: torch.Tensor, targets: torch.Tensor,
                       candidates: torch.Tensor | None = None) -> torch.Tensor:
-    """0-based rank of each target: items scoring higher, plus equal-scoring items with a lower id.
+    """0-based rank of each target: items scoring higher, plus equal-scoring items earlier in the tie order
+    (:func:`tie_priority`).
 
     A NaN score counts as ``-inf``, so a NaN never lifts an item above others; a target whose own score is
     NaN is ranked last. ``candidates`` (bool, ``[batch, n_items]``) restricts the items counted, and "last"
@@ -62,8 +76,8 @@ def ranks_from_scores(scores: torch.Tensor, targets: torch.Tensor,
     nan = scores.isnan()
     scores = scores.masked_fill(nan, float("-inf"))
     target_scores = scores.gather(1, targets[:, None])
-    ids = torch.arange(scores.shape[1], device=scores.device)
-    ahead = (scores > target_scores) | ((scores == target_scores) & (ids[None, :] < targets[:, None]))
+    priority = tie_priority(scores.shape[1], scores.device)
+    ahead = (scores > target_scores) | ((scores == target_scores) & (priority[None, :] < priority[targets][:, None]))
     if candidates is None:
         ranks = ahead.sum(dim=1)
         last = torch.full_like(ranks, scores.shape[1] - 1)
@@ -105,6 +119,11 @@ class EvaluationResult:
     seconds: float
     groups: np.ndarray | None = None
     segment_ranks: np.ndarray | None = None
+
+    def value(self, name: str) -> float:
+        """Metric ``name`` (e.g. ``ndcg@10``) over all examples, a multi-target example scored on all its targets
+        at once as in :meth:`metrics`: the "all" value a record reports, and what selection compares."""
+        return metric_value(name, self.ranks if self.groups is None else _rank_matrix(self.ranks, self.groups))
 
     def metrics(self, ks: tuple[int, ...]) -> dict[str, dict[str, float]]:
         """``{segment: {"recall@5": ..., "ndcg@5": ..., "count": n}}`` for all, warm and cold targets;
@@ -196,8 +215,9 @@ def evaluate(model: Ranker, examples: Examples, warm_items: np.ndarray, ks: tupl
             column = torch.where(column != NO_TARGET, column, batch.targets)
             full_columns.append(rank(output, column))
             if candidates == "segment":
-                listed = warm[None, :] if ranked is None else warm[ranked.clamp_min(0)]
-                segment_columns.append(rank(output, column, listed == warm[column][:, None]))
+                same = warm[None, :] if ranked is None else warm[ranked.clamp_min(0)]
+                same = same == warm[column][:, None]
+                segment_columns.append(rank(output, column, same if ranked is None else same & (ranked >= 0)))
         full.append(torch.stack(full_columns, dim=1).clamp_max(max_k).cpu())
         if candidates == "segment":
             segment.append(torch.stack(segment_columns, dim=1).clamp_max(max_k).cpu())

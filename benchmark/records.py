@@ -157,9 +157,30 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+@lru_cache(maxsize=1)
+def git_dirty() -> bool | None:
+    """Whether tracked files of the benchmark's checkout differed from :func:`git_commit` when first asked (the
+    runner asks before its first run), so that a record made by uncommitted code says so; None outside git."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                             cwd=Path(__file__).resolve().parent, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip())
+
+
+def cpu_model() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else the machine type."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.machine()
+
+
 def hardware(device: torch.device) -> dict[str, Any]:
+    """The machine a run used: platform, CPU model and count, device (and GPU name), torch threads."""
     info: dict[str, Any] = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                            "cpu_count": os.cpu_count(), "device": str(device),
+                            "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "device": str(device),
                             "torch_threads": torch.get_num_threads()}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)

@@ -35,6 +35,7 @@ from benchmark.records import (
     SCHEMA_VERSION,
     RecordError,
     git_commit,
+    git_dirty,
     hardware,
     now,
     peak_memory_mb,
@@ -109,6 +110,23 @@ def _complete(path: Path, report: bool = True) -> bool:
     return True
 
 
+def records_on_other_data(configs: list[RunConfig], env: Environment,
+                          datasets: dict[tuple[str, int], Dataset]) -> list[str]:
+    """The existing records of ``configs`` (which a run would skip) made on data other than ``datasets[(name,
+    k_core)]``, by their dataset fingerprint, one line each naming the file and both fingerprints; records
+    without a fingerprint (written before it was recorded) are not checked."""
+    lines = []
+    for config in configs:
+        path = record_path(env.results_dir, config)
+        if not _complete(path, report=False):
+            continue
+        recorded = read_record(path)["dataset"].get("fingerprint")
+        current = datasets[config.dataset, config.k_core].fingerprint()
+        if recorded is not None and recorded != current:
+            lines.append(f"{path}: made on data with fingerprint {recorded}, the data read now has {current}")
+    return lines
+
+
 def run_all(configs: list[RunConfig], env: Environment, force: bool = False,
             annotate: dict[str, Any] | None = None) -> list[Path]:
     """Run every config whose record is missing (all with ``force``); return the paths of the records written or
@@ -118,7 +136,7 @@ def run_all(configs: list[RunConfig], env: Environment, force: bool = False,
     paths: list[Path] = []
     done: list[str] = []
     config = None
-    git_commit()  # the commit of the code this process loaded, before any run
+    git_commit(), git_dirty()  # the code this process loaded, before any run
     bar = tqdm(configs, desc="runs", disable=not env.progress)
     try:
         for config in bar:
@@ -189,8 +207,9 @@ def run_one(config: RunConfig, env: Environment) -> dict[str, Any]:
     record: dict[str, Any] = {
         "schema": SCHEMA_VERSION, "run_name": config.run_name, "config_hash": config.hash(),
         "config": config.to_dict(), "paradigm": get_scheme(config.scheme).paradigm, "environment": asdict(env),
-        "dataset": dataset.stats(), "split": split.stats(),
-        "seed": config.seed, "versions": versions(), "commit": git_commit(), "hardware": hardware(device),
+        "dataset": {**dataset.stats(), "fingerprint": dataset.fingerprint()}, "split": split.stats(),
+        "seed": config.seed, "versions": versions(), "commit": git_commit(), "uncommitted_changes": git_dirty(),
+        "hardware": hardware(device),
         "started_at": now(),
     }
     cf_config = resolve(config.dataset, get_scheme("sasrec"), config.seed, config.profile)

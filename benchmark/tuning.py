@@ -34,7 +34,6 @@ from optuna.trial import TrialState
 
 from benchmark.config import Environment, RunConfig, Tunable, load_defaults, resolve, search_space
 from benchmark.evaluate import evaluate
-from benchmark.metrics import metric_value
 from benchmark.runner import cached_dataset, cached_split, resolve_device, run_all, seed_everything
 from identifiers.base import RunContext
 from identifiers.registry import get_scheme
@@ -133,7 +132,7 @@ def validation_value(config: RunConfig, env: Environment, on_epoch: Any = None) 
 
     model.select_on_validation(score)
     result = evaluate(model, examples, split.warm, (k,), config.eval_batch_size, device)
-    return metric_value(config.train.valid_metric, result.ranks)
+    return result.value(config.train.valid_metric)
 
 
 def open_study(base: RunConfig, settings: TuneSettings, results_dir: str) -> tuple[optuna.Study, str, str]:

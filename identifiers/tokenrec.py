@@ -37,16 +37,19 @@ representations, i.e. the layer mean of the user's layers 1..K+1. It is computed
 when the user is scored and tokenized by the same user tokenizer; the history items need only their tokens.
 
 Hyper-parameters (field: default = quick profile [paper / authors' code]): ``cf_model`` ``lightgcn``
-[LightGCN]; LightGCN ``lightgcn_dim`` 64 [64], ``lightgcn_layers`` 3 [3], ``lightgcn_epochs`` 200
-[LightGCN: up to 1,000], ``lightgcn_lr`` 1e-3 [1e-3], ``lightgcn_reg`` 1e-4 [1e-4], ``lightgcn_batch_size``
-2048 [2048]; ``cf_vectors`` final [paper: not stated; code: layer 0]; MQ-Tokenizers ``n_codebooks`` K 3 [3],
+[LightGCN]; LightGCN ``lightgcn_dim`` 64 [64: the released code loads ``lgn-<data>-64.pth.tar`` and ships no
+LightGCN training, so the other LightGCN values are those of LightGCN's own code, gusye1234/LightGCN-PyTorch],
+``lightgcn_layers`` 3 [3], ``lightgcn_epochs`` 200 [LightGCN: up to 1,000], ``lightgcn_lr`` 1e-3 [1e-3],
+``lightgcn_reg`` 1e-4 [1e-4], ``lightgcn_batch_size`` 2048 [2048]; ``cf_vectors`` final [paper: not stated;
+code: layer 0]; MQ-Tokenizers ``n_codebooks`` K 3 [3],
 ``codebook_size`` M 256 [256], ``code_dim`` 64 [code: 512], ``tokenizer_hidden`` (128, 256) [the code's
 encoder widths], ``mask_ratio`` rho 0.1 [paper 0.1; code 0.2], ``mask_mode`` element [code: span], ``beta``
 0.25 [0.25], ``tokenizer_epochs`` 500 [1,000], ``tokenizer_lr`` 1e-3 [1e-3, AdamW], ``tokenizer_batch_size``
 512 [512]; prompt ``user_tokens`` True [users are tokenized], ``item_input`` ``sequence`` [the paper's prompt];
 retrieval ``loss`` ``cosine`` [the authors' code], ``temperature`` 0.1 (``softmax`` only),
 ``projection_hidden`` 256 [256], ``projection_dropout`` 0.2 [0.2]. The authors fine-tune a pretrained
-T5-small with AdamW at lr 5e-5 (weight decay 0.01, batch 48); the backbone here is trained from scratch, so
+T5-small with AdamW at lr 5e-5 (weight decay 0.01, batch 128: ``--batch`` in ``code/parse.py``, 48 before
+its commit 7669f69); the backbone here is trained from scratch, so
 the run's ``train`` section applies (the ``train_profiles`` below, lr 1e-3).
 
 Choices the paper leaves open or that differ here, all documented options:
@@ -84,6 +87,15 @@ item tokenizer.
 Differences from the paper, by design of this benchmark: the backbone is the run's T5 preset (random init)
 instead of a pretrained T5-small, there is no text around the tokens in the prompt, the decoder is one step
 instead of a fixed 20-token text prefix, and model selection is early stopping on validation NDCG.
+Differences from the released code (``code/main.py``, ``code/dataset.py``, ``code/utils.py``), all of which
+this benchmark's shared protocol decides: the code selects its checkpoint on the test users (``main.py``
+builds its validation data from the test data), here on validation only; at validation and test it sets the
+cosine of every history item to 0 before ranking (``utils.similarity_score``), which pushes repeated items
+down, while every row here ranks all items; it shuffles each training history's items (``--no_shuffle``
+off by default; test histories keep their order), here histories keep their order; it keeps a user's oldest
+items up to its ``item_limit`` (``utils.data_construction``), here the most recent ``run.max_history``; and
+it fits both MQ-Tokenizers on a random 80% of all users' and items' vectors, here on the users and items of
+the training split only.
 
 **Against popularity.** TokenRec ranks by the cosine between a generated vector and the items' CF vectors, so
 it can only beat ``pop`` if those vectors carry what the data's next item depends on. The record's
@@ -106,7 +118,6 @@ from torch import nn
 from benchmark.batches import HistoryBatch
 from benchmark.config import param
 from benchmark.evaluate import evaluate
-from benchmark.metrics import metric_value
 from benchmark.splits import TrainData
 from identifiers.base import SetScheme
 from identifiers.lightgcn import (
@@ -392,7 +403,7 @@ class TokenRec(SetScheme):
         for name, rule in cf_rankings(users.float(), items.float(), popularity).items():
             result = evaluate(FixedScores(data.n_items, rule), examples, self.ctx.warm, (k,), cfg.eval_batch_size,
                               "cpu")
-            out[name] = metric_value(cfg.train.valid_metric, result.ranks)
+            out[name] = result.value(cfg.train.valid_metric)
         return out
 
     def fit_tokenizer(self, vectors: torch.Tensor, rows: torch.Tensor) -> tuple[MQTokenizer, FitReport]:

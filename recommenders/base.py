@@ -8,7 +8,6 @@ from torch import nn
 
 from benchmark.batches import HistoryBatch
 from benchmark.evaluate import EvaluationResult
-from benchmark.metrics import metric_value
 from benchmark.splits import Examples, TrainData
 
 
@@ -82,7 +81,7 @@ def select_on_grid(grid: Iterable[float], apply: Callable[[float], Recommender],
     values: dict[float, float] = {}
     best = None
     for value in map(float, grid):
-        values[value] = metric_value(metric, evaluate_valid(apply(value)).ranks)
+        values[value] = evaluate_valid(apply(value)).value(metric)
         if best is None or values[value] > values[best]:
             best = value
     return best, {str(value): score for value, score in values.items()}

@@ -40,7 +40,6 @@ from benchmark.batches import HistoryBatch, iterate
 from benchmark.config import TrainConfig
 from benchmark.evaluate import evaluate
 from benchmark.hashing import content_key
-from benchmark.metrics import metric_value
 from benchmark.safeio import safe_load, save_tensors
 from benchmark.splits import Examples, TrainData
 from recommenders import parallel
@@ -288,7 +287,7 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
         value = None
         if validates(epoch + 1, cfg):
             result = evaluate(model, valid, warm, (metric_k,), eval_batch_size, device)
-            value = metric_value(cfg.valid_metric, result.ranks)
+            value = result.value(cfg.valid_metric)
         report.curve.append({"epoch": epoch + 1, "loss": float(np.mean(losses)) if steps else 0.0,
                              **({} if value is None else {cfg.valid_metric: value})})
         report.epochs_run = epoch + 1

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmark.records import cpu_model  # noqa: E402
 from identifiers.registry import schemes  # noqa: E402
 
 
@@ -32,14 +32,6 @@ def cpu_seconds_of_children() -> float:
     """User + system CPU seconds of the finished child processes so far."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (Linux), else the machine type."""
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else platform.machine()
 
 
 def smoke_run(scheme: str, dataset: str, args: argparse.Namespace, work: Path) -> dict[str, object]:
@@ -75,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     print(f"# Smoke-profile runs, timed\n\nOutput of `scripts/bench_smoke.py` at commit "
           f"{commit.stdout.strip() or 'unknown'}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, on "
-          f"{cpu_name()} with {os.cpu_count()} CPUs visible: smoke profile, seed "
+          f"{cpu_model()} with {os.cpu_count()} CPUs visible: smoke profile, seed "
           f"{args.seed}, `--threads {args.threads}`, one fresh cache folder per dataset, schemes run in the order "
           "below. Wall = what the user waits for (process start to exit); CPU = user + system seconds of the run.\n")
     print("| dataset | scheme | status | wall s | CPU s | identifier fit s | train s | inference s |")

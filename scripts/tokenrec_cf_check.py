@@ -35,7 +35,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmark.config import resolve  # noqa: E402
 from benchmark.evaluate import evaluate  # noqa: E402
-from benchmark.metrics import metric_value  # noqa: E402
 from benchmark.records import git_commit  # noqa: E402
 from benchmark.runner import cached_dataset, cached_split  # noqa: E402
 from identifiers.base import RunContext  # noqa: E402
@@ -73,7 +72,7 @@ def main() -> None:
             result = evaluate(FixedScores(dataset.n_items, rule), split.test, split.warm, (k,),
                               config.eval_batch_size, "cpu")
             label = name if name == "pop" else f"{RULES[name]} [{vectors}]"
-            rows.append((label, metric_value(f"recall@{k}", result.ranks), metric_value(f"ndcg@{k}", result.ranks)))
+            rows.append((label, result.value(f"recall@{k}"), result.value(f"ndcg@{k}")))
     p = config.params
     lines = [f"# TokenRec's CF vectors as retrieval models ({args.dataset}, {args.profile} profile)", "",
              f"Written by `scripts/tokenrec_cf_check.py` on {datetime.now(timezone.utc):%Y-%m-%d} at commit "

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 from benchmark.batches import HistoryBatch, iterate
+from benchmark.evaluate import EvaluationResult
 from identifiers.registry import get_scheme
 from recommenders.contracts import ItemTokenSets, ItemVectors
 from recommenders.set import (
@@ -137,10 +137,10 @@ def test_beta_is_chosen_on_validation() -> None:
     model = small_set_model()
     seen = []
 
-    def fake_evaluate(m: SetRecommender) -> SimpleNamespace:
+    def fake_evaluate(m: SetRecommender) -> EvaluationResult:
         seen.append(m.beta)
         rank = {0.5: 0, 1.0: 0, 2.0: 3}.get(m.beta, 50)  # 0.5 and 1.0 tie: the first in grid order wins
-        return SimpleNamespace(ranks=np.array([rank, 50]))
+        return EvaluationResult(np.arange(2), np.zeros(2, dtype=int), np.array([rank, 50]), np.ones(2, dtype=bool), 0.0)
 
     chosen = model.select_on_validation(fake_evaluate)
     assert seen == list(model.options.beta_grid)

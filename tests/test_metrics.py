@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from benchmark.batches import HistoryBatch
-from benchmark.evaluate import EvaluationResult, evaluate, ranks_from_lists, ranks_from_scores
+from benchmark.evaluate import EvaluationResult, evaluate, ranks_from_lists, ranks_from_scores, tie_priority
 from benchmark.metrics import NDCG, NO_TARGET, Recall, metric_value
 from benchmark.splits import PAD, Examples
 from recommenders.base import Recommender
@@ -29,10 +29,22 @@ def test_metric_value_means_and_empty() -> None:
     assert metric_value("ndcg@10", np.array([], dtype=int)) == 0.0
 
 
-def test_ranks_from_scores_breaks_ties_by_item_id() -> None:
+def test_ranks_from_scores_breaks_ties_by_the_fixed_random_order() -> None:
+    order = tie_priority(4, "cpu")
     scores = torch.tensor([[0.1, 0.9, 0.5, 0.5], [1.0, 1.0, 1.0, 1.0]])
-    assert ranks_from_scores(scores, torch.tensor([2, 3])).tolist() == [1, 3]
-    assert ranks_from_scores(scores, torch.tensor([3, 0])).tolist() == [2, 0]
+    tied = ranks_from_scores(scores, torch.tensor([2, 3])).tolist()
+    assert tied == [1 + int(order[2] > order[3]), int(order[3])]
+    assert ranks_from_scores(scores, torch.tensor([3, 0])).tolist() == [1 + int(order[3] > order[2]), int(order[0])]
+    assert sorted(ranks_from_scores(scores[1:].expand(4, -1), torch.arange(4)).tolist()) == [0, 1, 2, 3]
+
+
+def test_ties_do_not_favour_low_ids() -> None:
+    """Ids follow first appearance, so low ids are the popular items: a model scoring every item alike must not
+    hit them more often than chance (breaking ties by id would put the 100 lowest ids' 10 first in the top 10)."""
+    n_items, targets = 1000, torch.arange(100)
+    ranks = ranks_from_scores(torch.zeros(100, n_items), targets)
+    assert ranks.tolist() == tie_priority(n_items, "cpu")[targets].tolist()
+    assert metric_value("recall@10", ranks.numpy()) < 0.05
 
 
 def test_nan_scores_never_lift_an_item_and_a_nan_target_ranks_last() -> None:
@@ -167,3 +179,36 @@ def test_grouped_subset_keeps_whole_examples() -> None:
     part = examples.subset(1, seed=3)
     assert part.n_examples == 1 and set(part.groups.tolist()) == {0}
     assert len(part) in (1, 3) and len(set(part.users.tolist())) == 1
+
+
+def test_value_scores_a_multi_target_example_as_the_record_does() -> None:
+    """Selection (early stopping, inference-time knobs, tuning) compares :meth:`EvaluationResult.value`: one user with
+    one hit at rank 0, one with four misses, is 0.5 as the record says, not 1 hit in 5 targets."""
+    result = EvaluationResult(np.array([0, 1, 1, 1, 1]), np.array([1, 2, 3, 4, 5]), np.array([0, 30, 30, 30, 30]),
+                              np.ones(5, dtype=bool), 0.0, groups=np.array([0, 1, 1, 1, 1]))
+    assert result.value("ndcg@10") == result.metrics((10,))["all"]["ndcg@10"] == 0.5
+    assert result.value("recall@10") == 0.5
+
+
+class _GapListing(Recommender):
+    """Lists the history's last item, then two empty slots (-1), then every other item in id order."""
+
+    output = "ranking"
+    trainable = False
+
+    def rank(self, batch: HistoryBatch, k: int) -> torch.Tensor:
+        last = batch.items[:, -1:]
+        rest = torch.arange(self.n_items)[None].expand(len(last), -1)
+        rest = rest[rest != last].view(len(last), -1)
+        return torch.cat([last, torch.full((len(last), 2), -1), rest], dim=1)[:, :k]
+
+
+def test_empty_list_slots_count_in_neither_segment() -> None:
+    """An empty slot (-1: an invalid generation) is no item, so it pushes no target down its segment's list,
+    whatever the warm flag of item 0."""
+    examples = Examples(np.arange(2), np.array([[PAD, 1], [PAD, 1]]), np.array([0, 2]))
+    for warm_zero in (True, False):
+        warm = np.array([warm_zero, True, warm_zero, True])
+        result = evaluate(_GapListing(4), examples, warm, (5,), 2, "cpu", candidates="segment")
+        assert result.ranks.tolist() == [3, 4]
+        assert result.segment_ranks.tolist() == ([1, 2] if warm_zero else [0, 1])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark import records
+from benchmark import records, runner
 from benchmark.cli import EXIT_DIVERGED, main
 from benchmark.config import LATER_TRAIN_KEYS, ConfigError, check_value, resolve
 from benchmark.splits import make_split
@@ -373,3 +373,30 @@ def test_the_reference_records_keep_their_config_hashes() -> None:
         assert resolved.hash() == record["config_hash"], path.name
         checked += 1
     assert checked >= 10
+
+
+def test_a_record_made_on_other_data_is_not_skipped_silently(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A record names its data's fingerprint; when the dataset's files change, a run that would skip the record
+    stops before any work (exit 2) naming it, and --force runs it again on the new data."""
+    folder = tmp_path / "data" / "amazon2014-p5" / "beauty"
+    folder.mkdir(parents=True)
+    sequences = "".join(f"U{u} " + " ".join(f"I{(u + i) % 8}" for i in range(6)) + "\n" for u in range(8))
+    (folder / "user_sequence.txt").write_text(sequences)
+    argv = ["run", "--identifiers", "pop", "--datasets", "beauty", "--profile", "smoke", "--k-core", "1",
+            "--data-dir", str(tmp_path / "data"), "--results-dir", str(tmp_path / "results"),
+            "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    assert main(argv) == 0
+    [(path, record)] = list(records.iter_records(tmp_path / "results"))
+    assert len(record["dataset"]["fingerprint"]) == 16 and record["uncommitted_changes"] in (True, False, None)
+    assert record["hardware"]["cpu_model"]
+    assert main(argv) == 0  # same data: skipped
+    (folder / "user_sequence.txt").write_text(sequences.replace("U0 I0", "U0 I7"))
+    capsys.readouterr()
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert str(path) in error and "made on data with fingerprint" in error and "--force" in error
+    runner.cached_dataset.cache_clear()  # a process reads a dataset once; this test changes it within one
+    runner.cached_split.cache_clear()
+    assert main([*argv, "--force"]) == 0
+    assert records.read_record(path)["dataset"]["fingerprint"] != record["dataset"]["fingerprint"]

@@ -12,6 +12,7 @@ import torch
 from benchmark.batches import bucketed_batches, history_lengths, iterate
 from benchmark.config import TrainConfig, resolve
 from benchmark.data.dataset import Dataset
+from benchmark.evaluate import EvaluationResult
 from benchmark.splits import make_split
 from identifiers.registry import get_scheme
 from recommenders import trainer
@@ -56,7 +57,7 @@ def test_eval_every_validates_every_nth_and_the_last_epoch(small_synthetic: Data
 
 def test_patience_counts_validations_not_epochs(small_synthetic: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
     split = make_split(small_synthetic, "loo", 10)
-    monkeypatch.setattr(trainer, "metric_value", lambda metric, ranks: 0.5)  # no validation improves on the first
+    monkeypatch.setattr(EvaluationResult, "value", lambda self, metric: 0.5)  # no validation improves on the first
     report = trainer.fit(_tiny_sasrec(split.train.n_items), split.train, split.valid, split.warm,
                          _cfg(epochs=20, patience=2, eval_every=3), (10,), 256, torch.device("cpu"), 0,
                          progress=False)

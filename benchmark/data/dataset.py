@@ -6,6 +6,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
+from benchmark.hashing import content_key
+
 ITEM_COLUMNS = ("raw_id", "title", "description", "brand", "categories", "price")
 
 
@@ -85,6 +87,15 @@ class Dataset:
         has_text = items["title"].str.len().gt(0) | items["description"].str.len().gt(0)
         return {"text": float(has_text.sum()) / n, "categories": float(items["categories"].map(len).gt(0).sum()) / n,
                 "brand": float(items["brand"].str.len().gt(0).sum()) / n}
+
+    def fingerprint(self) -> str:
+        """Content hash of what a run reads: every interaction (user, item, timestamp, position and a released
+        split's labels), the raw user and item ids and every item field. Two datasets of one name with different
+        data (a re-download, an edited file, another k-core) get different fingerprints."""
+        items = self.items.assign(categories=self.items["categories"].map(" > ".join))
+        return content_key(pd.util.hash_pandas_object(self.interactions, index=False).to_numpy(),
+                           pd.util.hash_pandas_object(items, index=False).to_numpy(),
+                           [str(user) for user in self.user_ids])
 
     def shared_texts(self) -> int:
         """Items whose non-empty text (:meth:`item_texts`) is identical to another item's."""
