@@ -234,15 +234,18 @@ def test_cost_report_averages_seeds_and_sums_wall_time(tmp_path: Path) -> None:
 
 def test_cost_report_names_the_jobs_that_shared_the_machine(tmp_path: Path) -> None:
     results = tmp_path / "results"
-    for scheme, jobs in (("cid", 2), ("semid", 1)):
-        path = write_record(results, scheme, backbone="t5-tiny")
+    for scheme, seed, jobs in (("cid", 1, 2), ("semid", 1, 1), ("pop", 1, 2), ("pop", 2, 1), ("pop", 3, 1)):
+        path = write_record(results, scheme, backbone="t5-tiny", seed=seed)
         record = json.loads(path.read_text())
         record |= {"hardware": {"cpu_count": 2, "device": "cpu"}, "environment": {"jobs": jobs}}
         write_json_atomic(path, record)
     frame = cost_frame(scan_records(results).finished()).set_index("scheme")
-    assert frame["hardware"].to_dict() == {"cid": "2-core CPU, 2 jobs", "semid": "2-core CPU"}
+    # seeds on different hardware: each distinct label once, not "2-core CPU, 2-core CPU, 2 jobs"
+    assert frame["hardware"].to_dict() == {"cid": "2-core CPU (2 jobs)", "semid": "2-core CPU",
+                                           "pop": "2-core CPU; 2-core CPU (2 jobs)"}
     text = build_cost_report(scan_records(results), tmp_path / "reports")[0].read_text()
-    assert "Hardware ', N jobs': the run was one of N worker processes" in text
+    assert "Hardware '(N jobs)': the run was one of N worker processes" in text
+    assert "different hardware lists each, separated by ';'" in text
 
 
 def test_configs_that_differ_beyond_the_seed_are_separate_labelled_rows(tmp_path: Path) -> None:
@@ -297,15 +300,19 @@ def test_cost_report_marks_a_best_epoch_at_the_epoch_cap(tmp_path: Path) -> None
 
 def test_cost_report_marks_the_run_time_of_a_resumed_run(tmp_path: Path) -> None:
     results = tmp_path / "results"
-    for scheme, resumed_from, train_s in (("cid", 3, 50.0), ("semid", 0, 500.0), ("pop", 0, 50.0)):
+    # resumed_from_epoch decides where recorded (None: an older record without it, where only a training time
+    # more than a second over the whole-second run time counts)
+    for scheme, resumed_from, train_s in (("cid", 3, 50.0), ("semid", None, 500.0), ("pop", 0, 50.0),
+                                          ("tiger", 0, 120.28), ("letter", None, 120.9), ("idgenrec", 0, 500.0)):
         path = write_record(results, scheme, backbone="t5-tiny")
         record = json.loads(path.read_text())
+        training = {"epochs_run": 5} if resumed_from is None else {"epochs_run": 5, "resumed_from_epoch": resumed_from}
         record |= {"started_at": "2026-01-01T00:00:00+00:00", "finished_at": "2026-01-01T00:02:00+00:00",
-                   "timings": {"train_s": train_s, "inference_ms_per_user": 1.0},
-                   "training": {"epochs_run": 5, "resumed_from_epoch": resumed_from}}
+                   "timings": {"train_s": train_s, "inference_ms_per_user": 1.0}, "training": training}
         write_json_atomic(path, record)
     frame = cost_frame(scan_records(results).finished()).set_index("scheme")
-    assert frame["resumed_runs"].to_dict() == {"cid": 1, "pop": 0, "semid": 1}
+    assert frame["resumed_runs"].to_dict() == {"cid": 1, "idgenrec": 0, "letter": 0, "pop": 0, "semid": 1, "tiger": 0}
     text = build_cost_report(scan_records(results), tmp_path / "reports")[0].read_text()
     assert "| cid | 120‡ |" in text and "| semid | 120‡ |" in text and "| pop | 120 |" in text
+    assert "| tiger | 120 |" in text and "| letter | 120 |" in text and "| idgenrec | 120 |" in text
     assert "Run s ‡: in at least one seed the run resumed from the epoch checkpoint" in text

@@ -15,6 +15,8 @@ import pandas as pd
 from benchmark.hashing import content_key
 
 SEED_KEY = "seed"
+ABSENT = "-"
+"""The value a variant label shows for a config key the record's config lacks (the key at its default)."""
 
 
 def config_id(config: dict[str, Any]) -> str:
@@ -44,7 +46,8 @@ def variant_labels(frame: pd.DataFrame, keys: Sequence[str], configs: dict[str, 
     """Per row of ``frame`` (columns ``keys`` and ``config_id``): the ``key=value`` pairs in which its config
     differs from the other configs of its ``keys`` group, or "" when the group holds a single config.
 
-    ``configs`` maps each config id to its :func:`flat_config`; a key a config lacks shows as "-".
+    ``configs`` maps each config id to its :func:`flat_config`; a key a config lacks shows as :data:`ABSENT`
+    (the run used the key's default, which the record does not store; :data:`LEGEND` says so).
     """
     labels = pd.Series("", index=frame.index, dtype=object)
     for _, group in frame.groupby(list(keys), sort=False):
@@ -52,8 +55,8 @@ def variant_labels(frame: pd.DataFrame, keys: Sequence[str], configs: dict[str, 
         if len(ids) < 2:
             continue
         names = sorted({key for i in ids for key in configs[i]})
-        differing = [key for key in names if len({configs[i].get(key, "-") for i in ids}) > 1]
-        text = {i: ", ".join(f"{key}={configs[i].get(key, '-')}" for key in differing) for i in ids}
+        differing = [key for key in names if len({configs[i].get(key, ABSENT) for i in ids}) > 1]
+        text = {i: ", ".join(f"{key}={configs[i].get(key, ABSENT)}" for key in differing) for i in ids}
         labels[group.index] = group["config_id"].map(text)
     return labels
 
@@ -64,6 +67,7 @@ def row_label(scheme: str, variant: str) -> str:
 
 
 LEGEND = ("Runs with the same config apart from the seed are averaged; a scheme run with several configs "
-          "has a row per config, named with the config keys where they differ ([key=value]; the csv's "
+          "has a row per config, named with the config keys where they differ ([key=value]; key=- means that "
+          "record's config lacks the key, i.e. the run used the key's default of its code version; the csv's "
           "config_id is the hash of the config without the seed).")
 """The sentence every report prints under its banner."""

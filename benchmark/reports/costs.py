@@ -6,12 +6,14 @@ on validation, test inference per user, peak memory and the hardware it ran on; 
 summed wall time of its runs. A best epoch marked with a dagger is the epoch cap (``train.epochs``) in at
 least one seed: early stopping never fired, so the model may be under-trained. A run time marked with a double
 dagger belongs to a run that, in at least one seed, resumed from the epoch checkpoint of an earlier, killed
-process (its record's ``training.resumed_from_epoch``, or a training time longer than the run's wall time):
+process (its record's ``training.resumed_from_epoch``; for records without it, a training time longer than the
+run's wall time by more than :data:`RESUME_MARGIN_S`, the rounding of the run's timestamps):
 wall time, and fit time where a component came from the cache, count only the last process, while the
 training time counts every epoch. Rows of one scheme with different configs are named with the keys where
 they differ (:mod:`benchmark.reports.configs`).
 Caveats: times are only comparable between rows run on the same hardware (the column says which, and how many
-``run --jobs`` workers shared it; a total over such overlapping runs exceeds the command's wall time); the
+``run --jobs`` workers shared it; seeds of one row on different hardware list each distinct label, separated by
+"; "; a total over such overlapping runs exceeds the command's wall time); the
 process's peak resident memory is a running maximum, so when one command runs several schemes it is an
 upper bound for all but the first.
 """
@@ -35,6 +37,11 @@ CAPPED = "†"
 """Mark of a best epoch that is the epoch cap in at least one seed."""
 RESUMED = "‡"
 """Mark of a run time that counts only the last process of a resumed run in at least one seed."""
+RESUME_MARGIN_S = 1.0
+"""How much longer than the run's wall time (from timestamps rounded to the second) the training time of a
+record without ``training.resumed_from_epoch`` must be for the run to count as resumed."""
+HARDWARE_SEPARATOR = "; "
+"""Separator of the distinct hardware labels of one row's seeds."""
 COSTS = {
     "run_s": "Run s",
     "identifier_fit_s": "Fit s",
@@ -57,7 +64,7 @@ def cost_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     if frame.empty:
         return frame
     grouped = frame.groupby(list(GROUP), sort=True)
-    summary = grouped.agg(hardware=("hardware", lambda h: ", ".join(sorted(set(h)))),
+    summary = grouped.agg(hardware=("hardware", lambda h: HARDWARE_SEPARATOR.join(sorted(set(h)))),
                           runs=("run_s", "size"), total_run_s=("run_s", "sum"), capped_runs=("capped", "sum"),
                           resumed_runs=("resumed", "sum"))
     frame = summary.join(grouped[list(COSTS)].mean()).reset_index()
@@ -71,7 +78,7 @@ def _row(record: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {**{key: config[key] for key in KEYS}, "config_id": config_id(config)}
     jobs = (record.get("environment") or {}).get("jobs", 1)
     row["hardware"] = (hardware.get("gpu") or f"{hardware.get('cpu_count', '?')}-core CPU") + (
-        f", {jobs} jobs" if jobs > 1 else "")
+        f" ({jobs} jobs)" if jobs > 1 else "")
     row["run_s"] = (datetime.fromisoformat(record["finished_at"]) - datetime.fromisoformat(record["started_at"])
                     ).total_seconds() if "finished_at" in record and "started_at" in record else np.nan
     for key in ("identifier_fit_s", "train_s", "inference_ms_per_user"):
@@ -79,7 +86,9 @@ def _row(record: dict[str, Any]) -> dict[str, Any]:
     row["epochs_run"] = training.get("epochs_run", np.nan)
     row["best_epoch"] = training["best_epoch"] if training.get("best_epoch", -1) >= 0 else np.nan
     row["capped"] = row["best_epoch"] == (config.get("train") or {}).get("epochs")
-    row["resumed"] = training.get("resumed_from_epoch", 0) > 0 or bool(row["train_s"] > row["run_s"])
+    resumed_from = training.get("resumed_from_epoch")
+    row["resumed"] = (resumed_from > 0 if resumed_from is not None
+                      else bool(row["train_s"] > row["run_s"] + RESUME_MARGIN_S))
     for key in ("process_peak_rss_mb", "gpu_peak_allocated_mb"):
         row[key] = memory.get(key, np.nan)
     return row
@@ -103,9 +112,12 @@ def build_cost_report(scan: RecordScan, reports_dir: Path) -> list[Path]:
              f"under-trained (the csv's capped_runs counts those seeds). Run s {RESUMED}: in at least one seed the "
              "run resumed from the epoch checkpoint of an earlier, killed process, so Run s (and Fit s, for "
              "components loaded from the cache) counts only the last process while Train s counts every epoch "
-             "(the csv's resumed_runs counts those seeds). Hardware ', N jobs': the run was one of N worker "
-             "processes of `run --jobs N` sharing the machine, so its times include the others' contention, and a "
-             f"total of such runs sums overlapping runs (more than the command's wall time). {LEGEND}\n"]
+             "(the csv's resumed_runs counts those seeds; a record without training.resumed_from_epoch counts as "
+             f"resumed when its Train s exceeds its Run s by more than {RESUME_MARGIN_S:g} s). Hardware '(N jobs)': "
+             "the run was one of N worker processes of `run --jobs N` sharing the machine, so its times include the "
+             "others' contention, and a total of such runs sums overlapping runs (more than the command's wall "
+             "time); a row whose seeds ran on different hardware lists each, separated by "
+             f"'{HARDWARE_SEPARATOR.strip()}'. {LEGEND}\n"]
     header = ["Scheme", *COSTS.values(), "Hardware", "Runs"]
     lines += markdown_sections(frame, header, lambda row: [
         row_label(row["scheme"], row["variant"]),

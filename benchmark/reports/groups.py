@@ -11,6 +11,12 @@ Caveats: items with equal training counts are never split between groups, so gro
 equal (one count value shared by many items can leave a group empty). The groups come from each record's
 histogram of item training counts and the metric of a group from its per-example ranks and target training
 counts; records written before these fields existed are listed, not used. Values are means over seeds.
+
+Records of one section (dataset, split, profile, backbone) trained on different data (e.g. a ``k_core``
+variant) have different histograms, so one set of groups would put their targets in the wrong groups: such a
+section is split into one table (and figure) per distinct histogram, each with its own groups, named by the
+histogram's hash (csv column :data:`HISTOGRAM`) and the config keys that tell the training data apart. A test
+target whose training count is not in its record's own histogram is an inconsistent record: an error.
 """
 from __future__ import annotations
 
@@ -22,9 +28,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmark.hashing import content_key
 from benchmark.records import RecordScan, now
 from benchmark.reports import GROUP_SCHEMES
-from benchmark.reports.configs import LEGEND, config_id, flat_configs, row_label, variant_labels
+from benchmark.reports.configs import (
+    ABSENT,
+    LEGEND,
+    config_id,
+    flat_config,
+    flat_configs,
+    row_label,
+    variant_labels,
+)
 from benchmark.reports.figures import hardware_label, new_figure, save, slug
 from benchmark.reports.sections import records_by_section
 from benchmark.reports.stats import per_example
@@ -34,6 +49,8 @@ N_GROUPS = 5
 SHOWN_K = 10
 """Cut-off of the Markdown tables and figures (the csv has every K of the records)."""
 KEYS = ("dataset", "split", "profile", "backbone")
+HISTOGRAM = "train_histogram"
+"""Frame column: hash of the item training-count histogram a row's groups come from (:func:`histogram_id`)."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +100,11 @@ def has_group_fields(record: dict[str, Any]) -> bool:
                 and record.get("item_train_count_histogram"))
 
 
+def histogram_id(record: dict[str, Any]) -> str:
+    """A short hash of a record's item training-count histogram: records with equal ids share their groups."""
+    return content_key(record["item_train_count_histogram"], length=8)
+
+
 def record_groups(record: dict[str, Any], scheme: str) -> Groups:
     histogram = record["item_train_count_histogram"]
     return make_groups(histogram["train_count"], histogram["items"], scheme)
@@ -91,11 +113,18 @@ def record_groups(record: dict[str, Any], scheme: str) -> Groups:
 def group_metrics(record: dict[str, Any], groups: Groups) -> dict[str, float]:
     """``G<g>_<metric>@<k>`` (NaN for a group without test targets) and ``G<g>_targets`` of one run. A user with
     several test targets (a released multi-target split) counts each target as its own example here, ranked
-    in the user's one list: per-target Recall/NDCG, not the multi-target metric of the leaderboard."""
+    in the user's one list: per-target Recall/NDCG, not the multi-target metric of the leaderboard. Raises
+    ValueError for a target training count that ``groups`` do not know."""
     per_user = record["per_user"]
     ranks = np.asarray(_flat(per_user["ranks"]))
-    group = np.asarray([groups.group_of_count.get(int(c), N_GROUPS - 1)
-                        for c in _flat(per_user["target_train_counts"])])
+    counts = [int(c) for c in _flat(per_user["target_train_counts"])]
+    unknown = sorted(set(counts) - set(groups.group_of_count))
+    if unknown:
+        config = record["config"]
+        raise ValueError(f"record {config['dataset']}/{config['scheme']}/{config['backbone']} seed "
+                         f"{config.get('seed')}: test target training counts {unknown[:5]} are not in its item "
+                         "training-count histogram")
+    group = np.asarray([groups.group_of_count[c] for c in counts])
     out: dict[str, float] = {}
     for g in range(N_GROUPS):
         mask = group == g
@@ -114,28 +143,45 @@ def _flat(values: list) -> list:
 
 def group_frame(records: Sequence[dict[str, Any]], scheme: str = "interactions") -> tuple[pd.DataFrame,
                                                                                           dict[tuple, Groups]]:
-    """One row per section and scheme config (mean over seeds) with every group's metrics and target counts,
-    and the groups of each section (from its first record). Records without the fields are left out."""
+    """One row per section, training-data histogram (:data:`HISTOGRAM`) and scheme config (mean over seeds)
+    with every group's metrics and target counts, and the groups of each (section, histogram id). Records
+    without the fields are left out."""
     rows, sections = [], {}
     for key, section in records_by_section(records).items():
-        usable = [r for r in section if has_group_fields(r)]
-        if not usable:
-            continue
-        groups = sections[key] = record_groups(usable[0], scheme)
-        for record in usable:
-            rows.append({**dict(zip(KEYS, key)), "scheme": record["config"]["scheme"],
-                         "config_id": config_id(record["config"]), **group_metrics(record, groups)})
+        for record in filter(has_group_fields, section):
+            histogram = histogram_id(record)
+            if (*key, histogram) not in sections:
+                sections[(*key, histogram)] = record_groups(record, scheme)
+            rows.append({**dict(zip(KEYS, key)), HISTOGRAM: histogram, "scheme": record["config"]["scheme"],
+                         "config_id": config_id(record["config"]),
+                         **group_metrics(record, sections[(*key, histogram)])})
     if not rows:
         return pd.DataFrame(), sections
     runs = pd.DataFrame(rows)
-    keys = [*KEYS, "scheme", "config_id"]
+    keys = [*KEYS, HISTOGRAM, "scheme", "config_id"]
     values = [c for c in runs.columns if c not in keys]
     frame = runs.groupby(keys, sort=False)[values].mean()
     frame.insert(0, "n", runs.groupby(keys, sort=False).size())
     frame = frame.reset_index()
-    frame.insert(len(KEYS) + 1, "variant", variant_labels(frame, [*KEYS, "scheme"], flat_configs(records)))
-    frame.insert(len(KEYS), "groups", scheme)
+    frame.insert(len(KEYS) + 2, "variant", variant_labels(frame, [*KEYS, "scheme"], flat_configs(records)))
+    frame.insert(len(KEYS) + 1, "groups", scheme)
     return frame, sections
+
+
+def _data_labels(records: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """Per histogram id among ``records`` (one section): the config keys whose value is the same for all its
+    records and differs between histograms (``k_core=5``; not the scheme or backbone), "" when no key tells
+    them apart."""
+    by_histogram: dict[str, list[dict[str, str]]] = {}
+    for record in filter(has_group_fields, records):
+        config = {k: v for k, v in flat_config(record["config"]).items() if k not in ("scheme", "backbone")}
+        by_histogram.setdefault(histogram_id(record), []).append(config)
+    keys = sorted({k for configs in by_histogram.values() for config in configs for k in config})
+    shared = {h: {k: values.pop() for k in keys if len(values := {c.get(k, ABSENT) for c in configs}) == 1}
+              for h, configs in by_histogram.items()}
+    telling = [k for k in keys if all(k in values for values in shared.values())
+               and len({values[k] for values in shared.values()}) > 1]
+    return {h: ", ".join(f"{k}={values[k]}" for k in telling) for h, values in shared.items()}
 
 
 def build_group_report(scan: RecordScan, reports_dir: Path, scheme: str = "interactions") -> list[Path]:
@@ -154,12 +200,21 @@ def build_group_report(scan: RecordScan, reports_dir: Path, scheme: str = "inter
              f"popular, each holding about {cut} (`--groups {scheme}`; the other choice is "
              f"`--groups {'items' if scheme == 'interactions' else 'interactions'}`); items with equal counts stay "
              f"together, and cold items fall in G{N_GROUPS}. Cells: Recall@{SHOWN_K} / NDCG@{SHOWN_K} over the test "
-             f"targets in the group, mean over n seeds; targets = test targets in the group. {LEGEND}\n"]
+             f"targets in the group, mean over n seeds; targets = test targets in the group. A section whose runs were "
+             "trained on different data (another item training-count histogram, csv column train_histogram) has a "
+             f"table with its own groups per histogram. {LEGEND}\n"]
     figures: list[Path] = []
-    for key, table in (frame.groupby(list(KEYS), sort=False) if not frame.empty else []):
+    histograms = frame.groupby(list(KEYS), sort=False)[HISTOGRAM].nunique() if not frame.empty else None
+    for key, table in (frame.groupby([*KEYS, HISTOGRAM], sort=False) if not frame.empty else []):
         groups = sections[key]
         first = table.iloc[0]
-        lines += [f"## {key[0]} — split {key[1]}, profile {key[2]}, backbone {key[3]}\n",
+        records = [r for _, r in finished if _in_section(r, key)]
+        data = ""
+        if histograms[key[:4]] > 1:
+            keys = _data_labels([r for _, r in finished if _in_section(r, key[:4])])[key[4]]
+            data = (f", training data {key[4]}{f' ({keys})' if keys else ''}: this section's runs were trained on "
+                    f"{histograms[key[:4]]} different item training-count histograms, each with its own groups")
+        lines += [f"## {key[0]} — split {key[1]}, profile {key[2]}, backbone {key[3]}{data}\n",
                   *(f"- {groups.label(g)}, {int(first[f'G{g + 1}_targets'])} test targets" for g in range(N_GROUPS)),
                   ""]
         header = ["Scheme", *(f"G{g + 1} R@{SHOWN_K} / N@{SHOWN_K}" for g in range(N_GROUPS)), "n"]
@@ -168,8 +223,7 @@ def build_group_report(scan: RecordScan, reports_dir: Path, scheme: str = "inter
             cells = [_pair(row, g) for g in range(N_GROUPS)]
             lines.append(f"| {row_label(row['scheme'], row['variant'])} | " + " | ".join(cells) + f" | {row['n']} |")
         lines.append("")
-        records = [r for _, r in finished if _in_section(r, key)]
-        figures += _figure(table, groups, key, scheme, reports_dir, records)
+        figures += _figure(table, groups, key if data else key[:4], scheme, reports_dir, records)
     if lacking:
         lines += ["## Records without popularity fields\n",
                   "These finished runs were recorded before records carried each test target's training count and "
@@ -177,15 +231,19 @@ def build_group_report(scan: RecordScan, reports_dir: Path, scheme: str = "inter
                   "`python -m benchmark run ... --force` to include them):\n", *(f"- {path}" for path in lacking), ""]
     write_text(md, "\n".join(lines))
     if frame.empty:
-        write_text(csv, pd.DataFrame(columns=[*KEYS, "groups", "scheme"]).to_csv(index=False))
+        write_text(csv, pd.DataFrame(columns=[*KEYS, HISTOGRAM, "groups", "scheme"]).to_csv(index=False))
     else:
         write_text(csv, frame.to_csv(index=False))
     return [md, csv, *figures]
 
 
 def _in_section(record: dict[str, Any], key: tuple) -> bool:
+    """Whether a record belongs to a section ``(dataset, split, profile, backbone)``, and when ``key`` also
+    names a histogram id, has group fields with that histogram."""
     config = record["config"]
-    return (config["dataset"], config["split"], config["profile"]) == key[:3] and config["backbone"] in (key[3], "none")
+    return ((config["dataset"], config["split"], config["profile"]) == key[:3]
+            and config["backbone"] in (key[3], "none")
+            and (len(key) == 4 or (has_group_fields(record) and histogram_id(record) == key[4])))
 
 
 def _pair(row: pd.Series, g: int) -> str:

@@ -3,7 +3,8 @@
 One row per (dataset, split, profile, backbone, scheme, config without the seed): new tokens added to the
 backbone, code length, the share of items whose code collided before and after de-duplication, and
 codebook usage per level (the share of each level's codes used by at least one item). Values are the mean
-over seeds; a statistic a scheme does not have (e.g. collisions for continuous identifiers) is left empty.
+over seeds (per level, over the seeds that have the level); a statistic a scheme does not have (e.g.
+collisions for continuous identifiers) is left empty.
 Rows of one scheme with different configs are named with the keys where they differ
 (:mod:`benchmark.reports.configs`).
 """
@@ -41,8 +42,9 @@ def identifier_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
         return frame
     grouped = frame.groupby(list(GROUP), sort=True)
     means = grouped[list(STATISTICS)].mean()
-    first = grouped[["paradigm", "codebook_usage_per_level"]].first()
-    frame = first.join(means).reset_index()
+    first = grouped[["paradigm"]].first()
+    levels = grouped["codebook_usage_per_level"].agg(_mean_per_level)
+    frame = first.join(levels).join(means).reset_index()
     frame.insert(len(KEYS), "variant", variant_labels(frame, KEYS, configs))
     return frame
 
@@ -51,10 +53,22 @@ def _row(record: dict[str, Any]) -> dict[str, Any]:
     config, stats = record["config"], record.get("identifier") or {}
     usage = stats.get("codebook_usage_per_level")
     row = {**{key: config[key] for key in KEYS}, "config_id": config_id(config), "paradigm": stats.get("paradigm"),
-           "codebook_usage_per_level": " / ".join(f"{u:.2f}" for u in usage) if usage else "",
+           "codebook_usage_per_level": list(usage or []),
            "codebook_usage_mean": float(np.mean(usage)) if usage else np.nan}
     row.update({key: stats.get(key, np.nan) for key in STATISTICS if key != "codebook_usage_mean"})
     return row
+
+
+def _mean_per_level(usages: pd.Series) -> str:
+    """The seeds' codebook usage per level, averaged level by level (over the seeds that have the level), as
+    ``u1 / u2 / ...`` ("" when no seed has any)."""
+    depth = max(map(len, usages), default=0)
+    if not depth:
+        return ""
+    matrix = np.full((len(usages), depth), np.nan)
+    for row, usage in enumerate(usages):
+        matrix[row, :len(usage)] = usage
+    return " / ".join(f"{u:.2f}" for u in np.nanmean(matrix, axis=0))
 
 
 def build_identifier_report(scan: RecordScan, reports_dir: Path) -> list[Path]:

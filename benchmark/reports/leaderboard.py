@@ -2,9 +2,13 @@
 
 Rows are identifier schemes (baselines, then sequence, embedding and set identifiers); columns are
 Recall/NDCG@{5,10} on all, warm and cold test targets plus inference time per test user. Seeds of one
-config are averaged, with the 95% Student-t interval over seeds (a single seed is labelled as such); in each
-metric column the rows not significantly worse than the best one by a Holm-corrected paired test over the
-test examples are marked (:mod:`benchmark.reports.stats`). Other configs of a scheme are rows of their own,
+config are averaged, with the 95% Student-t interval over seeds (a single seed is labelled as such; a value
+that only some of a row's seeds recorded says over how many it is, :data:`PARTIAL`); in each metric column the
+rows not significantly worse than the bold (best) one by a Holm-corrected paired test over the test examples
+are marked (:mod:`benchmark.reports.stats`): the per-example values follow from the stored ranks by the
+definitions of :mod:`benchmark.metrics` (several targets per example in a released multi-target split; ranks
+within the target's segment for the warm/cold columns of ``candidates: segment``), and only rows whose every
+seed stored them are tested. Other configs of a scheme are rows of their own,
 named with the keys where they differ (:mod:`benchmark.reports.configs`). Files under the results folder
 that are not complete records are listed under the tables. Baselines use no LLM backbone
 (``backbone == "none"``), so they appear in every backbone's table of their dataset, split and profile. A
@@ -31,6 +35,11 @@ from benchmark.safeio import write_text
 TABLE_KEYS = ("dataset", "backbone", "split", "profile")
 SINGLE_SEED = "1 (single seed)"
 """The n cell of a row with one finished seed: no interval."""
+PARTIAL = " ({k} of {n} seeds)"
+"""Suffix of a value that only ``k`` of the row's ``n`` finished seeds recorded (mean and interval over those)."""
+PARTIAL_NOTE = ("A value followed by (k of n seeds) was recorded by only k of the row's n finished seeds; its "
+                "mean and interval are over those k (the csv's <column>_n).")
+"""The sentence every leaderboard output prints about :data:`PARTIAL`."""
 SIMILAR = "≈"
 """Mark of a value not significantly worse than its column's best."""
 SEGMENTS = {"all": "All", "warm": "Warm", "cold": "Cold"}
@@ -71,8 +80,8 @@ def leaderboard_frame(records: list[tuple[Path, dict[str, Any]]]) -> pd.DataFram
     Columns: the table keys, ``scheme``, ``variant`` (the config keys where this row's config differs from
     the scheme's other configs in the table, else empty), ``config_id``, ``paradigm``, ``n`` (finished
     seeds), the mean of every metric (``<segment>_<metric>``) and of ``inference_ms_per_user`` with a
-    ``_std`` column each (empty for n=1), ``<segment>_count`` (test targets) and ``reason`` (why runs were
-    not applicable, else empty).
+    ``_std`` and a ``_ci95`` column each (empty for one seed) and ``_n``, the seeds that recorded the value,
+    ``<segment>_count`` (test targets) and ``reason`` (why runs were not applicable, else empty).
     """
     configs = flat_configs(record for _, record in records)
     runs = pd.DataFrame([_flatten(record) for _, record in records],
@@ -89,10 +98,11 @@ def leaderboard_frame(records: list[tuple[Path, dict[str, Any]]]) -> pd.DataFram
     ci = ok.groupby(keys)[VALUES].agg(lambda s: t_interval(s.tolist())[1]).add_suffix("_ci95")
     rows = runs.groupby(keys).agg(paradigm=("paradigm", "first"), n=("ok", "sum"), eval_users_capped=("capped", "any"),
                                   reason=("reason", lambda s: "; ".join(dict.fromkeys(s.dropna()))))
-    frame = rows.join([mean, std, ci, counts]).reset_index()
+    seeds = ok.groupby(keys)[VALUES].count().add_suffix("_n").reindex(rows.index, fill_value=0)
+    frame = rows.join([mean, std, ci, seeds, counts]).reset_index()
     frame["variant"] = variant_labels(frame, [*TABLE_KEYS, "scheme"], configs)
     frame = frame[[*TABLE_KEYS, "scheme", "variant", "config_id", "paradigm", "n",
-                   *[c for v in VALUES for c in (v, f"{v}_std", f"{v}_ci95")], *COUNTS, "reason",
+                   *[c for v in VALUES for c in (v, f"{v}_std", f"{v}_ci95", f"{v}_n")], *COUNTS, "reason",
                    "eval_users_capped"]]
     order = {"_paradigm": frame["paradigm"].map(lambda p: PARADIGMS.index(p) if p in PARADIGMS else len(PARADIGMS))}
     frame = (frame.assign(**order).sort_values([*TABLE_KEYS, *order, "scheme", "variant"])
@@ -101,15 +111,15 @@ def leaderboard_frame(records: list[tuple[Path, dict[str, Any]]]) -> pd.DataFram
 
 
 def _with_significance(frame: pd.DataFrame, records: list[tuple[Path, dict[str, Any]]]) -> pd.DataFrame:
-    """Add ``<column>_similar`` per metric column: True where the row is the best or not significantly worse
-    (:func:`~benchmark.reports.stats.not_worse_than_best`), False where worse, empty where not tested (no
-    stored per-example ranks, or other test examples than the table's other rows)."""
-    per_user: dict[tuple, list[dict[str, Any]]] = {}
+    """Add ``<column>_similar`` per metric column: True for the row the table bolds (:func:`best_rows`) and the
+    rows not significantly worse than it (:func:`~benchmark.reports.stats.not_worse_than_best`), False where
+    worse, empty where not tested: a row with a seed without stored per-example ranks or with other test
+    examples than the bold row, and every row of a column without a bold row or whose bold row is untested."""
+    per_user: dict[tuple, list[dict[str, Any] | None]] = {}
     for _, record in records:
-        if record["status"] == "ok" and (record.get("per_user") or {}).get("ranks"):
-            config = record["config"]
-            key = (*(config[k] for k in TABLE_KEYS), config["scheme"], config_id(config))
-            per_user.setdefault(key, []).append(record["per_user"])
+        if record["status"] == "ok":
+            stored = record.get("per_user") or {}
+            per_user.setdefault(_row_key(record["config"]), []).append(stored if stored.get("ranks") else None)
     marks = {f"{column}_similar": pd.Series(pd.NA, index=frame.index, dtype="boolean")
              for column, (segment, _) in COLUMNS.items() if segment}
     for _, table in frame.groupby(list(TABLE_KEYS), sort=False):
@@ -117,25 +127,39 @@ def _with_significance(frame: pd.DataFrame, records: list[tuple[Path, dict[str, 
         for index, row in table.iterrows():
             key = (row["dataset"], row["backbone"], row["split"], row["profile"], row["scheme"], row["config_id"])
             seeds = per_user.get(key) or per_user.get((*key[:1], NO_BACKBONE, *key[2:]))
-            if seeds and all(_same_examples(seeds[0], other) for other in seeds):
+            if seeds and all(seed is not None and _same_examples(seeds[0], seed) for seed in seeds):
                 runs[index] = seeds
-        if not runs:
-            continue
-        reference = next(iter(runs.values()))[0]
-        runs = {index: seeds for index, seeds in runs.items() if _same_examples(reference, seeds[0])}
-        warm = np.asarray(reference.get("warm", [1] * len(reference["ranks"])), dtype=bool)
         for column, (segment, _) in COLUMNS.items():
-            if not segment:
+            best = next((index for index in best_rows(table, column) if index in runs), None) if segment else None
+            if best is None:
                 continue
-            mask = {"all": np.ones_like(warm), "warm": warm, "cold": ~warm}[segment]
-            if not mask.any():
-                continue
+            reference = runs[best][0]
+            warm = reference.get("warm") or [[1] * len(r) if isinstance(r, list) else 1 for r in reference["ranks"]]
             metric = column.split("_", 1)[1]
-            values = {index: np.mean([per_example(s["ranks"], metric)[mask] for s in seeds], axis=0)
-                      for index, seeds in runs.items()}
-            for index, similar in not_worse_than_best(values).items():
-                marks[f"{column}_similar"][index] = similar
+            values = {index: np.mean([per_example(_segment_ranks(seed, warm, segment), metric) for seed in seeds],
+                                     axis=0)
+                      for index, seeds in runs.items() if _same_examples(reference, seeds[0])}
+            if len(values[best]):
+                for index, similar in not_worse_than_best(values, best=best).items():
+                    marks[f"{column}_similar"][index] = similar
     return frame.assign(**marks)
+
+
+def _segment_ranks(per_user: dict[str, Any], warm: list, segment: str) -> list:
+    """The stored ranks of one seed that a ``segment`` column is computed from, as :mod:`benchmark.evaluate` does:
+    every target for all; for warm and cold the targets of the segment (by the reference row's ``warm`` flags,
+    ranked within the segment where the record has ``segment_ranks``), keeping the examples with one."""
+    if segment == "all":
+        return per_user["ranks"]
+    keep = segment == "warm"
+    out = []
+    for ranks, flags in zip(per_user.get("segment_ranks") or per_user["ranks"], warm):
+        if isinstance(ranks, list):
+            chosen = [rank for rank, flag in zip(ranks, flags) if bool(flag) == keep]
+            out += [chosen] if chosen else []
+        elif bool(flags) == keep:
+            out.append(ranks)
+    return out
 
 
 def _same_examples(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -144,14 +168,25 @@ def _same_examples(a: dict[str, Any], b: dict[str, Any]) -> bool:
             and a.get("targets") == b.get("targets"))
 
 
+def _split(config: dict[str, Any]) -> str:
+    """The split a table is keyed by: the config's split, with its candidate set unless ranked among all items."""
+    candidates = config.get("candidates", "all")
+    return config["split"] + ("" if candidates == "all" else f", candidates {candidates}")
+
+
+def _row_key(config: dict[str, Any]) -> tuple:
+    """A record's leaderboard row: its table keys (split as :func:`_split`), scheme and config id."""
+    return (config["dataset"], config["backbone"], _split(config), config["profile"], config["scheme"],
+            config_id(config))
+
+
 def _flatten(record: dict[str, Any]) -> dict[str, Any]:
     """One record as a flat row: table keys, scheme, status and its metrics (none when not applicable)."""
     config, ok = record["config"], record["status"] == "ok"
     paradigm = record.get("paradigm") or (record.get("identifier") or {}).get("paradigm", "other")
-    row = {**{key: config[key] for key in TABLE_KEYS}, "scheme": config["scheme"], "config_id": config_id(config),
-           "paradigm": paradigm, "ok": ok, "reason": None if ok else record.get("reason") or "no reason recorded",
+    row = {**dict(zip([*TABLE_KEYS, "scheme", "config_id"], _row_key(config))), "paradigm": paradigm, "ok": ok,
+           "reason": None if ok else record.get("reason") or "no reason recorded",
            "capped": config.get("max_eval_users", 0) > 0}
-    row["split"] += "" if config.get("candidates", "all") == "all" else f", candidates {config['candidates']}"
     if ok:
         for seg in SEGMENTS:
             segment = record["metrics"].get(seg, {})
@@ -190,29 +225,39 @@ def _number(column: str, value: float) -> str:
     return f"{value:#.4g}" if column == INFERENCE else f"{value:.4f}"
 
 
+def best_rows(table: pd.DataFrame, column: str) -> list[Any]:
+    """The index of the rows one table bolds in ``column``: the best shown value (ties too; lowest inference
+    time, else highest), none when every metric value is zero or missing."""
+    shown = table[column].map(lambda v: float(_number(column, v)), na_action="ignore").dropna()
+    best = (min if column == INFERENCE else max)(shown, default=None)
+    if best is None or (column != INFERENCE and best == 0.0):
+        return []
+    return list(shown.index[shown == best])
+
+
 def table_cells(table: pd.DataFrame, style: Style) -> list[list[str]]:
-    """The body of one table: scheme (with its variant), every value column, n. The best shown value per
-    column is bold (ties too; lowest inference time; none when every metric value is zero); ``±`` the 95%
-    t-interval half-width over seeds; :data:`SIMILAR` marks values not significantly worse than the best;
+    """The body of one table: scheme (with its variant), every value column, n. The :func:`best_rows` are
+    bold; ``±`` the 95% t-interval half-width over the seeds that recorded the value; :data:`SIMILAR` marks
+    values not significantly worse than the bold one; :data:`PARTIAL` values that not every seed recorded;
     "n/a" for rows without finished runs; :data:`CAPPED` marks rows evaluated on a capped subset of users."""
     columns = [[style.text(row_label(scheme, variant) + (f" {CAPPED}" if capped else ""))
                 for scheme, variant, capped in zip(table["scheme"], table["variant"], table["eval_users_capped"])]]
     for column in COLUMNS:
-        shown = table[column].map(lambda v: _number(column, v), na_action="ignore")
-        best = (min if column == INFERENCE else max)(map(float, shown.dropna()), default=None)
-        if column != INFERENCE and best == 0.0:
-            best = None
+        best = set(best_rows(table, column))
         cells = []
         similar = table.get(f"{column}_similar", pd.Series(pd.NA, index=table.index))
-        for text, spread, n, mark in zip(shown, table[f"{column}_ci95"], table["n"], similar):
+        for index, value, spread, n, k, mark in zip(table.index, table[column], table[f"{column}_ci95"], table["n"],
+                                                   table[f"{column}_n"], similar):
             if n == 0:
                 cells.append("n/a")
-            elif pd.isna(text):
+            elif pd.isna(value):
                 cells.append(style.dash)
             else:
-                cells.append((style.bold(text) if float(text) == best else text)
-                             + (f"{style.pm}{_number(column, spread)}" if style.pm and n > 1 else "")
-                             + (style.text(SIMILAR) if _marked(mark) and float(text) != best else ""))
+                text = _number(column, value)
+                cells.append((style.bold(text) if index in best else text)
+                             + (f"{style.pm}{_number(column, spread)}" if style.pm and k > 1 else "")
+                             + (style.text(SIMILAR) if _marked(mark) and index not in best else "")
+                             + (style.text(PARTIAL.format(k=k, n=n)) if k < n else ""))
         columns.append(cells)
     columns.append([SINGLE_SEED if n == 1 else str(n) for n in table["n"]])
     return [list(row) for row in zip(*columns)]
@@ -252,8 +297,8 @@ def to_markdown(frame: pd.DataFrame, banner: str, problems: list[str] | None = N
     lines = [f"# Leaderboard\n\n{banner}\n",
              "R = Recall, N = NDCG; mean over n seeds (± the 95% t-interval half-width when n > 1; a single "
              "seed has no interval); best per column in bold (for inference time the lowest); – = no test targets "
-             f"in that segment. {LEGEND} Targets are ranked among all items unless a heading says candidates "
-             "segment (warm/cold metrics within their segment).\n"]
+             f"in that segment. {PARTIAL_NOTE} {LEGEND} Targets are ranked among all items unless a heading says "
+             "candidates segment (warm/cold metrics within their segment).\n"]
     for heading, table in table_sections(frame):
         rows = [header, *table_cells(table, MARKDOWN)]
         widths = [max(3, *(len(row[i]) for row in rows)) for i in range(len(header))]
@@ -280,7 +325,8 @@ def to_latex(frame: pd.DataFrame, banner: str) -> str:
     spans = [f"\\multicolumn{{{width}}}{{c}}{{{label}}}" for label in SEGMENTS.values()]
     rules = "".join(f"\\cmidrule(lr){{{2 + i * width}-{1 + (i + 1) * width}}}" for i in range(len(SEGMENTS)))
     labels = " & ".join(label for _, label in COLUMNS.values())
-    lines = [f"% {LATEX.text(banner)}", f"% {LATEX.text(LEGEND)}", "% Requires \\usepackage{booktabs}.", ""]
+    lines = [f"% {LATEX.text(banner)}", f"% {LATEX.text(PARTIAL_NOTE)}", f"% {LATEX.text(LEGEND)}",
+             "% Requires \\usepackage{booktabs}.", ""]
     for heading, table in table_sections(frame):
         body, previous = [], None
         for paradigm, cells in zip(table["paradigm"], table_cells(table, LATEX)):

@@ -3,18 +3,19 @@
 Caveats: a t-interval over few seeds is wide and assumes roughly normal seed-to-seed variation; it says how
 much a number moves with the seed, not with the test users. The paired test compares two rows over the same
 test examples (per-example metric averaged over each row's seeds), so it measures differences beyond the
-noise of the test users for these trained models, not beyond the training seed's noise. Holm's correction
-controls the family-wise error over the schemes compared with the best one in a column.
+noise of the test users for these trained models, not beyond the training seed's noise; the leaderboard
+tests only rows whose every seed stored per-example ranks, against the row it shows as the column's best.
+Holm's correction controls the family-wise error over the schemes compared with the best one in a column.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 from scipy import stats
 
-from benchmark.metrics import METRICS
+from benchmark.metrics import METRICS, NO_TARGET
 
 CONFIDENCE = 0.95
 """Level of the t-intervals over seeds."""
@@ -38,9 +39,16 @@ def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple
     return float(array.mean()), float(half), n
 
 
-def per_example(ranks: Sequence[int], metric: str) -> np.ndarray:
-    """Per-example values of a metric named like ``ndcg@10`` from 0-based target ranks."""
+def per_example(ranks: Sequence[int] | Sequence[Sequence[int]], metric: str) -> np.ndarray:
+    """Per-example values of a metric named like ``ndcg@10`` from 0-based target ranks: one rank per example,
+    or a list of target ranks per example (a multi-target split), scored with the multi-target definition of
+    :mod:`benchmark.metrics` as the evaluation does (the lists padded with ``NO_TARGET``)."""
     name, _, k = metric.partition("@")
+    if len(ranks) and isinstance(ranks[0], (list, tuple)):
+        matrix = np.full((len(ranks), max(map(len, ranks))), NO_TARGET, dtype=np.int64)
+        for row, targets in enumerate(ranks):
+            matrix[row, :len(targets)] = targets
+        return METRICS[name](matrix, int(k))
     return METRICS[name](np.asarray(ranks), int(k))
 
 
@@ -68,13 +76,16 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
     return adjusted
 
 
-def not_worse_than_best(values: dict[str, np.ndarray], alpha: float = ALPHA) -> dict[str, bool]:
-    """For each row (per-example metric values on common examples): True when its mean is the best or the
-    Holm-corrected paired test over rows does not find it worse than the best at level ``alpha``."""
+def not_worse_than_best(values: dict[Hashable, np.ndarray], alpha: float = ALPHA,
+                        best: Hashable | None = None) -> dict[Hashable, bool]:
+    """For each row (per-example metric values on common examples): True when it is the ``best`` row (default:
+    the one with the largest mean) or the Holm-corrected paired test over rows does not find it worse than the
+    best at level ``alpha``."""
     if not values:
         return {}
-    means = {key: float(np.mean(v)) if len(v) else 0.0 for key, v in values.items()}
-    best = max(means, key=means.get)
+    if best is None:
+        means = {key: float(np.mean(v)) if len(v) else 0.0 for key, v in values.items()}
+        best = max(means, key=means.get)
     others = [key for key in values if key != best]
     adjusted = holm([paired_p_value(values[best], values[key]) for key in others])
     return {best: True, **{key: bool(p >= alpha) for key, p in zip(others, adjusted)}}
@@ -82,7 +93,8 @@ def not_worse_than_best(values: dict[str, np.ndarray], alpha: float = ALPHA) -> 
 
 def significance_note(alpha: float = ALPHA) -> str:
     """The sentence printed under every table that carries significance marks."""
-    return (f"≈: not significantly worse than the column's best row by a {TEST_NAME} over the test examples of "
-            f"the per-example metric (mean over the row's seeds), Holm-corrected over the rows of the table, "
-            f"level {alpha}; rows without stored per-example ranks are not tested. ± is the half-width of the "
-            f"{int(CONFIDENCE * 100)}% Student-t interval over seeds (n seeds).")
+    return (f"≈: not significantly worse than the column's best (bold) row by a {TEST_NAME} over the test "
+            f"examples of the per-example metric (mean over the row's seeds), Holm-corrected over the rows of the "
+            f"table, level {alpha}. Only rows whose every seed stored per-example ranks are tested; a column whose "
+            f"bold row is not tested, or without a bold row (every value zero), has no marks. ± is the half-width "
+            f"of the {int(CONFIDENCE * 100)}% Student-t interval over seeds (n seeds).")
