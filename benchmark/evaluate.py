@@ -64,10 +64,10 @@ def tie_priority(n_items: int, device: torch.device | str) -> torch.Tensor:
     return torch.randperm(n_items, generator=generator).to(device)
 
 
-def ranks_from_scores(scores: torch.Tensor, targets: torch.Tensor,
-                      candidates: torch.Tensor | None = None) -> torch.Tensor:
+def ranks_from_scores(scores: torch.Tensor, targets: torch.Tensor, candidates: torch.Tensor | None = None,
+                      priority: torch.Tensor | None = None) -> torch.Tensor:
     """0-based rank of each target: items scoring higher, plus equal-scoring items earlier in the tie order
-    (:func:`tie_priority`).
+    ``priority`` (:func:`tie_priority`, made here when not given).
 
     A NaN score counts as ``-inf``, so a NaN never lifts an item above others; a target whose own score is
     NaN is ranked last. ``candidates`` (bool, ``[batch, n_items]``) restricts the items counted, and "last"
@@ -76,7 +76,7 @@ def ranks_from_scores(scores: torch.Tensor, targets: torch.Tensor,
     nan = scores.isnan()
     scores = scores.masked_fill(nan, float("-inf"))
     target_scores = scores.gather(1, targets[:, None])
-    priority = tie_priority(scores.shape[1], scores.device)
+    priority = tie_priority(scores.shape[1], scores.device) if priority is None else priority
     ahead = (scores > target_scores) | ((scores == target_scores) & (priority[None, :] < priority[targets][:, None]))
     if candidates is None:
         ranks = ahead.sum(dim=1)
@@ -197,6 +197,7 @@ def evaluate(model: Ranker, examples: Examples, warm_items: np.ndarray, ks: tupl
     else:
         inputs, matrix, flat = examples, np.zeros((0, 1), dtype=np.int64), np.zeros(0, dtype=np.int64)
     warm = torch.as_tensor(warm_items, device=device)
+    priority = tie_priority(len(warm_items), device)
     batches = iterate(inputs, batch_size, device)
     total = (len(inputs) + batch_size - 1) // batch_size
     offset = 0
@@ -208,16 +209,19 @@ def evaluate(model: Ranker, examples: Examples, warm_items: np.ndarray, ks: tupl
             scores, ranked = model.score(batch).float(), None
         else:
             scores, ranked = None, model.rank(batch, max_k)
-        rank = ranks_from_scores if ranked is None else ranks_from_lists
-        output = scores if ranked is None else ranked
         full_columns, segment_columns = [], []
         for column in targets.T:
             column = torch.where(column != NO_TARGET, column, batch.targets)
-            full_columns.append(rank(output, column))
-            if candidates == "segment":
-                same = warm[None, :] if ranked is None else warm[ranked.clamp_min(0)]
-                same = same == warm[column][:, None]
-                segment_columns.append(rank(output, column, same if ranked is None else same & (ranked >= 0)))
+            if ranked is None:
+                full_columns.append(ranks_from_scores(scores, column, priority=priority))
+            else:
+                full_columns.append(ranks_from_lists(ranked, column))
+            if candidates == "segment" and ranked is None:
+                same = warm[None, :] == warm[column][:, None]
+                segment_columns.append(ranks_from_scores(scores, column, same, priority))
+            elif candidates == "segment":
+                same = (warm[ranked.clamp_min(0)] == warm[column][:, None]) & (ranked >= 0)
+                segment_columns.append(ranks_from_lists(ranked, column, same))
         full.append(torch.stack(full_columns, dim=1).clamp_max(max_k).cpu())
         if candidates == "segment":
             segment.append(torch.stack(segment_columns, dim=1).clamp_max(max_k).cpu())
