@@ -11,7 +11,7 @@ from recommenders.base import Recommender
 
 
 class Popularity(Recommender):
-    """Scores each item by its training interaction count (ties: lower item id first)."""
+    """Scores each item by its training interaction count (ties broken by the evaluator's fixed random item order)."""
 
     trainable = False
 
