@@ -13,7 +13,16 @@ import sys
 from pathlib import Path
 
 from benchmark import workers
-from benchmark.config import MAX_SEED, PROFILES, SPLITS, ConfigError, Environment, read_user_config, resolve
+from benchmark.config import (
+    MAX_HISTORY,
+    MAX_SEED,
+    PROFILES,
+    SPLITS,
+    ConfigError,
+    Environment,
+    read_user_config,
+    resolve,
+)
 from benchmark.data.dataset import DataError, Dataset
 from benchmark.data.quality import check_content, coverage_line, data_warnings
 from benchmark.data.registry import SPECS, check_dataset_name, dataset_names, is_present, load_dataset, resolve_data_dir
@@ -40,7 +49,12 @@ def _names(value: str, valid: list[str], what: str) -> list[str]:
 
 
 def _datasets(value: str, data_dir: str | None) -> list[str]:
-    """The named datasets; ``all`` means every registered one whose folder exists (the others are noted)."""
+    """The named datasets; ``all`` means every registered one whose folder exists (the others are noted). A
+    ``--data-dir`` that is not a folder is an error (a mistyped one would otherwise leave only ``synthetic``)."""
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise UsageError(f"--data-dir {data_dir}: "
+                         + ("is not a folder" if Path(data_dir).exists() else "no such folder")
+                         + " (it holds the datasets' folders; `python -m benchmark download NAME` makes it)")
     if value.strip() == "all":
         present = [name for name in SPECS if is_present(name, data_dir)]
         absent = [name for name in SPECS if name not in present]
@@ -83,13 +97,24 @@ def _seeds(value: str | None) -> list[int | None]:
 
 
 def _at_least_one(text: str) -> int:
-    """argparse type of ``--k-core``, ``--max-history`` and ``--threads``: an integer >= 1."""
+    """argparse type of ``--k-core`` and ``--threads``: an integer >= 1."""
     try:
         value = int(text)
     except ValueError:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got '{text}'")
+    return value
+
+
+def _history(text: str) -> int:
+    """argparse type of ``--max-history``: an integer from 1 to :data:`~benchmark.config.MAX_HISTORY`."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_HISTORY:
+        raise argparse.ArgumentTypeError(f"expected an integer from 1 to {MAX_HISTORY}, got '{text}'")
     return value
 
 
@@ -116,11 +141,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     from identifiers.registry import get_scheme, schemes
     from recommenders.backbones import PRESETS, BackboneSpec, finetune_mode, preset_parameters
 
-    if args.params:
-        try:
-            cls = get_scheme(args.params)
-        except KeyError as error:
-            raise UsageError(f"--params: {error.args[0]}") from error
+    if args.params is not None:
+        if args.params not in schemes():
+            raise UsageError(f"--params: unknown identifier scheme '{args.params}'; give one of {', '.join(schemes())}")
+        cls = get_scheme(args.params)
         print(f"{cls.name} ({cls.paradigm}): {cls.citation}\n")
         print((cls.Params.__doc__ or "").strip())
         for profile in PROFILES:
@@ -342,10 +366,14 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from benchmark.data.download import download
+    from benchmark.data.download import download, source
 
-    for name in _names(args.datasets, dataset_names(), "datasets"):
-        print(f"{name}: files in {download(name, resolve_data_dir(args.data_dir))}")
+    names = _names(args.datasets, dataset_names(), "datasets")
+    for name in names:
+        source(name)  # every name checked before any download starts
+    folder = check_output_dir(resolve_data_dir(args.data_dir), "--data-dir")
+    for name in names:
+        print(f"{name}: files in {download(name, folder)}")
     return 0
 
 
@@ -355,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def run_options(p: argparse.ArgumentParser) -> None:
         """The options ``run`` and ``tune`` share: data shaping, the config file, the device and the folders."""
-        p.add_argument("--max-history", type=_at_least_one, default=None)
+        p.add_argument("--max-history", type=_history, default=None)
         p.add_argument("--k-core", type=_at_least_one, default=None)
         p.add_argument("--config", default=None, help="YAML overriding benchmark/defaults.yaml (run/train/schemes)")
         p.add_argument("--device", default="auto", help="auto (default: cuda when available), cpu, cuda or cuda:N")
@@ -381,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stats", help="dataset statistics and, per split, the share of cold test targets")
     p.add_argument("--datasets", required=True, help="comma-separated dataset names, or all")
     p.add_argument("--k-core", type=_at_least_one, default=5)
-    p.add_argument("--max-history", type=_at_least_one, default=20)
+    p.add_argument("--max-history", type=_history, default=20)
     data_options(p)
     p.set_defaults(func=cmd_stats)
 

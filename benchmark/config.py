@@ -23,6 +23,8 @@ CANDIDATES = ("all", "segment")
 SECTIONS = ("run", "train", "schemes")
 MAX_SEED = 2**32 - 1
 """numpy's seeds are 0 .. 2**32 - 1."""
+MAX_HISTORY = 1024
+"""Largest ``run.max_history``: histories are padded to it, one row per example (the papers use at most 200)."""
 RUN_MINIMUM = {"seed": 0, "k_core": 1, "max_history": 1, "eval_batch_size": 1, "text_vocab_size": 1,
                "max_eval_users": 0, "max_fit_steps": 0}
 TRAIN_MINIMUM = {"epochs": 0, "batch_size": 1, "weight_decay": 0, "grad_clip": 0, "patience": 1,
@@ -148,13 +150,28 @@ def load_defaults() -> dict[str, Any]:
         return yaml.safe_load(handle)
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader that refuses a mapping with a repeated key (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"repeated key '{key}'", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_user_config(path: str | Path) -> dict[str, Any]:
     """Read a user YAML; only the sections ``run``, ``train`` and ``schemes``, each a mapping, are allowed."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader) or {}
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path}: not UTF-8 text ({error.reason} at byte {error.start})") from error
     except yaml.YAMLError as error:
         raise ConfigError(f"config file {path}: invalid YAML: {error}") from error
     if not isinstance(data, dict):
@@ -244,14 +261,16 @@ def _check_run(run: dict[str, Any]) -> dict[str, Any]:
     _check_minimum(run, RUN_MINIMUM, "run")
     if run["seed"] > MAX_SEED:
         raise ConfigError(f"run.seed: expected an integer from 0 to {MAX_SEED}, got {run['seed']}")
+    if run["max_history"] > MAX_HISTORY:
+        raise ConfigError(f"run.max_history: expected an integer from 1 to {MAX_HISTORY}, got {run['max_history']}")
     if run["split"] not in SPLITS:
         raise ConfigError(f"unknown split '{run['split']}'; choose from {', '.join(SPLITS)}")
     if run["candidates"] not in CANDIDATES:
         raise ConfigError(f"run.candidates: unknown value '{run['candidates']}'; choose from {', '.join(CANDIDATES)}")
     if run["finetune"] not in FINETUNE:
         raise ConfigError(f"run.finetune: '{run['finetune']}' is not a valid choice; choose from {', '.join(FINETUNE)}")
-    if not run["ks"] or min(run["ks"]) < 1:
-        raise ConfigError(f"run.ks: expected a non-empty list of positive integers, got {list(run['ks'])}")
+    if not run["ks"] or min(run["ks"]) < 1 or len(set(run["ks"])) < len(run["ks"]):
+        raise ConfigError(f"run.ks: expected a non-empty list of distinct positive integers, got {list(run['ks'])}")
     return run
 
 

@@ -41,6 +41,8 @@ def warn(message: str) -> None:
 
 def check_output_dir(path: str | os.PathLike, option: str) -> Path:
     """``path`` made if missing and checked to be a writable folder; :class:`OutputDirError` naming ``option``."""
+    if not str(path).strip():
+        raise OutputDirError(f"{option}: give a folder (got an empty path)")
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise OutputDirError(f"{option} {folder}: is not a folder (a file of that name exists)")

@@ -49,8 +49,7 @@ def get_scheme(name: str) -> type[Scheme]:
 def expand(names: str) -> list[str]:
     """Parse a comma-separated list of scheme names, where ``all`` means every registered scheme."""
     requested = [n.strip() for n in names.split(",") if n.strip()]
-    if "all" in requested:
-        return list(schemes())
     for name in requested:
-        get_scheme(name)
-    return list(dict.fromkeys(requested))
+        if name != "all":
+            get_scheme(name)
+    return list(schemes()) if "all" in requested else list(dict.fromkeys(requested))

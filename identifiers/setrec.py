@@ -80,6 +80,8 @@ class SETRecParams:
     def check(self) -> None:
         if not (self.use_cf or self.use_semantic):
             raise ConfigError("use_cf and use_semantic cannot both be false")
+        if not self.beta_grid:
+            raise ConfigError("beta_grid: expected at least one value")
 
 
 @register("setrec")

@@ -118,7 +118,13 @@ DATA_CASES = {
                           "ml.inter line 3: expected 3 tab-separated fields"),
     "recbole-timestamp": ("ml-100k", {"movielens-100k/ml.inter":
                                       "user_id:token\titem_id:token\ttimestamp:float\nu\ta\tsoon\n"},
-                          "expected a number in field 'timestamp', got 'soon'"),
+                          "expected a finite number in field 'timestamp', got 'soon'"),
+    "recbole-infinite-timestamp": ("ml-100k", {"movielens-100k/ml.inter":
+                                               "user_id:token\titem_id:token\ttimestamp:float\nu\ta\tinf\n"},
+                                   "expected a finite number in field 'timestamp', got 'inf'"),
+    "lcrec-repeated-user": ("office", {"amazon-lcrec/office/Office.inter.json": '{"0": [1, 2], "0": [3, 4]}',
+                                       "amazon-lcrec/office/Office.item.json": "{}"},
+                            "Office.inter.json: key(s) '0' appear more than once"),
     "amazon-missing": ("amazon2014:Beauty", {}, "reviews_Beauty_5.json.gz"),
     "amazon-bad-json": ("amazon2014:Beauty", {"amazon2014/reviews_Beauty_5.json.gz": [REVIEW, '{"asin": }']},
                         "reviews_Beauty_5.json.gz line 2"),
@@ -169,6 +175,13 @@ OPTION_CASES = [
     (["run", "--identifiers", "pop", "--split", "random"], "--split"),
     (["run", "--identifiers", "pop", "--k-core", "0"], "--k-core"),
     (["run", "--identifiers", "pop", "--max-history", "x"], "--max-history"),
+    (["stats", "--datasets", "synthetic", "--max-history", "1000000000000"], "expected an integer from 1 to 1024"),
+    (["run", "--identifiers", "all,nope"], "--identifiers: unknown identifier scheme 'nope'"),
+    (["run", "--identifiers", "pop", "--datasets", "all", "--data-dir", "/nonexistent/data"],
+     "--data-dir /nonexistent/data: no such folder"),
+    (["run", "--identifiers", "pop", "--results-dir", ""], "--results-dir: give a folder"),
+    (["list", "--params", "all"], "--params: unknown identifier scheme 'all'; give one of pop"),
+    (["download", "beauty,nope", "--data-dir", "/nonexistent/never-made"], "no download source for 'nope'"),
     (["run", "--identifiers", "pop", "--config", "/nonexistent/c.yaml"], "config file /nonexistent/c.yaml"),
     (["list", "--params", "nope"], "--params: unknown identifier scheme"),
     (["download", "nope"], "no download source for 'nope'"),
@@ -179,11 +192,12 @@ OPTION_CASES = [
 @pytest.mark.parametrize("argv, message", OPTION_CASES, ids=[" ".join(a[1:]) for a, _ in OPTION_CASES])
 def test_bad_options_exit_2_naming_the_option(argv: list[str], message: str, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    if argv[0] == "run":
-        argv = [*argv, "--results-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")]
+    for option, folder in (("--results-dir", "r"), ("--cache-dir", "c")):
+        if argv[0] == "run" and option not in argv:
+            argv = [*argv, option, str(tmp_path / folder)]
     code, _, err = cli(argv, capsys)
     assert code == EXIT_USAGE and message in err
-    assert not list(tmp_path.rglob("*.json"))
+    assert not list(tmp_path.rglob("*.json")) and not Path("/nonexistent").exists()
 
 
 def test_a_backbone_path_must_be_a_checkpoint_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -209,6 +223,10 @@ YAML_CASES = [
     ("train: {max_valid_examples: -5}", "train.max_valid_examples: expected a value >= 0"),
     ("schemes: {sasrec: {hiden: 3}}", "unknown parameter 'hiden'"),
     ("schemes: [sasrec]", "section 'schemes' must be a mapping"),
+    ("run: {seed: 1}\nrun: {seed: 2}", "repeated key 'run'"),
+    ("run: {max_history: 5000}", "run.max_history: expected an integer from 1 to 1024, got 5000"),
+    ("run: {ks: [5, 5, 10]}", "run.ks: expected a non-empty list of distinct positive integers"),
+    ("schemes: {setrec: {beta_grid: []}}", "beta_grid: expected at least one value"),
 ]
 
 
@@ -219,6 +237,13 @@ def test_bad_yaml_names_the_key(text: str, message: str, tmp_path: Path, capsys:
     code, _, err = cli(run_argv(tmp_path, "sasrec", "--config", str(config)), capsys)
     assert code == EXIT_USAGE and message in err
     assert not (tmp_path / "results").exists() or not list((tmp_path / "results").rglob("*.json"))
+
+
+def test_a_config_that_is_not_utf8_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "binary.yaml"
+    config.write_bytes(b"\xff\xfe\x00run")
+    code, _, err = cli(run_argv(tmp_path, "sasrec", "--config", str(config)), capsys)
+    assert code == EXIT_USAGE and f"config file {config}: not UTF-8 text" in err
 
 
 # Output locations --------------------------------------------------------------------------------------------

@@ -84,7 +84,7 @@ def test_timestamps_give_time_and_enable_the_temporal_split(tmp_path: Path) -> N
      "timestamps.tsv line 7: user 'U2' item 'A' is not an interaction"),
     ("U1\tA\t100\nU1\tB\t90\nU1\tC\t200\nU2\tB\t50\nU2\tC\t60\n",
      "timestamps.tsv line 3: user 'U1' item 'B' at 90 is earlier than the user's previous item"),
-    ("U1\tA\tsoon\n", "timestamps.tsv line 2: expected a number in field 'timestamp', got 'soon'"),
+    ("U1\tA\tsoon\n", "timestamps.tsv line 2: expected a finite number in field 'timestamp', got 'soon'"),
     ("U1\tA\n", "timestamps.tsv line 2: expected 3 tab-separated fields"),
 ])
 def test_mismatched_timestamps_name_file_and_line(tmp_path: Path, rows: str, message: str) -> None:

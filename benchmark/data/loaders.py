@@ -17,6 +17,7 @@ import ast
 import gzip
 import html
 import json
+import math
 import re
 import sys
 import zlib
@@ -158,8 +159,8 @@ def _p5_timestamps(path: Path, seq_path: Path, users: list[str], items: list[str
             stamp = float(fields[2])
         except ValueError:
             stamp = float("nan")
-        if stamp != stamp:
-            raise DataError(f"{path} line {lineno}: expected a number in field 'timestamp', got {fields[2]!r}")
+        if not math.isfinite(stamp):
+            raise DataError(f"{path} line {lineno}: expected a finite number in field 'timestamp', got {fields[2]!r}")
         rows.setdefault((fields[0], fields[1]), []).append((stamp, lineno))
     stamps: list[float] = []
     previous: tuple[str, float, int] = ("", float("-inf"), 0)
@@ -466,8 +467,17 @@ def _gzip_lines(path: Path) -> Iterator[tuple[int, str]]:
 
 
 def _load_json(path: Path) -> object:
+    """The JSON document in ``path``; an object that repeats a key is an error (json keeps the last silently)."""
+    def unique(pairs: list[tuple[str, object]]) -> dict[str, object]:
+        keys = [key for key, _ in pairs]
+        repeated = sorted({key for key in keys if keys.count(key) > 1})
+        if repeated:
+            raise DataError(f"{path}: key(s) {', '.join(map(repr, repeated[:5]))} appear more than once in one "
+                            "object; each user or item must appear once")
+        return dict(pairs)
+
     try:
-        return json.loads(_decode(path.read_bytes(), path))
+        return json.loads(_decode(path.read_bytes(), path), object_pairs_hook=unique)
     except json.JSONDecodeError as error:
         raise DataError(f"{path} line {error.lineno} column {error.colno}: invalid JSON ({error.msg})") from error
 
@@ -508,10 +518,11 @@ def _first_field(columns: dict[str, list[str]], names: tuple[str, ...], length: 
 
 def _numbers(values: list[str], linenos: list[int], path: Path, field: str) -> pd.Series:
     numbers = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").astype(float)
-    bad = numbers.isna().to_numpy().nonzero()[0]
+    bad = (~numbers.map(math.isfinite)).to_numpy().nonzero()[0]
     if len(bad):
         row = bad[0]
-        raise DataError(f"{path} line {linenos[row]}: expected a number in field '{field}', got {values[row]!r}")
+        raise DataError(f"{path} line {linenos[row]}: expected a finite number in field '{field}', "
+                        f"got {values[row]!r}")
     return numbers
 
 
