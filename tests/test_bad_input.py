@@ -125,6 +125,17 @@ DATA_CASES = {
     "lcrec-repeated-user": ("office", {"amazon-lcrec/office/Office.inter.json": '{"0": [1, 2], "0": [3, 4]}',
                                        "amazon-lcrec/office/Office.item.json": "{}"},
                             "Office.inter.json: key(s) '0' appear more than once"),
+    "lcrec-categories-object": ("office", {"amazon-lcrec/office/Office.inter.json": '{"0": [1, 2]}',
+                                           "amazon-lcrec/office/Office.item.json":
+                                           '{"1": {"title": "a", "categories": {"a": 1}}}'},
+                                "Office.item.json: item '1', field 'categories': expected a comma-separated path"),
+    "lcrec-brand-object": ("office", {"amazon-lcrec/office/Office.inter.json": '{"0": [1, 2]}',
+                                      "amazon-lcrec/office/Office.item.json": '{"1": {"brand": {"en": "x"}}}'},
+                           "Office.item.json: item '1', field 'brand': expected text, got '{\"en\": \"x\"}'"),
+    "p5-meta-title-object": ("beauty", {"amazon2014-p5/beauty/user_sequence.txt": "U1 A B\n",
+                                        "amazon2014-p5/beauty/item_meta.jsonl":
+                                        '{"asin": "A", "title": {"en": "x"}, "categories": []}\n'},
+                             "item_meta.jsonl line 1, field 'title': expected text"),
     "amazon-missing": ("amazon2014:Beauty", {}, "reviews_Beauty_5.json.gz"),
     "amazon-bad-json": ("amazon2014:Beauty", {"amazon2014/reviews_Beauty_5.json.gz": [REVIEW, '{"asin": }']},
                         "reviews_Beauty_5.json.gz line 2"),

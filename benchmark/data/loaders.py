@@ -125,8 +125,11 @@ def _p5_item_meta(path: Path, catalogue: pd.DataFrame, known: set[str], warn_mis
         if asin not in known:
             skipped += 1
             continue
-        rows[asin] = {"title": _text(record.get("title")), "brand": _text(record.get("brand")),
-                      "categories": tuple(part for part in map(_text, categories[0]) if part) if categories else ()}
+        where = f"{path} line {lineno}, field"
+        rows[asin] = {"title": _text(record.get("title"), f"{where} 'title'"),
+                      "brand": _text(record.get("brand"), f"{where} 'brand'"),
+                      "categories": tuple(part for part in (_text(c, f"{where} 'categories'") for c in categories[0])
+                                          if part) if categories else ()}
     without = len(known - set(rows))
     if (skipped or without) and warn_missing:
         _warn(f"{path}: {skipped} line(s) name items outside the sequences (ignored); {without} item(s) of the "
@@ -321,9 +324,13 @@ def load_lcrec(folder: Path, name: str) -> Dataset:
             raise DataError(f"{item_path}: item '{raw_id}': expected an object with title, description, brand, "
                             f"categories, got {_snippet(json.dumps(fields))}")
         categories = fields.get("categories")
-        rows.append({"raw_id": str(raw_id), "title": _text(fields.get("title")),
-                     "description": _text(fields.get("description")), "brand": _text(fields.get("brand")),
-                     "categories": categories if isinstance(categories, (str, list)) else ""})
+        where = f"{item_path}: item '{raw_id}', field"
+        if categories is not None and not isinstance(categories, (str, list)):
+            raise DataError(f"{where} 'categories': expected a comma-separated path or a list, "
+                            f"got {_snippet(json.dumps(categories, default=str))}")
+        rows.append({"raw_id": str(raw_id), "title": _text(fields.get("title"), f"{where} 'title'"),
+                     "description": _text(fields.get("description"), f"{where} 'description'"),
+                     "brand": _text(fields.get("brand"), f"{where} 'brand'"), "categories": categories or ""})
     return _build(name, inter_path, pd.DataFrame(rows, columns=["raw_id", "title", "description", "brand",
                                                                 "categories"]), interactions, item_path)
 
@@ -396,8 +403,10 @@ def load_amazon2014(folder: Path, category: str, name: str) -> Dataset:
             if match.group(1) not in wanted:
                 continue
             record = _parse_meta(meta_path, lineno, line)
-            rows.append({"raw_id": str(record["asin"]), "title": _text(record.get("title")),
-                         "description": _text(record.get("description")), "brand": _text(record.get("brand")),
+            where = f"{meta_path} line {lineno}, field"
+            rows.append({"raw_id": str(record["asin"]), "title": _text(record.get("title"), f"{where} 'title'"),
+                         "description": _text(record.get("description"), f"{where} 'description'"),
+                         "brand": _text(record.get("brand"), f"{where} 'brand'"),
                          "price": record.get("price"), "categories": _first_path(record.get("categories"))})
     metadata = pd.DataFrame(rows, columns=["raw_id", "title", "description", "brand", "price", "categories"])
     metadata["categories"] = _drop_common_root(list(metadata["categories"]))
@@ -559,12 +568,15 @@ def _movie_description(genres: list[str], year: str) -> str:
     return ". ".join(part for part in parts if part)
 
 
-def _text(value: object) -> str:
-    """A text field as one string: lists are joined, ``None`` is empty, HTML entities are decoded."""
+def _text(value: object, where: str) -> str:
+    """A text field as one string: lists are joined, ``None`` is empty, numbers are written out, HTML entities
+    are decoded; anything else (an object) is a ``DataError`` naming ``where`` (file, line or item, and field)."""
     if value is None:
         return ""
     if isinstance(value, list):
-        return " ".join(part for part in map(_text, value) if part)
+        return " ".join(part for part in (_text(item, where) for item in value) if part)
+    if not isinstance(value, (str, int, float)):
+        raise DataError(f"{where}: expected text, got {_snippet(json.dumps(value, default=str))}")
     return html.unescape(str(value)).strip()
 
 
