@@ -20,6 +20,7 @@ from benchmark.config import (
     SPLITS,
     ConfigError,
     Environment,
+    RunConfig,
     read_user_config,
     resolve,
 )
@@ -200,6 +201,21 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_lora(configs: list[RunConfig]) -> None:
+    """Refuse, before any work, a LoRA target that names no module of a run's backbone (``run.lora``)."""
+    from identifiers.base import backbone_spec
+    from identifiers.registry import get_scheme
+    from recommenders.backbones import BackboneError, check_lora_targets, finetune_mode
+
+    specs = [backbone_spec(c) for c in configs if get_scheme(c.scheme).uses_backbone]
+    for name, targets in {(s.name, tuple(s.lora["target_modules"] or ())) for s in specs
+                          if finetune_mode(s) == "lora"}:
+        try:
+            check_lora_targets(name, list(targets) or None)
+        except BackboneError as error:
+            raise UsageError(f"run.lora: {error}") from error
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmark.records import record_path
     from benchmark.runner import records_on_other_data, resolve_device, run_all
@@ -243,6 +259,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             check_backbone(backbone)
         except BackboneError as error:
             raise UsageError(f"{'--backbone' if args.backbone else 'run.backbone'}: {error}") from error
+    _check_lora(configs)
     loaded: dict[tuple[str, int], Dataset] = {}
     for config in configs:
         key = (config.dataset, config.k_core)

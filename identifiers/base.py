@@ -34,6 +34,13 @@ from recommenders.set import SetOptions, SetRecommender
 from recommenders.text import TextVocabulary, text_vocabulary
 
 
+def backbone_spec(config: RunConfig) -> BackboneSpec:
+    """``config``'s backbone and how it is fine-tuned (``run.backbone``, ``finetune``, ``lora``, ...)."""
+    lora = dataclasses.asdict(config.lora) if config.lora is not None else {}
+    return BackboneSpec(config.backbone, config.finetune, {**BackboneSpec(config.backbone).lora, **lora},
+                        config.gradient_checkpointing)
+
+
 @dataclass
 class RunContext:
     """What a scheme may use besides the training data: config, item content, device and caches.
@@ -66,10 +73,7 @@ class RunContext:
     @property
     def backbone(self) -> BackboneSpec:
         """The run's backbone and how it is fine-tuned (``run.backbone``, ``finetune``, ``lora``, ...)."""
-        cfg = self.config
-        lora = dataclasses.asdict(cfg.lora) if cfg.lora is not None else {}
-        return BackboneSpec(cfg.backbone, cfg.finetune, {**BackboneSpec(cfg.backbone).lora, **lora},
-                            cfg.gradient_checkpointing)
+        return backbone_spec(self.config)
 
     def cache_path(self, kind: str, key: str, suffix: str) -> Path:
         """A file under the cache folder, e.g. ``.cache/cf/<key>.pt``; its folder exists."""

@@ -25,6 +25,7 @@ No weights are downloaded at run time.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -326,6 +327,27 @@ def check_backbone(name: str) -> None:
         raise BackboneError(f"backbone '{name}': a local checkpoint must be a folder written by save_pretrained, "
                             "not a file")
     family_of(name)
+
+
+def check_lora_targets(name: str, targets: Sequence[str] | str | None) -> None:
+    """Raise :class:`BackboneError` unless every LoRA target (None: the family's default) names a module of the
+    backbone ``name`` as ``peft`` matches it (the module's name, or its last dotted parts); built on the meta
+    device, so nothing is allocated and a checkpoint's weights are not read. A string target (``all-linear``, a
+    pattern) is left to ``peft``."""
+    family = FAMILIES[family_of(name)]
+    targets = targets or family.lora_targets
+    if isinstance(targets, str):
+        return
+    with torch.device("meta"):
+        model = family.from_preset(PRESETS[name], 2) if name in PRESETS else family.model_class(_local_config(name))
+    modules = [module_name for module_name, _ in model.named_modules() if module_name]
+    missing = [target for target in targets
+               if not any(module == target or module.endswith(f".{target}") for module in modules)]
+    if missing:
+        linear = sorted({module_name.rsplit(".", 1)[-1] for module_name, module in model.named_modules()
+                         if isinstance(module, torch.nn.Linear)})
+        raise BackboneError(f"lora.target_modules: {', '.join(missing)} name(s) no module of backbone '{name}'; its "
+                            f"linear layers are named {', '.join(linear)}")
 
 
 @lru_cache(maxsize=None)

@@ -250,6 +250,15 @@ def test_bad_yaml_names_the_key(text: str, message: str, tmp_path: Path, capsys:
     assert not (tmp_path / "results").exists() or not list((tmp_path / "results").rglob("*.json"))
 
 
+def test_a_lora_target_naming_no_module_stops_before_any_run(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "lora.yaml"
+    config.write_text("run: {finetune: lora, lora: {target_modules: [q, nosuch_layer]}}\n")
+    code, _, err = cli(run_argv(tmp_path, "pop,tiger", "--config", str(config)), capsys)
+    assert code == EXIT_USAGE and "run.lora: lora.target_modules: nosuch_layer name(s) no module of backbone" in err
+    assert "linear layers are named k, lm_head, o, q, v, wi, wo" in err and not list(tmp_path.rglob("*.json"))
+
+
 def test_a_config_that_is_not_utf8_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "binary.yaml"
     config.write_bytes(b"\xff\xfe\x00run")
