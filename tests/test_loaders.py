@@ -333,3 +333,11 @@ def test_toys_sequences_from_p5_maps_name_a_missing_id(tmp_path: Path, remote: F
     with pytest.raises(DataError, match="p5_sequential.txt line 1: id '9' is not in p5_datamaps.json"):
         dl.download("toys", tmp_path / "data")
     assert not (tmp_path / "data" / "amazon2014-p5" / "toys" / "user_sequence.txt").exists()
+
+
+def test_a_byte_order_mark_does_not_become_part_of_the_first_id(tmp_path: Path) -> None:
+    folder = tmp_path / "amazon2014-p5" / "beauty"
+    folder.mkdir(parents=True)
+    (folder / "user_sequence.txt").write_bytes("\ufeffU1 A B C\nU2 B C A\n".encode())
+    dataset = load_p5(folder, "beauty")
+    assert list(dataset.user_ids) == ["U1", "U2"]

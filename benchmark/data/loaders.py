@@ -407,7 +407,8 @@ def load_amazon2014(folder: Path, category: str, name: str) -> Dataset:
             rows.append({"raw_id": str(record["asin"]), "title": _text(record.get("title"), f"{where} 'title'"),
                          "description": _text(record.get("description"), f"{where} 'description'"),
                          "brand": _text(record.get("brand"), f"{where} 'brand'"),
-                         "price": record.get("price"), "categories": _first_path(record.get("categories"))})
+                         "price": record.get("price"),
+                         "categories": _first_path(record.get("categories"), f"{where} 'categories'")})
     metadata = pd.DataFrame(rows, columns=["raw_id", "title", "description", "brand", "price", "categories"])
     metadata["categories"] = _drop_common_root(list(metadata["categories"]))
     return _build(name, reviews_path, metadata, interactions, meta_path if meta_path.is_file() else None)
@@ -436,8 +437,10 @@ def _single(folder: Path, pattern: str, what: str) -> Path:
 
 
 def _decode(data: bytes, path: Path) -> str:
+    """``data`` as UTF-8 text, without a leading byte-order mark (some editors write one; it would otherwise
+    become part of the first id); a ``DataError`` naming the line otherwise."""
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         lineno = data[:error.start].count(b"\n") + 1
         raise DataError(f"{path} line {lineno}: expected UTF-8 text ({error.reason})") from error
@@ -548,10 +551,10 @@ def _parse_meta(path: Path, lineno: int, line: str) -> dict:
     return record
 
 
-def _first_path(value: object) -> tuple[str, ...]:
-    """The first list of a 2014 ``categories`` field (a list of category paths)."""
+def _first_path(value: object, where: str) -> tuple[str, ...]:
+    """The first list of a 2014 ``categories`` field (a list of category paths); ``where`` names it in errors."""
     if isinstance(value, list) and value and isinstance(value[0], list):
-        return tuple(part for part in map(_text, value[0]) if part)
+        return tuple(part for part in (_text(name, where) for name in value[0]) if part)
     return ()
 
 
