@@ -247,9 +247,12 @@ def make_split(dataset: Dataset, protocol: str, max_history: int) -> Split:
     empty = [name for name, examples in (("validation", split.valid), ("test", split.test)) if not len(examples)]
     if empty:
         longest = max((len(s) for s in dataset.sequences()), default=0)
-        reason = ("leave-one-out needs users with at least 3 interactions" if protocol == "loo" else
-                  "the temporal split needs users with interactions before and after its cuts")
+        reason = {"loo": "leave-one-out needs users with at least 3 interactions: raise --k-core or use more data",
+                  "temporal": "the temporal split needs users with interactions before and after its cuts: raise "
+                              "--k-core or use more data",
+                  "fixed": "the released split's file labels no interaction valid / test with a training history "
+                           "before it (--k-core does not apply to a released split)"}[protocol]
         raise SplitError(f"dataset '{dataset.name}': the {protocol} split has no {' and no '.join(empty)} examples "
                          f"({dataset.n_users:,} users, {len(dataset.interactions):,} interactions, longest history "
-                         f"{longest}); {reason}: raise --k-core or use more data")
+                         f"{longest}); {reason}")
     return split

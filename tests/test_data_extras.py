@@ -133,6 +133,14 @@ def test_setrec_split_is_used_as_released(tmp_path: Path, capsys: pytest.Capture
         make_split(dataset, "loo", 4)
 
 
+def test_a_released_split_without_held_out_rows_names_its_file_not_k_core(tmp_path: Path) -> None:
+    setrec(tmp_path, "0\tU1\t0\tA\ttrain\t10\n0\tU1\t1\tB\ttrain\t20\n")
+    dataset = load_dataset("setrec-beauty", tmp_path, k_core=5)
+    with pytest.raises(SplitError, match="no validation and no test examples .* the released split's file labels "
+                                         r"no interaction valid / test .*\(--k-core does not apply"):
+        make_split(dataset, "fixed", 4)
+
+
 @pytest.mark.parametrize("rows, message", [
     ("0\tU1\t0\tA\tholdout\t1\n", "interactions.tsv line 2: unknown split 'holdout'"),
     ("0\tU1\t0\tA\tvalid\t1\n0\tU1\t1\tB\ttrain\t2\n", "line 3: user 'U1' has a train row after a valid"),
