@@ -116,12 +116,13 @@ def records_on_other_data(configs: list[RunConfig], env: Environment,
     k_core)]``, by their dataset fingerprint, one line each naming the file and both fingerprints; records
     without a fingerprint (written before it was recorded) are not checked."""
     lines = []
+    fingerprints = {key: dataset.fingerprint() for key, dataset in datasets.items()}
     for config in configs:
         path = record_path(env.results_dir, config)
         if not _complete(path, report=False):
             continue
         recorded = read_record(path)["dataset"].get("fingerprint")
-        current = datasets[config.dataset, config.k_core].fingerprint()
+        current = fingerprints[config.dataset, config.k_core]
         if recorded is not None and recorded != current:
             lines.append(f"{path}: made on data with fingerprint {recorded}, the data read now has {current}")
     return lines
