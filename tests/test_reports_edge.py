@@ -157,7 +157,8 @@ def test_a_section_with_different_training_data_gets_groups_per_histogram(tmp_pa
     for i, rec in enumerate((five, ten)):
         write_json_atomic(tmp_path / "results" / "toy" / f"r{i}.json",
                           {**rec, "schema": SCHEMA_VERSION, "reason": None, "identifier": {"paradigm": "baseline"},
-                           "metrics": {"all": {}, "warm": {}, "cold": {}}, "timings": {"inference_ms_per_user": 1.0}})
+                           "metrics": {"all": {"count": 3}, "warm": {"count": 3}, "cold": {"count": 0}},
+                           "timings": {"inference_ms_per_user": 1.0}})
     paths = build_group_report(scan_records(tmp_path / "results"), tmp_path / "reports")
     md = paths[0].read_text()
     assert md.count("training data ") == 2 and "(k_core=5)" in md and "(k_core=10)" in md

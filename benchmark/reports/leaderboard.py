@@ -163,9 +163,15 @@ def _segment_ranks(per_user: dict[str, Any], warm: list, segment: str) -> list:
 
 
 def _same_examples(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether two per-example records are over the same test examples (users and targets, in order)."""
+    """Whether two per-example records are over the same test examples (users and targets, in order, and as many
+    targets per example: records without ``targets`` are told apart by their ranks' shape)."""
     return (len(a["ranks"]) == len(b["ranks"]) and a.get("users") == b.get("users")
-            and a.get("targets") == b.get("targets"))
+            and a.get("targets") == b.get("targets") and _shape(a["ranks"]) == _shape(b["ranks"]))
+
+
+def _shape(ranks: list) -> list[int | None]:
+    """The number of targets of each example (None for a single-target rank)."""
+    return [len(r) if isinstance(r, list) else None for r in ranks]
 
 
 def _split(config: dict[str, Any]) -> str:
