@@ -306,8 +306,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from benchmark.runner import resolve_device
-    from benchmark.tuning import TuneError, TuneSettings, tune
-    from identifiers.registry import get_scheme
+    from benchmark.tuning import TuneError, TuneSettings, check_request, tunable_space, tune
+    from identifiers.registry import get_scheme, schemes
     from recommenders.backbones import BackboneError, check_backbone
     from recommenders.trainer import DivergenceError
 
@@ -318,7 +318,17 @@ def cmd_tune(args: argparse.Namespace) -> int:
                          "--seed; a study tunes one of each")
     if args.trials < 0:
         raise UsageError(f"--trials: expected an integer >= 0, got {args.trials}")
+    try:
+        tunable_space(names[0])  # before anything is created
+    except TuneError as error:
+        raise UsageError(str(error)) from error
     user = read_user_config(args.config) if args.config else {}
+    unknown = sorted(set(user.get("schemes") or {}) - set(schemes()))
+    if unknown:
+        raise ConfigError(f"config file {args.config}: schemes: unknown scheme(s) {', '.join(unknown)}; "
+                          f"choose from {', '.join(schemes())}")
+    for name in user.get("schemes") or {}:  # the best parameters' YAML carries every section to `run --config`
+        resolve(datasets[0], get_scheme(name), None, args.profile, user)
     cli = {key: value for key, value in {"split": args.split, "backbone": args.backbone,
                                          "max_history": args.max_history, "k_core": args.k_core}.items()
            if value is not None}
@@ -329,6 +339,15 @@ def cmd_tune(args: argparse.Namespace) -> int:
             check_backbone(base.backbone)
     except (ValueError, BackboneError) as error:
         raise UsageError(f"tune: {error}") from error
+    settings = TuneSettings(trials=args.trials, storage=args.storage, study_name=args.study_name, output=args.output,
+                            final_run=not args.no_final_run, force=args.force)
+    try:  # the study name and storage URL, then --results-dir and --output (made when missing)
+        check_request(base, settings, args.results_dir)
+    except TuneError as error:
+        raise UsageError(str(error)) from error
+    for folder, option in ((args.cache_dir, "--cache-dir"),
+                           (Path(args.cache_dir) / "checkpoints", "--cache-dir checkpoints folder")):
+        check_output_dir(folder, option)
     dataset = load_dataset(base.dataset, args.data_dir, base.k_core)
     _report_content(dataset)
     check_content(dataset, base.scheme, get_scheme(base.scheme).required_content(base.params))
@@ -336,8 +355,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
     env = Environment(device=args.device, data_dir=args.data_dir, results_dir=args.results_dir,
                       reports_dir=args.reports_dir, cache_dir=args.cache_dir, progress=not args.no_progress,
                       threads=threads)
-    settings = TuneSettings(trials=args.trials, storage=args.storage, study_name=args.study_name, output=args.output,
-                            final_run=not args.no_final_run, force=args.force)
     try:
         done = tune(base, user, cli, env, settings)
     except TuneError as error:
@@ -355,7 +372,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from benchmark.records import scan_records
+    from benchmark.records import check_results_dir, scan_records
     from benchmark.reports.costs import build_cost_report
     from benchmark.reports.groups import build_group_report
     from benchmark.reports.html import build_html_report
@@ -363,8 +380,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from benchmark.reports.leaderboard import build_leaderboard
     from benchmark.reports.scaling import build_scaling_report
 
+    results = check_results_dir(args.results_dir, "--results-dir")
     reports = check_output_dir(args.reports_dir, "--reports-dir")
-    scan = scan_records(args.results_dir)
+    scan = scan_records(results)
     for problem in scan.problems:
         print(f"warning: skipped {problem}", file=sys.stderr)
     try:

@@ -121,7 +121,7 @@ def records_on_other_data(configs: list[RunConfig], env: Environment,
         path = record_path(env.results_dir, config)
         if not _complete(path, report=False):
             continue
-        recorded = read_record(path)["dataset"].get("fingerprint")
+        recorded = (read_record(path).get("dataset") or {}).get("fingerprint")
         current = fingerprints[config.dataset, config.k_core]
         if recorded is not None and recorded != current:
             lines.append(f"{path}: made on data with fingerprint {recorded}, the data read now has {current}")

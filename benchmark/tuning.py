@@ -17,10 +17,16 @@ held when it was asked, so a single worker's search is reproducible; that seed i
 
 At the end the best trial's values are written as a YAML that ``run --config`` accepts, and (unless
 ``final_run`` is off) the final test run is a normal record with a ``tuned_from`` field naming the study.
+
+Before any work (:func:`check_request`, which the CLI calls first): the scheme must declare a search space, the
+study name must be a plain file name (:data:`SAFE_NAME`), the storage a SQLAlchemy URL whose dialect and driver are
+installed, and every folder written to (the SQLite file's, the YAML's) a writable folder; a SQLite lock that
+cannot be taken within :data:`LOCK_TIMEOUT` seconds is an error naming it, never a wait without end.
 """
 from __future__ import annotations
 
 import json
+import os
 import re
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -28,13 +34,16 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 import yaml
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from optuna.trial import TrialState
+from sqlalchemy.engine import make_url
 
 from benchmark.config import Environment, RunConfig, Tunable, load_defaults, resolve, search_space
 from benchmark.evaluate import evaluate
 from benchmark.runner import cached_dataset, cached_split, resolve_device, run_all, seed_everything
+from benchmark.safeio import OutputDirError, check_output_dir, write_text
 from identifiers.base import RunContext
 from identifiers.registry import get_scheme
 from recommenders import trainer
@@ -45,8 +54,18 @@ SEED_STRIDE = 1_000_003
 """Sampler seed of a trial: ``(seed * SEED_STRIDE + trials already in the study) mod 2**32``."""
 
 
+SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+"""A study name: letters, digits, ``_``, ``-`` and ``.``, not starting with a dot (it names files)."""
+URL_FORMS = ("sqlite:///relative/path.db, sqlite:////absolute/path.db, postgresql://user:password@host/database "
+             "or mysql://user:password@host/database")
+"""The storage URLs a message shows (any SQLAlchemy URL whose driver is installed works)."""
+LOCK_TIMEOUT = 120.0
+"""Seconds a worker waits for the lock that guards creating a new SQLite study's schema (held for seconds)."""
+
+
 class TuneError(ValueError):
-    """A tuning request that cannot be served (no search space, a study of another config, no finished trial)."""
+    """A tuning request that cannot be served (no search space, an unsafe study name, an invalid storage URL, a
+    study of another config, no finished trial)."""
 
 
 @dataclass(frozen=True)
@@ -67,8 +86,101 @@ class TuneSettings:
 
 
 def study_name(config: RunConfig) -> str:
-    """The default study of a base config: its run name (dataset, scheme, backbone, split, profile, seed)."""
-    return config.run_name
+    """The default study of a base config: its run name (dataset, scheme, backbone, split, profile, seed), with the
+    dataset's ``:`` as ``_`` and any other character outside :data:`SAFE_NAME` (a backbone given as a path) as
+    ``-``, so it is always a plain file name."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", config.run_name.replace(":", "_"))
+    return name.lstrip(".") or "study"
+
+
+def check_study_name(name: str) -> str:
+    """``name`` when it is a safe study name (:data:`SAFE_NAME`), else a :class:`TuneError`."""
+    if not SAFE_NAME.fullmatch(name):
+        raise TuneError(f"--study-name '{name}': use letters, digits, '_', '-' and '.' only, not starting with a "
+                        "dot (it names the study's SQLite and YAML files under RESULTS_DIR/tuning/)")
+    return name
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite URL; None for another database or an in-memory SQLite one."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def check_storage(url: str) -> str:
+    """``url`` when it is a SQLAlchemy URL whose dialect and driver are installed, else a :class:`TuneError`
+    showing the valid forms. Nothing is connected to."""
+    shown = public_url(url)
+    try:
+        parsed = make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise TuneError(f"--storage '{shown}': not a database URL; give one such as {URL_FORMS}") from None
+    try:
+        dialect = parsed.get_dialect()
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise TuneError(f"--storage '{shown}': unknown database kind '{parsed.drivername}'; give a URL such as "
+                        f"{URL_FORMS}") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as error:
+        raise TuneError(f"--storage '{shown}': the driver of {parsed.drivername} is not installed ({error}); install "
+                        f"it, or use a SQLite file such as sqlite:///path/study.db") from None
+    return url
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """Where a tuning request keeps its study and writes its best parameters."""
+
+    name: str
+    url: str
+    database: Path | None
+    """The SQLite file of the storage; None for another database."""
+    output: Path
+
+
+def plan_study(base: RunConfig, settings: TuneSettings, results_dir: str) -> StudyPlan:
+    """The study name, storage URL, SQLite file and output YAML of a request, each checked (:class:`TuneError`:
+    an unsafe name, an invalid URL, a SQLite file or output that is a folder); nothing is created."""
+    name = check_study_name(settings.study_name) if settings.study_name is not None else study_name(base)
+    url = check_storage(settings.storage if settings.storage is not None
+                        else f"sqlite:///{Path(results_dir) / 'tuning' / name}.db")
+    if settings.output is not None and not settings.output.strip():
+        raise TuneError("--output: give a file path for the best parameters' YAML (got an empty path)")
+    output = Path(settings.output) if settings.output is not None else Path(results_dir) / "tuning" / f"{name}.yaml"
+    plan = StudyPlan(name=name, url=url, database=sqlite_file(url), output=output)
+    if plan.database is not None and plan.database.is_dir():
+        raise TuneError(f"{storage_option(settings, url)}: the SQLite file {plan.database} is a folder; give a file "
+                        "path")
+    if output.is_dir():
+        raise TuneError(f"--output {output}: is a folder; give a file path such as {output / (name + '.yaml')}")
+    return plan
+
+
+def storage_option(settings: TuneSettings, url: str) -> str:
+    """The option that chose the storage, for messages: ``--storage URL``, or ``--results-dir`` for the default."""
+    return f"--storage {public_url(url)}" if settings.storage is not None else "--results-dir"
+
+
+def check_request(base: RunConfig, settings: TuneSettings, results_dir: str) -> StudyPlan:
+    """Everything a request needs, checked before any work: the scheme's search space and :func:`plan_study`
+    (:class:`TuneError`), then the folders it writes to: made when missing, :class:`OutputDirError` naming the
+    option when one is not a writable folder (or an existing SQLite file is not writable)."""
+    tunable_space(base.scheme)
+    plan = plan_study(base, settings, results_dir)
+    check_output_dir(results_dir, "--results-dir")
+    if settings.storage is None or settings.output is None:
+        check_output_dir(Path(results_dir) / "tuning", "--results-dir tuning folder")
+    if plan.database is not None:
+        option = storage_option(settings, plan.url)
+        check_output_dir(plan.database.parent, f"{option}: the SQLite file's folder")
+        if plan.database.exists() and not os.access(plan.database, os.R_OK | os.W_OK):
+            raise OutputDirError(f"{option}: the SQLite file {plan.database} is not readable and writable")
+    if settings.output is not None:
+        check_output_dir(plan.output.parent, f"--output {plan.output}: its folder")
+    return plan
 
 
 def public_url(url: str) -> str:
@@ -136,24 +248,32 @@ def validation_value(config: RunConfig, env: Environment, on_epoch: Any = None) 
 
 
 def open_study(base: RunConfig, settings: TuneSettings, results_dir: str) -> tuple[optuna.Study, str, str]:
-    """The study (created, or loaded when it exists), its name and storage URL. A loaded study must have been
-    made for the same base config, else :class:`TuneError`."""
-    name = settings.study_name or study_name(base)
-    url = settings.storage or f"sqlite:///{Path(results_dir) / 'tuning' / name}.db"
+    """The study (created, or loaded when it exists), its name and storage URL. The request is checked first
+    (:func:`check_request`: nothing is created for one that cannot be served). A loaded study must have been made
+    for the same base config, else :class:`TuneError`."""
+    plan = check_request(base, settings, results_dir)
+    name, url, database = plan.name, plan.url, plan.database
+    tuned = {dim.name for dim in tunable_space(base.scheme)}
     defaults = load_defaults()["tune"]
     pruner = optuna.pruners.MedianPruner(n_startup_trials=defaults["pruner_startup_trials"],
                                          n_warmup_steps=defaults["pruner_first_epoch"])
-    database = Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
-    if database is not None:
-        database.parent.mkdir(parents=True, exist_ok=True)
     # Workers started together on a new SQLite file would each create its schema, and all but one fail (optuna's
     # alembic version row is written twice): the first creates it under an OS lock, the others then open it.
-    with FileLock(f"{database}.lock") if database is not None else nullcontext():
-        storage: Any = (optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-                        if database is not None else url)
-        study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
-                                    pruner=pruner)
-    tuned = {dim.name for dim in tunable_space(base.scheme)}
+    lock = f"{database}.lock" if database is not None else None
+    try:
+        with FileLock(lock, timeout=LOCK_TIMEOUT) if lock is not None else nullcontext():
+            storage: Any = (optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+                            if database is not None else url)
+            study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
+                                        load_if_exists=True, pruner=pruner)
+    except Timeout:
+        raise TuneError(f"study storage {public_url(url)}: the lock {lock} was not free after {LOCK_TIMEOUT:.0f} s (it "
+                        f"cannot be created in {Path(str(lock)).parent}, or another worker holds it); check that "
+                        "the folder is writable, or remove a stale lock file") from None
+    except sqlalchemy.exc.SQLAlchemyError as error:
+        first = str(error).strip().splitlines()[0]
+        raise TuneError(f"{storage_option(settings, url)}: cannot open the study '{name}' in {public_url(url)} "
+                        f"({first})") from None
     made_for = json.loads(json.dumps({**base.to_dict(), "params": {key: value for key, value in base.params.items()
                                                                    if key not in tuned}}))
     known = study.user_attrs.get("base_config")
@@ -229,12 +349,11 @@ def tune(base: RunConfig, user: dict[str, Any], cli: dict[str, Any], env: Enviro
          settings: TuneSettings) -> dict[str, Any]:
     """Add ``settings.trials`` trials to the study of ``base``, write the best parameters' YAML and (unless
     ``settings.final_run`` is off) run the best config on test; return what was done."""
+    output = plan_study(base, settings, env.results_dir).output
     study, name, url = open_study(base, settings, env.results_dir)
     run_trials(study, base, user, cli, env, settings.trials)
     text, config = best_yaml(study, name, url, base, user, cli)
-    output = Path(settings.output or Path(env.results_dir) / "tuning" / f"{name}.yaml")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text)
+    write_text(output, text)
     states = [trial.state for trial in study.get_trials(deepcopy=False)]
     best = study.best_trial
     tuned_from = {"study": name, "storage": public_url(url), "best_trial": best.number,

@@ -125,8 +125,8 @@ def test_list_and_stats(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize("argv, message", [
     (["run", "--identifiers", "nope"], "unknown identifier scheme 'nope'; choose from pop, sasrec"),
     (["run", "--identifiers", "pop", "--datasets", "nowhere"], "unknown dataset 'nowhere'; choose from synthetic"),
-    (["stats", "--datasets", "beauty", "--data-dir", "/nonexistent"],
-     "folder /nonexistent/amazon2014-p5/beauty not found"),
+    (["stats", "--datasets", "beauty", "--data-dir", "/proc/self"],
+     "folder /proc/self/amazon2014-p5/beauty not found"),
     (["run", "--identifiers", "pop", "--device", "cuda:7"], "--device"),
     (["run", "--identifiers", "pop", "--backbone", "gpt-17"], "unknown backbone 'gpt-17'; choose from t5-tiny"),
     (["list", "--params", "nope"], "unknown identifier scheme"),
@@ -240,8 +240,8 @@ def test_a_broken_record_is_reported_and_run_again(tmp_path: Path, capsys: pytes
     ("train: {lr: -0.1}", "train.lr: expected a number > 0"),
     ('run: {k_core: "five"}', "run.k_core: expected an integer"),
     ("run: {ks: 10}", "run.ks: expected a list of integers, got 10"),
-    ("run: {ks: []}", "run.ks: expected a non-empty list of positive integers"),
-    ("run: {ks: [5, 0]}", "run.ks: expected a non-empty list of positive integers"),
+    ("run: {ks: []}", "run.ks: expected a non-empty list of distinct positive integers"),
+    ("run: {ks: [5, 0]}", "run.ks: expected a non-empty list of distinct positive integers"),
     ("train: [1, 2]", "section 'train' must be a mapping"),
     ("train: {batch_size: 0}", "train.batch_size: expected a value >= 1, got 0"),
     ("train: {patience: 0}", "train.patience: expected a value >= 1"),
@@ -291,7 +291,8 @@ def test_check_value_follows_the_annotation() -> None:
     (["run", "--identifiers", ","], "--identifiers: give at least one name; choose from all, pop"),
     (["run", "--identifiers", "pop", "--device", "mps"], "--device: device 'mps' is not supported; choose from auto"),
     (["run", "--identifiers", "pop", "--device", "gpu"], "--device: unknown device 'gpu'"),
-    (["stats", "--datasets", "scientific", "--data-dir", "/nonexistent"], "it has no download source"),
+    (["stats", "--datasets", "scientific", "--data-dir", "/proc/self"], "it has no download source"),
+    (["stats", "--datasets", "scientific", "--data-dir", "/nonexistent"], "--data-dir /nonexistent: no such folder"),
 ])
 def test_cli_value_errors_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 2
@@ -306,7 +307,8 @@ def test_cli_value_errors_exit_2(argv: list[str], message: str, capsys: pytest.C
 def test_history_and_k_core_must_be_at_least_one(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
-    assert exit_info.value.code == 2 and "expected an integer >= 1" in capsys.readouterr().err
+    expected = "expected an integer from 1 to 1024" if "--max-history" in argv else "expected an integer >= 1"
+    assert exit_info.value.code == 2 and expected in capsys.readouterr().err
 
 
 def test_datasets_all_skips_absent_folders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,15 +5,17 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import optuna
 import pytest
+from filelock import FileLock
 
+from benchmark import tuning
 from benchmark.cli import main
 from benchmark.config import Environment, param, resolve, search_space
-from benchmark.tuning import TuneError, TuneSettings, open_study, run_trials, tunable_space
+from benchmark.tuning import TuneError, TuneSettings, open_study, plan_study, run_trials, study_name, tunable_space
 from identifiers.registry import get_scheme, schemes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,11 +52,18 @@ def test_a_bad_tune_declaration_is_refused() -> None:
     assert [dim.choices for dim in search_space(Choices)] == [(False, True), ("a", "b")]
 
 
-def test_a_scheme_without_a_search_space_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_scheme_without_a_search_space_is_refused_before_anything_is_made(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(TuneError, match="declares no tunable parameter"):
         tunable_space("pop")
-    assert main(["tune", "--identifiers", "pop", "--trials", "1", "--profile", "smoke"]) == 2
+    results = tmp_path / "results"
+    assert main(["tune", "--identifiers", "pop", "--trials", "1", "--profile", "smoke", "--results-dir", str(results),
+                 "--cache-dir", str(tmp_path / "cache")]) == 2
     assert "declares no tunable parameter" in capsys.readouterr().err
+    base = resolve("synthetic", get_scheme("pop"), 1, "smoke")
+    with pytest.raises(TuneError, match="declares no tunable parameter"):
+        open_study(base, TuneSettings(trials=0), str(results))
+    assert not list(tmp_path.iterdir())  # no study file, lock or folder
 
 
 def test_two_workers_share_one_sqlite_study_and_the_best_run_names_it(tmp_path: Path) -> None:
@@ -104,3 +113,91 @@ def test_trials_below_the_threshold_are_pruned_after_an_epoch(tmp_path: Path) ->
     [trial] = study.get_trials()
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert list(trial.intermediate_values) == [1]  # stopped after its first epoch
+
+
+def tune_cli(tmp_path: Path, *options: str) -> list[str]:
+    """A smoke ``tune`` command line with its folders under ``tmp_path`` (unless ``options`` give them)."""
+    folders = {"--results-dir": str(tmp_path / "results"), "--cache-dir": str(tmp_path / "cache")}
+    given = [folder for folder in folders if folder in options]
+    return ["tune", "--identifiers", "sasrec", "--profile", "smoke", "--trials", "1", "--no-final-run",
+            "--no-progress", *[item for key, value in folders.items() if key not in given for item in (key, value)],
+            *options]
+
+
+def test_a_storage_folder_that_cannot_hold_the_lock_exits_instead_of_hanging(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for storage, folder in (("sqlite:////proc/x.db", "/proc"), (f"sqlite:///{blocker / 'sub' / 'x.db'}", "sub")):
+        done = subprocess.run([sys.executable, "-m", "benchmark", *tune_cli(tmp_path, "--storage", storage)],
+                              cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                              timeout=60)  # the lock used to be retried for ever: a regression fails, not hangs
+        assert done.returncode == 2, done.stderr
+        assert "--storage" in done.stderr and folder in done.stderr and "Traceback" not in done.stderr
+    assert not [path for path in tmp_path.rglob("*") if path.is_file() and path != blocker]  # no study, no lock
+
+
+def test_a_lock_that_stays_taken_is_an_error_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tuning, "LOCK_TIMEOUT", 0.2)
+    base = resolve("synthetic", get_scheme("sasrec"), 1, "smoke")
+    database = tmp_path / "s.db"
+    with FileLock(f"{database}.lock"), pytest.raises(TuneError, match=r"s\.db\.lock was not free"):
+        open_study(base, TuneSettings(trials=0, storage=f"sqlite:///{database}"), str(tmp_path))
+    assert not database.exists()
+
+
+@pytest.mark.parametrize(("options", "says"), [
+    (("--results-dir", "{file}"), "--results-dir {file}: is not a folder"),
+    (("--results-dir", "{file}/results"), "--results-dir {file}/results: cannot be created"),
+    (("--cache-dir", "{file}"), "--cache-dir {file}: is not a folder"),
+    (("--output", "{dir}"), "--output {dir}: is a folder; give a file path"),
+    (("--output", "{file}/best.yaml"), "--output {file}/best.yaml: its folder {file}: is not a folder"),
+])
+def test_unusable_output_folders_exit_2_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         options: tuple[str, str], says: str) -> None:
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "a-dir").mkdir()
+    paths = {"file": str(tmp_path / "a-file"), "dir": str(tmp_path / "a-dir")}
+    option, value = options[0], options[1].format(**paths)
+    assert main(tune_cli(tmp_path, option, value)) == 2
+    assert says.format(**paths) in capsys.readouterr().err
+    assert not list(tmp_path.rglob("*.db")) and not list(tmp_path.rglob("*.yaml"))
+    assert not (tmp_path / "cache").exists()  # checked before the cache, the dataset and any trial
+    assert list((tmp_path / "a-dir").iterdir()) == []
+
+
+@pytest.mark.parametrize(("storage", "says"), [
+    ("notaurl", "not a database URL"),
+    ("garbage://x", "unknown database kind 'garbage'"),
+])
+def test_an_invalid_storage_url_exits_2_with_the_valid_forms(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                             storage: str, says: str) -> None:
+    assert main(tune_cli(tmp_path, "--storage", storage)) == 2
+    err = capsys.readouterr().err
+    assert f"--storage '{storage}': {says}" in err and "sqlite:///" in err and "postgresql://" in err
+    assert "Traceback" not in err and not list(tmp_path.iterdir())
+
+
+def test_a_config_naming_an_unknown_scheme_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("schemes: {nosuch: {hidden: 8}}\n")
+    assert main(tune_cli(tmp_path, "--config", str(config))) == 2
+    err = capsys.readouterr().err
+    assert f"config file {config}: schemes: unknown scheme(s) nosuch; choose from" in err and "sasrec" in err
+    assert list(tmp_path.iterdir()) == [config]
+
+
+@pytest.mark.parametrize("name", ["../../escape", "a?b=c", ".hidden", "a/b", ""])
+def test_an_unsafe_study_name_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str) -> None:
+    assert main(tune_cli(tmp_path, "--study-name", name)) == 2
+    assert f"--study-name '{name}': use letters, digits, '_', '-' and '.' only" in capsys.readouterr().err
+    assert not list(tmp_path.parent.glob("escape*")) and not list(tmp_path.iterdir())
+
+
+def test_safe_study_names_stay_inside_the_tuning_folder(tmp_path: Path) -> None:
+    base = resolve("synthetic", get_scheme("sasrec"), 1, "smoke")
+    plan = plan_study(base, TuneSettings(trials=0, study_name="v1.2_run-3"), str(tmp_path))
+    assert plan.url == f"sqlite:///{tmp_path}/tuning/v1.2_run-3.db"
+    assert plan.output == tmp_path / "tuning" / "v1.2_run-3.yaml"
+    for other in (replace(base, backbone="../models/my-qwen"), replace(base, dataset="amazon2014:Beauty")):
+        name = study_name(other)
+        assert tuning.SAFE_NAME.fullmatch(name), name
