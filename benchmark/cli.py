@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from benchmark import workers
 from benchmark.config import (
@@ -29,7 +30,7 @@ from benchmark.data.quality import check_content, coverage_line, data_warnings
 from benchmark.data.registry import SPECS, check_dataset_name, dataset_names, is_present, load_dataset, resolve_data_dir
 from benchmark.interrupts import EXIT_CODES, Interrupted, Terminated, signal_name, sigterm_raises
 from benchmark.reports import GROUP_SCHEMES
-from benchmark.safeio import OutputDirError, WriteError, check_output_dir
+from benchmark.safeio import OutputDirError, WriteError, check_input_dir, check_output_dir
 from benchmark.splits import SplitError, make_split
 from benchmark.threads import default_threads, set_threads
 
@@ -52,10 +53,9 @@ def _names(value: str, valid: list[str], what: str) -> list[str]:
 def _datasets(value: str, data_dir: str | None) -> list[str]:
     """The named datasets; ``all`` means every registered one whose folder exists (the others are noted). A
     ``--data-dir`` that is not a folder is an error (a mistyped one would otherwise leave only ``synthetic``)."""
-    if data_dir is not None and not Path(data_dir).is_dir():
-        raise UsageError(f"--data-dir {data_dir}: "
-                         + ("is not a folder" if Path(data_dir).exists() else "no such folder")
-                         + " (it holds the datasets' folders; `python -m benchmark download NAME` makes it)")
+    if data_dir:
+        check_input_dir(data_dir, "--data-dir",
+                        "the folder that holds the datasets' folders (`python -m benchmark download NAME` makes it)")
     if value.strip() == "all":
         present = [name for name in SPECS if is_present(name, data_dir)]
         absent = [name for name in SPECS if name not in present]
@@ -97,26 +97,49 @@ def _seeds(value: str | None) -> list[int | None]:
     return list(dict.fromkeys(int(part) for part in parts))
 
 
-def _at_least_one(text: str) -> int:
-    """argparse type of ``--k-core`` and ``--threads``: an integer >= 1."""
+def _positive(text: str, high: int | None = None) -> int:
+    """An integer >= 1 (and <= ``high`` when given) parsed from ``text``; ``ArgumentTypeError`` otherwise."""
     try:
         value = int(text)
     except ValueError:
         value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got '{text}'")
+    if value < 1 or (high is not None and value > high):
+        expected = "an integer >= 1" if high is None else f"an integer from 1 to {high}"
+        raise argparse.ArgumentTypeError(f"expected {expected}, got '{text}'")
     return value
+
+
+def _at_least_one(text: str) -> int:
+    """argparse type of ``--k-core`` and ``--threads``: an integer >= 1."""
+    return _positive(text)
 
 
 def _history(text: str) -> int:
     """argparse type of ``--max-history``: an integer from 1 to :data:`~benchmark.config.MAX_HISTORY`."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= MAX_HISTORY:
-        raise argparse.ArgumentTypeError(f"expected an integer from 1 to {MAX_HISTORY}, got '{text}'")
-    return value
+    return _positive(text, MAX_HISTORY)
+
+
+def _user_config(args: argparse.Namespace, dataset: str) -> dict[str, Any]:
+    """The ``--config`` YAML (empty without one), its ``schemes`` sections checked before any work: every scheme
+    named exists and its parameters resolve (for ``tune`` too: the best parameters' YAML carries every section to
+    ``run --config``)."""
+    from identifiers.registry import get_scheme, schemes
+
+    user = read_user_config(args.config) if args.config else {}
+    unknown = sorted(set(user.get("schemes") or {}) - set(schemes()))
+    if unknown:
+        raise ConfigError(f"config file {args.config}: schemes: unknown scheme(s) {', '.join(unknown)}; "
+                          f"choose from {', '.join(schemes())}")
+    for name in user.get("schemes") or {}:
+        resolve(dataset, get_scheme(name), None, args.profile, user)
+    return user
+
+
+def _check_cache_dir(cache_dir: str) -> None:
+    """``--cache-dir`` and its checkpoints folder: made when missing, writable folders (:class:`OutputDirError`)."""
+    for folder, option in ((cache_dir, "--cache-dir"),
+                           (Path(cache_dir) / "checkpoints", "--cache-dir checkpoints folder")):
+        check_output_dir(folder, option)
 
 
 def _threads(args: argparse.Namespace, jobs: int = 1) -> int:
@@ -219,7 +242,7 @@ def _check_lora(configs: list[RunConfig]) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmark.records import record_path
     from benchmark.runner import records_on_other_data, resolve_device, run_all
-    from identifiers.registry import get_scheme, schemes
+    from identifiers.registry import get_scheme
     from recommenders import parallel
     from recommenders.backbones import BackboneError, check_backbone
     from recommenders.trainer import DivergenceError
@@ -231,16 +254,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                          "records to redo and run without --force")
     threads = _threads(args, args.jobs)
     datasets, names, seeds = _datasets(args.datasets, args.data_dir), _schemes(args.identifiers), _seeds(args.seed)
-    for folder, option in ((args.results_dir, "--results-dir"), (args.cache_dir, "--cache-dir"),
-                           (Path(args.cache_dir) / "checkpoints", "--cache-dir checkpoints folder")):
-        check_output_dir(folder, option)
-    user = read_user_config(args.config) if args.config else {}
-    unknown = sorted(set(user.get("schemes") or {}) - set(schemes()))
-    if unknown:
-        raise ConfigError(f"config file {args.config}: schemes: unknown scheme(s) {', '.join(unknown)}; "
-                          f"choose from {', '.join(schemes())}")
-    for name in user.get("schemes") or {}:
-        resolve(datasets[0], get_scheme(name), None, args.profile, user)
+    check_output_dir(args.results_dir, "--results-dir")
+    _check_cache_dir(args.cache_dir)
+    user = _user_config(args, datasets[0])
     env = Environment(device=args.device, data_dir=args.data_dir, results_dir=args.results_dir,
                       reports_dir=args.reports_dir, cache_dir=args.cache_dir, progress=not args.no_progress,
                       threads=threads, jobs=args.jobs)
@@ -307,7 +323,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     from benchmark.runner import resolve_device
     from benchmark.tuning import TuneError, TuneSettings, check_request, tunable_space, tune
-    from identifiers.registry import get_scheme, schemes
+    from identifiers.registry import get_scheme
     from recommenders.backbones import BackboneError, check_backbone
     from recommenders.trainer import DivergenceError
 
@@ -322,13 +338,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         tunable_space(names[0])  # before anything is created
     except TuneError as error:
         raise UsageError(str(error)) from error
-    user = read_user_config(args.config) if args.config else {}
-    unknown = sorted(set(user.get("schemes") or {}) - set(schemes()))
-    if unknown:
-        raise ConfigError(f"config file {args.config}: schemes: unknown scheme(s) {', '.join(unknown)}; "
-                          f"choose from {', '.join(schemes())}")
-    for name in user.get("schemes") or {}:  # the best parameters' YAML carries every section to `run --config`
-        resolve(datasets[0], get_scheme(name), None, args.profile, user)
+    user = _user_config(args, datasets[0])
     cli = {key: value for key, value in {"split": args.split, "backbone": args.backbone,
                                          "max_history": args.max_history, "k_core": args.k_core}.items()
            if value is not None}
@@ -345,9 +355,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         check_request(base, settings, args.results_dir)
     except TuneError as error:
         raise UsageError(str(error)) from error
-    for folder, option in ((args.cache_dir, "--cache-dir"),
-                           (Path(args.cache_dir) / "checkpoints", "--cache-dir checkpoints folder")):
-        check_output_dir(folder, option)
+    _check_cache_dir(args.cache_dir)
     dataset = load_dataset(base.dataset, args.data_dir, base.k_core)
     _report_content(dataset)
     check_content(dataset, base.scheme, get_scheme(base.scheme).required_content(base.params))

@@ -27,7 +27,7 @@ from typing import Any, Iterator
 import torch
 
 from benchmark.config import RunConfig
-from benchmark.safeio import OutputDirError, atomic_write
+from benchmark.safeio import OutputDirError, atomic_write, check_input_dir
 
 SCHEMA_VERSION = 1
 UNSAFE = re.compile(r"[^A-Za-z0-9_.&-]+")
@@ -371,9 +371,8 @@ def scan_records(results_dir: str | Path) -> RecordScan:
     exist holds no records; a file in its place is :class:`ResultsDirError` (:func:`check_results_dir` also
     rejects a missing folder, as the leaderboard command wants).
     """
-    if Path(results_dir).exists() and not Path(results_dir).is_dir():
-        raise ResultsDirError(f"results folder {results_dir}: is not a folder (a file of that name exists); give "
-                              "the folder that `python -m benchmark run --results-dir` wrote the records to")
+    if Path(results_dir).exists():
+        check_input_dir(results_dir, "results folder", RESULTS_DIR, ResultsDirError)
     found, problems = [], []
     for path in sorted(Path(results_dir).rglob("*.json")):
         if path.name.startswith("."):
@@ -385,19 +384,14 @@ def scan_records(results_dir: str | Path) -> RecordScan:
     return RecordScan(Path(results_dir), found, problems)
 
 
+RESULTS_DIR = "the folder of the run records (`python -m benchmark run --results-dir` wrote them; default: results)"
+"""What a results folder given to read records from should be, for messages."""
+
+
 def check_results_dir(path: str | os.PathLike, option: str = "--results-dir") -> Path:
     """``path`` checked to be an existing folder to read records from (nothing is created);
     :class:`ResultsDirError` naming ``option`` otherwise."""
-    folder = Path(path)
-    if not str(path).strip():
-        raise ResultsDirError(f"{option}: give the folder of the run records (got an empty path)")
-    if not folder.exists():
-        raise ResultsDirError(f"{option} {folder}: no such folder; give the folder that `python -m benchmark run "
-                              "--results-dir` wrote the records to (default: results)")
-    if not folder.is_dir():
-        raise ResultsDirError(f"{option} {folder}: is not a folder (a file of that name exists); give the folder "
-                              "that `python -m benchmark run --results-dir` wrote the records to")
-    return folder
+    return check_input_dir(path, option, RESULTS_DIR, ResultsDirError)
 
 
 def iter_records(results_dir: str | Path) -> Iterator[tuple[Path, dict[str, Any]]]:

@@ -119,9 +119,11 @@ def records_on_other_data(configs: list[RunConfig], env: Environment,
     fingerprints = {key: dataset.fingerprint() for key, dataset in datasets.items()}
     for config in configs:
         path = record_path(env.results_dir, config)
-        if not _complete(path, report=False):
+        try:
+            record = read_record(path)
+        except RecordError:  # missing or not a complete record: the run will (re)make it
             continue
-        recorded = (read_record(path).get("dataset") or {}).get("fingerprint")
+        recorded = (record.get("dataset") or {}).get("fingerprint")
         current = fingerprints[config.dataset, config.k_core]
         if recorded is not None and recorded != current:
             lines.append(f"{path}: made on data with fingerprint {recorded}, the data read now has {current}")

@@ -29,7 +29,8 @@ class WriteError(OSError):
 
 
 class OutputDirError(ValueError):
-    """An output folder is unusable (not a folder, cannot be made, not writable); the message names it."""
+    """A folder option is unusable (missing or not a folder to read from; cannot be made or not writable to write
+    to); the message names it."""
 
 
 def warn(message: str) -> None:
@@ -37,6 +38,20 @@ def warn(message: str) -> None:
     from tqdm import tqdm
 
     tqdm.write(f"warning: {message}", file=sys.stderr)
+
+
+def check_input_dir(path: str | os.PathLike, option: str, what: str,
+                    error: type[Exception] = OutputDirError) -> Path:
+    """``path`` checked to be an existing folder to read from (nothing is created); ``error`` naming ``option``
+    and saying ``what`` the folder should be otherwise."""
+    if not str(path).strip():
+        raise error(f"{option}: give {what} (got an empty path)")
+    folder = Path(path)
+    if not folder.exists():
+        raise error(f"{option} {folder}: no such folder; give {what}")
+    if not folder.is_dir():
+        raise error(f"{option} {folder}: is not a folder (a file of that name exists); give {what}")
+    return folder
 
 
 def check_output_dir(path: str | os.PathLike, option: str) -> Path:

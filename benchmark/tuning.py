@@ -247,8 +247,8 @@ def validation_value(config: RunConfig, env: Environment, on_epoch: Any = None) 
     return result.value(config.train.valid_metric)
 
 
-def open_study(base: RunConfig, settings: TuneSettings, results_dir: str) -> tuple[optuna.Study, str, str]:
-    """The study (created, or loaded when it exists), its name and storage URL. The request is checked first
+def open_study(base: RunConfig, settings: TuneSettings, results_dir: str) -> tuple[optuna.Study, StudyPlan]:
+    """The study (created, or loaded when it exists) and its plan (name, storage, output). The request is checked first
     (:func:`check_request`: nothing is created for one that cannot be served). A loaded study must have been made
     for the same base config, else :class:`TuneError`."""
     plan = check_request(base, settings, results_dir)
@@ -283,7 +283,7 @@ def open_study(base: RunConfig, settings: TuneSettings, results_dir: str) -> tup
         changed = sorted(key for key in made_for if known.get(key) != made_for[key])
         raise TuneError(f"study '{name}' in {public_url(url)} was made for another config (differs in "
                         f"{', '.join(changed)}); give another --study-name")
-    return study, name, url
+    return study, plan
 
 
 def run_trials(study: optuna.Study, base: RunConfig, user: dict[str, Any], cli: dict[str, Any], env: Environment,
@@ -349,8 +349,8 @@ def tune(base: RunConfig, user: dict[str, Any], cli: dict[str, Any], env: Enviro
          settings: TuneSettings) -> dict[str, Any]:
     """Add ``settings.trials`` trials to the study of ``base``, write the best parameters' YAML and (unless
     ``settings.final_run`` is off) run the best config on test; return what was done."""
-    output = plan_study(base, settings, env.results_dir).output
-    study, name, url = open_study(base, settings, env.results_dir)
+    study, plan = open_study(base, settings, env.results_dir)
+    name, url, output = plan.name, plan.url, plan.output
     run_trials(study, base, user, cli, env, settings.trials)
     text, config = best_yaml(study, name, url, base, user, cli)
     write_text(output, text)

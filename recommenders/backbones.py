@@ -329,6 +329,14 @@ def check_backbone(name: str) -> None:
     family_of(name)
 
 
+def meta_model(name: str) -> PreTrainedModel:
+    """The backbone ``name`` built on the meta device (nothing allocated, a checkpoint's weights not read): a preset
+    with a 2-token text vocabulary (pad, EOS) and no new tokens, or a checkpoint from its config."""
+    family = FAMILIES[family_of(name)]
+    with torch.device("meta"):
+        return family.from_preset(PRESETS[name], 2) if name in PRESETS else family.model_class(_local_config(name))
+
+
 def check_lora_targets(name: str, targets: Sequence[str] | str | None) -> None:
     """Raise :class:`BackboneError` unless every LoRA target (None: the family's default) names a module of the
     backbone ``name`` as ``peft`` matches it (the module's name, or its last dotted parts); built on the meta
@@ -338,8 +346,7 @@ def check_lora_targets(name: str, targets: Sequence[str] | str | None) -> None:
     targets = targets or family.lora_targets
     if isinstance(targets, str):
         return
-    with torch.device("meta"):
-        model = family.from_preset(PRESETS[name], 2) if name in PRESETS else family.model_class(_local_config(name))
+    model = meta_model(name)
     modules = [module_name for module_name, _ in model.named_modules() if module_name]
     missing = [target for target in targets
                if not any(module == target or module.endswith(f".{target}") for module in modules)]
@@ -354,7 +361,4 @@ def check_lora_targets(name: str, targets: Sequence[str] | str | None) -> None:
 def preset_parameters(name: str) -> int:
     """Parameters of a preset with a 2-token text vocabulary (pad, EOS) and no new tokens (built on the meta
     device: nothing is allocated)."""
-    preset = PRESETS[name]
-    with torch.device("meta"):
-        model = FAMILIES[preset.family].from_preset(preset, 2)
-    return sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in meta_model(name).parameters())
