@@ -43,10 +43,11 @@ class UsageError(Exception):
     """Bad user input: printed without a traceback, exit code 2."""
 
 
-def _names(value: str, valid: list[str], what: str) -> list[str]:
+def _dataset_names(value: str, option: str) -> list[str]:
+    """The comma-separated names of ``value``, at least one (``option`` names the argument in the error)."""
     names = [n.strip() for n in value.split(",") if n.strip()]
     if not names:
-        raise UsageError(f"--{what}: give at least one name; choose from {', '.join(valid)}")
+        raise UsageError(f"{option}: give at least one dataset name; choose from {', '.join(dataset_names())}")
     return names
 
 
@@ -65,7 +66,7 @@ def _datasets(value: str, data_dir: str | None) -> list[str]:
             print(f"note: --datasets all skips {', '.join(absent)}: no folder under {resolve_data_dir(data_dir)}/ "
                   "(pass --data-dir, or fetch one with `python -m benchmark download NAME`)", file=sys.stderr)
         return present
-    names = _names(value, dataset_names(), "datasets")
+    names = _dataset_names(value, "--datasets")
     for name in names:
         try:
             check_dataset_name(name)
@@ -159,6 +160,15 @@ def _backbones(text: str | None) -> list[str | None]:
     if not all(names):
         raise UsageError(f"--backbone '{text}': expected comma-separated backbone names")
     return list(dict.fromkeys(names))
+
+
+def _named_backbones(grid: list[str | None], user: dict[str, Any]) -> set[str]:
+    """The backbones that ``--backbone`` (``grid``) or else the ``--config``'s ``run.backbone`` names: checked even
+    when no selected scheme uses one, so that a mistyped name is reported, not silently ignored."""
+    if grid != [None]:
+        return {name for name in grid if name is not None}
+    named = (user.get("run") or {}).get("backbone")
+    return {named} if named is not None else set()
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -269,7 +279,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     resolved = [resolve(d, get_scheme(s), seed, args.profile, user, {**cli, "backbone": b}) for b in grid
                 for d in datasets for seed in seeds for s in names]
     configs = list({c.hash(): c for c in resolved}.values())
-    backbones = {c.backbone for c in configs if get_scheme(c.scheme).uses_backbone} | (set(grid) - {None})
+    backbones = {c.backbone for c in configs if get_scheme(c.scheme).uses_backbone} | _named_backbones(grid, user)
     for backbone in sorted(backbones):
         try:
             check_backbone(backbone)
@@ -287,6 +297,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_content(loaded[key], config.scheme, get_scheme(config.scheme).required_content(config.params))
     for config in {(c.dataset, c.k_core, c.split, c.max_history): c for c in configs}.values():
         make_split(loaded[config.dataset, config.k_core], config.split, config.max_history)
+    for config in configs:
+        config.check_cutoffs(loaded[config.dataset, config.k_core].n_items)
     stale = [] if args.force else records_on_other_data(configs, env, loaded)
     if stale:
         raise UsageError("records that this run would skip were made on other data (the dataset's files changed, "
@@ -345,10 +357,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
     base = resolve(datasets[0], get_scheme(names[0]), seeds[0], args.profile, user, cli)
     try:
         resolve_device(args.device)
-        if get_scheme(base.scheme).uses_backbone:
-            check_backbone(base.backbone)
-    except (ValueError, BackboneError) as error:
-        raise UsageError(f"tune: {error}") from error
+    except ValueError as error:
+        raise UsageError(f"--device: {error}") from error
+    used = {base.backbone} if get_scheme(base.scheme).uses_backbone else set()
+    for backbone in sorted(used | _named_backbones([args.backbone], user)):
+        try:
+            check_backbone(backbone)
+        except BackboneError as error:
+            raise UsageError(f"{'--backbone' if args.backbone else 'run.backbone'}: {error}") from error
     settings = TuneSettings(trials=args.trials, storage=args.storage, study_name=args.study_name, output=args.output,
                             final_run=not args.no_final_run, force=args.force)
     try:  # the study name and storage URL, then --results-dir and --output (made when missing)
@@ -360,6 +376,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     _report_content(dataset)
     check_content(dataset, base.scheme, get_scheme(base.scheme).required_content(base.params))
     make_split(dataset, base.split, base.max_history)
+    base.check_cutoffs(dataset.n_items)
     env = Environment(device=args.device, data_dir=args.data_dir, results_dir=args.results_dir,
                       reports_dir=args.reports_dir, cache_dir=args.cache_dir, progress=not args.no_progress,
                       threads=threads)
@@ -411,7 +428,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 def cmd_download(args: argparse.Namespace) -> int:
     from benchmark.data.download import download, source
 
-    names = _names(args.datasets, dataset_names(), "datasets")
+    names = _dataset_names(args.datasets, "download")
     for name in names:
         source(name)  # every name checked before any download starts
     folder = check_output_dir(resolve_data_dir(args.data_dir), "--data-dir")

@@ -123,6 +123,16 @@ class RunConfig:
         """A short stable hash of the experiment-defining fields."""
         return content_key(self.to_dict(), length=12)
 
+    def check_cutoffs(self, n_items: int) -> None:
+        """Refuse cut-offs (``run.ks``, ``train.valid_metric``'s K) above the dataset's ``n_items``: a ranking
+        model (beam search) would return that many items per user, which can exhaust memory after training, and
+        a score model's Recall@K would be 1 by construction."""
+        valid_k = int(self.train.valid_metric.split("@")[1])
+        for name, k in [("run.ks", max(self.ks)), ("train.valid_metric", valid_k)]:
+            if k > n_items:
+                raise ConfigError(f"{name}: cut-off {k} exceeds the {n_items:,} items of dataset '{self.dataset}' "
+                                  f"(k-core {self.k_core}); use values from 1 to {n_items:,}")
+
     @property
     def run_name(self) -> str:
         return f"{self.dataset}__{self.scheme}__{self.backbone}__{self.split}__{self.profile}__s{self.seed}"

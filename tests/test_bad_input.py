@@ -119,6 +119,11 @@ DATA_CASES = {
     "recbole-timestamp": ("ml-100k", {"movielens-100k/ml.inter":
                                       "user_id:token\titem_id:token\ttimestamp:float\nu\ta\tsoon\n"},
                           "expected a finite number in field 'timestamp', got 'soon'"),
+    "recbole-empty-user": ("ml-100k", {"movielens-100k/ml.inter": "user_id:token\titem_id:token\nu\ta\n\tb\n"},
+                           "ml.inter line 3: field 'user_id' is empty"),
+    "recbole-empty-item": ("ml-100k", {"movielens-100k/ml.inter": "user_id:token\titem_id:token\nu\ta\n",
+                                       "movielens-100k/ml.item": "item_id:token\tmovie_title:token_seq\n \tx\n"},
+                           "ml.item line 2: field 'item_id' is empty"),
     "recbole-infinite-timestamp": ("ml-100k", {"movielens-100k/ml.inter":
                                                "user_id:token\titem_id:token\ttimestamp:float\nu\ta\tinf\n"},
                                    "expected a finite number in field 'timestamp', got 'inf'"),
@@ -196,6 +201,7 @@ OPTION_CASES = [
     (["run", "--identifiers", "pop", "--config", "/nonexistent/c.yaml"], "config file /nonexistent/c.yaml"),
     (["list", "--params", "nope"], "--params: unknown identifier scheme"),
     (["download", "nope"], "no download source for 'nope'"),
+    (["download", " , "], "download: give at least one dataset name"),
     (["download", "amazon2014:../../x"], "invalid Amazon 2014 category"),
 ]
 
@@ -238,6 +244,9 @@ YAML_CASES = [
     ("run: {max_history: 5000}", "run.max_history: expected an integer from 1 to 1024, got 5000"),
     ("run: {ks: [5, 5, 10]}", "run.ks: expected a non-empty list of distinct positive integers"),
     ("schemes: {setrec: {beta_grid: []}}", "beta_grid: expected at least one value"),
+    ("run: {backbone: gpt-17}", "run.backbone: unknown backbone 'gpt-17'"),
+    ("run: {ks: [10, 100000]}", "run.ks: cut-off 100000 exceeds the 457 items of dataset 'synthetic'"),
+    ("train: {valid_metric: ndcg@458}", "train.valid_metric: cut-off 458 exceeds the 457 items"),
 ]
 
 

@@ -383,7 +383,7 @@ def test_a_record_made_on_other_data_is_not_skipped_silently(tmp_path: Path,
     stops before any work (exit 2) naming it, and --force runs it again on the new data."""
     folder = tmp_path / "data" / "amazon2014-p5" / "beauty"
     folder.mkdir(parents=True)
-    sequences = "".join(f"U{u} " + " ".join(f"I{(u + i) % 8}" for i in range(6)) + "\n" for u in range(8))
+    sequences = "".join(f"U{u} " + " ".join(f"I{(3 * u + i) % 24}" for i in range(6)) + "\n" for u in range(8))
     (folder / "user_sequence.txt").write_text(sequences)
     argv = ["run", "--identifiers", "pop", "--datasets", "beauty", "--profile", "smoke", "--k-core", "1",
             "--data-dir", str(tmp_path / "data"), "--results-dir", str(tmp_path / "results"),

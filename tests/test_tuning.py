@@ -165,6 +165,15 @@ def test_unusable_output_folders_exit_2_before_any_work(tmp_path: Path, capsys: 
     assert list((tmp_path / "a-dir").iterdir()) == []
 
 
+def test_a_cut_off_above_the_catalogue_exits_2_before_any_trial(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "ks.yaml"
+    config.write_text("run: {ks: [10, 100000]}\n")
+    assert main(tune_cli(tmp_path, "--config", str(config))) == 2
+    assert "run.ks: cut-off 100000 exceeds the 457 items of dataset 'synthetic'" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("*.db"))
+
+
 @pytest.mark.parametrize(("storage", "says"), [
     ("notaurl", "not a database URL"),
     ("garbage://x", "unknown database kind 'garbage'"),

@@ -343,16 +343,16 @@ def load_recbole(folder: Path, name: str) -> Dataset:
     inter_path = _single(folder, "*.inter", "RecBole interactions with a header like "
                                             "'user_id:token<TAB>item_id:token<TAB>timestamp:float'")
     columns, linenos = _read_atomic(inter_path)
-    interactions = pd.DataFrame({"user": _field(columns, "user_id", inter_path),
-                                 "item": _field(columns, "item_id", inter_path)})
+    interactions = pd.DataFrame({"user": _ids(columns, "user_id", linenos, inter_path),
+                                 "item": _ids(columns, "item_id", linenos, inter_path)})
     if "timestamp" in columns:
         interactions["timestamp"] = _numbers(columns["timestamp"], linenos, inter_path, "timestamp")
 
     item_path = inter_path.with_suffix(".item")
     items = pd.DataFrame({"raw_id": []})
     if item_path.is_file():
-        item_columns, _ = _read_atomic(item_path)
-        raw_ids = _field(item_columns, "item_id", item_path)
+        item_columns, item_linenos = _read_atomic(item_path)
+        raw_ids = _ids(item_columns, "item_id", item_linenos, item_path)
         titles = _first_field(item_columns, RECBOLE_TITLE_FIELDS, len(raw_ids))
         years = _first_field(item_columns, RECBOLE_YEAR_FIELDS, len(raw_ids))
         genres = [value.split() for value in _first_field(item_columns, RECBOLE_GENRE_FIELDS, len(raw_ids))]
@@ -521,6 +521,15 @@ def _field(columns: dict[str, list[str]], name: str, path: Path) -> list[str]:
     if name not in columns:
         raise DataError(f"{path}: header lacks the field '{name}'; fields present: {', '.join(columns)}")
     return columns[name]
+
+
+def _ids(columns: dict[str, list[str]], name: str, linenos: list[int], path: Path) -> list[str]:
+    """The id field ``name``, every value non-blank (an empty id would silently become a user or item)."""
+    values = _field(columns, name, path)
+    blank = next((lineno for lineno, value in zip(linenos, values) if not value.strip()), None)
+    if blank is not None:
+        raise DataError(f"{path} line {blank}: field '{name}' is empty; every row needs a {name}")
+    return values
 
 
 def _first_field(columns: dict[str, list[str]], names: tuple[str, ...], length: int) -> list[str]:
