@@ -127,6 +127,12 @@ DATA_CASES = {
     "recbole-infinite-timestamp": ("ml-100k", {"movielens-100k/ml.inter":
                                                "user_id:token\titem_id:token\ttimestamp:float\nu\ta\tinf\n"},
                                    "expected a finite number in field 'timestamp', got 'inf'"),
+    "lcrec-empty-user": ("office", {"amazon-lcrec/office/Office.inter.json": '{"": [1, 2]}',
+                                    "amazon-lcrec/office/Office.item.json": "{}"},
+                         "Office.inter.json: a user id is empty"),
+    "lcrec-empty-item": ("office", {"amazon-lcrec/office/Office.inter.json": '{"0": [1, ""]}',
+                                    "amazon-lcrec/office/Office.item.json": "{}"},
+                         "Office.inter.json: user '0': expected a list of item ids (int or non-empty str)"),
     "lcrec-repeated-user": ("office", {"amazon-lcrec/office/Office.inter.json": '{"0": [1, 2], "0": [3, 4]}',
                                        "amazon-lcrec/office/Office.item.json": "{}"},
                             "Office.inter.json: key(s) '0' appear more than once"),
@@ -147,6 +153,9 @@ DATA_CASES = {
     "amazon-missing-field": ("amazon2014:Beauty", {"amazon2014/reviews_Beauty_5.json.gz":
                                                    [REVIEW, '{"reviewerID": "R2", "asin": "A1"}']},
                              "reviews_Beauty_5.json.gz line 2: expected a JSON object"),
+    "amazon-empty-asin": ("amazon2014:Beauty", {"amazon2014/reviews_Beauty_5.json.gz":
+                                                [REVIEW, '{"reviewerID": "R2", "asin": " ", "unixReviewTime": 1}']},
+                          "reviews_Beauty_5.json.gz line 2: expected a JSON object with non-empty 'reviewerID'"),
     "amazon-not-gzip": ("amazon2014:Beauty", {"amazon2014/reviews_Beauty_5.json.gz": b"not gzip"},
                         "expected a complete gzip file"),
     "amazon-meta-garbage": ("amazon2014:Beauty", {"amazon2014/reviews_Beauty_5.json.gz": [REVIEW],

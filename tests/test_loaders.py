@@ -226,7 +226,7 @@ def test_amazon_reviews_bad_lines(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"reviews_Beauty_5\.json\.gz line 2 column \d+: invalid JSON"):
         load_amazon2014(tmp_path, "Beauty", "b")
     write_gz(tmp_path / "reviews_Beauty_5.json.gz", [review("R1", "A1", 1), '{"reviewerID": "R2", "asin": "A1"}'])
-    with pytest.raises(DataError, match=r"line 2: expected a JSON object with 'reviewerID', 'asin'"):
+    with pytest.raises(DataError, match=r"line 2: expected a JSON object with non-empty 'reviewerID' and 'asin'"):
         load_amazon2014(tmp_path, "Beauty", "b")
     (tmp_path / "reviews_Beauty_5.json.gz").write_bytes(b"not gzip")
     with pytest.raises(DataError, match=r"expected a complete gzip file"):

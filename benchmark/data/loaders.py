@@ -306,8 +306,10 @@ def load_lcrec(folder: Path, name: str) -> Dataset:
     users: list[str] = []
     items: list[str] = []
     for user, sequence in sequences.items():
+        if not user.strip():
+            raise DataError(f"{inter_path}: a user id is empty ({_snippet(user)}); every user needs an id")
         if not isinstance(sequence, list) or not all(_is_id(item) for item in sequence):
-            raise DataError(f"{inter_path}: user '{user}': expected a list of item ids (int or str), "
+            raise DataError(f"{inter_path}: user '{user}': expected a list of item ids (int or non-empty str), "
                             f"got {_snippet(json.dumps(sequence))}")
         users.extend([str(user)] * len(sequence))
         items.extend(str(item) for item in sequence)
@@ -382,9 +384,11 @@ def load_amazon2014(folder: Path, category: str, name: str) -> Dataset:
     for lineno, line, record in _json_lines(reviews_path, _gzip_lines(reviews_path)):
         try:
             user, item, time = str(record["reviewerID"]), str(record["asin"]), float(record["unixReviewTime"])
+            if not user.strip() or not item.strip():
+                raise ValueError("empty id")
         except (TypeError, KeyError, ValueError) as error:
-            raise _bad_line(reviews_path, lineno, "a JSON object with 'reviewerID', 'asin' and a numeric "
-                                                  "'unixReviewTime'", line) from error
+            raise _bad_line(reviews_path, lineno, "a JSON object with non-empty 'reviewerID' and 'asin' and a "
+                                                  "numeric 'unixReviewTime'", line) from error
         users.append(user)
         items.append(item)
         times.append(time)
@@ -597,7 +601,7 @@ def _warn(message: str) -> None:
 
 
 def _is_id(value: object) -> bool:
-    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+    return (isinstance(value, str) and bool(value.strip())) or (isinstance(value, int) and not isinstance(value, bool))
 
 
 def _snippet(text: str, limit: int = 80) -> str:
