@@ -262,6 +262,8 @@ def _check_finished(record: dict[str, Any]) -> None:
     _optional(model, "model.", "backbone_family", lambda v: v is None or isinstance(v, str), "text or null")
     for key in SECTIONS:
         _object(record, key)
+    encoder = _object(_object(record, "components"), "text_encoder", "components.")
+    _optional(encoder, "components.text_encoder.", "name", lambda v: isinstance(v, str), "an encoder name (text)")
     counts = _check_per_user(_object(record, "per_user"))
     _check_histogram(record, counts)
 

@@ -189,13 +189,14 @@ def test_cli_builds_the_leaderboard_from_a_real_run(tmp_path: Path) -> None:
 
 def test_identifier_report_averages_seeds_and_leaves_missing_statistics_empty(tmp_path: Path) -> None:
     results = tmp_path / "results"
-    for seed, collisions in ((1, 0.2), (2, 0.4)):
+    for seed, collisions, encoder in ((1, 0.2, "tfidf"), (2, 0.4, "minilm")):
         write_record(results, "cid", backbone="t5-tiny", seed=seed)
         path = results / "toy_data" / f"cid__t5-tiny__s{seed}.json"
         record = json.loads(path.read_text())
         record["identifier"] |= {"new_tokens": 30, "code_length_max": 3, "code_length_mean": 2.5,
                                  "collision_rate_before_dedup": collisions, "collision_rate_after_dedup": 0.0,
                                  "codebook_usage_per_level": [0.5, 1.0]}
+        record["components"] = {"text_encoder": {"name": encoder, "signature": "s", "file": "f.pt"}}
         write_json_atomic(path, record)
     write_record(results, "pop")
     write_record(results, "semid", reason="no categories")
@@ -205,8 +206,8 @@ def test_identifier_report_averages_seeds_and_leaves_missing_statistics_empty(tm
     assert cid["codebook_usage_per_level"] == "0.50 / 1.00" and set(frame["scheme"]) == {"cid", "pop"}
     md, csv = build_identifier_report(scan_records(results), tmp_path / "reports")
     text = md.read_text()
-    assert "| cid | sequence | 30 | 3 | 2.500 | 0.300 | 0.000 | 0.750 | 0.50 / 1.00 |" in text
-    assert "| pop | baseline |  |  |  |  |  |  |  |" in text and len(pd.read_csv(csv)) == 2
+    assert "| cid | sequence | 30 | 3 | 2.500 | 0.300 | 0.000 | 0.750 | 0.50 / 1.00 | minilm / tfidf |" in text
+    assert "| pop | baseline |  |  |  |  |  |  |  |  |" in text and len(pd.read_csv(csv)) == 2
 
 
 def test_cost_report_averages_seeds_and_sums_wall_time(tmp_path: Path) -> None:

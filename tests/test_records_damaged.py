@@ -126,6 +126,8 @@ DAMAGES: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     "gpu_number": (_set("hardware.gpu", 5), "hardware.gpu is 5"),
     "identifier_string": (_set("identifier", "x"), "identifier is"),
     "identifier_statistic": (_set("identifier.new_tokens", "many"), "identifier.new_tokens"),
+    "text_encoder_string": (_set("components.text_encoder", "minilm"), "components.text_encoder is"),
+    "text_encoder_number": (_set("components", {"text_encoder": {"name": 3}}), "components.text_encoder.name is 3"),
     "codebook_usage_string": (_set("identifier.codebook_usage_per_level", "x"), "identifier.codebook_usage_per_level"),
     "paradigm_unknown": (_set("paradigm", "weird"), 'paradigm is "weird", expected one of baseline'),
     "dataset_string": (_set("dataset", "x"), "dataset is"),
