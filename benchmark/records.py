@@ -371,18 +371,27 @@ def scan_records(results_dir: str | Path) -> RecordScan:
 
     Temporary files of an atomic write (their names start with a dot) are not looked at. A folder that does not
     exist holds no records; a file in its place is :class:`ResultsDirError` (:func:`check_results_dir` also
-    rejects a missing folder, as the leaderboard command wants).
+    rejects a missing folder, as the leaderboard command wants). A record of the same run (config, seed included)
+    as an earlier file (e.g. a copy left by merging two results folders) is counted once: later copies are listed
+    as problems, not counted as further seeds.
     """
     if Path(results_dir).exists():
         check_input_dir(results_dir, "results folder", RESULTS_DIR, ResultsDirError)
-    found, problems = [], []
+    found, problems, runs = [], [], {}
     for path in sorted(Path(results_dir).rglob("*.json")):
         if path.name.startswith("."):
             continue
         try:
-            found.append((path, read_record(path)))
+            record = read_record(path)
         except RecordError as error:
             problems.append(str(error))
+            continue
+        run = json.dumps(record["config"], sort_keys=True)
+        if run in runs:
+            problems.append(f"{path}: the same run (config and seed) as {runs[run]}; counted once, from that file")
+            continue
+        runs[run] = path
+        found.append((path, record))
     return RecordScan(Path(results_dir), found, problems)
 
 

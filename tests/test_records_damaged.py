@@ -254,3 +254,14 @@ def test_leaderboard_on_a_missing_results_dir_exits_2_and_writes_nothing(
     code, err = _leaderboard_cli(tmp_path / "missing", tmp_path / "reports", capsys)
     assert code == EXIT_USAGE and f"--results-dir {tmp_path / 'missing'}: no such folder" in err
     assert not (tmp_path / "reports").exists()
+
+
+def test_a_copy_of_a_record_counts_once_and_is_listed(tmp_path: Path) -> None:
+    """Two files of one run (config and seed), e.g. after merging two results folders, are one seed, not two."""
+    write_json_atomic(tmp_path / "a" / "pop.json", finished("pop"))
+    write_json_atomic(tmp_path / "b" / "pop.json", finished("pop"))
+    write_json_atomic(tmp_path / "b" / "pop-seed-2.json", finished("pop", seed=2))
+    scan = scan_records(tmp_path)
+    assert [path.relative_to(tmp_path).as_posix() for path, _ in scan.records] == ["a/pop.json", "b/pop-seed-2.json"]
+    assert scan.problems == [f"{tmp_path / 'b' / 'pop.json'}: the same run (config and seed) as "
+                             f"{tmp_path / 'a' / 'pop.json'}; counted once, from that file"]
