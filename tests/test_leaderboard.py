@@ -183,6 +183,7 @@ def test_cli_builds_the_leaderboard_from_a_real_run(tmp_path: Path) -> None:
     assert main(["leaderboard", "--results-dir", str(results), "--reports-dir", str(reports)]) == 0
     md = (reports / "leaderboard.md").read_text()
     assert "| pop " in md and "synthetic — backbone none, split loo, profile smoke" in md
+    assert "Inf. ms/user (test inference time per user) compares only between rows run on the same hardware" in md
     assert "| pop | baseline |" in (reports / "identifiers.md").read_text()
     assert "| pop | " in (reports / "costs.md").read_text()
 
