@@ -60,6 +60,11 @@ class TrainConfig:
     valid_users: int = 0
     bucketing: bool = False
 
+    @property
+    def valid_k(self) -> int:
+        """The cut-off K of ``valid_metric`` (``ndcg@10`` -> 10; its form is checked when the config resolves)."""
+        return int(self.valid_metric.split("@")[1])
+
     def to_dict(self) -> dict[str, Any]:
         """The fields, without those of :data:`LATER_TRAIN_KEYS` at their off value (see :class:`RunConfig`)."""
         return without_off_values(dataclasses.asdict(self), LATER_TRAIN_KEYS)
@@ -127,8 +132,7 @@ class RunConfig:
         """Refuse cut-offs (``run.ks``, ``train.valid_metric``'s K) above the dataset's ``n_items``: a ranking
         model (beam search) would return that many items per user, which can exhaust memory after training, and
         a score model's Recall@K would be 1 by construction."""
-        valid_k = int(self.train.valid_metric.split("@")[1])
-        for name, k in [("run.ks", max(self.ks)), ("train.valid_metric", valid_k)]:
+        for name, k in [("run.ks", max(self.ks)), ("train.valid_metric", self.train.valid_k)]:
             if k > n_items:
                 raise ConfigError(f"{name}: cut-off {k} exceeds the {n_items:,} items of dataset '{self.dataset}' "
                                   f"(k-core {self.k_core}); use values from 1 to {n_items:,}")

@@ -237,7 +237,7 @@ def validation_value(config: RunConfig, env: Environment, on_epoch: Any = None) 
     trainer.fit(model, split.train, split.valid, split.warm, config.train, config.ks, config.eval_batch_size, device,
                 config.seed, env.progress, desc=f"{config.scheme} trial", on_epoch=on_epoch, compiled=config.compile)
     examples = trainer.selection_examples(split.valid, config.train, config.seed)
-    k = int(config.train.valid_metric.split("@")[1])
+    k = config.train.valid_k
 
     def score(m: Any) -> Any:
         return evaluate(m, examples, split.warm, config.ks, config.eval_batch_size, device)

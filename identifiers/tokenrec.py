@@ -397,7 +397,7 @@ class TokenRec(SetScheme):
         retrieves are worth alone, beside popularity (validation only; test is never scored here)."""
         cfg = self.ctx.config
         examples = self.ctx.valid.subset(cfg.train.max_valid_examples, cfg.seed)
-        k = int(cfg.train.valid_metric.split("@")[1])
+        k = cfg.train.valid_k
         popularity = torch.as_tensor(data.item_counts(), dtype=torch.float32)
         out: dict[str, Any] = {"metric": cfg.train.valid_metric}
         for name, rule in cf_rankings(users.float(), items.float(), popularity).items():

@@ -235,7 +235,7 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
     if not model.trainable or cfg.epochs <= 0:
         return report
     valid = selection_examples(valid, cfg, seed)
-    metric_k = int(cfg.valid_metric.split("@")[1])
+    metric_k = cfg.valid_k
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
     loss_of = compiled_loss(model) if compiled else model.loss
