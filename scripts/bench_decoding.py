@@ -26,6 +26,9 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _options  # noqa: E402
 
 from benchmark.batches import HistoryBatch  # noqa: E402
 from benchmark.splits import PAD, Examples  # noqa: E402
@@ -46,25 +49,34 @@ Search = Callable[..., BeamResult]
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbone", default="t5-tiger", help="backbone preset or path (default t5-tiger)")
-    parser.add_argument("--items", type=int, default=12101, help="catalogue size (default 12101, Beauty)")
-    parser.add_argument("--levels", type=int, default=3, help="semantic code levels before disambiguation")
-    parser.add_argument("--codebook", type=int, default=256, help="tokens per level")
+    parser.add_argument("--backbone", type=_options.backbone, default="t5-tiger",
+                        help="backbone preset or path (default t5-tiger)")
+    parser.add_argument("--items", type=_options.at_least(1), default=12101,
+                        help="catalogue size (default 12101, Beauty)")
+    parser.add_argument("--levels", type=_options.at_least(1), default=3,
+                        help="semantic code levels before disambiguation")
+    parser.add_argument("--codebook", type=_options.at_least(1), default=256, help="tokens per level")
     parser.add_argument("--dedup", choices=("level", "collisions"), default="level",
                         help="'level': a disambiguation token on every code, as TIGER (fixed length); "
                              "'collisions': only on colliding codes (variable length, EOS-terminated)")
-    parser.add_argument("--history", type=int, default=20, help="maximal history length (items)")
-    parser.add_argument("--beam", type=int, default=20, help="beam size")
-    parser.add_argument("--k", type=int, default=0, help="items returned per user (default: beam size)")
-    parser.add_argument("--batch", type=int, default=512, help="users per batch")
-    parser.add_argument("--users", type=int, default=2048, help="users decoded by (a) and (c)")
-    parser.add_argument("--reference-users", type=int, default=256, help="users decoded by (b) and compared")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tie-tolerance", type=float, default=1e-4,
+    parser.add_argument("--history", type=_options.at_least(1), default=20, help="maximal history length (items)")
+    parser.add_argument("--beam", type=_options.at_least(1), default=20, help="beam size")
+    parser.add_argument("--k", type=_options.at_least(0), default=0,
+                        help="items returned per user, at most the beam size (default 0: the beam size)")
+    parser.add_argument("--batch", type=_options.at_least(1), default=512, help="users per batch")
+    parser.add_argument("--users", type=_options.at_least(1), default=2048, help="users decoded by (a) and (c)")
+    parser.add_argument("--reference-users", type=_options.at_least(1), default=256,
+                        help="users decoded by (b) and compared")
+    parser.add_argument("--device", type=_options.device, default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--threads", type=_options.at_least(0), default=0,
+                        help="CPU threads for torch (default 0: torch's choice)")
+    parser.add_argument("--seed", type=_options.seed, default=0)
+    parser.add_argument("--tie-tolerance", type=_options.non_negative, default=1e-4,
                         help="log-prob difference under which two sequences count as tied")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.k > args.beam:
+        parser.error(f"--k: at most the beam size (--beam {args.beam}), got {args.k}")
+    return args
 
 
 def random_codes(n_items: int, levels: int, codebook: int, dedup: str, rng: np.random.Generator) -> ItemCodes:
@@ -133,7 +145,7 @@ def compare(fast: BeamResult, reference: BeamResult, tolerance: float) -> dict[s
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    device = torch.device(args.device)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

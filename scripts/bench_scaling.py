@@ -39,8 +39,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _options  # noqa: E402
 from bench_decoding import random_codes, random_histories  # noqa: E402
 
+from benchmark.records import cpu_model  # noqa: E402
 from recommenders.base import HistoryBatch, Recommender  # noqa: E402
 from recommenders.contracts import ItemTokenSets, ItemVectors  # noqa: E402
 from recommenders.embedding import EmbeddingRecommender  # noqa: E402
@@ -53,28 +55,28 @@ PARADIGMS = ("sequence", "embedding", "set")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--max-items", type=int, default=SIZES[-1], help="largest catalogue measured (default 1M)")
-    parser.add_argument("--paradigms", default=",".join(PARADIGMS), help="comma-separated subset of "
-                        f"{', '.join(PARADIGMS)}")
-    parser.add_argument("--backbone", default="t5-tiny", help="backbone preset (default t5-tiny)")
-    parser.add_argument("--users", type=int, default=256, help="users decoded per measurement")
-    parser.add_argument("--batch", type=int, default=64, help="users per batch")
-    parser.add_argument("--k", type=int, default=10, help="items returned per user (= beam size)")
-    parser.add_argument("--history", type=int, default=20, help="maximal history length (items)")
-    parser.add_argument("--levels", type=int, default=3, help="semantic code levels of the sequence paradigm")
-    parser.add_argument("--codebook", type=int, default=256, help="tokens per code level")
-    parser.add_argument("--dim", type=int, default=64, help="item vector width of the embedding and set paradigms")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", type=Path, default=None, help="also write the Markdown report to this file")
-    args = parser.parse_args(argv)
-    unknown = set(args.paradigms.split(",")) - set(PARADIGMS)
-    if unknown:
-        parser.error(f"--paradigms: unknown {', '.join(sorted(unknown))}; choose from {', '.join(PARADIGMS)}")
-    if args.max_items < SIZES[0]:
-        parser.error(f"--max-items: at least {SIZES[0]}")
-    return args
+    parser.add_argument("--max-items", type=_options.at_least(SIZES[0]), default=SIZES[-1],
+                        help=f"largest catalogue measured, at least {SIZES[0]:,} (default 1M)")
+    parser.add_argument("--paradigms", type=_options.comma_list(_options.choice(PARADIGMS)),
+                        default=",".join(PARADIGMS), help=f"comma-separated subset of {', '.join(PARADIGMS)}")
+    parser.add_argument("--backbone", type=_options.backbone, default="t5-tiny",
+                        help="backbone preset (default t5-tiny)")
+    parser.add_argument("--users", type=_options.at_least(1), default=256, help="users decoded per measurement")
+    parser.add_argument("--batch", type=_options.at_least(1), default=64, help="users per batch")
+    parser.add_argument("--k", type=_options.at_least(1), default=10, help="items returned per user (= beam size)")
+    parser.add_argument("--history", type=_options.at_least(1), default=20, help="maximal history length (items)")
+    parser.add_argument("--levels", type=_options.at_least(1), default=3,
+                        help="semantic code levels of the sequence paradigm")
+    parser.add_argument("--codebook", type=_options.at_least(1), default=256, help="tokens per code level")
+    parser.add_argument("--dim", type=_options.at_least(1), default=64,
+                        help="item vector width of the embedding and set paradigms")
+    parser.add_argument("--device", type=_options.device, default="cpu",
+                        help="auto, cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--threads", type=_options.at_least(1), default=1, help="CPU threads for torch (default 1)")
+    parser.add_argument("--seed", type=_options.seed, default=0)
+    parser.add_argument("--output", type=_options.output_file, default=None,
+                        help="also write the Markdown report to this file (its folder is made when missing)")
+    return parser.parse_args(argv)
 
 
 def build(paradigm: str, n_items: int, args: argparse.Namespace, rng: np.random.Generator) -> Recommender:
@@ -129,7 +131,7 @@ def growth_exponent(items: list[int], ms_per_user: list[float]) -> float:
 def report(rows: list[dict[str, Any]], args: argparse.Namespace, argv: list[str]) -> str:
     memory = "peak allocated GPU MB" if args.device.startswith("cuda") else "peak process RSS MB"
     hardware = (torch.cuda.get_device_name(torch.device(args.device)) if args.device.startswith("cuda")
-                else f"CPU {platform.processor() or platform.machine()}, {args.threads} torch thread(s)")
+                else f"CPU {cpu_model()}, {args.threads} torch thread(s)")
     lines = ["# Inference cost against catalogue size\n",
              f"Generated by `python scripts/bench_scaling.py {' '.join(argv)}` on {hardware} "
              f"({platform.platform()}, torch {torch.__version__}) at "
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     sizes = [n for n in SIZES if n <= args.max_items]
     context = multiprocessing.get_context("spawn")
     rows = []
-    for paradigm in args.paradigms.split(","):
+    for paradigm in args.paradigms:
         for n_items in sizes:
             with context.Pool(1, maxtasksperchild=1) as pool:
                 row = pool.apply(measure, (paradigm, n_items, args))
@@ -168,7 +170,6 @@ def main(argv: list[str] | None = None) -> None:
     text = report(rows, args, argv)
     print(text)
     if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(text)
 
 

@@ -71,11 +71,13 @@ from torch.utils._python_dispatch import TorchDispatchMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _options  # noqa: E402
 from bench_decoding import random_codes  # noqa: E402
 
 from benchmark.batches import HistoryBatch, iterate  # noqa: E402
-from benchmark.config import TrainConfig  # noqa: E402
+from benchmark.config import MAX_HISTORY, TrainConfig  # noqa: E402
 from benchmark.data.registry import load_dataset  # noqa: E402
+from benchmark.records import cpu_model  # noqa: E402
 from benchmark.splits import Split, make_split  # noqa: E402
 from recommenders import trainer  # noqa: E402
 from recommenders.backbones import PRESETS, BackbonePreset  # noqa: E402
@@ -104,41 +106,40 @@ class Shape:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--schemes", default=",".join(SCHEMES), help=f"comma-separated subset of {', '.join(SCHEMES)}")
-    parser.add_argument("--real-backbone", default="t5-tiny", help="backbone of the real shape (quick: t5-tiny)")
-    parser.add_argument("--real-batch", type=int, default=256, help="batch of the real shape (quick: 256)")
-    parser.add_argument("--proxy-batch", type=int, default=4, help="batch of the launch-bound proxy shape")
-    parser.add_argument("--history", type=int, default=20, help="most history items (run.max_history)")
-    parser.add_argument("--levels", type=int, default=3, help="TIGER code levels before de-duplication")
-    parser.add_argument("--codebook", type=int, default=256, help="tokens per TIGER code level")
-    parser.add_argument("--dim", type=int, default=64, help="width of the random CF and semantic vectors")
-    parser.add_argument("--steps", type=int, default=30, help="timed steps at the proxy shape")
-    parser.add_argument("--real-steps", type=int, default=6, help="timed steps at the real shape")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps before the timed ones")
-    parser.add_argument("--rounds", type=int, default=2, help="measurements of each time, alternating harness and "
+    count = _options.at_least(1)
+    parser.add_argument("--schemes", type=_options.comma_list(_options.choice(SCHEMES)), default=",".join(SCHEMES),
+                        help=f"comma-separated subset of {', '.join(SCHEMES)}")
+    parser.add_argument("--real-backbone", type=_options.backbone, default="t5-tiny",
+                        help="backbone of the real shape (quick: t5-tiny)")
+    parser.add_argument("--real-batch", type=count, default=256, help="batch of the real shape (quick: 256)")
+    parser.add_argument("--proxy-batch", type=count, default=4, help="batch of the launch-bound proxy shape")
+    parser.add_argument("--history", type=_options.at_least(1, MAX_HISTORY), default=20,
+                        help="most history items (run.max_history)")
+    parser.add_argument("--levels", type=count, default=3, help="TIGER code levels before de-duplication")
+    parser.add_argument("--codebook", type=count, default=256, help="tokens per TIGER code level")
+    parser.add_argument("--dim", type=count, default=64, help="width of the random CF and semantic vectors")
+    parser.add_argument("--steps", type=count, default=30, help="timed steps at the proxy shape")
+    parser.add_argument("--real-steps", type=count, default=6, help="timed steps at the real shape")
+    parser.add_argument("--warmup", type=count, default=3, help="untimed steps before the timed ones")
+    parser.add_argument("--rounds", type=count, default=2, help="measurements of each time, alternating harness and "
                         "bare; the fastest counts")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
-    parser.add_argument("--top-ops", type=int, default=0, help="also list each scheme's N operators of most self "
-                        "time at the real shape (torch.profiler; 0 = off)")
+    parser.add_argument("--device", type=_options.device, default="cpu",
+                        help="auto, cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--threads", type=count, default=1, help="CPU threads for torch (default 1)")
+    parser.add_argument("--top-ops", type=_options.at_least(0), default=0, help="also list each scheme's N operators "
+                        "of most self time at the real shape (torch.profiler; 0 = off)")
     parser.add_argument("--compile", action="store_true", help="run the training loss under torch.compile in both "
                         "loops (run.compile: true); operators and syncs are then not counted")
-    parser.add_argument("--dropout", type=float, default=None, help="dropout rate of every measured model (T5 "
-                        "backbones' dropout_rate, SASRec's dropout; default: their own)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dropout", type=_options.fraction, default=None, help="dropout rate of every measured "
+                        "model (T5 backbones' dropout_rate, SASRec's dropout; default: their own)")
+    parser.add_argument("--seed", type=_options.seed, default=0)
     parser.add_argument("--title", default="", help="heading of this measurement in the Markdown output")
-    parser.add_argument("--output", type=Path, default=None, help="also write the Markdown report to this file")
+    parser.add_argument("--output", type=_options.output_file, default=None,
+                        help="also write the Markdown report to this file (its folder is made when missing)")
     parser.add_argument("--append", action="store_true", help="append to --output instead of replacing it")
     args = parser.parse_args(argv)
-    unknown = set(args.schemes.split(",")) - set(SCHEMES)
-    if unknown:
-        parser.error(f"--schemes: unknown {', '.join(sorted(unknown))}; choose from {', '.join(SCHEMES)}")
-    if min(args.steps, args.real_steps, args.warmup, args.rounds) < 1:
-        parser.error("--steps, --real-steps, --warmup and --rounds: at least 1")
-    if args.top_ops < 0:
-        parser.error("--top-ops: 0 (off) or more")
-    if args.dropout is not None and not 0 <= args.dropout < 1:
-        parser.error(f"--dropout: a rate in [0, 1), got {args.dropout:g}")
+    if args.append and args.output is None:
+        parser.error("--append: only with --output (the file to append to)")
     if args.dropout is not None and (args.real_backbone not in PRESETS or PRESETS[args.real_backbone].family != "t5"):
         parser.error(f"--dropout: sets a T5 preset's dropout_rate; --real-backbone {args.real_backbone} is not one")
     return args
@@ -356,7 +357,7 @@ def commit() -> str:
 def report(rows: list[dict[str, Any]], args: argparse.Namespace, argv: list[str]) -> str:
     how = "sync-debug warnings" if args.device.startswith("cuda") else "sync-inducing operators on CPU, see the script"
     hardware = (torch.cuda.get_device_name(torch.device(args.device)) if args.device.startswith("cuda")
-                else f"CPU {platform.processor() or platform.machine()}, {args.threads} torch thread(s)")
+                else f"CPU {cpu_model()}, {args.threads} torch thread(s)")
     title = f"## {args.title}\n\n" if args.title else ""
     lines = [f"{title}Generated by `python scripts/bench_training.py {' '.join(argv)}` at commit {commit()} on "
              f"{hardware} ({platform.platform()}, torch {torch.__version__}) at "
@@ -400,7 +401,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     split = make_split(load_dataset("synthetic"), "loo", args.history)
     rows = []
-    for scheme in args.schemes.split(","):
+    for scheme in args.schemes:
         rows.append(measure_scheme(scheme, split, args))
         r = rows[-1]
         print(f"{scheme:>7}: proxy {r['proxy_harness_ms']:.1f} / {r['proxy_bare_ms']:.1f} ms, real "
@@ -409,7 +410,6 @@ def main(argv: list[str] | None = None) -> None:
               f"{shown(r['bare_syncs'], 1)}", flush=True)
     text = report(rows, args, argv)
     if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
         previous = args.output.read_text() + "\n" if args.append and args.output.is_file() else ""
         header = "" if previous else "# Training step: harness against a bare loop\n\n"
         args.output.write_text(previous + header + text)

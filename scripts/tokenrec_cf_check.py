@@ -24,7 +24,6 @@ about a minute when LightGCN is cached)::
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,11 +31,16 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmark.config import resolve  # noqa: E402
+import _options  # noqa: E402
+
+from benchmark.config import PROFILES, ConfigError, resolve  # noqa: E402
+from benchmark.data.dataset import DataError  # noqa: E402
 from benchmark.evaluate import evaluate  # noqa: E402
-from benchmark.records import git_commit  # noqa: E402
+from benchmark.records import cpu_model, git_commit  # noqa: E402
 from benchmark.runner import cached_dataset, cached_split  # noqa: E402
+from benchmark.splits import SplitError  # noqa: E402
 from identifiers.base import RunContext  # noqa: E402
 from identifiers.lightgcn import FixedScores, cf_rankings  # noqa: E402
 from identifiers.registry import get_scheme  # noqa: E402
@@ -45,20 +49,27 @@ RULES = {"user_dot": "dot(user, item)", "user_cosine": "cos(user, item)", "last_
 """The rules of :func:`identifiers.lightgcn.cf_rankings` as the table names them."""
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", default="synthetic")
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--profile", default="quick")
-    parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--cache-dir", default=".cache")
-    parser.add_argument("--output", default=None)
-    args = parser.parse_args()
+    parser.add_argument("--dataset", type=_options.dataset, default="synthetic")
+    parser.add_argument("--data-dir", type=_options.data_dir, default=None,
+                        help="folder of the datasets (default: $GENREC_DATA_DIR or ./datasets)")
+    parser.add_argument("--profile", default="quick", choices=PROFILES)
+    parser.add_argument("--seed", type=_options.seed, default=2026)
+    parser.add_argument("--cache-dir", type=_options.output_dir, default=".cache",
+                        help="the runs' cache, where LightGCN is read or written (made when missing)")
+    parser.add_argument("--output", type=_options.output_file, default=None,
+                        help="also write the Markdown table to this file (its folder is made when missing)")
+    args = parser.parse_args(argv)
 
     cls = get_scheme("tokenrec")
-    config = resolve(args.dataset, cls, args.seed, args.profile)
-    dataset = cached_dataset(config.dataset, args.data_dir, config.k_core)
-    split = cached_split(config.dataset, args.data_dir, config.k_core, config.split, config.max_history)
+    try:
+        config = resolve(args.dataset, cls, args.seed, args.profile)
+        dataset = cached_dataset(config.dataset, args.data_dir, config.k_core)
+        split = cached_split(config.dataset, args.data_dir, config.k_core, config.split, config.max_history)
+    except (ConfigError, DataError, SplitError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     ctx = RunContext(config=config, dataset=dataset, valid=split.valid, warm=split.warm, device=torch.device("cpu"),
                      cf_config=None, cache_dir=Path(args.cache_dir), progress=False)
     k = 10
@@ -76,7 +87,7 @@ def main() -> None:
     p = config.params
     lines = [f"# TokenRec's CF vectors as retrieval models ({args.dataset}, {args.profile} profile)", "",
              f"Written by `scripts/tokenrec_cf_check.py` on {datetime.now(timezone.utc):%Y-%m-%d} at commit "
-             f"`{git_commit()}`; {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
+             f"`{git_commit()}`; {cpu_model()}, {torch.get_num_threads()} torch "
              f"thread(s), CPU. Test targets of the `{config.split}` split ({len(split.test.targets)} users), "
              f"ranked over all {dataset.n_items} items. LightGCN of the `tokenrec` scheme's {args.profile} settings: "
              f"dim {p['lightgcn_dim']}, {p['lightgcn_layers']} layers, {p['lightgcn_epochs']} epochs, lr "
@@ -87,8 +98,9 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.output:
-        Path(args.output).write_text(text)
+        args.output.write_text(text)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
