@@ -249,12 +249,55 @@ def _check_lora(configs: list[RunConfig]) -> None:
             raise UsageError(f"run.lora: {error}") from error
 
 
+def _check_models(args: argparse.Namespace, configs: list[RunConfig], grid: list[str | None],
+                  user: dict[str, Any]) -> None:
+    """``run``'s and ``tune``'s checks of what the configs train on, before any work: the ``--device``, every
+    backbone a config uses or ``--backbone`` (``grid``) or ``run.backbone`` names, and the LoRA targets."""
+    from benchmark.runner import resolve_device
+    from identifiers.registry import get_scheme
+    from recommenders.backbones import BackboneError, check_backbone
+
+    try:
+        resolve_device(args.device)
+    except ValueError as error:
+        raise UsageError(f"--device: {error}") from error
+    backbones = {c.backbone for c in configs if get_scheme(c.scheme).uses_backbone} | _named_backbones(grid, user)
+    for backbone in sorted(backbones):
+        try:
+            check_backbone(backbone)
+        except BackboneError as error:
+            raise UsageError(f"{'--backbone' if args.backbone else 'run.backbone'}: {error}") from error
+    _check_lora(configs)
+
+
+def _check_data(configs: list[RunConfig], data_dir: str | None, report: bool) -> dict[tuple[str, int], Dataset]:
+    """``run``'s and ``tune``'s checks of the data, before any work: each config's dataset loads (its content
+    coverage printed when ``report``), holds the content its scheme needs, splits, and has more items than every
+    cut-off. The datasets by (name, k-core)."""
+    from identifiers.registry import get_scheme
+
+    loaded: dict[tuple[str, int], Dataset] = {}
+    for config in configs:
+        key = (config.dataset, config.k_core)
+        if key not in loaded:
+            loaded[key] = load_dataset(config.dataset, data_dir, config.k_core)
+            if report:
+                print(f"{config.dataset} (k-core {config.k_core}):")
+                _report_content(loaded[key])
+        check_content(loaded[key], config.scheme, get_scheme(config.scheme).required_content(config.params))
+    for config in {(c.dataset, c.k_core, c.split, c.max_history): c for c in configs}.values():
+        make_split(loaded[config.dataset, config.k_core], config.split, config.max_history)
+    for config in configs:
+        config.check_cutoffs(loaded[config.dataset, config.k_core].n_items)
+    return loaded
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmark.records import record_path
-    from benchmark.runner import records_on_other_data, resolve_device, run_all
+    from benchmark.runner import records_on_other_data, run_all
     from identifiers.registry import get_scheme
     from recommenders import parallel
-    from recommenders.backbones import BackboneError, check_backbone
+    from recommenders.backbones import BackboneError
     from recommenders.trainer import DivergenceError
 
     if args.jobs > 1 and parallel.launched():
@@ -270,35 +313,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     env = Environment(device=args.device, data_dir=args.data_dir, results_dir=args.results_dir,
                       reports_dir=args.reports_dir, cache_dir=args.cache_dir, progress=not args.no_progress,
                       threads=threads, jobs=args.jobs)
-    try:
-        resolve_device(args.device)
-    except ValueError as error:
-        raise UsageError(f"--device: {error}") from error
     grid = _backbones(args.backbone)
     cli = {"split": args.split, "max_history": args.max_history, "k_core": args.k_core, "finetune": args.finetune}
     resolved = [resolve(d, get_scheme(s), seed, args.profile, user, {**cli, "backbone": b}) for b in grid
                 for d in datasets for seed in seeds for s in names]
     configs = list({c.hash(): c for c in resolved}.values())
-    backbones = {c.backbone for c in configs if get_scheme(c.scheme).uses_backbone} | _named_backbones(grid, user)
-    for backbone in sorted(backbones):
-        try:
-            check_backbone(backbone)
-        except BackboneError as error:
-            raise UsageError(f"{'--backbone' if args.backbone else 'run.backbone'}: {error}") from error
-    _check_lora(configs)
-    loaded: dict[tuple[str, int], Dataset] = {}
-    for config in configs:
-        key = (config.dataset, config.k_core)
-        if key not in loaded:
-            loaded[key] = load_dataset(config.dataset, env.data_dir, config.k_core)
-            if not args.worker:  # the process that started the workers has reported it
-                print(f"{config.dataset} (k-core {config.k_core}):")
-                _report_content(loaded[key])
-        check_content(loaded[key], config.scheme, get_scheme(config.scheme).required_content(config.params))
-    for config in {(c.dataset, c.k_core, c.split, c.max_history): c for c in configs}.values():
-        make_split(loaded[config.dataset, config.k_core], config.split, config.max_history)
-    for config in configs:
-        config.check_cutoffs(loaded[config.dataset, config.k_core].n_items)
+    _check_models(args, configs, grid, user)
+    loaded = _check_data(configs, env.data_dir, report=not args.worker)  # a worker's starter has reported the data
     stale = [] if args.force else records_on_other_data(configs, env, loaded)
     if stale:
         raise UsageError("records that this run would skip were made on other data (the dataset's files changed, "
@@ -333,10 +354,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from benchmark.runner import resolve_device
     from benchmark.tuning import TuneError, TuneSettings, check_request, tunable_space, tune
     from identifiers.registry import get_scheme
-    from recommenders.backbones import BackboneError, check_backbone
+    from recommenders.backbones import BackboneError
     from recommenders.trainer import DivergenceError
 
     threads = _threads(args)
@@ -355,16 +375,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
                                          "max_history": args.max_history, "k_core": args.k_core}.items()
            if value is not None}
     base = resolve(datasets[0], get_scheme(names[0]), seeds[0], args.profile, user, cli)
-    try:
-        resolve_device(args.device)
-    except ValueError as error:
-        raise UsageError(f"--device: {error}") from error
-    used = {base.backbone} if get_scheme(base.scheme).uses_backbone else set()
-    for backbone in sorted(used | _named_backbones([args.backbone], user)):
-        try:
-            check_backbone(backbone)
-        except BackboneError as error:
-            raise UsageError(f"{'--backbone' if args.backbone else 'run.backbone'}: {error}") from error
+    _check_models(args, [base], [args.backbone], user)
     settings = TuneSettings(trials=args.trials, storage=args.storage, study_name=args.study_name, output=args.output,
                             final_run=not args.no_final_run, force=args.force)
     try:  # the study name and storage URL, then --results-dir and --output (made when missing)
@@ -372,11 +383,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     except TuneError as error:
         raise UsageError(str(error)) from error
     _check_cache_dir(args.cache_dir)
-    dataset = load_dataset(base.dataset, args.data_dir, base.k_core)
-    _report_content(dataset)
-    check_content(dataset, base.scheme, get_scheme(base.scheme).required_content(base.params))
-    make_split(dataset, base.split, base.max_history)
-    base.check_cutoffs(dataset.n_items)
+    _check_data([base], args.data_dir, report=True)
     env = Environment(device=args.device, data_dir=args.data_dir, results_dir=args.results_dir,
                       reports_dir=args.reports_dir, cache_dir=args.cache_dir, progress=not args.no_progress,
                       threads=threads)
@@ -384,6 +391,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         done = tune(base, user, cli, env, settings)
     except TuneError as error:
         raise UsageError(str(error)) from error
+    except BackboneError as error:  # what only building the model finds; the study keeps its finished trials
+        raise UsageError(f"backbone: {error}") from error
     except DivergenceError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_DIVERGED
@@ -547,8 +556,8 @@ def main(argv: list[str] | None = None) -> int:
         return error.exit_code
     except (KeyboardInterrupt, Terminated) as error:
         name = signal_name(error)
-        print(f"stopped: interrupted by {name} while no run was training; every record written so far is kept. "
-              "Run the same command again.", file=sys.stderr)
+        print(f"stopped: interrupted by {name} while no run or trial was training; every record and finished "
+              "trial written so far is kept. Run the same command again.", file=sys.stderr)
         return EXIT_CODES[name]
 
 

@@ -14,6 +14,7 @@ cap (the smoke profile) evaluates a fixed random subset of users; the record's `
 """
 from __future__ import annotations
 
+import json
 import random
 import time
 from dataclasses import asdict
@@ -97,17 +98,22 @@ def lock_path(record: Path) -> Path:
     return record.with_name(f".{record.stem}.lock")
 
 
-def _complete(path: Path, report: bool = True) -> bool:
-    """Whether ``path`` holds a complete record (a file that is not one is reported, to be run again)."""
+def _existing(path: Path, report: bool = True) -> dict[str, Any] | None:
+    """The complete record in ``path``; None when there is none (a file that is not one is reported, to be run
+    again)."""
     if not path.exists():
-        return False
+        return None
     try:
-        read_record(path)
+        return read_record(path)
     except RecordError as error:
         if report:
             tqdm.write(f"warning: {error}; running it again")
-        return False
-    return True
+        return None
+
+
+def _holds(record: dict[str, Any], annotate: dict[str, Any]) -> bool:
+    """Whether ``record`` holds every field of ``annotate`` with the same (JSON) value."""
+    return all(record.get(key) == value for key, value in json.loads(json.dumps(annotate)).items())
 
 
 def records_on_other_data(configs: list[RunConfig], env: Environment,
@@ -135,16 +141,20 @@ def run_all(configs: list[RunConfig], env: Environment, force: bool = False,
     """Run every config whose record is missing (all with ``force``); return the paths of the records written or
     found. A config whose lock another process holds (it is running it) is skipped and reported; a SIGINT or
     SIGTERM raises :class:`~benchmark.interrupts.Interrupted` naming the runs finished before it. ``annotate``
-    adds fields to every record written (e.g. ``tuned_from``, the tuning study a config came from)."""
+    adds fields to every record written (e.g. ``tuned_from``, the tuning study a config came from), and to every
+    record found that lacks them or holds other values: the same config and seed are the same run, so its record
+    is reused, and rewritten (atomically, under the run's lock) to say what it now stands for."""
     paths: list[Path] = []
     done: list[str] = []
     config = None
+    annotate = annotate or {}
     git_commit(), git_dirty()  # the code this process loaded, before any run
     bar = tqdm(configs, desc="runs", disable=not env.progress)
     try:
         for config in bar:
             path = record_path(env.results_dir, config)
-            if not force and _complete(path):
+            found = None if force else _existing(path)
+            if found is not None and _holds(found, annotate):
                 tqdm.write(f"skip {config.run_name}: record exists ({path})")
                 paths.append(path)
                 continue
@@ -159,8 +169,12 @@ def run_all(configs: list[RunConfig], env: Environment, force: bool = False,
             except OSError as error:
                 raise WriteError(f"cannot write {lock_path(path)}: {error.strerror or error}") from error
             try:
-                if not force and _complete(path, report=False):  # another process finished it meanwhile
-                    tqdm.write(f"skip {config.run_name}: record exists ({path})")
+                found = None if force else _existing(path, report=False)  # another process may have finished it
+                if found is not None:
+                    added = "" if _holds(found, annotate) else f"; reused and given this {', '.join(annotate)}"
+                    if added and parallel.is_main():
+                        write_json_atomic(path, {**found, **annotate})
+                    tqdm.write(f"skip {config.run_name}: record exists ({path}){added}")
                     paths.append(path)
                     continue
                 bar.set_postfix_str(config.run_name)
@@ -169,7 +183,7 @@ def run_all(configs: list[RunConfig], env: Environment, force: bool = False,
                 except trainer.DivergenceError as error:
                     raise trainer.DivergenceError(f"{config.run_name}: {error}") from error
                 if parallel.is_main():
-                    write_json_atomic(path, {**record, **(annotate or {})})
+                    write_json_atomic(path, {**record, **annotate})
                     checkpoint_path(config, env).unlink(missing_ok=True)
                 parallel.barrier()
             finally:

@@ -15,23 +15,35 @@ trial. A study remembers the config it was made for (everything but the tuned va
 differs is refused. Each trial's sampler is seeded from the run's seed and the number of trials the study
 held when it was asked, so a single worker's search is reproducible; that seed is stored with the trial.
 
+A running trial writes a heartbeat (its ``heartbeat`` user attribute, every :data:`HEARTBEAT_INTERVAL` seconds).
+Before each trial, a worker fails every RUNNING trial of the study whose heartbeat (or start, without one) is older
+than :data:`STALE_AFTER` seconds: its worker was killed (SIGKILL, out of memory, a lost machine). A trial stopped
+by SIGINT or SIGTERM is failed at once (:class:`~benchmark.interrupts.Interrupted` names it). Either way its
+parameters are queued once more (``retry_of`` names the trial), so the next worker's first trial retries them.
+
 At the end the best trial's values are written as a YAML that ``run --config`` accepts, and (unless
-``final_run`` is off) the final test run is a normal record with a ``tuned_from`` field naming the study.
+``final_run`` is off) the final test run is a normal record with a ``tuned_from`` field naming the study. A
+record of the same config (and seed) that exists already, e.g. from ``run``, is the same run: it is reused and
+given the study's ``tuned_from`` (:func:`benchmark.runner.run_all`), unless it was made on other data (an error,
+as for ``run``).
 
 Before any work (:func:`check_request`, which the CLI calls first): the scheme must declare a search space, the
-study name must be a plain file name (:data:`SAFE_NAME`), the storage a SQLAlchemy URL whose dialect and driver are
-installed, and every folder written to (the SQLite file's, the YAML's) a writable folder; a SQLite lock that
-cannot be taken within :data:`LOCK_TIMEOUT` seconds is an error naming it, never a wait without end.
+study name must be a plain file name (:data:`SAFE_NAME`), a request of no trial must name a study that exists,
+the storage a SQLAlchemy URL whose dialect and driver are installed, and every folder written to (the SQLite
+file's, the YAML's) a writable folder; a SQLite lock that cannot be taken within :data:`LOCK_TIMEOUT` seconds is
+an error naming it, never a wait without end.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
-from contextlib import nullcontext
+import threading
+import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import optuna
 import sqlalchemy.exc
@@ -42,7 +54,15 @@ from sqlalchemy.engine import make_url
 
 from benchmark.config import Environment, RunConfig, Tunable, load_defaults, resolve, search_space
 from benchmark.evaluate import evaluate
-from benchmark.runner import cached_dataset, cached_split, resolve_device, run_all, seed_everything
+from benchmark.interrupts import Interrupted, Terminated, signal_name
+from benchmark.runner import (
+    cached_dataset,
+    cached_split,
+    records_on_other_data,
+    resolve_device,
+    run_all,
+    seed_everything,
+)
 from benchmark.safeio import OutputDirError, check_output_dir, write_text
 from identifiers.base import RunContext
 from identifiers.registry import get_scheme
@@ -61,11 +81,15 @@ URL_FORMS = ("sqlite:///relative/path.db, sqlite:////absolute/path.db, postgresq
 """The storage URLs a message shows (any SQLAlchemy URL whose driver is installed works)."""
 LOCK_TIMEOUT = 120.0
 """Seconds a worker waits for the lock that guards creating a new SQLite study's schema (held for seconds)."""
+HEARTBEAT_INTERVAL = 30.0
+"""Seconds between two heartbeats of a running trial (its ``heartbeat`` user attribute, a Unix time)."""
+STALE_AFTER = 120.0
+"""A RUNNING trial without a heartbeat for this many seconds belongs to a worker that is gone; it is failed."""
 
 
 class TuneError(ValueError):
     """A tuning request that cannot be served (no search space, an unsafe study name, an invalid storage URL, a
-    study of another config, no finished trial)."""
+    study of another config, no finished trial, no study to run the best of)."""
 
 
 @dataclass(frozen=True)
@@ -167,9 +191,13 @@ def storage_option(settings: TuneSettings, url: str) -> str:
 def check_request(base: RunConfig, settings: TuneSettings, results_dir: str) -> StudyPlan:
     """Everything a request needs, checked before any work: the scheme's search space and :func:`plan_study`
     (:class:`TuneError`), then the folders it writes to: made when missing, :class:`OutputDirError` naming the
-    option when one is not a writable folder (or an existing SQLite file is not writable)."""
+    option when one is not a writable folder (or an existing SQLite file is not writable). A request of no trial
+    (``--trials 0``) on a SQLite file that does not exist is a :class:`TuneError`: it has no study to run the best
+    of, and no file is made."""
     tunable_space(base.scheme)
     plan = plan_study(base, settings, results_dir)
+    if settings.trials == 0 and plan.database is not None and not plan.database.exists():
+        raise no_study(plan)
     check_output_dir(results_dir, "--results-dir")
     if settings.storage is None or settings.output is None:
         check_output_dir(Path(results_dir) / "tuning", "--results-dir tuning folder")
@@ -181,6 +209,12 @@ def check_request(base: RunConfig, settings: TuneSettings, results_dir: str) -> 
     if settings.output is not None:
         check_output_dir(plan.output.parent, f"--output {plan.output}: its folder")
     return plan
+
+
+def no_study(plan: StudyPlan) -> TuneError:
+    """The error of ``--trials 0`` on a study that does not exist."""
+    return TuneError(f"--trials 0: there is no study '{plan.name}' in {public_url(plan.url)} to write and run the best "
+                     "of; give --trials 1 or more to start it (or the --study-name / --storage of an existing one)")
 
 
 def public_url(url: str) -> str:
@@ -249,8 +283,9 @@ def validation_value(config: RunConfig, env: Environment, on_epoch: Any = None) 
 
 def open_study(base: RunConfig, settings: TuneSettings, results_dir: str) -> tuple[optuna.Study, StudyPlan]:
     """The study (created, or loaded when it exists) and its plan (name, storage, output). The request is checked first
-    (:func:`check_request`: nothing is created for one that cannot be served). A loaded study must have been made
-    for the same base config, else :class:`TuneError`."""
+    (:func:`check_request`: nothing is created for one that cannot be served); a request of no trial only loads
+    (:class:`TuneError` when the study does not exist). A loaded study must have been made for the same base config,
+    else :class:`TuneError`."""
     plan = check_request(base, settings, results_dir)
     name, url, database = plan.name, plan.url, plan.database
     tuned = {dim.name for dim in tunable_space(base.scheme)}
@@ -264,8 +299,11 @@ def open_study(base: RunConfig, settings: TuneSettings, results_dir: str) -> tup
         with FileLock(lock, timeout=LOCK_TIMEOUT) if lock is not None else nullcontext():
             storage: Any = (optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
                             if database is not None else url)
-            study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
-                                        load_if_exists=True, pruner=pruner)
+            study = (optuna.create_study(storage=storage, study_name=name, direction="maximize",
+                                         load_if_exists=True, pruner=pruner) if settings.trials
+                     else optuna.load_study(storage=storage, study_name=name, pruner=pruner))
+    except KeyError:  # load_study: no study of that name in the storage
+        raise no_study(plan) from None
     except Timeout:
         raise TuneError(f"study storage {public_url(url)}: the lock {lock} was not free after {LOCK_TIMEOUT:.0f} s (it "
                         f"cannot be created in {Path(str(lock)).parent}, or another worker holds it); check that "
@@ -286,12 +324,67 @@ def open_study(base: RunConfig, settings: TuneSettings, results_dir: str) -> tup
     return study, plan
 
 
+@contextmanager
+def heartbeat(trial: optuna.Trial) -> Iterator[None]:
+    """While the body runs, a thread sets the trial's ``heartbeat`` to the time every :data:`HEARTBEAT_INTERVAL`
+    seconds (a beat the storage refuses is skipped: a SQLite file locked too long, or a trial that another worker
+    failed as stale after such a lock)."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            try:
+                trial.set_user_attr("heartbeat", time.time())
+            except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.OptunaError):
+                pass
+            if stop.wait(HEARTBEAT_INTERVAL):
+                return
+
+    thread = threading.Thread(target=beat, name=f"trial {trial.number} heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def retry(study: optuna.Study, trial: optuna.Trial | optuna.trial.FrozenTrial) -> bool:
+    """Queue the parameters of the failed ``trial`` once more (user attribute ``retry_of``: the first trial that
+    had them), unless it is itself a retry; whether they were queued."""
+    if "retry_of" in trial.user_attrs or not trial.params:
+        return False
+    study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+    return True
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Fail the study's RUNNING trials whose worker is gone (no heartbeat, or else no start, for
+    :data:`STALE_AFTER` seconds) and :func:`retry` each (a trial that another worker fails or finishes meanwhile
+    is left to it)."""
+    now = time.time()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        start = trial.datetime_start.timestamp() if trial.datetime_start is not None else now
+        if now - trial.user_attrs.get("heartbeat", start) <= STALE_AFTER:
+            continue
+        try:
+            study.tell(trial.number, state=TrialState.FAIL)
+        except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+            continue
+        queued = retry(study, trial)
+        print(f"trial {trial.number} failed: its worker stopped (no heartbeat for over {STALE_AFTER:.0f} s)"
+              + ("; its parameters are queued again" if queued else ""))
+
+
 def run_trials(study: optuna.Study, base: RunConfig, user: dict[str, Any], cli: dict[str, Any], env: Environment,
                trials: int) -> None:
-    """Ask, train and tell ``trials`` trials; pruned and diverged trials are recorded as such."""
+    """Ask, train and tell ``trials`` trials; pruned and diverged trials are recorded as such, and the stale trials
+    of killed workers failed and queued again first (:func:`fail_stale_trials`). A SIGINT or SIGTERM fails the
+    running trial, queues its parameters again and raises :class:`~benchmark.interrupts.Interrupted` naming it."""
     cls, space = get_scheme(base.scheme), tunable_space(base.scheme)
     startup = load_defaults()["tune"]["sampler_startup_trials"]
     for _ in range(trials):
+        fail_stale_trials(study)
         seed = (base.seed * SEED_STRIDE + len(study.get_trials(deepcopy=False))) % 2**32
         study.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
         trial = study.ask()
@@ -311,7 +404,8 @@ def run_trials(study: optuna.Study, base: RunConfig, user: dict[str, Any], cli: 
                 raise optuna.TrialPruned(f"epoch {epoch}: {value:.4f} below the median of earlier trials")
 
         try:
-            value = validation_value(config, env, report)
+            with heartbeat(trial):
+                value = validation_value(config, env, report)
         except optuna.TrialPruned as pruned:
             print(f"trial {trial.number} pruned at {pruned}")
             study.tell(trial, state=TrialState.PRUNED)
@@ -321,11 +415,28 @@ def run_trials(study: optuna.Study, base: RunConfig, user: dict[str, Any], cli: 
             print(f"trial {trial.number} failed: {error}")
             study.tell(trial, state=TrialState.FAIL)
             continue
+        except (KeyboardInterrupt, Terminated) as error:
+            name = signal_name(error)
+            trial.set_user_attr("failure", f"interrupted by {name}")
+            study.tell(trial, state=TrialState.FAIL)
+            queued = retry(study, trial)
+            raise Interrupted(name, interrupted_message(name, study, trial.number, values, queued)) from None
         except BaseException:
             study.tell(trial, state=TrialState.FAIL)
             raise
-        study.tell(trial, value)
+        study.tell(trial, value, skip_if_finished=True)  # failed as stale by another worker: its retry is queued
         print(f"trial {trial.number}: {base.train.valid_metric} {value:.4f} with {values}")
+
+
+def interrupted_message(name: str, study: optuna.Study, number: int, values: dict[str, Any], queued: bool) -> str:
+    """What a signal during trial ``number`` stopped, what the study keeps and how to resume."""
+    states = [trial.state for trial in study.get_trials(deepcopy=False)]
+    finished = states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED)
+    again = ("its parameters are queued, so the resumed study retries them first" if queued
+             else "it was a retry already, so it is not queued again")
+    return (f"interrupted by {name} during trial {number} ({values}) of study '{study.study_name}'; the trial is "
+            f"marked failed and {again}. The study keeps its {finished} finished trial(s). Run the same command "
+            "again to resume: it adds --trials more trials to the study (each trial trains from its first epoch).")
 
 
 def best_yaml(study: optuna.Study, name: str, url: str, base: RunConfig, user: dict[str, Any],
@@ -364,5 +475,11 @@ def tune(base: RunConfig, user: dict[str, Any], cli: dict[str, Any], env: Enviro
                             "tuned_from": tuned_from, "record": None}
     if settings.final_run:
         final = resolve(base.dataset, get_scheme(base.scheme), base.seed, base.profile, config, cli)
+        data = {(final.dataset, final.k_core): cached_dataset(final.dataset, env.data_dir, final.k_core)}
+        stale = [] if settings.force else records_on_other_data([final], env, data)
+        if stale:
+            raise TuneError(f"the best config's test record exists but was made on other data (the dataset's files "
+                            f"changed, or another --data-dir): {stale[0]}. The study keeps its trials: run tune "
+                            "again with --trials 0 and --force to run it again, or with another --results-dir")
         done["record"] = str(run_all([final], env, force=settings.force, annotate={"tuned_from": tuned_from})[0])
     return done

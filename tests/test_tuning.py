@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -15,8 +16,10 @@ from filelock import FileLock
 from benchmark import tuning
 from benchmark.cli import main
 from benchmark.config import Environment, param, resolve, search_space
+from benchmark.interrupts import Terminated
 from benchmark.tuning import TuneError, TuneSettings, open_study, plan_study, run_trials, study_name, tunable_space
 from identifiers.registry import get_scheme, schemes
+from recommenders.backbones import BackboneError
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = "train: {epochs: 2, patience: 2}\n"
@@ -98,7 +101,7 @@ def test_two_workers_share_one_sqlite_study_and_the_best_run_names_it(tmp_path: 
 
 def test_a_study_of_another_config_is_refused(tmp_path: Path) -> None:
     base = resolve("synthetic", get_scheme("sasrec"), 1, "smoke")
-    settings = TuneSettings(trials=0, storage=f"sqlite:///{tmp_path / 's.db'}", study_name="one")
+    settings = TuneSettings(trials=1, storage=f"sqlite:///{tmp_path / 's.db'}", study_name="one")
     open_study(base, settings, str(tmp_path))
     other = resolve("synthetic", get_scheme("sasrec"), 2, "smoke")
     with pytest.raises(TuneError, match="made for another config .*seed"):
@@ -141,7 +144,7 @@ def test_a_lock_that_stays_taken_is_an_error_naming_it(tmp_path: Path, monkeypat
     base = resolve("synthetic", get_scheme("sasrec"), 1, "smoke")
     database = tmp_path / "s.db"
     with FileLock(f"{database}.lock"), pytest.raises(TuneError, match=r"s\.db\.lock was not free"):
-        open_study(base, TuneSettings(trials=0, storage=f"sqlite:///{database}"), str(tmp_path))
+        open_study(base, TuneSettings(trials=1, storage=f"sqlite:///{database}"), str(tmp_path))
     assert not database.exists()
 
 
@@ -210,3 +213,102 @@ def test_safe_study_names_stay_inside_the_tuning_folder(tmp_path: Path) -> None:
     for other in (replace(base, backbone="../models/my-qwen"), replace(base, dataset="amazon2014:Beauty")):
         name = study_name(other)
         assert tuning.SAFE_NAME.fullmatch(name), name
+
+
+def test_tune_checks_lora_targets_as_run_does_before_any_study(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "lora.yaml"
+    config.write_text("run: {finetune: lora, lora: {target_modules: [q, nosuch_layer]}}\n")
+    assert main(tune_cli(tmp_path, "--identifiers", "semid", "--config", str(config))) == 2
+    err = capsys.readouterr().err
+    assert "run.lora: lora.target_modules: nosuch_layer name(s) no module of backbone" in err
+    assert "Traceback" not in err and list(tmp_path.iterdir()) == [config]
+
+
+def test_a_backbone_error_during_a_trial_exits_2_without_a_traceback(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    def misfit(*_: object) -> float:
+        raise BackboneError("backbone 't5-tiny' does not fit")
+
+    monkeypatch.setattr(tuning, "validation_value", misfit)
+    assert main(tune_cli(tmp_path)) == 2
+    assert "error: backbone: backbone 't5-tiny' does not fit" in capsys.readouterr().err
+
+
+def test_no_trial_on_a_study_that_does_not_exist_is_refused_before_any_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(tune_cli(tmp_path, "--trials", "0")) == 2
+    assert "--trials 0: there is no study 'synthetic__sasrec__" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # no results folder, SQLite file or lock
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    open_study(resolve("synthetic", get_scheme("sasrec"), 1, "smoke"),
+               TuneSettings(trials=1, storage=storage, study_name="one"), str(tmp_path))
+    assert main(tune_cli(tmp_path, "--trials", "0", "--storage", storage, "--study-name", "two")) == 2
+    assert "there is no study 'two' in sqlite:///" in capsys.readouterr().err
+    assert optuna.get_all_study_names(storage) == ["one"]
+
+
+def test_the_final_run_reuses_a_plain_record_of_its_config_and_names_the_study(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "fast.yaml"
+    config.write_text(FAST)
+    folders = ["--results-dir", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    assert main(tune_cli(tmp_path, "--config", str(config), "--study-name", "s")) == 0
+    best_yaml = tmp_path / "results" / "tuning" / "s.yaml"
+    assert main(["run", "--identifiers", "sasrec", "--profile", "smoke", "--config", str(best_yaml), *folders]) == 0
+    [path] = (tmp_path / "results").glob("synthetic/*.json")
+    plain = json.loads(path.read_text())
+    assert "tuned_from" not in plain
+    capsys.readouterr()
+    tune_final = [*tune_cli(tmp_path, "--config", str(config), "--study-name", "s", "--trials", "0")]
+    tune_final.remove("--no-final-run")
+    assert main(tune_final) == 0
+    out = capsys.readouterr().out
+    assert f"record exists ({path}); reused and given this tuned_from" in out and f"test record: {path}" in out
+    record = json.loads(path.read_text())
+    assert record["tuned_from"]["study"] == "s" and record["tuned_from"]["best_trial"] == 0
+    assert {key: value for key, value in record.items() if key != "tuned_from"} == plain  # the same run
+    assert list((tmp_path / "results").glob("synthetic/*.json")) == [path]
+
+    path.write_text(json.dumps({**record, "dataset": {**record["dataset"], "fingerprint": "other"}}))
+    assert main(tune_final) == 2  # a record made on other data is not taken as the tuned run's
+    assert "the best config's test record exists but was made on other data" in capsys.readouterr().err
+
+
+def test_a_stale_running_trial_is_failed_and_its_parameters_retried(tmp_path: Path) -> None:
+    config = tmp_path / "fast.yaml"
+    config.write_text(FAST)
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
+    killed, alive = study.ask(), study.ask()  # two workers' trials: one was SIGKILLed long ago, one is running
+    params = tuning.suggest(killed, tunable_space("sasrec"))
+    killed.set_user_attr("heartbeat", time.time() - tuning.STALE_AFTER - 1)
+    assert main(tune_cli(tmp_path, "--config", str(config), "--storage", storage, "--study-name", "s")) == 0
+    trials = optuna.load_study(study_name="s", storage=storage).get_trials()
+    states = [trial.state.name for trial in trials]
+    assert states[:2] == ["FAIL", "RUNNING"] and trials[1].number == alive.number
+    assert states[2] in ("COMPLETE", "PRUNED") and len(trials) == 3  # the planned trial is the retry
+    assert trials[2].params == params and trials[2].user_attrs["retry_of"] == killed.number
+    assert "heartbeat" in trials[2].user_attrs
+
+
+def test_sigterm_during_a_trial_names_it_and_the_resumed_study_retries_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    def terminated(*_: object) -> float:
+        raise Terminated
+
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    options = ("--storage", storage, "--study-name", "s")
+    with monkeypatch.context() as patch:
+        patch.setattr(tuning, "validation_value", terminated)
+        assert main(tune_cli(tmp_path, *options)) == 143
+    err = capsys.readouterr().err
+    assert "stopped: interrupted by SIGTERM during trial 0 ({'hidden'" in err and "of study 's'" in err
+    assert "its parameters are queued" in err and "Run the same command again to resume" in err
+    assert "no run" not in err
+    monkeypatch.setattr(tuning, "validation_value", lambda *_: 0.5)
+    assert main(tune_cli(tmp_path, *options)) == 0
+    first, retried = optuna.load_study(study_name="s", storage=storage).get_trials()
+    assert first.state.name == "FAIL" and first.user_attrs["failure"] == "interrupted by SIGTERM"
+    assert retried.state.name == "COMPLETE" and retried.params == first.params
+    assert retried.user_attrs["retry_of"] == 0
