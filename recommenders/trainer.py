@@ -206,7 +206,7 @@ def autocast(device: torch.device, enabled: bool):
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
 
 
-def compiled_loss(model: Recommender) -> Callable[[HistoryBatch], torch.Tensor]:
+def compiled_loss(model: Recommender, device: torch.device) -> Callable[[HistoryBatch], torch.Tensor]:
     """``model.loss`` under :func:`torch.compile`, given each batch with its host-side sizes filled in
     (:meth:`~recommenders.base.Recommender.host_sizes`, computed here, outside the graph), so that nothing in the
     loss reads the host and the forward and backward pass each compile to one graph. Inductor draws random
@@ -214,10 +214,23 @@ def compiled_loss(model: Recommender) -> Callable[[HistoryBatch], torch.Tensor]:
     loss gives the eager one's values up to float rounding, not other dropout masks. Compiled code of earlier
     models is dropped first (``torch._dynamo.reset``): the schemes of one paradigm share their ``loss`` code, and
     graphs kept for models that are gone would count against dynamo's recompile limit, past which it silently
-    runs the loss eagerly."""
+    runs the loss eagerly.
+
+    On CUDA the compiled forward and backward graphs are also recorded as CUDA graphs (inductor's
+    ``triton.cudagraphs``, what ``mode="reduce-overhead"`` sets; one recording per batch shape, replayed with one
+    launch), since a small model's step is bound by kernel launches there; each call marks the start of a new
+    step (``torch.compiler.cudagraph_mark_step_begin``), so the loss of the step before, already read into the
+    trainer's loss buffer, may be overwritten."""
     torch._dynamo.reset()
-    inner = torch.compile(model.loss, options={"fallback_random": True})
-    return lambda batch: inner(replace(batch, sizes=model.host_sizes(batch)))
+    cuda = device.type == "cuda"
+    options = {"fallback_random": True, **({"triton.cudagraphs": True} if cuda else {})}
+    inner = torch.compile(model.loss, options=options)
+
+    def loss(batch: HistoryBatch) -> torch.Tensor:
+        if cuda:
+            torch.compiler.cudagraph_mark_step_begin()
+        return inner(replace(batch, sizes=model.host_sizes(batch)))
+    return loss
 
 
 def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, cfg: TrainConfig,
@@ -238,7 +251,7 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
     metric_k = cfg.valid_k
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
-    loss_of = compiled_loss(model) if compiled else model.loss
+    loss_of = compiled_loss(model, device) if compiled else model.loss
     best_state, bad, start_epoch, finished = None, 0, 0, False
     identity = fingerprint(model)
     order = np.random.default_rng(seed)

@@ -10,8 +10,8 @@ SETRec), it measures per optimiser step:
   bookkeeping, clipping), timed from the end of one optimiser step to the end of the next (a global optimiser
   step hook), so the one-off costs of a call (model set-up, the validation, the best-weights copy) stay out;
 * **bare**: the same model on one fixed batch already on the device, ``zero_grad, loss, backward, step`` with
-  ``torch.optim.AdamW(foreach=True)`` and nothing else (no clipping, no loss read back): the floor, timed the same
-  way.
+  ``torch.optim.AdamW(foreach=True)``, the loss under the harness's autocast (``train.amp``: bf16 on CUDA, none on
+  a CPU), and nothing else (no clipping, no loss read back): the floor, timed the same way.
 
 The time of a step is the median over the timed steps, and of ``--rounds`` such measurements (alternating harness
 and bare) the fastest: robust to other processes on a shared machine. On CUDA the hook synchronises before
@@ -37,9 +37,9 @@ of as many steps as the timing) and lists each scheme's N operators of most self
 profiled total: where a step's time goes once the harness is at the floor (on CPU, the arithmetic and dropout's
 random numbers).
 With ``--compile`` both loops run the training loss under ``torch.compile`` as ``run.compile: true`` does
-(:func:`recommenders.trainer.compiled_loss`: one graph, the host-side sizes computed outside it); each fresh model
-compiles again in its warm-up steps (a minute or more per shape on a CPU), and operators and syncs are not
-counted (the compiled graph's kernels are not dispatcher calls).
+(:func:`recommenders.trainer.compiled_loss`: one graph, the host-side sizes computed outside it; on CUDA
+recorded as CUDA graphs); each fresh model compiles again in its warm-up steps (a minute or more per shape on a
+CPU), and operators and syncs are not counted (the compiled graph's kernels are not dispatcher calls).
 With ``--dropout P`` every measured model trains at dropout rate P (the T5 backbones' ``dropout_rate``, SASRec's
 ``dropout``; SETRec's semantic encoder and E4SRec's adapter have none by default): ``--dropout 0`` times the step
 without dropout's random numbers, its arithmetic alone, against a run without the option right before it.
@@ -282,12 +282,14 @@ def bare_run(scheme: str, shape: Shape, split: Split, warmup: int, steps: int, a
     batches = list(itertools.islice(iterate(examples, shape.batch, device, np.random.default_rng(args.seed)),
                                     warmup + steps))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, foreach=True)
-    loss_of = trainer.compiled_loss(model) if args.compile else model.loss
+    loss_of = trainer.compiled_loss(model, device) if args.compile else model.loss
 
     def step(chosen: list[HistoryBatch]) -> None:
         for batch in chosen:
             optimizer.zero_grad(set_to_none=True)
-            loss_of(batch).backward()
+            with trainer.autocast(device, True):  # the harness's train.amp: bf16 on CUDA, nothing on a CPU
+                loss = loss_of(batch)
+            loss.backward()
             optimizer.step()
         synchronize(device)
 

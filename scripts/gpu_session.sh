@@ -17,8 +17,8 @@
 #       1. scripts/bench_training.py on CUDA with the paper's backbone and batch (t5-tiger, batch 256) as the
 #          real shape, and the heaviest GPU kernels there (--top-ops 8): bench-training-gpu.md;
 #       2. the same benchmark of TIGER alone with its training loss compiled (--compile, run.compile: true;
-#          dynamo and inductor, one graph per loss), appended to bench-training-gpu.md, once, when 240 s
-#          are left;
+#          dynamo and inductor, one graph per loss, recorded as CUDA graphs), appended to bench-training-gpu.md,
+#          once, when 240 s are left;
 #       3. TIGER's full paper profile on Beauty (`run --identifiers tiger --datasets beauty --profile paper`):
 #          its RQ-VAE (20,000 epochs; it keeps a checkpoint every 30 s) and then the T5 (an epoch checkpoint),
 #          stopped with SIGTERM before the deadline.
