@@ -235,7 +235,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def _check_lora(configs: list[RunConfig]) -> None:
-    """Refuse, before any work, a LoRA target that names no module of a run's backbone (``run.lora``)."""
+    """Refuse, before any work, a LoRA target that names no module of a run's backbone, or one LoRA cannot adapt
+    (``run.lora``)."""
     from identifiers.base import backbone_spec
     from identifiers.registry import get_scheme
     from recommenders.backbones import BackboneError, check_lora_targets, finetune_mode

@@ -75,6 +75,7 @@ from benchmark.config import ConfigError, param
 from benchmark.splits import TrainData
 from identifiers.base import SequenceScheme
 from identifiers.registry import register
+from recommenders.backbones import BackboneError
 from recommenders.base import Recommender
 from recommenders.contracts import ItemCodes, code_table
 from recommenders.grounding import GroundingOptions, L2GroundedRecommender
@@ -128,6 +129,10 @@ class BIGRec(SequenceScheme):
         items = self.ctx.items
         titles = [title if title.strip() else f"item {raw}" for title, raw in zip(items["title"], items["raw_id"])]
         raw = vocab.encode(titles, self.params.max_title_tokens)
+        empty = [(item, title) for item, (title, code) in enumerate(zip(titles, raw)) if not code]
+        if empty:
+            raise BackboneError(f"the tokenizer of '{vocab.source}' writes the title of {len(empty)} item(s) as no "
+                                f"tokens, e.g. item {items['raw_id'].iloc[empty[0][0]]} ({empty[0][1]!r})")
         codes, suffixed = disambiguate(raw, vocab)
         lengths = np.array([len(code) for code in codes])
         details = {

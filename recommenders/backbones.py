@@ -2,9 +2,13 @@
 ``from_pretrained`` from what is already on disk.
 
 Two families, one table (:data:`FAMILIES`): ``t5`` (encoder-decoder, ``T5ForConditionalGeneration``) and
-``qwen2`` (decoder-only, ``Qwen2ForCausalLM``); a checkpoint of any other causal LM whose config loads with
-``AutoConfig`` is built with ``AutoModelForCausalLM`` and treated as family ``causal`` the same way.
-Recommenders ask :func:`is_decoder_only` once and otherwise use the model's own ``config.hidden_size``.
+``qwen2`` (decoder-only, ``Qwen2ForCausalLM``); a checkpoint of any other causal LM (a model type registered
+with ``AutoModelForCausalLM`` that attends causally: not an encoder-decoder, and an encoder such as BERT only
+with ``is_decoder: true``) is built with ``AutoModelForCausalLM`` and treated as family ``causal`` the same
+way. Recommenders ask :func:`is_decoder_only` once and otherwise use the model's own ``config.hidden_size``.
+
+A checkpoint is a folder of a model and its tokenizer, both written by ``save_pretrained`` (or a name in the
+Hugging Face cache); :func:`check_backbone` reads its config, weights headers and tokenizer before any work.
 
 Vocabulary, the same for every family: a preset is randomly initialised with ``text_vocab_size`` text tokens
 (2 = only pad and end of sequence for schemes whose items are new tokens or vectors; the fitted BPE
@@ -25,6 +29,7 @@ No weights are downloaded at run time.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -32,9 +37,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
+    AutoTokenizer,
     PretrainedConfig,
     PreTrainedModel,
     Qwen2Config,
@@ -42,6 +49,9 @@ from transformers import (
     T5Config,
     T5ForConditionalGeneration,
 )
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+from transformers.pytorch_utils import Conv1D
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME, cached_file
 
 PAD_ID, EOS_ID = 0, 1
 """Pad (also T5's decoder start) and end-of-sequence ids of every preset and of T5 checkpoints."""
@@ -62,6 +72,12 @@ class Family:
     def from_preset(self, preset: BackbonePreset, vocab_size: int) -> PreTrainedModel:
         config = self.config_class(vocab_size=vocab_size, pad_token_id=PAD_ID, eos_token_id=EOS_ID,
                                    tie_word_embeddings=False, **self.preset_config, **preset.config)
+        return self.from_config(config)
+
+    def from_config(self, config: PretrainedConfig) -> PreTrainedModel:
+        """A randomly initialised model of ``config`` (family ``causal``: the class AutoModelForCausalLM maps it to)."""
+        if self.model_class is AutoModelForCausalLM:
+            return AutoModelForCausalLM.from_config(config)
         return self.model_class(config)
 
 
@@ -120,6 +136,23 @@ PRESETS: dict[str, BackbonePreset] = {
 
 FINETUNE_MODES = ("auto", "full", "lora")
 
+ENCODER_TYPES = frozenset(MODEL_FOR_MASKED_LM_MAPPING_NAMES) | {"bert-generation"}
+"""Model types whose causal-LM class is a bidirectional encoder unless the config sets ``is_decoder: true``."""
+
+SUPPORTED = ("T5 encoder-decoders (model_type 't5') and causal LMs that AutoModelForCausalLM loads (gpt2, llama, "
+             "qwen2, ...; an encoder such as bert only with is_decoder: true in its config)")
+
+WEIGHT_FILES = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME)
+"""A checkpoint's weights, in the order ``from_pretrained`` prefers them."""
+
+TOKENIZER_FILE = "tokenizer.json"
+PROBE_TEXT = "red pen (2)"
+"""Text a checkpoint's tokenizer must encode to at least one token."""
+
+LORA_LAYERS = (torch.nn.Linear, Conv1D, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Embedding,
+               torch.nn.MultiheadAttention)
+"""The module types ``peft`` puts LoRA adapters on (its default dispatch)."""
+
 
 @dataclass(frozen=True)
 class BackboneSpec:
@@ -143,16 +176,23 @@ class BackboneError(ValueError):
 
 @lru_cache(maxsize=32)
 def family_of(name: str) -> str:
-    """The family of a preset or checkpoint name (a checkpoint's config is read from disk only)."""
+    """The family of a preset or checkpoint name (a checkpoint's config is read from disk only); a model type
+    that is neither a T5 nor a causal LM (:data:`SUPPORTED`) is refused."""
     if name in PRESETS:
         return PRESETS[name].family
     config = _local_config(name)
-    if config.model_type == "t5":
+    kind = config.model_type
+    if kind == "t5":
         return "t5"
     if getattr(config, "is_encoder_decoder", False):
-        raise BackboneError(f"backbone '{name}' is an encoder-decoder of type '{config.model_type}'; "
-                            "only T5 encoder-decoders and decoder-only causal LMs are supported")
-    return "qwen2" if config.model_type == "qwen2" else "causal"
+        problem = "an encoder-decoder other than T5"
+    elif kind not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        problem = "not a causal LM that AutoModelForCausalLM loads"
+    elif kind in ENCODER_TYPES and not getattr(config, "is_decoder", False):
+        problem = "a bidirectional encoder (its config does not set is_decoder: true)"
+    else:
+        return "qwen2" if kind == "qwen2" else "causal"
+    raise BackboneError(f"backbone '{name}' has model_type '{kind}', {problem}; supported: {SUPPORTED}")
 
 
 def _local_config(name: str) -> PretrainedConfig:
@@ -188,9 +228,9 @@ def build_backbone(backbone: str | BackboneSpec, new_tokens: int = 0, text_vocab
     else:
         try:
             model = family.model_class.from_pretrained(spec.name, local_files_only=True)
-        except (OSError, ValueError) as error:
+        except Exception as error:  # any failure of reading user files (safetensors, torch, json, ...)
             raise BackboneError(f"backbone '{spec.name}': not loadable with from_pretrained from local files "
-                                f"(no weights are downloaded here): {error}") from error
+                                f"(no weights are downloaded here): {one_line(error)}") from error
         add_tokens(model, new_tokens)
         if family.encoder_decoder:
             model.config.pad_token_id, model.config.eos_token_id = PAD_ID, EOS_ID
@@ -229,7 +269,7 @@ def apply_lora(model: PreTrainedModel, family: Family, lora: dict[str, Any], new
     try:
         inject_adapter_in_model(config, model)
     except ValueError as error:
-        raise BackboneError(f"lora.target_modules {targets}: {error}") from error
+        raise BackboneError(f"lora.target_modules {targets}: {one_line(error)}") from error
     model.finetune_mode = "lora"
 
 
@@ -314,10 +354,16 @@ def new_token_offset(model: PreTrainedModel, new_tokens: int) -> int:
     return model.config.vocab_size - new_tokens
 
 
+def one_line(error: BaseException) -> str:
+    """An exception's message on one line (library messages often span several)."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def check_backbone(name: str) -> None:
     """Raise :class:`BackboneError` unless ``name`` is a preset, or a local folder (what ``save_pretrained``
-    writes) or cached name whose config loads (nothing is downloaded) as a T5 or a decoder-only causal LM;
-    control characters are refused."""
+    writes) or cached name (nothing is downloaded) whose config loads as a T5 or a causal LM, whose weights
+    headers read (:func:`_check_weights`) and whose tokenizer fits (:func:`_check_tokenizer`); control
+    characters are refused. Reads headers and small files only: cheap enough to run before any work."""
     if name in PRESETS:
         return
     if not name.strip() or any(ord(ch) < 32 for ch in name):
@@ -326,7 +372,81 @@ def check_backbone(name: str) -> None:
     if Path(name).exists() and not Path(name).is_dir():
         raise BackboneError(f"backbone '{name}': a local checkpoint must be a folder written by save_pretrained, "
                             "not a file")
-    family_of(name)
+    family = FAMILIES[family_of(name)]
+    config = _local_config(name)
+    if not family.encoder_decoder and getattr(config, "eos_token_id", None) is None:
+        raise BackboneError(f"backbone '{name}': its config defines no eos_token_id (a decoder-only backbone "
+                            "separates the prompt from the target with it)")
+    _check_weights(name)
+    _check_tokenizer(name, family, config)
+
+
+def _checkpoint_file(name: str, filename: str) -> Path | None:
+    """``filename`` of checkpoint ``name``, in its folder or in the Hugging Face cache; None when absent."""
+    found = cached_file(name, filename, local_files_only=True, _raise_exceptions_for_missing_entries=False,
+                        _raise_exceptions_for_connection_errors=False)
+    return Path(found) if found else None
+
+
+def _check_weights(name: str) -> None:
+    """Raise :class:`BackboneError` unless checkpoint ``name`` has a weights file (:data:`WEIGHT_FILES`, the
+    first found, as ``from_pretrained`` picks) and every file it consists of (the shards of an index) is
+    there: a safetensors file must open with ``safe_open``, which reads its header only and checks that the
+    file is as long as the header says (a truncated file fails); a ``.bin`` must be non-empty."""
+    found = [(filename, path) for filename in WEIGHT_FILES if (path := _checkpoint_file(name, filename))]
+    if not found:
+        raise BackboneError(f"backbone '{name}': no weights file (expected one of {', '.join(WEIGHT_FILES)}, as "
+                            "save_pretrained writes)")
+    filename, path = found[0]
+    shards = [path]
+    if filename.endswith(".index.json"):
+        try:
+            shards = [path.parent / shard for shard in sorted(set(json.loads(path.read_text())["weight_map"].values()))]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            raise BackboneError(f"backbone '{name}': weights index {path} is unreadable ({one_line(error)})") from error
+    for shard in shards:
+        if not shard.is_file() or shard.stat().st_size == 0:
+            raise BackboneError(f"backbone '{name}': weights file {shard} is missing or empty")
+        if shard.suffix == ".safetensors":
+            try:
+                with safe_open(str(shard), framework="pt"):
+                    pass
+            except (SafetensorError, OSError) as error:
+                raise BackboneError(f"backbone '{name}': weights file {shard} is corrupt or truncated "
+                                    f"({one_line(error)})") from error
+
+
+def _check_tokenizer(name: str, family: Family, config: PretrainedConfig) -> None:
+    """Raise :class:`BackboneError` unless checkpoint ``name`` has tokenizer files that load, encode text to
+    tokens, define the special tokens of its family (T5: pad 0 and end of sequence 1; decoder-only: an end of
+    sequence) and fit the model's embedding rows (``config.vocab_size``).
+
+    A tokenizer with more tokens than the model has rows is refused rather than resized: the rows appended here
+    are item tokens (:func:`new_token_offset`), so the tokenizer's last ids would be read as items, and new
+    random rows for real words would silently change the pretrained model. Resize the checkpoint's embeddings
+    (``model.resize_token_embeddings(len(tokenizer))``) and save it again. (transformers builds a tokenizer
+    from no files at all, which encodes text to nothing or to unknown tokens, hence the files are checked.)"""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=True)
+    except Exception as error:  # any failure of reading user files (json, sentencepiece, ...)
+        raise BackboneError(f"backbone '{name}': its tokenizer does not load ({one_line(error)}); save the "
+                            "tokenizer with save_pretrained into the checkpoint folder") from error
+    files = sorted({TOKENIZER_FILE, *type(tokenizer).vocab_files_names.values()})
+    if not any(_checkpoint_file(name, filename) for filename in files):
+        raise BackboneError(f"backbone '{name}': no tokenizer files (expected {' or '.join(files)}); save the "
+                            "tokenizer with save_pretrained into the checkpoint folder")
+    if not tokenizer.encode(PROBE_TEXT, add_special_tokens=False):
+        raise BackboneError(f"backbone '{name}': its tokenizer encodes {PROBE_TEXT!r} to no tokens")
+    if family.encoder_decoder and (tokenizer.pad_token_id, tokenizer.eos_token_id) != (PAD_ID, EOS_ID):
+        raise BackboneError(f"backbone '{name}': its tokenizer uses pad id {tokenizer.pad_token_id} and eos id "
+                            f"{tokenizer.eos_token_id}; a T5 backbone needs pad {PAD_ID}, eos {EOS_ID}")
+    if not family.encoder_decoder and tokenizer.eos_token_id is None:
+        raise BackboneError(f"backbone '{name}': its tokenizer defines no end-of-sequence token")
+    rows = getattr(config, "vocab_size", None)
+    if rows is not None and len(tokenizer) > rows:
+        raise BackboneError(f"backbone '{name}': its tokenizer has {len(tokenizer)} tokens but the model's "
+                            f"embedding has {rows} rows (config vocab_size); resize the embeddings "
+                            "(resize_token_embeddings) and save the checkpoint again")
 
 
 def meta_model(name: str) -> PreTrainedModel:
@@ -334,27 +454,35 @@ def meta_model(name: str) -> PreTrainedModel:
     with a 2-token text vocabulary (pad, EOS) and no new tokens, or a checkpoint from its config."""
     family = FAMILIES[family_of(name)]
     with torch.device("meta"):
-        return family.from_preset(PRESETS[name], 2) if name in PRESETS else family.model_class(_local_config(name))
+        return family.from_preset(PRESETS[name], 2) if name in PRESETS else family.from_config(_local_config(name))
 
 
 def check_lora_targets(name: str, targets: Sequence[str] | str | None) -> None:
     """Raise :class:`BackboneError` unless every LoRA target (None: the family's default) names a module of the
-    backbone ``name`` as ``peft`` matches it (the module's name, or its last dotted parts); built on the meta
-    device, so nothing is allocated and a checkpoint's weights are not read. A string target (``all-linear``, a
-    pattern) is left to ``peft``."""
+    backbone ``name`` as ``peft`` matches it (the module's name, or its last dotted parts) and every module it
+    names is of a type ``peft`` adapts (:data:`LORA_LAYERS`); built on the meta device, so nothing is allocated
+    and a checkpoint's weights are not read. A string target (``all-linear``, a pattern) is left to ``peft``."""
     family = FAMILIES[family_of(name)]
     targets = targets or family.lora_targets
     if isinstance(targets, str):
         return
     model = meta_model(name)
-    modules = [module_name for module_name, _ in model.named_modules() if module_name]
-    missing = [target for target in targets
-               if not any(module == target or module.endswith(f".{target}") for module in modules)]
+    linear = ", ".join(sorted({module_name.rsplit(".", 1)[-1] for module_name, module in model.named_modules()
+                               if isinstance(module, (torch.nn.Linear, Conv1D))}))
+    matched = {target: [module for module_name, module in model.named_modules()
+                        if module_name and (module_name == target or module_name.endswith(f".{target}"))]
+               for target in targets}
+    missing = [target for target, modules in matched.items() if not modules]
     if missing:
-        linear = sorted({module_name.rsplit(".", 1)[-1] for module_name, module in model.named_modules()
-                         if isinstance(module, torch.nn.Linear)})
         raise BackboneError(f"lora.target_modules: {', '.join(missing)} name(s) no module of backbone '{name}'; its "
-                            f"linear layers are named {', '.join(linear)}")
+                            f"linear layers are named {linear}")
+    for target, modules in matched.items():
+        wrong = sorted({type(module).__name__ for module in modules if not isinstance(module, LORA_LAYERS)})
+        if wrong:
+            raise BackboneError(f"lora.target_modules: {target} names a {', '.join(wrong)} module of backbone "
+                                f"'{name}', which LoRA cannot adapt (peft adapts "
+                                f"{', '.join(layer.__name__ for layer in LORA_LAYERS)}); its linear layers are "
+                                f"named {linear}")
 
 
 @lru_cache(maxsize=None)

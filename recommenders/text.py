@@ -107,16 +107,24 @@ def disambiguate(codes: list[list[int]], vocab: TextVocabulary) -> tuple[list[li
 
     Linear in the items: each code remembers the next suffix to try (suffixes below it are taken, and what is
     taken stays taken), and each suffix is tokenized once. Returns the unique codes and the number of items that
-    got a suffix.
+    got a suffix. Every suffix must be tokens that no other suffix is, so that each try is a new code and the
+    search ends (a tokenizer that writes a suffix as no tokens, or two as the same, raises
+    :class:`BackboneError`).
     """
     taken = {tuple(code) for code in codes}
     seen: set[tuple[int, ...]] = set()
     next_rank: dict[tuple[int, ...], int] = {}
     suffixes: dict[int, tuple[int, ...]] = {}
+    ranks: dict[tuple[int, ...], int] = {}
 
     def suffix(rank: int) -> tuple[int, ...]:
         if rank not in suffixes:
-            suffixes[rank] = tuple(vocab.encode([f" ({rank})"], 16)[0])
+            tokens = tuple(vocab.encode([f" ({rank})"], 16)[0])
+            if not tokens or tokens in ranks:
+                same = f"as ' ({ranks[tokens]})'" if tokens else "as no tokens"
+                raise BackboneError(f"the tokenizer of '{vocab.source}' writes the suffix ' ({rank})' {same}, so "
+                                    "items with the same text cannot be told apart")
+            suffixes[rank], ranks[tokens] = tokens, rank
         return suffixes[rank]
 
     out, changed = [], 0

@@ -60,7 +60,11 @@ def test_checkpoint_keeps_its_vocabulary_and_tokenizer(tmp_path: Path) -> None:
 
 def test_check_backbone_accepts_presets_and_folders_and_names_the_choices(tmp_path: Path) -> None:
     check_backbone("t5-tiger")
-    build_t5("t5-tiny").save_pretrained(tmp_path / "local-t5")
+    vocab = text_vocabulary("t5-tiny", ["red pen", "blue ink"], 100, tmp_path / "cache")
+    build_t5("t5-tiny", text_vocab_size=vocab.size).save_pretrained(tmp_path / "local-t5")
+    with pytest.raises(BackboneError, match="no tokenizer files"):
+        check_backbone(str(tmp_path / "local-t5"))
+    vocab.tokenizer.save_pretrained(tmp_path / "local-t5")
     check_backbone(str(tmp_path / "local-t5"))
     with pytest.raises(BackboneError, match="t5-tiny, t5-tiger, t5-small"):
         check_backbone("no-such-org/no-such-t5")
