@@ -355,7 +355,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from benchmark.tuning import TuneError, TuneSettings, check_request, tunable_space, tune
+    from benchmark.tuning import TuneError, TuneSettings, check_request, check_unpinned, tunable_space, tune
     from identifiers.registry import get_scheme
     from recommenders.backbones import BackboneError
     from recommenders.trainer import DivergenceError
@@ -372,6 +372,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
     except TuneError as error:
         raise UsageError(str(error)) from error
     user = _user_config(args, datasets[0])
+    try:
+        check_unpinned(user, names[0])
+    except TuneError as error:
+        raise UsageError(str(error)) from error
     cli = {key: value for key, value in {"split": args.split, "backbone": args.backbone,
                                          "max_history": args.max_history, "k_core": args.k_core}.items()
            if value is not None}

@@ -232,6 +232,17 @@ def tunable_space(scheme: str) -> list[Tunable]:
     return space
 
 
+def check_unpinned(user: dict[str, Any], scheme: str) -> None:
+    """A :class:`TuneError` when the user config (``--config``) sets a field the search tunes: every trial would
+    replace that value with its own draw, so the value the user fixed would silently not hold."""
+    space = [dim.name for dim in tunable_space(scheme)]
+    pinned = [name for name in space if name in ((user.get("schemes") or {}).get(scheme) or {})]
+    if pinned:
+        raise TuneError(f"--config: schemes.{scheme} sets {', '.join(pinned)}, which tune searches (its space: "
+                        f"{', '.join(space)}); remove it from the config to search it, or use `run` to train with it "
+                        "fixed")
+
+
 def suggest(trial: optuna.Trial, space: list[Tunable]) -> dict[str, Any]:
     """One value per tunable field, drawn by ``trial``."""
     values: dict[str, Any] = {}

@@ -198,6 +198,16 @@ def test_a_config_naming_an_unknown_scheme_is_refused(tmp_path: Path, capsys: py
     assert list(tmp_path.iterdir()) == [config]
 
 
+def test_a_config_fixing_a_searched_field_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    searched = tunable_space("sasrec")[0].name
+    config = tmp_path / "pinned.yaml"
+    config.write_text(f"schemes: {{sasrec: {{{searched}: {getattr(get_scheme('sasrec').Params(), searched)!r}}}}}\n")
+    assert main(tune_cli(tmp_path, "--config", str(config))) == 2
+    err = capsys.readouterr().err
+    assert f"--config: schemes.sasrec sets {searched}, which tune searches" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == [config]
+
+
 @pytest.mark.parametrize("name", ["../../escape", "a?b=c", ".hidden", "a/b", ""])
 def test_an_unsafe_study_name_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str) -> None:
     assert main(tune_cli(tmp_path, "--study-name", name)) == 2
