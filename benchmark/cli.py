@@ -296,6 +296,7 @@ def _check_data(configs: list[RunConfig], data_dir: str | None, report: bool) ->
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmark.records import record_path
     from benchmark.runner import records_on_other_data, run_all
+    from identifiers.base import canonical
     from identifiers.registry import get_scheme
     from recommenders import parallel
     from recommenders.backbones import BackboneError
@@ -316,7 +317,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                       threads=threads, jobs=args.jobs)
     grid = _backbones(args.backbone)
     cli = {"split": args.split, "max_history": args.max_history, "k_core": args.k_core, "finetune": args.finetune}
-    resolved = [resolve(d, get_scheme(s), seed, args.profile, user, {**cli, "backbone": b}) for b in grid
+    resolved = [canonical(resolve(d, get_scheme(s), seed, args.profile, user, {**cli, "backbone": b})) for b in grid
                 for d in datasets for seed in seeds for s in names]
     configs = list({c.hash(): c for c in resolved}.values())
     _check_models(args, configs, grid, user)
@@ -356,6 +357,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from benchmark.tuning import TuneError, TuneSettings, check_request, check_unpinned, tunable_space, tune
+    from identifiers.base import canonical
     from identifiers.registry import get_scheme
     from recommenders.backbones import BackboneError
     from recommenders.trainer import DivergenceError
@@ -379,7 +381,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     cli = {key: value for key, value in {"split": args.split, "backbone": args.backbone,
                                          "max_history": args.max_history, "k_core": args.k_core}.items()
            if value is not None}
-    base = resolve(datasets[0], get_scheme(names[0]), seeds[0], args.profile, user, cli)
+    base = canonical(resolve(datasets[0], get_scheme(names[0]), seeds[0], args.profile, user, cli))
     _check_models(args, [base], [args.backbone], user)
     settings = TuneSettings(trials=args.trials, storage=args.storage, study_name=args.study_name, output=args.output,
                             final_run=not args.no_final_run, force=args.force)

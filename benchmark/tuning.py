@@ -64,7 +64,7 @@ from benchmark.runner import (
     seed_everything,
 )
 from benchmark.safeio import OutputDirError, check_output_dir, write_text
-from identifiers.base import RunContext
+from identifiers.base import RunContext, canonical
 from identifiers.registry import get_scheme
 from recommenders import trainer
 
@@ -402,7 +402,8 @@ def run_trials(study: optuna.Study, base: RunConfig, user: dict[str, Any], cli: 
         trial.set_user_attr("sampler_seed", seed)
         values = suggest(trial, space)
         try:
-            config = resolve(base.dataset, cls, base.seed, base.profile, with_params(user, base.scheme, values), cli)
+            drawn = with_params(user, base.scheme, values)
+            config = canonical(resolve(base.dataset, cls, base.seed, base.profile, drawn, cli))
         except ValueError as error:  # a cross-field rule of Params.check() refuses this combination
             trial.set_user_attr("failure", str(error))
             study.tell(trial, state=TrialState.FAIL)
@@ -485,7 +486,7 @@ def tune(base: RunConfig, user: dict[str, Any], cli: dict[str, Any], env: Enviro
     done: dict[str, Any] = {"study": name, "storage": public_url(url), "best_config": str(output),
                             "tuned_from": tuned_from, "record": None}
     if settings.final_run:
-        final = resolve(base.dataset, get_scheme(base.scheme), base.seed, base.profile, config, cli)
+        final = canonical(resolve(base.dataset, get_scheme(base.scheme), base.seed, base.profile, config, cli))
         data = {(final.dataset, final.k_core): cached_dataset(final.dataset, env.data_dir, final.k_core)}
         stale = [] if settings.force else records_on_other_data([final], env, data)
         if stale:

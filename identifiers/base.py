@@ -24,7 +24,7 @@ from benchmark.data.quality import check_content
 from benchmark.safeio import WriteError, load_or_compute
 from benchmark.splits import Examples, TrainData
 from recommenders import trainer
-from recommenders.backbones import BackboneSpec
+from recommenders.backbones import BackboneSpec, finetune_mode
 from recommenders.base import Recommender
 from recommenders.contracts import ItemCodes, ItemTokenSets, ItemVectors
 from recommenders.embedding import EmbeddingOptions, EmbeddingRecommender
@@ -39,6 +39,19 @@ def backbone_spec(config: RunConfig) -> BackboneSpec:
     lora = dataclasses.asdict(config.lora) if config.lora is not None else {}
     return BackboneSpec(config.backbone, config.finetune, {**BackboneSpec(config.backbone).lora, **lora},
                         config.gradient_checkpointing)
+
+
+def canonical(config: RunConfig) -> RunConfig:
+    """``config`` with its fine-tuning spelled one way per run, so that one run has one record: ``finetune`` is
+    ``auto`` where the mode given is the one ``auto`` picks for the backbone (``full`` for a preset, ``lora`` for a
+    checkpoint), and a fully fine-tuned backbone carries no ``lora`` (its settings would have no effect but a
+    record of their own). ``run`` and ``tune`` apply it to every config they resolve."""
+    if config.backbone == "none":
+        return config
+    mode = finetune_mode(BackboneSpec(config.backbone, config.finetune))
+    auto = finetune_mode(BackboneSpec(config.backbone))
+    return dataclasses.replace(config, finetune="auto" if mode == auto else config.finetune,
+                               lora=config.lora if mode == "lora" else None)
 
 
 @dataclass

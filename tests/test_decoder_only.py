@@ -16,6 +16,7 @@ from benchmark.batches import HistoryBatch
 from benchmark.cli import main
 from benchmark.config import ConfigError, resolve
 from benchmark.runner import model_size
+from identifiers.base import canonical
 from identifiers.registry import get_scheme
 from recommenders.backbones import (
     FAMILIES,
@@ -171,6 +172,23 @@ def test_finetune_and_lora_settings_are_validated() -> None:
             resolve("synthetic", scheme, 0, "smoke", user, cli)
     assert resolve("synthetic", get_scheme("pop"), 0, "smoke").finetune == "none"
     assert finetune_mode(BackboneSpec("qwen-tiny")) == "full" and finetune_mode(BackboneSpec("/some/path")) == "lora"
+
+
+def test_spellings_of_one_fine_tuning_share_one_record() -> None:
+    """``canonical``: an explicit mode that ``auto`` would pick, and LoRA settings of a fully fine-tuned backbone
+    (which have no effect), do not make a second record of the same run; a mode other than auto's does."""
+    scheme = get_scheme("tiger")
+
+    def key(backbone: str, finetune: str | None = None, lora: dict | None = None) -> str:
+        cli = {"backbone": backbone, **({"finetune": finetune} if finetune else {})}
+        return canonical(resolve("synthetic", scheme, 0, "smoke", {"run": {"lora": lora}} if lora else {}, cli)).hash()
+
+    plain = key("t5-tiny")
+    assert key("t5-tiny", "full") == key("t5-tiny", lora={"r": 4}) == key("t5-tiny", "auto", {"r": 4}) == plain
+    assert key("t5-tiny", "lora") != plain and key("t5-tiny", "lora", {"r": 4}) != key("t5-tiny", "lora")
+    assert key("ck/qwen", "lora") == key("ck/qwen") != key("ck/qwen", "full") == key("ck/qwen", "full", {"r": 4})
+    assert key("ck/qwen", lora={"r": 4}) != key("ck/qwen")
+    assert canonical(resolve("synthetic", get_scheme("pop"), 0, "smoke")).finetune == "none"
 
 
 def test_causal_beam_search_equals_generate_with_prefix_allowed_tokens() -> None:
