@@ -4,17 +4,18 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import yaml
 
 from benchmark.data.registry import has_released_split
-from benchmark.hashing import content_key, without_off_values
+from benchmark.hashing import checkpoint_fingerprint, content_key, without_off_values
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.yaml")
 PROFILES = ("smoke", "quick", "paper")
@@ -32,7 +33,7 @@ TRAIN_MINIMUM = {"epochs": 0, "batch_size": 1, "weight_decay": 0, "grad_clip": 0
 """Smallest valid value of each numeric run / train key (``defaults.yaml`` documents them)."""
 LATER_KEYS = {"max_eval_users": (0,), "candidates": ("all",), "finetune": ("auto", "none"),
               "lora": (None, "default"), "gradient_checkpointing": (False,), "compile": (False,),
-              "max_fit_steps": (0,)}
+              "max_fit_steps": (0,), "backbone_fingerprint": (None,)}
 LATER_TRAIN_KEYS = {"max_batches": 0, "eval_every": 1, "valid_users": 0, "bucketing": False}
 """Run and train keys added after the first records, with their off values (``"default"``: the defaults.yaml value;
 see :class:`RunConfig`)."""
@@ -91,6 +92,10 @@ class RunConfig:
     part of the experiment and lives in :class:`Environment`. Keys of :data:`LATER_KEYS`, added after records
     were first written, are left out of :meth:`to_dict` (and so of the hash and the record) while they hold
     their off value, so the records written before them keep their names and config ids.
+
+    ``backbone`` is a preset, a Hugging Face cache name, or a checkpoint folder's path as :func:`backbone_identity`
+    spells it; ``backbone_fingerprint`` is that folder's content fingerprint (None for any other backbone), so a
+    checkpoint saved again to the same path is another experiment, with its own record and epoch checkpoint.
     """
 
     dataset: str
@@ -114,6 +119,7 @@ class RunConfig:
     params: dict[str, Any] = field(default_factory=dict)
     max_eval_users: int = 0
     max_fit_steps: int = 0
+    backbone_fingerprint: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -139,7 +145,10 @@ class RunConfig:
 
     @property
     def run_name(self) -> str:
-        return f"{self.dataset}__{self.scheme}__{self.backbone}__{self.split}__{self.profile}__s{self.seed}"
+        """``dataset__scheme__backbone__split__profile__sSEED``; a checkpoint folder's backbone part ends with
+        ``@`` and its fingerprint."""
+        backbone = self.backbone + (f"@{self.backbone_fingerprint}" if self.backbone_fingerprint else "")
+        return f"{self.dataset}__{self.scheme}__{backbone}__{self.split}__{self.profile}__s{self.seed}"
 
 
 @dataclass(frozen=True)
@@ -244,8 +253,9 @@ def resolve(dataset: str, scheme_cls: type, seed: int | None, profile: str, user
                           f"got {_shown(overrides)}")
     params = scheme_cls.resolve_params(profile, overrides)
     uses = scheme_cls.uses_backbone
-    backbone = run["backbone"] if uses else "none"
-    return RunConfig(dataset=dataset, scheme=scheme_cls.name, backbone=backbone, seed=run["seed"], profile=profile,
+    backbone, fingerprint = backbone_identity(run["backbone"]) if uses else ("none", None)
+    return RunConfig(dataset=dataset, scheme=scheme_cls.name, backbone=backbone, backbone_fingerprint=fingerprint,
+                     seed=run["seed"], profile=profile,
                      split=run["split"], k_core=run["k_core"], max_history=run["max_history"], ks=run["ks"],
                      eval_batch_size=run["eval_batch_size"], text_vocab_size=run["text_vocab_size"],
                      constrained_decoding=run["constrained_decoding"], train=TrainConfig(**train), params=params,
@@ -253,6 +263,21 @@ def resolve(dataset: str, scheme_cls: type, seed: int | None, profile: str, user
                      candidates=run["candidates"],
                      finetune=run["finetune"] if uses else "none", lora=lora if uses else None,
                      gradient_checkpointing=run["gradient_checkpointing"] and uses, compile=run["compile"])
+
+
+def backbone_identity(name: str) -> tuple[str, str | None]:
+    """How a run names its backbone: a name that is a folder (relative to the working directory, as
+    ``from_pretrained`` reads it) is a checkpoint, spelt without ``.`` parts, repeated or trailing slashes (so
+    ``ck/qwen``, ``ck/qwen/`` and ``./ck/qwen`` are one backbone; a relative path stays relative, ``..`` stays),
+    with its :func:`~benchmark.hashing.checkpoint_fingerprint`; any other name (a preset, a cached Hugging Face
+    name) is kept as it is, without a fingerprint. A folder named like a preset is refused by the backbone check
+    before any run."""
+    if not name.strip() or not os.path.isdir(name):  # as from_pretrained tells a path from a name
+        return name, None
+    try:
+        return str(PurePath(name)), checkpoint_fingerprint(name)
+    except OSError as error:
+        raise ConfigError(f"backbone '{name}': cannot read the checkpoint folder ({error})") from error
 
 
 def _split_for(dataset: str, split: str, explicit: bool) -> str:

@@ -201,6 +201,7 @@ def _check_fields(record: dict[str, Any]) -> None:
     _optional(hardware, "hardware.", "gpu", lambda v: v is None or isinstance(v, str), "a GPU name (text) or null")
     _optional(hardware, "hardware.", "processor", lambda v: v is None or isinstance(v, str), "text or null")
     _optional(hardware, "hardware.", "cpu_count", lambda v: v is None or _is_int(v, 1), "a count >= 1 or null")
+    _optional(hardware, "hardware.", "processes", lambda v: _is_int(v, 1), "a process count >= 1")
     environment = _object(record, "environment")
     _optional(environment, "environment.", "jobs", lambda v: _is_int(v, 1), "a worker count >= 1")
     _check_times(record)
@@ -453,11 +454,13 @@ def cpu_model() -> str:
     return names[0] if names else platform.machine()
 
 
-def hardware(device: torch.device) -> dict[str, Any]:
-    """The machine a run used: platform, CPU model and count, device (and GPU name), torch threads."""
+def hardware(device: torch.device, processes: int) -> dict[str, Any]:
+    """The machine a run used: platform, CPU model and count, device (and GPU name), torch threads, and the
+    data-parallel processes that trained it (``accelerate launch --num_processes``; 1 without a launcher, and
+    for records written before it was recorded)."""
     info: dict[str, Any] = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                             "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "device": str(device),
-                            "torch_threads": torch.get_num_threads()}
+                            "torch_threads": torch.get_num_threads(), "processes": processes}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info

@@ -226,7 +226,7 @@ def run_one(config: RunConfig, env: Environment) -> dict[str, Any]:
         "config": config.to_dict(), "paradigm": get_scheme(config.scheme).paradigm, "environment": asdict(env),
         "dataset": {**dataset.stats(), "fingerprint": dataset.fingerprint()}, "split": split.stats(),
         "seed": config.seed, "versions": versions(), "commit": git_commit(), "uncommitted_changes": git_dirty(),
-        "hardware": hardware(device),
+        "hardware": hardware(device, parallel.state().num_processes),
         "started_at": now(),
     }
     cf_config = resolve(config.dataset, get_scheme("sasrec"), config.seed, config.profile)

@@ -363,8 +363,13 @@ def check_backbone(name: str) -> None:
     """Raise :class:`BackboneError` unless ``name`` is a preset, or a local folder (what ``save_pretrained``
     writes) or cached name (nothing is downloaded) whose config loads as a T5 or a causal LM, whose weights
     headers read (:func:`_check_weights`) and whose tokenizer fits (:func:`_check_tokenizer`); control
-    characters are refused. Reads headers and small files only: cheap enough to run before any work."""
+    characters are refused, and so is a preset's name while a folder of that name is in the working directory (a
+    run names the folder ``./t5-tiny`` as ``t5-tiny``, see :func:`benchmark.config.backbone_identity`, so it
+    could not tell them apart). Reads headers and small files only: cheap enough to run before any work."""
     if name in PRESETS:
+        if Path(name).is_dir():
+            raise BackboneError(f"backbone '{name}' is a preset, and also a folder in the working directory "
+                                f"({Path(name).resolve()}); rename or move the folder, or run from another directory")
         return
     if not name.strip() or any(ord(ch) < 32 for ch in name):
         raise BackboneError(f"backbone {name!r}: expected a preset ({', '.join(PRESETS)}), a checkpoint folder or a "

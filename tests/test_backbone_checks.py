@@ -30,7 +30,7 @@ from recommenders.backbones import (
     family_of,
 )
 from recommenders.text import TextVocabulary, disambiguate
-from tests.test_bad_input import EXIT_USAGE, cli, run_argv
+from tests.test_bad_input import EXIT_USAGE, cli, one_epoch_config, run_argv
 
 
 @pytest.fixture(scope="module")
@@ -201,3 +201,20 @@ def test_tune_checks_the_lora_targets_before_any_trial(tmp_path: Path, tokenizer
                           str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache")], capsys)
     assert code == EXIT_USAGE and "norm names a LlamaRMSNorm module of backbone" in err
     assert not list(tmp_path.rglob("*.db")) and not (tmp_path / "cache").exists()
+
+
+def test_a_checkpoint_path_spelt_another_way_reuses_its_record(tmp_path: Path, tokenizer: PreTrainedTokenizerFast,
+                                                               capsys: pytest.CaptureFixture[str],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    checkpoint(tmp_path / "ck", "gpt2", tokenizer)
+    config = one_epoch_config(tmp_path)
+    assert cli(run_argv(tmp_path, "cid", "--backbone", "ck/", "--config", str(config)), capsys)[0] == 0
+    [path] = (tmp_path / "results").rglob("*.json")
+    record = json.loads(path.read_text())
+    fingerprint = record["config"]["backbone_fingerprint"]
+    assert record["config"]["backbone"] == "ck" and record["run_name"].startswith(f"synthetic__cid__ck@{fingerprint}")
+    assert record["hardware"]["processes"] == 1
+    code, out, _ = cli(run_argv(tmp_path, "cid", "--backbone", "./ck", "--config", str(config)), capsys)
+    assert code == 0 and f"skip synthetic__cid__ck@{fingerprint}__loo__smoke" in out
+    assert list((tmp_path / "results").rglob("*.json")) == [path]

@@ -124,6 +124,7 @@ DAMAGES: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     "jobs_string": (_set("environment.jobs", "2"), "environment.jobs"),
     "hardware_string": (_set("hardware", "x"), "hardware is"),
     "gpu_number": (_set("hardware.gpu", 5), "hardware.gpu is 5"),
+    "processes_zero": (_set("hardware.processes", 0), "hardware.processes is 0"),
     "identifier_string": (_set("identifier", "x"), "identifier is"),
     "identifier_statistic": (_set("identifier.new_tokens", "many"), "identifier.new_tokens"),
     "text_encoder_string": (_set("components.text_encoder", "minilm"), "components.text_encoder is"),

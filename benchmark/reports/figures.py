@@ -51,12 +51,15 @@ def slug(*parts: str) -> str:
 
 
 def hardware_label(records: Iterable[dict[str, Any]]) -> str:
-    """The distinct machines of ``records``: GPU name, else ``N-core CPU (processor)``."""
+    """The distinct machines of ``records``: GPU name, else ``N-core CPU (processor)``, followed by ``x P processes``
+    for a run trained data-parallel over P > 1 processes."""
     names = set()
     for record in records:
         hardware = record.get("hardware") or {}
-        names.add(hardware.get("gpu") or f"{hardware.get('cpu_count', '?')}-core CPU "
-                  f"({hardware.get('processor') or 'unknown processor'})")
+        processes = hardware.get("processes", 1)
+        names.add((hardware.get("gpu") or f"{hardware.get('cpu_count', '?')}-core CPU "
+                   f"({hardware.get('processor') or 'unknown processor'})")
+                  + (f" x {processes} processes" if processes > 1 else ""))
     return ", ".join(sorted(names)) or "unknown hardware"
 
 
