@@ -27,8 +27,10 @@ from benchmark.batches import HistoryBatch
 
 @lru_cache(maxsize=1)
 def state() -> PartialState:
-    """The process group accelerate set up (initialised on first use; a single process without a launcher)."""
-    return PartialState()
+    """The process group accelerate set up (initialised on first use; a single process without a launcher). On a
+    machine without CUDA the launched processes join over gloo (``cpu=True``): accelerate otherwise leaves each
+    one alone, training the whole batch, as if it were the only one."""
+    return PartialState(cpu=launched() and not torch.cuda.is_available())
 
 
 def launched() -> bool:

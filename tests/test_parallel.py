@@ -28,6 +28,7 @@ def test_two_process_run_writes_exactly_one_complete_record(tmp_path: Path) -> N
     assert len(records) == 1
     record = json.loads(records[0].read_text())
     assert record["status"] == "ok" and record["training"]["epochs_run"] == 2
+    assert record["hardware"]["processes"] == 2 and "processes" not in record["config"]
     for value in record["metrics"]["all"].values():
         assert math.isfinite(value) and value >= 0
     assert not list((tmp_path / "cache" / "checkpoints").glob("*.pt"))
