@@ -235,17 +235,17 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def _check_lora(configs: list[RunConfig]) -> None:
-    """Refuse, before any work, a LoRA target that names no module of a run's backbone, or one LoRA cannot adapt
-    (``run.lora``)."""
+    """Refuse, before any work, a LoRA target that names no module of a run's backbone, or one LoRA cannot adapt,
+    and a rank above what the targets' weights allow (``run.lora``)."""
     from identifiers.base import backbone_spec
     from identifiers.registry import get_scheme
     from recommenders.backbones import BackboneError, check_lora_targets, finetune_mode
 
     specs = [backbone_spec(c) for c in configs if get_scheme(c.scheme).uses_backbone]
-    for name, targets in {(s.name, tuple(s.lora["target_modules"] or ())) for s in specs
-                          if finetune_mode(s) == "lora"}:
+    for name, targets, rank in {(s.name, tuple(s.lora["target_modules"] or ()), s.lora["r"]) for s in specs
+                                if finetune_mode(s) == "lora"}:
         try:
-            check_lora_targets(name, list(targets) or None)
+            check_lora_targets(name, list(targets) or None, rank)
         except BackboneError as error:
             raise UsageError(f"run.lora: {error}") from error
 

@@ -462,11 +462,14 @@ def meta_model(name: str) -> PreTrainedModel:
         return family.from_preset(PRESETS[name], 2) if name in PRESETS else family.from_config(_local_config(name))
 
 
-def check_lora_targets(name: str, targets: Sequence[str] | str | None) -> None:
+def check_lora_targets(name: str, targets: Sequence[str] | str | None, rank: int | None = None) -> None:
     """Raise :class:`BackboneError` unless every LoRA target (None: the family's default) names a module of the
-    backbone ``name`` as ``peft`` matches it (the module's name, or its last dotted parts) and every module it
-    names is of a type ``peft`` adapts (:data:`LORA_LAYERS`); built on the meta device, so nothing is allocated
-    and a checkpoint's weights are not read. A string target (``all-linear``, a pattern) is left to ``peft``."""
+    backbone ``name`` as ``peft`` matches it (the module's name, or its last dotted parts), every module it
+    names is of a type ``peft`` adapts (:data:`LORA_LAYERS`) and, given the LoRA ``rank`` (``run.lora.r``), no
+    such module's weight has a side shorter than it: the update ``B @ A`` of a d x k weight has rank at most
+    min(d, k), so a larger r only adds memory (r 100,000 on a small model asked for gigabytes). Built on the meta
+    device, so nothing is allocated and a checkpoint's weights are not read. A string target (``all-linear``, a
+    pattern) is left to ``peft``."""
     family = FAMILIES[family_of(name)]
     targets = targets or family.lora_targets
     if isinstance(targets, str):
@@ -488,6 +491,12 @@ def check_lora_targets(name: str, targets: Sequence[str] | str | None) -> None:
                                 f"'{name}', which LoRA cannot adapt (peft adapts "
                                 f"{', '.join(layer.__name__ for layer in LORA_LAYERS)}); its linear layers are "
                                 f"named {linear}")
+        sides = [min(module.weight.shape[:2]) for module in modules
+                 if isinstance(getattr(module, "weight", None), torch.Tensor) and module.weight.dim() >= 2]
+        bound = min(sides, default=None)
+        if rank is not None and bound is not None and rank > bound:
+            raise BackboneError(f"lora.r {rank}: above the smaller side ({bound}) of a {target} weight of backbone "
+                                f"'{name}', which bounds the rank of its LoRA update; choose r <= {bound}")
 
 
 @lru_cache(maxsize=None)

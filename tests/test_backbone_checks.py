@@ -178,6 +178,9 @@ def test_lora_targets_of_causal_checkpoints_are_checked_on_the_meta_device(tmp_p
     assert {name for name, p in model.named_parameters() if p.requires_grad and "lora_" in name}
     with pytest.raises(BackboneError, match="nosuch name\\(s\\) no module .* linear layers are named c_attn, c_fc"):
         check_lora_targets(gpt2, ["nosuch"])
+    check_lora_targets(llama, ["q_proj"], rank=8)
+    with pytest.raises(BackboneError, match=r"lora.r 100000: above the smaller side \(\d+\) of a q_proj weight"):
+        check_lora_targets(llama, ["q_proj"], rank=100_000)
 
 
 def test_a_lora_target_of_a_type_peft_cannot_adapt_stops_before_any_run(tmp_path: Path,
