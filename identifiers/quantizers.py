@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 from vector_quantize_pytorch import ResidualVQ
+from vector_quantize_pytorch.vector_quantize_pytorch import cdist as vq_cdist
 
 from benchmark.hashing import content_key, without_off_values
 from identifiers.base import RunContext
@@ -107,7 +108,8 @@ class RQVAE(Quantizer):
     latent); decoder the mirror image. Residual quantisation (TIGER eq. in §3.1): ``r_0 = z``,
     ``c_d = argmin_k ||r_d - e^d_k||``, ``r_{d+1} = r_d - e^d_{c_d}``; the codebooks are
     ``vector_quantize_pytorch.ResidualVQ`` codebooks, learned by gradient (no EMA) and initialised by k-means
-    on the first forward pass in training mode. Loss (per item, averaged over the batch)::
+    on the library's first forward pass, which :meth:`fit` makes before its first step; each step then chooses the
+    library's codes itself (:func:`nearest_code`). Loss (per item, averaged over the batch)::
 
         ||x - x_hat||^2 + sum_d ( ||sg[r_d] - e_{c_d}||^2 + beta * ||r_d - sg[e_{c_d}]||^2 )
     """
@@ -125,19 +127,20 @@ class RQVAE(Quantizer):
 
     def forward(self, x: torch.Tensor) -> RQVAEOutput:
         latent = self.encoder(x)
-        _, codes, _ = self.quantizer(latent.detach())
         codebooks = self.quantizer.codebooks
-        residuals, code_vectors, residual = [], [], latent
+        residuals, code_vectors, codes, residual = [], [], [], latent
         for level in range(self.n_levels):
-            vector = codebooks[level][codes[:, level]]
+            code = nearest_code(residual.detach(), codebooks[level])
+            vector = codebooks[level][code]
             residuals.append(residual)
             code_vectors.append(vector)
+            codes.append(code)
             residual = residual - vector.detach()
         code_vectors_t = torch.stack(code_vectors)
         quantized = code_vectors_t.sum(dim=0)
         straight_through = latent + (quantized - latent).detach()
-        return RQVAEOutput(latent, quantized, self.decoder(straight_through), codes, torch.stack(residuals),
-                           code_vectors_t)
+        return RQVAEOutput(latent, quantized, self.decoder(straight_through), torch.stack(codes, dim=1),
+                           torch.stack(residuals), code_vectors_t)
 
     def loss_terms(self, x: torch.Tensor, out: RQVAEOutput) -> dict[str, torch.Tensor]:
         """TIGER's loss terms: ``reconstruction``, ``codebook`` (moves codes to residuals) and ``commitment``
@@ -277,6 +280,16 @@ def level_codes(raw: torch.Tensor, codebook_size: int, extra_level: bool) -> Ite
     offsets = torch.tensor(np.cumsum([0, *level_sizes[:-1]]), dtype=torch.long)
     return ItemCodes(codes + offsets, vocab_size=sum(level_sizes), level_sizes=level_sizes,
                      raw_codes=raw + offsets[:n_levels])
+
+
+def nearest_code(residual: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """The index of the ``codebook [K, d]`` entry nearest each ``residual [B, d]``: the code ``ResidualVQ``
+    chooses, computed as it computes it (its own ``cdist`` on the same shapes, the first of equal distances), so
+    the codes are its codes bit for bit (``tests/test_tiger.py``). Without the rest of its forward pass, which
+    :meth:`RQVAE.forward` does not use: per level an initialisation check that reads a device scalar (a
+    host-device sync on a GPU), one-hot codes, loss terms and reshapes, most of an RQ-VAE step's operator calls
+    outside the MLPs, which bound the step's time on a GPU (docs/reference/gpu/README.md)."""
+    return (-vq_cdist(residual[None], codebook[None])[0]).argmax(dim=-1)
 
 
 def _mlp(dims: list[int]) -> nn.Sequential:

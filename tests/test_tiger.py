@@ -208,3 +208,18 @@ def test_max_steps_caps_the_fit_across_epochs_and_enters_the_key_only_when_set()
     assert len(steps) == 6 and len(capped) == 2 and capped[0] == uncapped[0]
     assert fit_key("RQVAE", {}, fit, (x,)) == fit_key("RQVAE", {}, dataclasses.replace(fit, max_steps=0), (x,))
     assert fit_key("RQVAE", {}, fit, (x,)) != fit_key("RQVAE", {}, dataclasses.replace(fit, max_steps=6), (x,))
+
+
+def test_the_rqvae_forward_pass_chooses_residual_vqs_own_codes() -> None:
+    """``RQVAE.forward`` picks codes without ``ResidualVQ``'s forward pass (:func:`nearest_code`): before and after
+    training, in training and eval mode, they are the library's codes, exactly."""
+    torch.manual_seed(0)
+    x = torch.randn(300, 24)
+    model = RQVAE(24, latent_dim=8, hidden_dims=(32, 16), n_levels=3, codebook_size=16)
+    for epochs in (0, 5):
+        model.fit(x, FitConfig(epochs=epochs, batch_size=64, lr=1e-2, optimizer="adam", seed=epochs), progress=False)
+        for train in (True, False):
+            model.train(train)
+            with torch.no_grad():
+                assert torch.equal(model(x).codes, model.quantizer(model.encoder(x))[1])
+    assert torch.equal(model.encode(x), model(x).codes)
