@@ -21,6 +21,12 @@ class Recommender(nn.Module):
 
     output: str = "scores"
     trainable: bool = True
+    static_step_shapes: bool = True
+    """Whether a training step's tensor shapes take few values (set by the batch size and sizes such as a
+    sequence width, which stay nearly constant over full batches), so that a compiled loss on CUDA is recorded
+    as CUDA graphs, one recording per shape (:func:`recommenders.trainer.compiled_loss`). False where a
+    :meth:`host_sizes` entry counts the batch's real items, a new shape almost every step, each of which would be
+    recorded anew."""
 
     def __init__(self, n_items: int) -> None:
         super().__init__()

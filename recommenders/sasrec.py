@@ -52,6 +52,8 @@ class SASRecParams:
 class SASRec(Recommender):
     """Item + learned position embeddings, pre-norm causal Transformer blocks, dot-product item scores."""
 
+    static_step_shapes = False  # the loss gathers the batch's real positions (host_sizes "real")
+
     def __init__(self, n_items: int, max_len: int, params: SASRecParams = SASRecParams()) -> None:
         super().__init__(n_items)
         self.params = params

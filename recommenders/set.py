@@ -171,6 +171,8 @@ class SetRecommender(Recommender):
     """SETRec on a T5 (set tokens with the sparse mask -> encoder; one query per dimension -> decoder) or on a
     decoder-only model (history tokens then queries, one masked pass)."""
 
+    static_step_shapes = False  # the reconstruction term gathers the history's real items (host_sizes "real")
+
     def __init__(self, tokens: ItemTokenSets, backbone: str | BackboneSpec, max_history: int,
                  options: SetOptions = SetOptions()) -> None:
         super().__init__(tokens.n_items)

@@ -216,13 +216,14 @@ def compiled_loss(model: Recommender, device: torch.device) -> Callable[[History
     graphs kept for models that are gone would count against dynamo's recompile limit, past which it silently
     runs the loss eagerly.
 
-    On CUDA the compiled forward and backward graphs are also recorded as CUDA graphs (inductor's
-    ``triton.cudagraphs``, what ``mode="reduce-overhead"`` sets; one recording per batch shape, replayed with one
-    launch), since a small model's step is bound by kernel launches there; each call marks the start of a new
-    step (``torch.compiler.cudagraph_mark_step_begin``), so the loss of the step before, already read into the
+    On CUDA, for a model with :attr:`~recommenders.base.Recommender.static_step_shapes`, the compiled forward and
+    backward graphs are also recorded as CUDA graphs (inductor's ``triton.cudagraphs``, what
+    ``mode="reduce-overhead"`` sets; one recording per batch shape, replayed with one launch), since a small
+    model's step is bound by kernel launches there; each call marks the start of a new step
+    (``torch.compiler.cudagraph_mark_step_begin``), so the loss of the step before, already read into the
     trainer's loss buffer, may be overwritten."""
     torch._dynamo.reset()
-    cuda = device.type == "cuda"
+    cuda = device.type == "cuda" and model.static_step_shapes
     options = {"fallback_random": True, **({"triton.cudagraphs": True} if cuda else {})}
     inner = torch.compile(model.loss, options=options)
 
