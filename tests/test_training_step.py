@@ -182,7 +182,8 @@ def test_a_compiled_training_loss_trains_sasrec_end_to_end(small_synthetic: Data
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_a_compiled_training_loss_trains_tiger_through_cuda_graphs(small_synthetic: Dataset) -> None:
     """On CUDA ``run.compile`` records the loss as CUDA graphs: two epochs (a recording per batch shape, then
-    replays, the trainer reading every step's loss) train to the eager loop's curve up to bf16 rounding."""
+    replays, the trainer reading every step's loss) train to the eager loop's curve up to bf16 rounding (no
+    dropout, whose masks a replayed graph need not draw as the eager loop does)."""
     split = make_split(small_synthetic, "loo", 5)
     cfg = resolve("synthetic", get_scheme("tiger"), 0, "smoke").train
     cfg = type(cfg)(**{**cfg.__dict__, "epochs": 2, "max_batches": 4, "batch_size": 8})
@@ -193,11 +194,16 @@ def test_a_compiled_training_loss_trains_tiger_through_cuda_graphs(small_synthet
         rng = np.random.default_rng(0)
         codes = torch.as_tensor(np.stack([rng.integers(0, 8, n), 8 + rng.integers(0, 8, n), 16 + np.arange(n)], 1))
         model = GenerativeRecommender(ItemCodes(codes=codes, vocab_size=16 + n, level_sizes=[8, 8, n]), "t5-tiny", 5)
+        for module in model.modules():  # no dropout: the two loops' curves differ by rounding alone
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+            elif isinstance(getattr(module, "dropout", None), float):  # T5's attention-weight dropout rate
+                module.dropout = 0.0
         report = trainer.fit(model, split.train, split.valid, split.warm, cfg, (10,), 256, torch.device("cuda"), 0,
                              progress=False, compiled=compiled)
         curves.append([point["loss"] for point in report.curve])
     assert len(curves[1]) == 2 and np.isfinite(curves[1]).all()
-    assert curves[1] == pytest.approx(curves[0], rel=5e-2)
+    assert curves[1] == pytest.approx(curves[0], rel=2e-2)
 
 
 def test_run_compile_is_recorded_only_when_on() -> None:
