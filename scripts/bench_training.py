@@ -38,8 +38,11 @@ profiled total: where a step's time goes once the harness is at the floor (on CP
 random numbers).
 With ``--compile`` both loops run the training loss under ``torch.compile`` as ``run.compile: true`` does
 (:func:`recommenders.trainer.compiled_loss`: one graph, the host-side sizes computed outside it; on CUDA
-recorded as CUDA graphs); each fresh model compiles again in its warm-up steps (a minute or more per shape on a
-CPU), and operators and syncs are not counted (the compiled graph's kernels are not dispatcher calls).
+recorded as CUDA graphs where the model's step shapes take few values); each fresh model compiles again in its
+warm-up steps (a minute or more per shape on a CPU), and operators and syncs are not counted (the compiled graph's
+kernels are not dispatcher calls). With CUDA graphs, a step of a batch shape not seen before records a graph
+first: at the proxy shape (batch 4) TIGER's input width changes from batch to batch, so its timed steps include
+recordings; at batch 256 nearly every batch has the widest history.
 With ``--dropout P`` every measured model trains at dropout rate P (the T5 backbones' ``dropout_rate``, SASRec's
 ``dropout``; SETRec's semantic encoder and E4SRec's adapter have none by default): ``--dropout 0`` times the step
 without dropout's random numbers, its arithmetic alone, against a run without the option right before it.
