@@ -354,6 +354,19 @@ def new_token_offset(model: PreTrainedModel, new_tokens: int) -> int:
     return model.config.vocab_size - new_tokens
 
 
+def check_positions(model: PreTrainedModel, length: int) -> None:
+    """Raise :class:`BackboneError` when ``length`` tokens (the widest prompt and what follows it) need more
+    positions than a decoder-only ``model``'s learned position table holds (``config.n_positions``: GPT-2 and its
+    kind), which would fail as an index error deep inside the model. Rotary (Qwen2, Llama) and relative (T5)
+    positions have no such table; a learned table named ``max_position_embeddings`` (OPT, GPT-Neo) is not
+    checked. Host-side shapes only: no wait for the device."""
+    limit = getattr(model.config, "n_positions", None)
+    if isinstance(limit, int) and length > limit:
+        raise BackboneError(f"backbone '{model.config.name_or_path}': a prompt and its continuation of {length} "
+                            f"tokens need more positions than its {limit} (config n_positions); lower "
+                            "run.max_history, or use a backbone with more positions")
+
+
 def one_line(error: BaseException) -> str:
     """An exception's message on one line (library messages often span several)."""
     return " ".join(str(error).split()) or type(error).__name__

@@ -34,6 +34,8 @@ from transformers.modeling_outputs import BaseModelOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.t5.modeling_t5 import eager_attention_forward
 
+from recommenders.backbones import check_positions
+
 
 class CodeTrie(nn.Module):
     """The prefix tree of valid code sequences, stored as (non-persistent) buffers on the model's device.
@@ -331,6 +333,7 @@ def causal_beam_search(model: nn.Module, input_ids: torch.Tensor, attention_mask
                        beam_size: int, k: int, constrained: bool = True) -> BeamResult:
     """:func:`beam_search` for a decoder-only model: the codes continue the left-padded prompt ``input_ids``
     ``[B, S]`` (mask ``[B, S]``), whose KV cache is computed once and then repeated and reordered per beam."""
+    check_positions(model, input_ids.shape[1] + trie.depth - 1)  # the last code token is chosen, never fed back
     return search(CausalSteps(model, input_ids, attention_mask), input_ids.shape[0], trie, beam_size, k, constrained)
 
 

@@ -34,6 +34,7 @@ from recommenders.backbones import (
     BackboneSpec,
     build_backbone,
     causal_positions,
+    check_positions,
     is_decoder_only,
     new_token_offset,
     padding_mask_4d,
@@ -107,6 +108,7 @@ def causal_pair_logits(model: PreTrainedModel, prompt: torch.Tensor | None, prom
     """Teacher-forced logits ``[B, T, vocab]`` of the label tokens ``[B, T]`` (-100 = ignore) continuing a
     left-padded prompt (ids, or embeddings ``prompt_embeds``) on a decoder-only ``model``: position ``S - 1 + t``
     predicts label ``t``; the prompt itself is not predicted."""
+    check_positions(model, prompt_mask.shape[1] + labels.shape[1] - 1)
     target = labels.masked_fill(labels == IGNORE_INDEX, pad_id)
     mask = torch.cat([prompt_mask, (labels != IGNORE_INDEX).long()], dim=1)[:, :-1]
     inputs: dict[str, torch.Tensor] = {}

@@ -221,3 +221,15 @@ def test_a_checkpoint_path_spelt_another_way_reuses_its_record(tmp_path: Path, t
     code, out, _ = cli(run_argv(tmp_path, "cid", "--backbone", "./ck", "--config", str(config)), capsys)
     assert code == 0 and f"skip synthetic__cid__ck@{fingerprint}__loo__smoke" in out
     assert list((tmp_path / "results").rglob("*.json")) == [path]
+
+
+def test_a_prompt_longer_than_a_learned_position_table_is_a_one_line_error(tmp_path: Path,
+                                                                           tokenizer: PreTrainedTokenizerFast,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """GPT-2's positions are a table of ``n_positions`` rows: BIGRec's prompts of item titles outgrow 16 of them,
+    which stops the run with exit 2 naming the backbone, not with an index error inside the model."""
+    path = checkpoint(tmp_path / "gpt2-short", "gpt2", tokenizer, n_positions=16)
+    code, _, err = cli(run_argv(tmp_path, "bigrec", "--backbone", path, "--config", str(one_epoch_config(tmp_path))),
+                       capsys)
+    assert code == EXIT_USAGE
+    assert f"backbone '{path}': a prompt and its continuation of" in err and "than its 16 (config n_positions)" in err
