@@ -273,6 +273,19 @@ def apply_lora(model: PreTrainedModel, family: Family, lora: dict[str, Any], new
     model.finetune_mode = "lora"
 
 
+def check_adapters_trained(model: torch.nn.Module) -> None:
+    """Raise :class:`BackboneError` when ``model`` holds LoRA adapters (``peft``'s ``lora_A`` / ``lora_B``) of which
+    none got a gradient from the backward pass just made: the model never calls an adapted module (a
+    ``run.lora.target_modules`` entry that names modules this scheme does not use), so LoRA would train nothing of
+    the backbone while the record says ``lora``. Reads only whether gradients exist: no wait for the device."""
+    adapters = [(name, p) for name, p in model.named_parameters() if p.requires_grad and ".lora_" in name]
+    if adapters and all(p.grad is None for _, p in adapters):
+        modules = sorted({name.split(".lora_")[0].rsplit(".", 1)[-1] for name, _ in adapters})
+        raise BackboneError(f"run.lora: none of the {len(adapters)} LoRA adapter weights (on {', '.join(modules)}) got "
+                            "a gradient in the first training step: the model never calls those modules, so the "
+                            "backbone would stay frozen; choose run.lora.target_modules among the modules it uses")
+
+
 def is_decoder_only(model: PreTrainedModel) -> bool:
     """True for a causal LM (the history is a prompt), False for an encoder-decoder."""
     return not model.config.is_encoder_decoder

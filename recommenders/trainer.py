@@ -43,6 +43,7 @@ from benchmark.hashing import content_key
 from benchmark.safeio import safe_load, save_tensors
 from benchmark.splits import Examples, TrainData
 from recommenders import parallel
+from recommenders.backbones import check_adapters_trained
 from recommenders.base import Recommender
 
 
@@ -253,7 +254,7 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
     loss_of = compiled_loss(model, device) if compiled else model.loss
-    best_state, bad, start_epoch, finished = None, 0, 0, False
+    best_state, bad, start_epoch, finished, unchecked = None, 0, 0, False, True
     identity = fingerprint(model)
     order = np.random.default_rng(seed)
     state = read_checkpoint(checkpoint, identity, desc) if checkpoint is not None else None
@@ -288,6 +289,9 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
                 with autocast(device, cfg.amp):
                     loss = loss_of(part)
                 loss.backward()
+                if unchecked:  # the first step with a loss: LoRA adapters that get no gradient train nothing
+                    check_adapters_trained(model)
+                    unchecked = False
             losses[steps] = parallel.average(loss, len(part.targets), len(batch.targets), trainable)
             steps += 1
             if cfg.grad_clip > 0:

@@ -3,11 +3,13 @@
 naming the path before any work (the dataset is not even loaded); the good ones pass the same checks."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     BertConfig,
@@ -21,6 +23,11 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
+from benchmark.config import resolve
+from benchmark.data.dataset import Dataset
+from benchmark.splits import make_split
+from identifiers.registry import get_scheme
+from recommenders import trainer
 from recommenders.backbones import (
     BackboneError,
     BackboneSpec,
@@ -29,6 +36,7 @@ from recommenders.backbones import (
     check_lora_targets,
     family_of,
 )
+from recommenders.sasrec import SASRec, SASRecParams
 from recommenders.text import TextVocabulary, disambiguate
 from tests.test_bad_input import EXIT_USAGE, cli, one_epoch_config, run_argv
 
@@ -233,3 +241,31 @@ def test_a_prompt_longer_than_a_learned_position_table_is_a_one_line_error(tmp_p
                        capsys)
     assert code == EXIT_USAGE
     assert f"backbone '{path}': a prompt and its continuation of" in err and "than its 16 (config n_positions)" in err
+
+
+def test_lora_adapters_that_get_no_gradient_stop_training(small_synthetic: Dataset) -> None:
+    """Adapters on a module the model never calls would leave the backbone frozen under a ``lora`` record: the
+    first training step finds that no adapter weight got a gradient."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    split = make_split(small_synthetic, "loo", 10)
+    cfg = resolve("synthetic", get_scheme("sasrec"), 0, "smoke").train
+    cfg = dataclasses.replace(cfg, epochs=1, max_batches=2)
+    for adapted in ("unused", "out"):
+        torch.manual_seed(0)
+        model = SASRec(split.train.n_items, 10, SASRecParams(hidden=16, layers=1))
+        model.unused = torch.nn.Linear(16, 16)
+        model.out = torch.nn.Linear(16, 16)
+        inject_adapter_in_model(LoraConfig(r=2, target_modules=[adapted]), model)
+        for parameter in model.parameters():  # the rest trains too, as new item rows and heads do in a LoRA run
+            parameter.requires_grad_(True)
+        if adapted == "out":  # an adapter the loss uses: training goes on
+            inner = model.encode_sequence
+            model.encode_sequence = lambda items, mask: model.out(inner(items, mask))
+            trainer.fit(model, split.train, split.valid, split.warm, cfg, (10,), 256, torch.device("cpu"), 0,
+                        progress=False)
+            continue
+        with pytest.raises(BackboneError, match=r"run.lora: none of the 2 LoRA adapter weights \(on unused\) got a "
+                                                 r"gradient in the first training step"):
+            trainer.fit(model, split.train, split.valid, split.warm, cfg, (10,), 256, torch.device("cpu"), 0,
+                        progress=False)
