@@ -14,7 +14,8 @@ lists and dicts and is read with :func:`benchmark.safeio.safe_load` (``weights_o
 not load so is reported and training starts over, nothing in it runs. Resuming, or ignoring a checkpoint, prints
 one line naming the file. The components fitted before the recommender (:func:`train_epochs`) resume the same way
 from a :class:`FitCheckpoint`.
-A loss that is not finite stops training with :class:`DivergenceError`.
+A loss that is not finite stops training with :class:`DivergenceError`. The first step with a loss checks that a
+model with LoRA adapters gave them a gradient (:func:`~recommenders.backbones.check_adapters_trained`).
 
 The step does not wait for the device: the batch losses stay on it and are read (and checked for NaN/inf) every
 :data:`CHECK_EVERY` steps and at the end of each epoch, so a diverged run stops at most that many steps later,
