@@ -269,15 +269,34 @@ def backbone_identity(name: str) -> tuple[str, str | None]:
     """How a run names its backbone: a name that is a folder (relative to the working directory, as
     ``from_pretrained`` reads it) is a checkpoint, spelt without ``.`` parts, repeated or trailing slashes (so
     ``ck/qwen``, ``ck/qwen/`` and ``./ck/qwen`` are one backbone; a relative path stays relative, ``..`` stays),
-    with its :func:`~benchmark.hashing.checkpoint_fingerprint`; any other name (a preset, a cached Hugging Face
-    name) is kept as it is, without a fingerprint. A folder named like a preset is refused by the backbone check
-    before any run."""
-    if not name.strip() or not os.path.isdir(name):  # as from_pretrained tells a path from a name
+    with its :func:`~benchmark.hashing.checkpoint_fingerprint`; a Hugging Face name (``org/model``) in the local
+    cache keeps its name, with the fingerprint of the snapshot ``from_pretrained`` would load (the cache's
+    ``main``), so a new revision fetched later is another experiment; any other name (a preset, a name not cached)
+    is kept as it is, without a fingerprint. A folder named like a preset is refused by the backbone check before
+    any run."""
+    if not name.strip():
+        return name, None
+    folder = name if os.path.isdir(name) else cached_snapshot(name)  # as from_pretrained tells a path from a name
+    if folder is None:
         return name, None
     try:
-        return str(PurePath(name)), checkpoint_fingerprint(name)
+        return (str(PurePath(name)) if folder == name else name), checkpoint_fingerprint(folder)
     except OSError as error:
-        raise ConfigError(f"backbone '{name}': cannot read the checkpoint folder ({error})") from error
+        raise ConfigError(f"backbone '{name}': cannot read the checkpoint folder {folder} ({error})") from error
+
+
+def cached_snapshot(name: str) -> str | None:
+    """The folder of the cached snapshot of Hugging Face model ``org/model`` (its ``main`` revision, where
+    ``config.json`` lies), or None when ``name`` is no such name or is not cached. Reads the cache only."""
+    if name.count("/") != 1 or name.startswith(("/", ".")) or os.path.exists(name):
+        return None
+    from huggingface_hub import try_to_load_from_cache  # only for such names: presets never import it
+
+    try:
+        found = try_to_load_from_cache(name, "config.json")
+    except ValueError:  # not a valid repository id
+        return None
+    return os.path.dirname(found) if isinstance(found, str) else None
 
 
 def _split_for(dataset: str, split: str, explicit: bool) -> str:

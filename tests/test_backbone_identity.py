@@ -122,3 +122,26 @@ def test_the_record_counts_its_processes_and_old_records_read_as_one(tmp_path: P
     records = [json.loads(path.read_text()) for path in sorted(results.rglob("*.json"))]
     assert cost_frame(records)["hardware"].tolist() == ["2-core CPU; 2-core CPU (4 processes)"]
     assert hardware_label(records) == "2-core CPU (unknown processor), 2-core CPU (unknown processor) x 4 processes"
+
+
+def test_a_cached_hugging_face_name_is_fingerprinted_by_the_snapshot_it_loads(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """``org/model`` in the cache keeps its name and gets the fingerprint of the snapshot ``main`` points to: a
+    newer revision fetched later is another experiment. A name not cached, and a preset, get none."""
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    repo = cache / "models--org--tiny"
+    (repo / "refs").mkdir(parents=True)
+    for revision, seed in (("a" * 40, 0), ("b" * 40, 1)):
+        save_gpt2(repo / "snapshots" / revision, seed)
+    fingerprints = []
+    for revision in ("a" * 40, "b" * 40):
+        (repo / "refs" / "main").write_text(revision)
+        name, fingerprint = backbone_identity("org/tiny")
+        assert name == "org/tiny" and fingerprint == checkpoint_fingerprint(repo / "snapshots" / revision)
+        fingerprints.append(fingerprint)
+    assert fingerprints[0] != fingerprints[1]
+    assert backbone_identity("org/absent") == ("org/absent", None)
+    assert backbone_identity("t5-tiny") == ("t5-tiny", None)
