@@ -94,8 +94,9 @@ class RunConfig:
     their off value, so the records written before them keep their names and config ids.
 
     ``backbone`` is a preset, a Hugging Face cache name, or a checkpoint folder's path as :func:`backbone_identity`
-    spells it; ``backbone_fingerprint`` is that folder's content fingerprint (None for any other backbone), so a
-    checkpoint saved again to the same path is another experiment, with its own record and epoch checkpoint.
+    spells it; ``backbone_fingerprint`` is the content fingerprint of that folder or of the cached name's snapshot
+    (None for a preset), so a checkpoint saved again to the same path, or a newer cached revision, is another
+    experiment, with its own record and epoch checkpoint.
     """
 
     dataset: str
