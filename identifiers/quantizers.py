@@ -28,7 +28,7 @@ from vector_quantize_pytorch.vector_quantize_pytorch import cdist as vq_cdist
 from benchmark.hashing import content_key, without_off_values
 from identifiers.base import RunContext
 from recommenders.contracts import ItemCodes
-from recommenders.trainer import FitCheckpoint, train_epochs
+from recommenders.trainer import FitCheckpoint, compile_step, train_epochs
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,7 @@ class RQVAE(Quantizer):
         return self.loss_terms(x, self(x))
 
     def fit(self, x: torch.Tensor, cfg: FitConfig, progress: bool = True, checkpoint: Path | None = None,
-            extra_loss_fn: ExtraLossFn | None = None) -> FitReport:
+            extra_loss_fn: ExtraLossFn | None = None, compiled: bool = False) -> FitReport:
         """Train on ``x`` (rows = items) for ``cfg.epochs`` epochs of shuffled mini-batches.
 
         The codebooks are k-means initialised on all of ``x`` before the first step (TIGER initialises on
@@ -165,6 +165,13 @@ class RQVAE(Quantizer):
         output, index)`` may add named loss terms for the batch whose rows are ``x[index]``. The fit resumes
         from and keeps a checkpoint at ``checkpoint``, except with ``extra_loss_fn`` (LETTER's regularisers keep
         state of their own between batches, which a checkpoint of the RQ-VAE would not restore).
+
+        ``compiled`` (``run.compile``, only without ``extra_loss_fn``): each step's forward pass and loss, and the
+        backward pass through them, run under :func:`~recommenders.trainer.compile_step`, one graph per batch
+        size (a full batch and the epoch's last), on CUDA recorded as CUDA graphs: a step of this small MLP is
+        bound by kernel launches there (docs/reference/gpu/README.md). The same arithmetic rounded otherwise, so
+        the codes may differ from an eager fit's; the cache key names it (:meth:`TIGER.fit_rqvae
+        <identifiers.tiger.TIGER.fit_rqvae>`).
         """
         start = time.perf_counter()
         device = next(self.parameters()).device
@@ -189,6 +196,8 @@ class RQVAE(Quantizer):
 
         resumable = checkpoint is not None and extra_loss_fn is None
         resume = FitCheckpoint(checkpoint, self, generator) if resumable else None
+        if compiled and extra_loss_fn is None:
+            loss_terms = compile_step(loss_terms, device, cuda_graphs=True, dynamic=False)
         epochs = train_epochs(_optimizer(cfg, self.parameters()), cfg.epochs, batches, loss_terms, "rq-vae",
                               "its learning rate (rqvae_lr)", progress, max_steps=cfg.max_steps, checkpoint=resume)
         report.history, report.resumed_from_epoch = epochs.history, epochs.resumed_from_epoch

@@ -140,7 +140,10 @@ class TIGER(SequenceScheme):
         """An RQ-VAE (of :meth:`rqvae_class`) with this scheme's settings and the run seed, trained on ``x``, or
         loaded from the cache when one was trained with the same settings on the same vectors
         (:func:`~identifiers.quantizers.cached_fit`); ``extra_inputs`` are the tensors ``extra_loss_fn`` reads,
-        ``extra_key`` what names ``extra_loss_fn`` in the cache key (default: every field of the params)."""
+        ``extra_key`` what names ``extra_loss_fn`` in the cache key (default: every field of the params). Under
+        ``run.compile`` an RQ-VAE without ``extra_loss_fn`` is fitted compiled (:meth:`RQVAE.fit
+        <identifiers.quantizers.RQVAE.fit>`), and its cache key says so: a compiled fit rounds otherwise, so an
+        eager run never reuses it, nor it an eager one's fit or checkpoint (an eager fit's key is unchanged)."""
         p, ctx = self.params, self.ctx
         settings = {"input_dim": x.shape[1], "latent_dim": latent_dim, "hidden_dims": tuple(p.hidden_dims),
                     "n_levels": p.n_levels, "codebook_size": p.codebook_size, "beta": p.beta,
@@ -150,8 +153,10 @@ class TIGER(SequenceScheme):
         fit = FitConfig(epochs=p.rqvae_epochs, batch_size=p.rqvae_batch_size, lr=p.rqvae_lr,
                         optimizer=p.rqvae_optimizer, seed=ctx.seed, max_steps=ctx.config.max_fit_steps)
         extra = (asdict(p) if extra_key is None else extra_key) if extra_loss_fn is not None else None
-        report = cached_fit(ctx, "rqvae", rqvae, {**settings, "extra_loss": extra}, fit, (x, *extra_inputs),
-                            lambda checkpoint: rqvae.fit(x, fit, ctx.progress, checkpoint, extra_loss_fn))
+        compiled = ctx.config.compile and extra_loss_fn is None
+        key = {**settings, "extra_loss": extra, **({"compiled": True} if compiled else {})}
+        report = cached_fit(ctx, "rqvae", rqvae, key, fit, (x, *extra_inputs), lambda checkpoint: rqvae.fit(
+            x, fit, ctx.progress, checkpoint, extra_loss_fn, compiled=compiled))
         return rqvae, report
 
     def rqvae_statistics(self, report: FitReport) -> dict[str, Any]:

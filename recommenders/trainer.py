@@ -130,23 +130,24 @@ def train_epochs(optimizer: torch.optim.Optimizer, epochs: int, batches: Batches
     for epoch in bar:
         if 0 < max_steps <= steps:
             break
-        totals: dict[str, float] = {}
+        names: list[str] = []
+        totals: torch.Tensor | float = 0.0
         rows = 0
         for size, batch in batches():
             if 0 < max_steps <= steps:
                 break
             steps += 1
             terms = loss_terms(batch)
-            loss = torch.stack(list(terms.values())).sum()
+            names, values = list(terms), torch.stack(list(terms.values()))
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            values.sum().backward()
             if clip is not None and clip[0] > 0:
                 torch.nn.utils.clip_grad_norm_(clip[1], clip[0], foreach=True)
             optimizer.step()
-            for name, value in terms.items():  # float64 on the device: the sums a host float would make
-                totals[name] = totals.get(name, 0.0) + value.detach().double() * size
+            totals = totals + values.detach().double() * size  # float64 on the device: the sums a host float makes
             rows += size
-        history.append({name: float(value) / max(1, rows) for name, value in totals.items()})
+        means = totals.tolist() if isinstance(totals, torch.Tensor) else []
+        history.append({name: value / max(1, rows) for name, value in zip(names, means)})
         total = sum(history[-1].values())
         check_finite(total, what, epoch + 1, knob)
         bar.set_postfix(loss=f"{total:.4f}")
@@ -208,32 +209,43 @@ def autocast(device: torch.device, enabled: bool):
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
 
 
-def compiled_loss(model: Recommender, device: torch.device) -> Callable[[HistoryBatch], torch.Tensor]:
-    """``model.loss`` under :func:`torch.compile`, given each batch with its host-side sizes filled in
-    (:meth:`~recommenders.base.Recommender.host_sizes`, computed here, outside the graph), so that nothing in the
-    loss reads the host and the forward and backward pass each compile to one graph. Inductor draws random
-    numbers (dropout) through PyTorch's generator (``fallback_random``), as the eager loss does, so a compiled
-    loss gives the eager one's values up to float rounding, not other dropout masks. Compiled code of earlier
-    models is dropped first (``torch._dynamo.reset``): the schemes of one paradigm share their ``loss`` code, and
-    graphs kept for models that are gone would count against dynamo's recompile limit, past which it silently
-    runs the loss eagerly.
+def compile_step(fn: Callable[..., Any], device: torch.device, cuda_graphs: bool,
+                 dynamic: bool | None = None) -> Callable[..., Any]:
+    """``fn``, a training step's forward pass (the backward pass through its outputs is compiled with it), under
+    :func:`torch.compile`; ``dynamic`` as :func:`torch.compile` takes it (False: one graph per input shape).
+    Inductor draws random numbers (dropout) through PyTorch's generator (``fallback_random``), as eager code does,
+    so a compiled step gives the eager one's values up to float rounding, not other dropout masks. Compiled code of
+    earlier steps is dropped first (``torch._dynamo.reset``): graphs kept for models that are gone would count
+    against dynamo's recompile limit, past which it silently runs ``fn`` eagerly.
 
-    On CUDA, for a model with :attr:`~recommenders.base.Recommender.static_step_shapes`, the compiled forward and
-    backward graphs are also recorded as CUDA graphs (inductor's ``triton.cudagraphs``, what
-    ``mode="reduce-overhead"`` sets; one recording per batch shape, replayed with one launch), since a small
-    model's step is bound by kernel launches there; each call marks the start of a new step
-    (``torch.compiler.cudagraph_mark_step_begin``), so the loss of the step before, already read into the
-    trainer's loss buffer, may be overwritten."""
+    With ``cuda_graphs`` on CUDA, the compiled forward and backward graphs are also recorded as CUDA graphs
+    (inductor's ``triton.cudagraphs``, what ``mode="reduce-overhead"`` sets; one recording per input shape,
+    replayed with one launch), since a small model's step is bound by kernel launches there; each call marks the
+    start of a new step (``torch.compiler.cudagraph_mark_step_begin``), so the outputs of the call before are
+    overwritten: the caller reads them (into new tensors) before the next call. Only for steps whose shapes take
+    few values: each new shape is recorded anew and the recordings hold GPU memory."""
     torch._dynamo.reset()
-    cuda = device.type == "cuda" and model.static_step_shapes
-    options = {"fallback_random": True, **({"triton.cudagraphs": True} if cuda else {})}
-    inner = torch.compile(model.loss, options=options)
+    graphs = cuda_graphs and device.type == "cuda"
+    options = {"fallback_random": True, **({"triton.cudagraphs": True} if graphs else {})}
+    inner = torch.compile(fn, options=options, dynamic=dynamic)
+    if not graphs:
+        return inner
 
-    def loss(batch: HistoryBatch) -> torch.Tensor:
-        if cuda:
-            torch.compiler.cudagraph_mark_step_begin()
-        return inner(replace(batch, sizes=model.host_sizes(batch)))
-    return loss
+    def step(*args: Any, **kwargs: Any) -> Any:
+        torch.compiler.cudagraph_mark_step_begin()
+        return inner(*args, **kwargs)
+    return step
+
+
+def compiled_loss(model: Recommender, device: torch.device) -> Callable[[HistoryBatch], torch.Tensor]:
+    """``model.loss`` under :func:`compile_step`, given each batch with its host-side sizes filled in
+    (:meth:`~recommenders.base.Recommender.host_sizes`, computed here, outside the graph), so that nothing in the
+    loss reads the host and the forward and backward pass each compile to one graph (the schemes of one paradigm
+    share their ``loss`` code, hence :func:`compile_step`'s reset). On CUDA recorded as CUDA graphs for a model
+    with :attr:`~recommenders.base.Recommender.static_step_shapes`; the trainer reads each step's loss into its
+    loss buffer before the next step."""
+    inner = compile_step(model.loss, device, cuda_graphs=model.static_step_shapes)
+    return lambda batch: inner(replace(batch, sizes=model.host_sizes(batch)))
 
 
 def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, cfg: TrainConfig,

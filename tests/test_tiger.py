@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -114,9 +115,9 @@ def test_tiger_tokenize(small_synthetic, temporal_split, tmp_path, monkeypatch) 
     seen = {}
     original_fit = RQVAE.fit
 
-    def spy(self, x, cfg, progress=True, checkpoint=None, extra_loss_fn=None):
+    def spy(self, x, cfg, progress=True, checkpoint=None, extra_loss_fn=None, compiled=False):
         seen["x"] = x.clone()
-        return original_fit(self, x, cfg, progress, checkpoint, extra_loss_fn)
+        return original_fit(self, x, cfg, progress, checkpoint, extra_loss_fn, compiled=compiled)
 
     monkeypatch.setattr(RQVAE, "fit", spy)
     codes = scheme.tokenize(train)
@@ -223,3 +224,53 @@ def test_the_rqvae_forward_pass_chooses_residual_vqs_own_codes() -> None:
             with torch.no_grad():
                 assert torch.equal(model(x).codes, model.quantizer(model.encoder(x))[1])
     assert torch.equal(model.encode(x), model(x).codes)
+
+
+def test_run_compile_fits_the_rqvae_compiled_under_a_key_of_its_own(small_synthetic, tmp_path, monkeypatch) -> None:
+    """``run.compile`` reaches TIGER's RQ-VAE fit, whose cache entry (and checkpoint) is then another one than the
+    eager fit's, so neither reuses the other's weights; the eager fit keeps the key it had before the option."""
+    train = make_split(small_synthetic, "loo", 10).train
+    seen: list[bool] = []
+    fit = RQVAE.fit
+
+    def recorded(self, *args, **kwargs):
+        seen.append(kwargs["compiled"])
+        return fit(self, *args)
+
+    monkeypatch.setattr(RQVAE, "fit", recorded)
+    for compiled in (False, True):
+        ctx = make_context(TIGER, small_synthetic, tmp_path, compile=compiled)
+        TIGER(ctx.config.params, ctx).tokenize(train)
+    assert seen == [False, True]
+    eager, compiled_fit = sorted((tmp_path / "rqvae").glob("*.pt"), key=lambda path: path.stat().st_mtime)
+    ctx = make_context(TIGER, small_synthetic, tmp_path)
+    p = TIGER(ctx.config.params, ctx).params
+    vectors = encoders.item_embeddings(ctx, p.encoder)[np.flatnonzero(train.item_counts() > 0)]
+    settings = {"input_dim": vectors.shape[1], "latent_dim": p.latent_dim, "hidden_dims": tuple(p.hidden_dims),
+                "n_levels": p.n_levels, "codebook_size": p.codebook_size, "beta": p.beta,
+                "kmeans_init": p.kmeans_init, "kmeans_iters": p.kmeans_iters, "extra_loss": None}
+    cfg = FitConfig(epochs=p.rqvae_epochs, batch_size=p.rqvae_batch_size, lr=p.rqvae_lr, optimizer=p.rqvae_optimizer,
+                    seed=0, max_steps=ctx.config.max_fit_steps)
+    assert eager.stem == fit_key("RQVAE", settings, cfg, (torch.from_numpy(vectors),))
+    assert compiled_fit.stem == fit_key("RQVAE", {**settings, "compiled": True}, cfg, (torch.from_numpy(vectors),))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() and os.environ.get("BENCHMARK_TEST_COMPILE") != "1",
+                    reason="torch.compile takes a minute on a busy 2-core CPU; set BENCHMARK_TEST_COMPILE=1")
+def test_a_compiled_rqvae_fit_follows_the_eager_one() -> None:
+    """The step under :func:`~recommenders.trainer.compile_step` (on CUDA recorded as CUDA graphs, a recording
+    for the full batch and one for the epoch's last, smaller one) gives the eager fit's losses up to float
+    rounding, epoch after epoch."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    x = torch.randn(700, 64, generator=torch.Generator().manual_seed(0))
+    reports = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = RQVAE(64, latent_dim=8, hidden_dims=(32, 16), n_levels=3, codebook_size=16).to(device)
+        reports.append(model.fit(x, FitConfig(epochs=4, batch_size=256, lr=1e-3, optimizer="adam"), progress=False,
+                                 compiled=compiled))
+    eager, compiled_report = reports
+    assert len(compiled_report.history) == 4
+    for before, after in zip(eager.history, compiled_report.history):
+        assert after == pytest.approx(before, rel=1e-4)
+    assert compiled_report.final == pytest.approx(eager.final, rel=1e-4)
