@@ -12,25 +12,30 @@
 #       20,000-epoch fit; <key>.pt: the finished fit) go into .gpu/cache/checkpoints/ and .gpu/cache/rqvae/,
 #       and are kept by a later prepare.
 #
-#   bash scripts/gpu_session.sh device [SECONDS]      (through the device tool: carry [".gpu"])
-#       Within SECONDS (default 540) of wall time:
-#       1. scripts/bench_training.py on CUDA with the paper's backbone and batch (t5-tiger, batch 256) as the
-#          real shape, and the heaviest GPU kernels there (--top-ops 8): bench-training-gpu.md;
-#       2. the same benchmark of TIGER alone with its training loss compiled (--compile, run.compile: true;
-#          dynamo and inductor, one graph per loss, recorded as CUDA graphs), appended to bench-training-gpu.md,
-#          once, when 240 s are left;
-#       3. TIGER's full paper profile on Beauty (`run --identifiers tiger --datasets beauty --profile paper`):
-#          its RQ-VAE (20,000 epochs; it keeps a checkpoint every 30 s) and then the T5 (an epoch checkpoint),
-#          stopped with SIGTERM before the deadline.
-#       Everything it writes, and its state, is under .gpu-state/ (git-ignored, left in place between calls
-#       while the machine stays warm): a step already done is skipped, so calling it again at once resumes
-#       TIGER where it stopped. Each call copies to $OUT a log, the benchmark report, the record (once TIGER
-#       has finished) and the RQ-VAE's checkpoint or finished fit (about 9 MiB; the T5's epoch checkpoint holds
-#       t5-tiger's 4.8 million weights four times, model, AdamW's two moments and the best epoch's weights, about
-#       74 MiB, over the 16 MiB a returned file may have, so a cold machine restarts the T5 but not the RQ-VAE).
+#   bash scripts/gpu_session.sh device [SECONDS] [STEPS]      (through the device tool: carry [".gpu"])
+#       Within SECONDS (default 540) of wall time, the comma-separated STEPS in their order (default
+#       bench-compile,rqvae,tiger):
+#       bench          scripts/bench_training.py on CUDA with the paper's backbone and batch (t5-tiger, batch 256) as
+#                      the real shape, and the heaviest GPU kernels there (--top-ops 8): bench-training-gpu.md;
+#       bench-compile  the same benchmark of TIGER alone with its training loss compiled (--compile, run.compile:
+#                      true; dynamo and inductor, one graph per loss, recorded as CUDA graphs), appended to it;
+#       rqvae          the RQ-VAE of TIGER's paper profile on Beauty (20,000 epochs), fitted compiled (run.compile:
+#                      true: one graph per batch size, recorded as CUDA graphs) by a run that trains no T5
+#                      (train.epochs 0, 10 test users; its record is thrown away): it keeps a checkpoint every
+#                      30 s and the finished fit in the cache, under the key of a compiled fit;
+#       tiger          TIGER's full paper profile on Beauty under run.compile: true (`run --identifiers tiger
+#                      --datasets beauty --profile paper`): the cached RQ-VAE, or its fit, then the T5 (an epoch
+#                      checkpoint), stopped with SIGTERM before the deadline.
+#       A benchmark runs once; the RQ-VAE and TIGER steps end at the deadline and resume. Everything it writes,
+#       and its state, is under .gpu-state/ (git-ignored, left in place between calls while the machine stays
+#       warm): a step already done is skipped, so calling it again at once goes on where it stopped. Each call
+#       copies to $OUT a log, the benchmark report, TIGER's record (once it has finished) and the RQ-VAE's
+#       checkpoints and finished fits (about 9 MiB each; the T5's epoch checkpoint holds t5-tiger's 4.8 million
+#       weights four times, model, AdamW's two moments and the best epoch's weights, about 74 MiB, over the
+#       16 MiB a returned file may have, so a cold machine restarts the T5 but not the RQ-VAE).
 #       Put the reports and records under docs/reference/gpu/ and say there on what they ran.
-#       A dry run on a CPU: GPU_SESSION_DEVICE=cpu GPU_SESSION_THREADS=1 OUT=/tmp/out (touch .gpu-state/bench.done
-#       first to skip the benchmark).
+#       A dry run on a CPU: GPU_SESSION_DEVICE=cpu GPU_SESSION_THREADS=1 OUT=/tmp/out bash scripts/gpu_session.sh
+#       device 120 rqvae
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,46 +60,61 @@ prepare() {
 }
 
 device() {
-    local budget=${1:-540}
+    local budget=${1:-540} steps=${2:-bench-compile,rqvae,tiger}
     local deadline=$((SECONDS + budget))
     local state=.gpu-state device=${GPU_SESSION_DEVICE:-cuda} threads=${GPU_SESSION_THREADS:-8}
     [[ -d .gpu/whl && -d .gpu/cache ]] || { echo "gpu_session.sh: no .gpu/ (run prepare here, carry .gpu)" >&2; exit 2; }
+    local step
+    for step in ${steps//,/ }; do
+        case $step in
+            bench | bench-compile | rqvae | tiger) ;;
+            *) echo "gpu_session.sh: unknown step '$step'; choose from bench, bench-compile, rqvae, tiger" >&2; exit 2 ;;
+        esac
+    done
     mkdir -p "$state/cache" "$OUT"
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl
     export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
     cp -rn .gpu/cache/. "$state/cache/"
+    printf 'run: {compile: true, max_eval_users: 10}\ntrain: {epochs: 0}\n' >"$state/rqvae.yaml"
+    printf 'run: {compile: true}\n' >"$state/tiger.yaml"
     if command -v nvidia-smi >/dev/null; then
         nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee -a "$state/log.txt"
     fi
     python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' \
         | tee -a "$state/log.txt"
-    if [[ ! -f "$state/bench.done" ]]; then
-        python3 scripts/bench_training.py --device "$device" --threads "$threads" --real-backbone t5-tiger --real-batch 256 \
-            --top-ops 8 --title "H200, t5-tiger at batch 256" --output "$state/bench-training-gpu.md" 2>&1 \
-            | tee -a "$state/log.txt"
-        touch "$state/bench.done"
-    fi
-    if [[ ! -f "$state/bench-compile.done" ]] && ((deadline - SECONDS > 240)); then
-        timeout --signal=TERM --kill-after=30 $((deadline - SECONDS - 60)) python3 scripts/bench_training.py \
-            --device "$device" --threads "$threads" --schemes tiger --compile --rounds 1 --real-backbone t5-tiger \
-            --real-batch 256 --title "H200, TIGER at t5-tiger and batch 256, training loss compiled" \
-            --output "$state/bench-training-gpu.md" --append 2>&1 | tee -a "$state/log.txt" \
-            || echo "gpu_session.sh: the compiled benchmark did not finish (it is not tried again)" | tee -a "$state/log.txt"
-        touch "$state/bench-compile.done"
-    fi
-    local left=$((deadline - SECONDS - 20))
-    local code=0
-    if ((left > 60)); then
-        timeout --signal=TERM --kill-after=30 "$left" python3 -m benchmark run --identifiers tiger --datasets beauty \
-            --data-dir .gpu/data --profile paper --cache-dir "$state/cache" --results-dir "$state/results" \
-            --device "$device" --threads "$threads" --no-progress 2>&1 | tee -a "$state/log.txt" || code=$?
-    fi
+    local code=0 codes=""
+    for step in ${steps//,/ }; do
+        [[ -f "$state/$step.done" ]] && continue
+        local left=$((deadline - SECONDS - 20))
+        ((left > 60)) || break
+        echo "gpu_session.sh: step $step, $left s left" | tee -a "$state/log.txt"
+        code=0
+        case $step in
+            bench)
+                timeout --signal=TERM --kill-after=30 "$left" python3 scripts/bench_training.py --device "$device" \
+                    --threads "$threads" --real-backbone t5-tiger --real-batch 256 --top-ops 8 \
+                    --title "H200, t5-tiger at batch 256" --output "$state/bench-training-gpu.md" --append ;;
+            bench-compile)
+                timeout --signal=TERM --kill-after=30 "$left" python3 scripts/bench_training.py --device "$device" \
+                    --threads "$threads" --schemes tiger --compile --rounds 1 --real-backbone t5-tiger \
+                    --real-batch 256 --title "H200, TIGER at t5-tiger and batch 256, training loss compiled" \
+                    --output "$state/bench-training-gpu.md" --append ;;
+            rqvae | tiger)
+                timeout --signal=TERM --kill-after=30 "$left" python3 -m benchmark run --identifiers tiger \
+                    --datasets beauty --data-dir .gpu/data --profile paper --config "$state/$step.yaml" \
+                    --cache-dir "$state/cache" --results-dir "$state/results-$step" --device "$device" \
+                    --threads "$threads" --no-progress ;;
+        esac 2>&1 | tee -a "$state/log.txt" || code=$?
+        codes="$codes $step=$code"
+        # a benchmark is not tried again; a fit or run stopped at the deadline resumes in the next call
+        [[ $code == 0 || $step == bench* ]] && touch "$state/$step.done"
+    done
     cp "$state/log.txt" "$OUT/"
     [[ -f "$state/bench-training-gpu.md" ]] && cp "$state/bench-training-gpu.md" "$OUT/"
-    find "$state/results" -name '*.json' -exec cp {} "$OUT/" \; 2>/dev/null || true
+    find "$state/results-tiger" -name '*.json' -exec cp {} "$OUT/" \; 2>/dev/null || true
     find "$state/cache/checkpoints" -name 'rqvae-*.pt' -exec cp {} "$OUT/" \; 2>/dev/null || true
     find "$state/cache/rqvae" -name '*.pt' -exec cp {} "$OUT/" \; 2>/dev/null || true
-    echo "gpu_session.sh: TIGER exit code $code (0 = finished; 124 or 143 = stopped at the deadline: call again)"
+    echo "gpu_session.sh: exit codes:${codes:- none} (0 = finished; 124 or 143 = stopped at the deadline: call again)"
 }
 
 case "${1:-}" in
