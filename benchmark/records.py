@@ -446,6 +446,16 @@ def git_dirty() -> bool | None:
     return bool(out.stdout.strip())
 
 
+def code_version() -> str:
+    """The code a report was made with, for its heading: the short :func:`git_commit`, with "and uncommitted
+    changes" when :func:`git_dirty` (e.g. a working tree copied onto another machine over an older checkout),
+    "unknown" outside git."""
+    commit = git_commit()
+    if commit is None:
+        return "unknown"
+    return f"{commit[:7]} and uncommitted changes" if git_dirty() else commit[:7]
+
+
 def cpu_model() -> str:
     """The CPU model from /proc/cpuinfo (Linux), else the machine type."""
     cpuinfo = Path("/proc/cpuinfo")

@@ -30,7 +30,7 @@ import _options  # noqa: E402
 
 from benchmark.data.dataset import DataError  # noqa: E402
 from benchmark.data.registry import load_raw  # noqa: E402
-from benchmark.records import cpu_model  # noqa: E402
+from benchmark.records import code_version, cpu_model  # noqa: E402
 from identifiers.registry import schemes  # noqa: E402
 
 
@@ -82,9 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     print(f"# Smoke-profile runs, timed\n\nOutput of `scripts/bench_smoke.py` at commit "
-          f"{commit.stdout.strip() or 'unknown'}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, on "
+          f"{code_version()}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, on "
           f"{cpu_model()} with {os.cpu_count()} CPUs visible: smoke profile, seed "
           f"{args.seed}, `--threads {args.threads}`, one fresh cache folder per dataset, schemes run in the order "
           "below. Wall = what the user waits for (process start to exit); CPU = user + system seconds of the run.\n")

@@ -38,7 +38,7 @@ import _options  # noqa: E402
 from benchmark.config import PROFILES, ConfigError, resolve  # noqa: E402
 from benchmark.data.dataset import DataError  # noqa: E402
 from benchmark.evaluate import evaluate  # noqa: E402
-from benchmark.records import cpu_model, git_commit  # noqa: E402
+from benchmark.records import code_version, cpu_model  # noqa: E402
 from benchmark.runner import cached_dataset, cached_split  # noqa: E402
 from benchmark.splits import SplitError  # noqa: E402
 from identifiers.base import RunContext  # noqa: E402
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     p = config.params
     lines = [f"# TokenRec's CF vectors as retrieval models ({args.dataset}, {args.profile} profile)", "",
              f"Written by `scripts/tokenrec_cf_check.py` on {datetime.now(timezone.utc):%Y-%m-%d} at commit "
-             f"`{git_commit()}`; {cpu_model()}, {torch.get_num_threads()} torch "
+             f"`{code_version()}`; {cpu_model()}, {torch.get_num_threads()} torch "
              f"thread(s), CPU. Test targets of the `{config.split}` split ({len(split.test.targets)} users), "
              f"ranked over all {dataset.n_items} items. LightGCN of the `tokenrec` scheme's {args.profile} settings: "
              f"dim {p['lightgcn_dim']}, {p['lightgcn_layers']} layers, {p['lightgcn_epochs']} epochs, lr "

@@ -402,3 +402,14 @@ def test_a_record_made_on_other_data_is_not_skipped_silently(tmp_path: Path,
     runner.cached_split.cache_clear()
     assert main([*argv, "--force"]) == 0
     assert records.read_record(path)["dataset"]["fingerprint"] != record["dataset"]["fingerprint"]
+
+
+@pytest.mark.parametrize(("commit", "dirty", "shown"), [
+    ("60d13e8a" * 5, False, "60d13e8"), ("60d13e8a" * 5, True, "60d13e8 and uncommitted changes"),
+    (None, None, "unknown")])
+def test_a_report_names_its_code_with_uncommitted_changes(monkeypatch, commit, dirty, shown) -> None:
+    """A script's report names the commit and says when the tree differed from it (a working tree copied onto a
+    GPU machine over an older checkout ran code its HEAD does not name)."""
+    monkeypatch.setattr(records, "git_commit", lambda: commit)
+    monkeypatch.setattr(records, "git_dirty", lambda: dirty)
+    assert records.code_version() == shown
