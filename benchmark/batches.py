@@ -53,6 +53,12 @@ class HistoryBatch:
             return mask.nonzero().flatten()
         return torch.nonzero_static(mask, size=count).flatten()
 
+    def padded_positions(self, last: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`real_positions` padded to ``size`` entries (at least their count), so that the shape is ``size``
+        whatever the batch: the positions, the padding ones 0 (a valid index), and which entries are real."""
+        positions = torch.nonzero_static(self.mask[:, -last:].flatten(), size=size, fill_value=-1).flatten()
+        return positions.clamp_min(0), positions >= 0
+
 
 def to_device(array: np.ndarray, device: torch.device | str) -> torch.Tensor:
     """``array`` as a tensor on ``device``; to a GPU through page-locked memory, asynchronously."""

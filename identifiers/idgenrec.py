@@ -97,9 +97,9 @@ from benchmark.splits import Examples, TrainData
 from identifiers.base import SequenceScheme
 from identifiers.registry import register
 from recommenders.backbones import EOS_ID, PAD_ID, PRESETS, BackboneSpec, build_t5, family_of, finetune_mode
-from recommenders.base import Recommender
+from recommenders.base import IGNORE_INDEX, Recommender
 from recommenders.contracts import ItemCodes, code_table
-from recommenders.sequence import IGNORE_INDEX, GenerativeRecommender
+from recommenders.sequence import GenerativeRecommender
 from recommenders.text import TextVocabulary, disambiguate
 from recommenders.trainer import train_epochs
 

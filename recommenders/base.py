@@ -10,6 +10,23 @@ from benchmark.batches import HistoryBatch
 from benchmark.evaluate import EvaluationResult
 from benchmark.splits import Examples, TrainData
 
+IGNORE_INDEX = -100
+"""Target of a position no loss term counts (``F.cross_entropy``'s ``ignore_index``)."""
+REAL_BUCKET = 256
+"""Counts of real positions a compiled loss sees are multiples of this (:meth:`Recommender.compiled_sizes`)."""
+
+
+def rounded_up(value: int, step: int, most: int) -> int:
+    """``value`` rounded up to a multiple of ``step``, but at most ``most`` (or ``value`` itself if larger)."""
+    return min(-(-value // step) * step, max(value, most))
+
+
+def masked_mean(values: torch.Tensor, kept: torch.Tensor | None) -> torch.Tensor:
+    """The mean of ``values`` over the entries ``kept`` marks (all when None), without a host-device sync."""
+    if kept is None:
+        return values.mean()
+    return (values * kept).sum() / kept.sum()
+
 
 class Recommender(nn.Module):
     """A model that ranks all ``n_items`` items for a user history.
@@ -21,12 +38,6 @@ class Recommender(nn.Module):
 
     output: str = "scores"
     trainable: bool = True
-    static_step_shapes: bool = True
-    """Whether a training step's tensor shapes take few values (set by the batch size and sizes such as a
-    sequence width, which stay nearly constant over full batches), so that a compiled loss on CUDA is recorded
-    as CUDA graphs, one recording per shape (:func:`recommenders.trainer.compiled_loss`). False where a
-    :meth:`host_sizes` entry counts the batch's real items, a new shape almost every step, each of which would be
-    recorded anew."""
 
     def __init__(self, n_items: int) -> None:
         super().__init__()
@@ -47,6 +58,14 @@ class Recommender(nn.Module):
         device (default: none). A compiled training loss gets them precomputed in ``batch.sizes``, so that
         ``torch.compile`` never traces the NumPy that computes them (that would break the graph)."""
         return {}
+
+    def compiled_sizes(self, batch: HistoryBatch) -> dict[str, int | None]:
+        """The sizes a compiled training loss is given (:func:`recommenders.trainer.compiled_loss`): the
+        :meth:`host_sizes`, those that set a tensor's shape rounded up to few values (:func:`rounded_up`; a width
+        that only adds masked padding, a count of real positions padded with masked ones), so that the loss
+        compiles to, and on CUDA is recorded as, a graph for each of few shapes: a size that changed with every
+        batch would be a new recording almost every step (default: the host sizes unchanged)."""
+        return self.host_sizes(batch)
 
     def sizes_of(self, batch: HistoryBatch) -> dict[str, int | None]:
         """:meth:`host_sizes` of ``batch``: those it carries, else computed now."""

@@ -21,7 +21,7 @@ from benchmark.batches import HistoryBatch
 from benchmark.config import ConfigError, TrainConfig, param
 from benchmark.hashing import content_key
 from benchmark.splits import Examples, TrainData, pad_left
-from recommenders.base import Recommender
+from recommenders.base import IGNORE_INDEX, REAL_BUCKET, Recommender, masked_mean, rounded_up
 
 SASREC_LOSSES = ("ce", "bce")
 
@@ -51,8 +51,6 @@ class SASRecParams:
 
 class SASRec(Recommender):
     """Item + learned position embeddings, pre-norm causal Transformer blocks, dot-product item scores."""
-
-    static_step_shapes = False  # the loss gathers the batch's real positions (host_sizes "real")
 
     def __init__(self, n_items: int, max_len: int, params: SASRecParams = SASRecParams()) -> None:
         super().__init__(n_items)
@@ -109,20 +107,33 @@ class SASRec(Recommender):
         """``real``: the real (non-pad) positions of the batch's histories."""
         return {"real": batch.real_count(batch.mask.shape[1])}
 
+    def compiled_sizes(self, batch: HistoryBatch) -> dict[str, int | None]:
+        """``padded_real``: the real positions' count rounded up to a multiple of :data:`REAL_BUCKET` (at most
+        every position); the compiled loss gathers that many positions, the padding ones masked out of every
+        term, so its value is the exact count's up to float rounding, except that ``bce`` then draws negatives
+        for the padding positions too (other draws than the eager loss's)."""
+        count = self.host_sizes(batch)["real"]
+        return {"real": None} if count is None else {"padded_real": rounded_up(count, REAL_BUCKET, batch.mask.numel())}
+
     def loss(self, batch: HistoryBatch) -> torch.Tensor:
         """Cross-entropy over all items (``ce``), or binary cross-entropy with one uniformly drawn negative other
         than the target (``bce``), at every non-padded position."""
-        real = batch.real_positions(batch.mask.shape[1], self.sizes_of(batch)["real"])  # rows boolean indexing takes
+        width, sizes = batch.mask.shape[1], self.sizes_of(batch)
+        if "padded_real" in sizes:
+            real, kept = batch.padded_positions(width, sizes["padded_real"])
+        else:
+            real, kept = batch.real_positions(width, sizes["real"]), None  # rows boolean indexing takes
         hidden = self.encode_sequence(batch.items, batch.mask).flatten(0, 1).index_select(0, real)
         targets = torch.cat([batch.items[:, 1:], batch.targets[:, None]], dim=1).flatten().index_select(0, real)
         if self.params.loss == "ce":
-            return F.cross_entropy((hidden @ self.item_embeddings().T).float(), targets)
+            labels = targets if kept is None else targets.masked_fill(~kept, IGNORE_INDEX)
+            return F.cross_entropy((hidden @ self.item_embeddings().T).float(), labels, ignore_index=IGNORE_INDEX)
         offset = torch.randint(1, max(2, self.n_items), targets.shape, device=targets.device)
         negatives = (targets + offset) % self.n_items
         table = self.item_embeddings()
         positive = (hidden * table.index_select(0, targets)).sum(-1).float()  # index_select: see set.gather_rows
         negative = (hidden * table.index_select(0, negatives)).sum(-1).float()
-        return F.softplus(-positive).mean() + F.softplus(negative).mean()
+        return masked_mean(F.softplus(-positive), kept) + masked_mean(F.softplus(negative), kept)
 
 
 def cf_cache_key(data: TrainData, dataset: str, split: str, seed: int, params: SASRecParams,

@@ -40,11 +40,12 @@ from recommenders.backbones import (
     padding_mask_4d,
     special_ids,
 )
-from recommenders.base import Recommender
+from recommenders.base import IGNORE_INDEX, Recommender, rounded_up
 from recommenders.contracts import ItemCodes
 from recommenders.decoding import CodeTrie, beam_search, causal_beam_search
 
-IGNORE_INDEX = -100
+SPAN_BUCKET = 16
+"""Encoder widths a compiled training loss sees are multiples of this (:meth:`GenerativeRecommender.compiled_sizes`)."""
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,16 @@ class GenerativeRecommender(Recommender):
             return {"span": None}
         items = batch.histories[:, -self.max_history:]
         return {"span": int(np.where(items >= 0, self.history_lengths[np.maximum(items, 0)], 0).sum(axis=1).max()) + 1}
+
+    def compiled_sizes(self, batch: HistoryBatch) -> dict[str, int | None]:
+        """``span`` rounded up to a multiple of :data:`SPAN_BUCKET`, at most the widest history (``max_history``
+        items of the most tokens, + 1): the padded positions are masked, so the loss is the exact span's up to
+        float rounding, and a compiled loss sees a few widths instead of one per batch (each a compilation or, on
+        CUDA, a CUDA-graph recording)."""
+        span = self.host_sizes(batch)["span"]
+        if span is None:
+            return {"span": None}
+        return {"span": rounded_up(span, SPAN_BUCKET, self.max_history * self.history_tokens.shape[1] + 1)}
 
     def history_span(self, batch: HistoryBatch) -> int | None:
         """The ``span`` of :meth:`host_sizes`."""

@@ -46,7 +46,7 @@ from torch import nn
 from benchmark.batches import HistoryBatch
 from benchmark.evaluate import EvaluationResult
 from recommenders.backbones import BackboneSpec, build_backbone, causal_positions, is_decoder_only, padding_mask_4d
-from recommenders.base import Recommender, select_on_grid
+from recommenders.base import REAL_BUCKET, Recommender, masked_mean, rounded_up, select_on_grid
 from recommenders.contracts import ItemTokenSets
 
 TRAINING_BETA = 1.0
@@ -170,8 +170,6 @@ class SemanticTokenizer(nn.Module):
 class SetRecommender(Recommender):
     """SETRec on a T5 (set tokens with the sparse mask -> encoder; one query per dimension -> decoder) or on a
     decoder-only model (history tokens then queries, one masked pass)."""
-
-    static_step_shapes = False  # the reconstruction term gathers the history's real items (host_sizes "real")
 
     def __init__(self, tokens: ItemTokenSets, backbone: str | BackboneSpec, max_history: int,
                  options: SetOptions = SetOptions()) -> None:
@@ -303,17 +301,31 @@ class SetRecommender(Recommender):
         """``real``: the real items among the last ``max_history`` of the batch's histories."""
         return {"real": batch.real_count(self.max_history)}
 
+    def compiled_sizes(self, batch: HistoryBatch) -> dict[str, int | None]:
+        """``padded_real``: the history's real items counted and rounded up to a multiple of :data:`REAL_BUCKET`
+        (at most every position); the compiled loss reconstructs that many items, the padding ones masked out of
+        the mean, so its value is the exact count's up to float rounding."""
+        count = self.host_sizes(batch)["real"]
+        most = len(batch.mask) * min(self.max_history, batch.mask.shape[1])
+        return {"real": None} if count is None else {"padded_real": rounded_up(count, REAL_BUCKET, most)}
+
     def loss(self, batch: HistoryBatch) -> torch.Tensor:
         """Mean over dimensions of the all-item cross-entropy (Eq. 6) + alpha * reconstruction MSE (Eq. 8)."""
         scores, reconstruction = self.dimension_scores(batch)
         targets = batch.targets.repeat_interleave(self.tokens_per_item)
         loss = F.cross_entropy(scores.float().flatten(0, 1), targets)
-        if reconstruction is not None:  # the history's real items, in the order boolean indexing would take them
-            real_items = batch.real_positions(self.max_history, self.sizes_of(batch)["real"])
-            seen = batch.items[:, -self.max_history:].flatten()[real_items]
-            loss = loss + self.options.alpha * F.mse_loss(gather_rows(reconstruction, seen).float(),
-                                                          gather_rows(self.semantic_inputs, seen))
-        return loss
+        if reconstruction is None:
+            return loss
+        sizes = self.sizes_of(batch)  # the history's real items, in the order boolean indexing would take them
+        if "padded_real" in sizes:
+            real_items, kept = batch.padded_positions(self.max_history, sizes["padded_real"])
+        else:
+            real_items, kept = batch.real_positions(self.max_history, sizes["real"]), None
+        seen = batch.items[:, -self.max_history:].flatten()[real_items]
+        rebuilt, wanted = gather_rows(reconstruction, seen).float(), gather_rows(self.semantic_inputs, seen)
+        if kept is None:
+            return loss + self.options.alpha * F.mse_loss(rebuilt, wanted)
+        return loss + self.options.alpha * masked_mean((rebuilt - wanted).pow(2).mean(dim=-1), kept)
 
     def select_on_validation(self, evaluate_valid: Callable[[Recommender], EvaluationResult]) -> dict[str, Any]:
         """Choose beta of Eq. 7 on validation (first best in grid order); return it and the value per beta."""

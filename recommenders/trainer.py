@@ -239,13 +239,13 @@ def compile_step(fn: Callable[..., Any], device: torch.device, cuda_graphs: bool
 
 def compiled_loss(model: Recommender, device: torch.device) -> Callable[[HistoryBatch], torch.Tensor]:
     """``model.loss`` under :func:`compile_step`, given each batch with its host-side sizes filled in
-    (:meth:`~recommenders.base.Recommender.host_sizes`, computed here, outside the graph), so that nothing in the
-    loss reads the host and the forward and backward pass each compile to one graph (the schemes of one paradigm
-    share their ``loss`` code, hence :func:`compile_step`'s reset). On CUDA recorded as CUDA graphs for a model
-    with :attr:`~recommenders.base.Recommender.static_step_shapes`; the trainer reads each step's loss into its
-    loss buffer before the next step."""
-    inner = compile_step(model.loss, device, cuda_graphs=model.static_step_shapes)
-    return lambda batch: inner(replace(batch, sizes=model.host_sizes(batch)))
+    (:meth:`~recommenders.base.Recommender.compiled_sizes`, computed here, outside the graph: widths rounded up to
+    few values), so that nothing in the loss reads the host and the forward and backward pass each compile to one
+    graph per shape (the schemes of one paradigm share their ``loss`` code, hence :func:`compile_step`'s reset).
+    On CUDA recorded as CUDA graphs; the trainer reads each step's loss into its loss buffer before the next
+    step."""
+    inner = compile_step(model.loss, device, cuda_graphs=True)
+    return lambda batch: inner(replace(batch, sizes=model.compiled_sizes(batch)))
 
 
 def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, cfg: TrainConfig,

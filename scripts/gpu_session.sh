@@ -17,8 +17,9 @@
 #       bench-compile,rqvae,tiger):
 #       bench          scripts/bench_training.py on CUDA with the paper's backbone and batch (t5-tiger, batch 256) as
 #                      the real shape, and the heaviest GPU kernels there (--top-ops 8): bench-training-gpu.md;
-#       bench-compile  the same benchmark of TIGER alone with its training loss compiled (--compile, run.compile:
-#                      true; dynamo and inductor, one graph per loss, recorded as CUDA graphs), appended to it;
+#       bench-compile  the same benchmark with the training loss compiled (--compile, run.compile: true; dynamo
+#                      and inductor, one graph per loss and shape, recorded as CUDA graphs), appended to it, of
+#                      the schemes in GPU_SESSION_COMPILED (default tiger; about 4 minutes each, compilations);
 #       rqvae          the RQ-VAE of TIGER's paper profile on Beauty (20,000 epochs), fitted compiled (run.compile:
 #                      true: one graph per batch size, recorded as CUDA graphs) by a run that trains no T5
 #                      (train.epochs 0, 10 test users; its record is thrown away): it keeps a checkpoint every
@@ -63,6 +64,7 @@ device() {
     local budget=${1:-540} steps=${2:-bench-compile,rqvae,tiger}
     local deadline=$((SECONDS + budget))
     local state=.gpu-state device=${GPU_SESSION_DEVICE:-cuda} threads=${GPU_SESSION_THREADS:-8}
+    local compiled=${GPU_SESSION_COMPILED:-tiger}
     [[ -d .gpu/whl && -d .gpu/cache ]] || { echo "gpu_session.sh: no .gpu/ (run prepare here, carry .gpu)" >&2; exit 2; }
     local step
     for step in ${steps//,/ }; do
@@ -96,8 +98,8 @@ device() {
                     --title "H200, t5-tiger at batch 256" --output "$state/bench-training-gpu.md" --append ;;
             bench-compile)
                 timeout --signal=TERM --kill-after=30 "$left" python3 scripts/bench_training.py --device "$device" \
-                    --threads "$threads" --schemes tiger --compile --rounds 1 --real-backbone t5-tiger \
-                    --real-batch 256 --title "H200, TIGER at t5-tiger and batch 256, training loss compiled" \
+                    --threads "$threads" --schemes "$compiled" --compile --rounds 1 --real-backbone t5-tiger \
+                    --real-batch 256 --title "H200, $compiled at t5-tiger and batch 256, training loss compiled" \
                     --output "$state/bench-training-gpu.md" --append ;;
             rqvae | tiger)
                 timeout --signal=TERM --kill-after=30 "$left" python3 -m benchmark run --identifiers tiger \

@@ -17,10 +17,11 @@ from benchmark.splits import PAD, Examples, make_split
 from identifiers.registry import get_scheme
 from recommenders import trainer
 from recommenders.backbones import build_backbone, padding_mask_4d
+from recommenders.base import REAL_BUCKET, masked_mean
 from recommenders.contracts import ItemCodes, ItemTokenSets, ItemVectors
 from recommenders.embedding import EmbeddingRecommender
 from recommenders.sasrec import SASRec, SASRecParams
-from recommenders.sequence import GenerativeRecommender
+from recommenders.sequence import SPAN_BUCKET, GenerativeRecommender
 from recommenders.set import SetOptions, SetRecommender
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -106,6 +107,44 @@ def test_the_training_loss_traces_to_one_graph_given_its_host_sizes(name: str) -
         torch.manual_seed(5)
         losses.append(model.loss(chosen).detach())
     assert torch.equal(losses[0], losses[1])
+
+
+@pytest.mark.parametrize("name", ["tiger", "setrec", "sasrec"])
+def test_a_compiled_loss_sees_few_shapes_that_give_the_exact_shapes_loss(name: str) -> None:
+    """:meth:`Recommender.compiled_sizes` rounds the sizes that set a shape up (TIGER's encoder width to a multiple
+    of ``SPAN_BUCKET``, SETRec's and SASRec's count of real positions to one of ``REAL_BUCKET``, at most every
+    position): the padding is masked, so loss and gradients are the exact sizes' up to float rounding (no dropout
+    here, whose masks would be drawn for another shape); the loss still traces to one graph."""
+    model = _models()[name].eval()
+    seen, shapes = set(), set()
+    for seed in range(6):
+        batch = HistoryBatch.from_examples(_examples(np.random.default_rng(seed)), np.arange(2), "cpu")
+        exact, rounded = model.host_sizes(batch), model.compiled_sizes(batch)
+        if name == "tiger":
+            widest = model.max_history * model.history_tokens.shape[1] + 1
+            assert exact["span"] <= rounded["span"] and rounded["span"] in (SPAN_BUCKET, widest)
+        else:
+            assert exact["real"] <= rounded["padded_real"] == min(REAL_BUCKET, batch.mask.numel())
+        seen.add(tuple(exact.values()))
+        shapes.add(tuple(rounded.values()))
+        results = []
+        for sizes in (exact, rounded):
+            model.zero_grad(set_to_none=True)
+            loss = model.loss(replace(batch, sizes=sizes))
+            loss.backward()
+            results.append((loss.detach(), torch.cat([p.grad.flatten() for p in model.parameters()
+                                                      if p.grad is not None])))
+        assert torch.allclose(results[0][0], results[1][0], rtol=1e-5)
+        assert torch.allclose(results[0][1], results[1][1], rtol=1e-4, atol=1e-6)
+    assert len(shapes) == 1 and len(seen) > 1
+    explained = torch._dynamo.explain(model.loss)(replace(batch, sizes=model.compiled_sizes(batch)))
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+
+
+def test_masked_mean_is_the_mean_of_the_kept_entries() -> None:
+    values = torch.tensor([1.0, 2.0, 30.0, 4.0])
+    assert masked_mean(values, torch.tensor([True, True, False, True])) == pytest.approx(7 / 3)
+    assert torch.equal(masked_mean(values, None), values.mean())
 
 
 def test_run_compile_is_refused_for_a_scheme_whose_loss_cannot_be_one_graph() -> None:
