@@ -5,20 +5,23 @@ For TIGER (sequence paradigm), E4SRec (embedding), SETRec (set) and SASRec, on t
 ``--codebook`` tokens plus a de-duplication level; random CF and semantic vectors; one semantic token for
 SETRec), it measures per optimiser step:
 
-* **harness**: :func:`recommenders.trainer.fit` for one epoch of ``--warmup`` + 2 x ``--steps`` batches
-  (``train.max_batches``): what a step of a real run costs (batch building from NumPy, the step, loss
+* **harness**: :func:`recommenders.trainer.fit` ended after ``--warmup`` + 2 x ``--steps`` batches (in one epoch
+  where it has that many: ``train.max_batches``; SASRec's epoch at batch 256, 5 batches of windows, takes several,
+  so its steps include epoch ends): what a step of a real run costs (batch building from NumPy, the step, loss
   bookkeeping, clipping), timed from the end of one optimiser step to the end of the next (a global optimiser
-  step hook), so the one-off costs of a call (model set-up, the validation, the best-weights copy) stay out;
-* **bare**: the same model on one fixed batch already on the device, ``zero_grad, loss, backward, step`` with
-  ``torch.optim.AdamW(foreach=True)``, the loss under the harness's autocast (``train.amp``: bf16 on CUDA, none on
-  a CPU), and nothing else (no clipping, no loss read back): the floor, timed the same way.
+  step hook), so the one-off costs of a call (model set-up, the final validation, the best-weights copy) stay out;
+* **bare**: the same model on the harness's batches (its first epoch's, again if it has fewer) already on the
+  device, ``zero_grad, loss, backward, step`` with ``torch.optim.AdamW(foreach=True)``, the loss under the
+  harness's autocast (``train.amp``: bf16 on CUDA, none on a CPU), and nothing else (no clipping, no loss read
+  back): the floor, timed the same way.
 
 The time of a step is the median over the timed steps, and of ``--rounds`` such measurements (alternating harness
 and bare) the fastest: robust to other processes on a shared machine. On CUDA the hook synchronises before
 reading the clock, so the host's work for a step never overlaps the device's work for the one before. The
 **pipelined** time is that of as many further steps, the device synchronised only before the first and after the
 last (their total over their number): the host queues a step while the device runs the one before, as in a run,
-so on a GPU host work that the device's own time covers drops out (on a CPU the two agree).
+so on a GPU host work that the device's own time covers drops out (on a CPU, where nothing runs asynchronously,
+the two differ only by the steps they time).
 
 At two shapes: **proxy**, the launch-bound shape (t5-tiger's layers and heads, 4+4 layers of 6 heads, with
 d_model 12, d_kv 2, FF 48, batch 4; SASRec: hidden 12, 2 blocks), where arithmetic is near zero and the time is
@@ -275,28 +278,50 @@ def step_ms(warmup: int, steps: int) -> Callable[[Callable[[], None]], tuple[flo
     return measure
 
 
+class Enough(Exception):
+    """Raised after the optimiser step that completes what a measurement needs: it ends the training call there."""
+
+
 def harness_run(scheme: str, shape: Shape, split: Split, steps: int, args: argparse.Namespace,
                 measure: Callable[[Callable[[], None]], Any]) -> Any:
-    """``measure`` of one :func:`trainer.fit` call of one epoch of ``steps`` batches on a fresh model."""
+    """``measure`` of one :func:`trainer.fit` call on a fresh model, ended right after its ``steps``-th optimiser
+    step: within its first epoch, or, where an epoch has fewer batches (SASRec's windows at batch 256: 5), over as
+    many epochs as it takes, so the steps then include epoch ends (the loss read, a validation of one example)."""
     device = torch.device(args.device)
     model = build(scheme, shape, split.train.n_items, args)
-    cfg = TrainConfig(epochs=1, batch_size=shape.batch, lr=1e-3, weight_decay=0.0, grad_clip=1.0, patience=1,
-                      valid_metric="ndcg@10", max_valid_examples=1, amp=True, max_batches=steps)
-    return measure(lambda: trainer.fit(model, split.train, split.valid, split.warm, cfg, (10,), 1, device,
-                                       args.seed, progress=False, compiled=args.compile))
+    cfg = TrainConfig(epochs=steps, batch_size=shape.batch, lr=1e-3, weight_decay=0.0, grad_clip=1.0,
+                      patience=steps + 1, valid_metric="ndcg@10", max_valid_examples=1, amp=True, max_batches=steps)
+    taken = 0
+
+    def count(*_: Any) -> None:
+        nonlocal taken
+        taken += 1
+        if taken == steps:
+            raise Enough
+
+    def run() -> None:
+        hook = register_optimizer_step_post_hook(count)
+        try:
+            trainer.fit(model, split.train, split.valid, split.warm, cfg, (10,), 1, device, args.seed,
+                        progress=False, compiled=args.compile)
+        except Enough:
+            pass
+        finally:
+            hook.remove()
+    return measure(run)
 
 
 def bare_run(scheme: str, shape: Shape, split: Split, warmup: int, steps: int, args: argparse.Namespace,
              measure: Callable[[Callable[[], None]], Any]) -> Any:
     """``measure`` of ``steps`` bare steps, after ``warmup`` unmeasured ones, on the batches the harness takes
-    (same seeded shuffle), built on the device beforehand."""
+    (same seeded shuffle; an epoch of fewer batches is taken again), built on the device beforehand."""
     device = torch.device(args.device)
     model = build(scheme, shape, split.train.n_items, args).to(device)
     model.prepare(split.train)
     model.train()
     examples = model.training_examples(split.train)
-    batches = list(itertools.islice(iterate(examples, shape.batch, device, np.random.default_rng(args.seed)),
-                                    warmup + steps))
+    epoch = iterate(examples, shape.batch, device, np.random.default_rng(args.seed))
+    batches = list(itertools.islice(itertools.cycle(epoch), warmup + steps))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, foreach=True)
     loss_of = trainer.compiled_loss(model, device) if args.compile else model.loss
 
