@@ -367,17 +367,30 @@ def new_token_offset(model: PreTrainedModel, new_tokens: int) -> int:
     return model.config.vocab_size - new_tokens
 
 
+POSITION_TABLES = ("wpe", "embed_positions", "position_embeddings")
+"""Names of the embedding modules that hold a decoder's learned absolute positions: GPT-2 and GPT-Neo (``wpe``),
+OPT (``embed_positions``, whose first ``offset`` rows no position uses), BERT-style decoders
+(``position_embeddings``)."""
+
+
+def position_table(model: torch.nn.Module) -> tuple[str, int] | None:
+    """The name of ``model``'s learned position table and the most positions it holds (its rows less its
+    ``offset``), or None when positions are not a table (rotary: Qwen2, Llama; relative: T5; ALiBi)."""
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Embedding) and name.rsplit(".", 1)[-1] in POSITION_TABLES:
+            return name, module.num_embeddings - int(getattr(module, "offset", 0))
+    return None
+
+
 def check_positions(model: PreTrainedModel, length: int) -> None:
     """Raise :class:`BackboneError` when ``length`` tokens (the widest prompt and what follows it) need more
-    positions than a decoder-only ``model``'s learned position table holds (``config.n_positions``: GPT-2 and its
-    kind), which would fail as an index error deep inside the model. Rotary (Qwen2, Llama) and relative (T5)
-    positions have no such table; a learned table named ``max_position_embeddings`` (OPT, GPT-Neo) is not
-    checked. Host-side shapes only: no wait for the device."""
-    limit = getattr(model.config, "n_positions", None)
-    if isinstance(limit, int) and length > limit:
+    positions than a decoder-only ``model``'s learned position table holds (:func:`position_table`), which would
+    fail as an index error deep inside the model. Host-side shapes only: no wait for the device."""
+    table = position_table(model)
+    if table is not None and length > table[1]:
         raise BackboneError(f"backbone '{model.config.name_or_path}': a prompt and its continuation of {length} "
-                            f"tokens need more positions than its {limit} (config n_positions); lower "
-                            "run.max_history, or use a backbone with more positions")
+                            f"tokens need more positions than its {table[1]} (learned position table {table[0]}); "
+                            "lower run.max_history, or use a backbone with more positions")
 
 
 def one_line(error: BaseException) -> str:

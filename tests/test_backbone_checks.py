@@ -18,6 +18,8 @@ from transformers import (
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
+    OPTConfig,
+    OPTForCausalLM,
     PreTrainedTokenizerFast,
     T5Config,
     T5ForConditionalGeneration,
@@ -35,6 +37,7 @@ from recommenders.backbones import (
     check_backbone,
     check_lora_targets,
     family_of,
+    position_table,
 )
 from recommenders.sasrec import SASRec, SASRecParams
 from recommenders.text import TextVocabulary, disambiguate
@@ -61,6 +64,8 @@ TINY = {
     "llama": (LlamaForCausalLM, LlamaConfig, dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                                                   num_attention_heads=2, num_key_value_heads=1, bos_token_id=None,
                                                   pad_token_id=0, eos_token_id=1)),
+    "opt": (OPTForCausalLM, OPTConfig, dict(hidden_size=16, ffn_dim=32, num_hidden_layers=1, num_attention_heads=2,
+                                            word_embed_proj_dim=16, bos_token_id=1, pad_token_id=0, eos_token_id=1)),
     "bert": (BertForMaskedLM, BertConfig, dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                                                num_attention_heads=2, eos_token_id=1)),
 }
@@ -231,16 +236,27 @@ def test_a_checkpoint_path_spelt_another_way_reuses_its_record(tmp_path: Path, t
     assert list((tmp_path / "results").rglob("*.json")) == [path]
 
 
-def test_a_prompt_longer_than_a_learned_position_table_is_a_one_line_error(tmp_path: Path,
-                                                                           tokenizer: PreTrainedTokenizerFast,
-                                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    """GPT-2's positions are a table of ``n_positions`` rows: BIGRec's prompts of item titles outgrow 16 of them,
-    which stops the run with exit 2 naming the backbone, not with an index error inside the model."""
-    path = checkpoint(tmp_path / "gpt2-short", "gpt2", tokenizer, n_positions=16)
+@pytest.mark.parametrize(("kind", "size", "table"), [("gpt2", {"n_positions": 16}, "transformer.wpe"),
+                                                     ("opt", {"max_position_embeddings": 16},
+                                                      "model.decoder.embed_positions")])
+def test_a_prompt_longer_than_a_learned_position_table_is_a_one_line_error(
+        tmp_path: Path, tokenizer: PreTrainedTokenizerFast, capsys: pytest.CaptureFixture[str], kind: str,
+        size: dict[str, int], table: str) -> None:
+    """GPT-2's and OPT's positions are tables (OPT's with two rows no position uses): BIGRec's prompts of item
+    titles outgrow 16 positions, which stops the run with exit 2 naming the backbone and the table, not with an
+    index error inside the model."""
+    path = checkpoint(tmp_path / f"{kind}-short", kind, tokenizer, **size)
     code, _, err = cli(run_argv(tmp_path, "bigrec", "--backbone", path, "--config", str(one_epoch_config(tmp_path))),
                        capsys)
     assert code == EXIT_USAGE
-    assert f"backbone '{path}': a prompt and its continuation of" in err and "than its 16 (config n_positions)" in err
+    assert f"backbone '{path}': a prompt and its continuation of" in err
+    assert f"than its 16 (learned position table {table})" in err
+
+
+def test_rotary_and_relative_positions_have_no_table_to_outgrow(tokenizer: PreTrainedTokenizerFast) -> None:
+    for kind in ("llama", "t5"):
+        model_class, config_class, defaults = TINY[kind]
+        assert position_table(model_class(config_class(**{**defaults, "vocab_size": len(tokenizer)}))) is None
 
 
 def test_lora_adapters_that_get_no_gradient_stop_training(small_synthetic: Dataset) -> None:
