@@ -2,7 +2,7 @@
 # The prepared GPU check of issue #14, in two halves: `prepare` here (CPU, once), `device` on a lent GPU machine.
 #
 #   bash scripts/gpu_session.sh prepare DATA_DIR
-#       Fills .gpu/ (git-ignored, about 30 MiB), all that the device machine lacks:
+#       Fills .gpu/ (git-ignored, about 30 MiB, and 10 MiB per kept RQ-VAE file), all that the device machine lacks:
 #       * wheels of the packages its image does not hold (vector-quantize-pytorch and its own needs);
 #       * Beauty's P5 files (DATA_DIR/amazon2014-p5/beauty), as .gpu/data/amazon2014-p5/beauty;
 #       * a cache with Beauty's MiniLM item vectors (the device machine has no MiniLM; the `auto` encoder reads
