@@ -19,8 +19,9 @@ model with LoRA adapters gave them a gradient (:func:`~recommenders.backbones.ch
 
 The step does not wait for the device: the batch losses stay on it and are read (and checked for NaN/inf) every
 :data:`CHECK_EVERY` steps and at the end of each epoch, so a diverged run stops at most that many steps later,
-naming the first batch whose loss was not finite. AdamW and the gradient clipping use PyTorch's ``foreach``
-implementations (fewer operator launches; the same values as the per-parameter loop, bit for bit, on the CPU).
+naming the first batch whose loss was not finite. The gradient clipping uses PyTorch's ``foreach`` implementation
+and AdamW (:func:`adamw`) its fused kernel on CUDA and ``foreach`` elsewhere (fewer operator launches; on the CPU
+the same values as the per-parameter loop, bit for bit).
 ``compiled=True`` runs the model's training loss under :func:`torch.compile` (:func:`compiled_loss`: one graph,
 the sizes it needs from the host computed outside it).
 """
@@ -209,6 +210,16 @@ def autocast(device: torch.device, enabled: bool):
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
 
 
+def adamw(parameters: list[torch.nn.Parameter], lr: float, weight_decay: float,
+          device: torch.device) -> torch.optim.AdamW:
+    """The trainer's AdamW: PyTorch's fused kernel on CUDA (a few launches a step for all weights, where the
+    ``foreach`` form launches several per operation and a small model's step is bound by launches; values equal up
+    to float rounding), the ``foreach`` form elsewhere (on the CPU the per-parameter loop's values bit for bit, so
+    CPU records do not move)."""
+    implementation = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, **implementation)
+
+
 def compile_step(fn: Callable[..., Any], device: torch.device, cuda_graphs: bool,
                  dynamic: bool | None = None) -> Callable[..., Any]:
     """``fn``, a training step's forward pass (the backward pass through its outputs is compiled with it), under
@@ -265,7 +276,7 @@ def fit(model: Recommender, data: TrainData, valid: Examples, warm: np.ndarray, 
     valid = selection_examples(valid, cfg, seed)
     metric_k = cfg.valid_k
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+    optimizer = adamw(trainable, cfg.lr, cfg.weight_decay, device)
     loss_of = compiled_loss(model, device) if compiled else model.loss
     best_state, bad, start_epoch, finished, unchecked = None, 0, 0, False, True
     identity = fingerprint(model)

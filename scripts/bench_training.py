@@ -11,9 +11,10 @@ SETRec), it measures per optimiser step:
   bookkeeping, clipping), timed from the end of one optimiser step to the end of the next (a global optimiser
   step hook), so the one-off costs of a call (model set-up, the final validation, the best-weights copy) stay out;
 * **bare**: the same model on the harness's batches (its first epoch's, again if it has fewer) already on the
-  device, ``zero_grad, loss, backward, step`` with ``torch.optim.AdamW(foreach=True)``, the loss under the
-  harness's autocast (``train.amp``: bf16 on CUDA, none on a CPU), and nothing else (no clipping, no loss read
-  back): the floor, timed the same way.
+  device, ``zero_grad, loss, backward, step`` with the harness's AdamW (:func:`recommenders.trainer.adamw`: fused
+  on CUDA, ``foreach`` elsewhere; the harness's rate and no weight decay), the loss under the harness's autocast
+  (``train.amp``: bf16 on CUDA, none on a CPU), and nothing else (no clipping, no loss read back): the floor, timed
+  the same way.
 
 The time of a step is the median over the timed steps, and of ``--rounds`` such measurements (alternating harness
 and bare) the fastest: robust to other processes on a shared machine. On CUDA the hook synchronises before
@@ -322,7 +323,7 @@ def bare_run(scheme: str, shape: Shape, split: Split, warmup: int, steps: int, a
     examples = model.training_examples(split.train)
     epoch = iterate(examples, shape.batch, device, np.random.default_rng(args.seed))
     batches = list(itertools.islice(itertools.cycle(epoch), warmup + steps))
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, foreach=True)
+    optimizer = trainer.adamw([p for p in model.parameters() if p.requires_grad], 1e-3, 0.0, device)
     loss_of = trainer.compiled_loss(model, device) if args.compile else model.loss
 
     def step(chosen: list[HistoryBatch]) -> None:

@@ -180,6 +180,14 @@ def test_setrec_reuses_its_item_tokens_at_inference_only_while_their_weights_are
     assert torch.equal(second, model.compute_item_tokens()[0].detach())
 
 
+def test_the_trainers_adamw_is_fused_on_cuda_and_foreach_elsewhere() -> None:
+    """Fused: a few launches a step on a GPU; foreach on the CPU, whose values are the per-parameter loop's."""
+    weights = [torch.nn.Parameter(torch.randn(3))]
+    assert trainer.adamw(weights, 1e-3, 0.0, torch.device("cuda")).defaults["fused"] is True
+    cpu = trainer.adamw(weights, 1e-3, 0.5, torch.device("cpu")).defaults
+    assert cpu["foreach"] is True and not cpu["fused"] and cpu["weight_decay"] == 0.5
+
+
 def test_a_non_finite_loss_is_reported_at_its_batch_after_the_steps_that_followed(small_synthetic: Dataset,
                                                                                   monkeypatch) -> None:
     split = make_split(small_synthetic, "loo", 10)
