@@ -59,6 +59,14 @@ class HistoryBatch:
         positions = torch.nonzero_static(self.mask[:, -last:].flatten(), size=size, fill_value=-1).flatten()
         return positions.clamp_min(0), positions >= 0
 
+    def loss_positions(self, last: int, sizes: dict[str, int | None]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The positions among ``mask[:, -last:]`` a loss gathers, given a model's sizes: for a compiled loss's
+        ``padded_real``, :meth:`padded_positions` and which of them are real; else :meth:`real_positions` of
+        ``real``, and None (all are)."""
+        if "padded_real" in sizes:
+            return self.padded_positions(last, sizes["padded_real"])
+        return self.real_positions(last, sizes["real"]), None
+
 
 def to_device(array: np.ndarray, device: torch.device | str) -> torch.Tensor:
     """``array`` as a tensor on ``device``; to a GPU through page-locked memory, asynchronously."""

@@ -21,6 +21,16 @@ def rounded_up(value: int, step: int, most: int) -> int:
     return min(-(-value // step) * step, max(value, most))
 
 
+def padded_real_sizes(batch: HistoryBatch, last: int) -> dict[str, int | None]:
+    """A compiled loss's sizes for the real positions among the last ``last`` history columns
+    (:meth:`Recommender.compiled_sizes`): ``padded_real``, their count rounded up to a multiple of
+    :data:`REAL_BUCKET`, at most every such position; ``real: None`` for a batch without host-side histories."""
+    count = batch.real_count(last)
+    if count is None:
+        return {"real": None}
+    return {"padded_real": rounded_up(count, REAL_BUCKET, len(batch.mask) * min(last, batch.mask.shape[1]))}
+
+
 def masked_mean(values: torch.Tensor, kept: torch.Tensor | None) -> torch.Tensor:
     """The mean of ``values`` over the entries ``kept`` marks (all when None), without a host-device sync."""
     if kept is None:

@@ -21,7 +21,7 @@ from benchmark.batches import HistoryBatch
 from benchmark.config import ConfigError, TrainConfig, param
 from benchmark.hashing import content_key
 from benchmark.splits import Examples, TrainData, pad_left
-from recommenders.base import IGNORE_INDEX, REAL_BUCKET, Recommender, masked_mean, rounded_up
+from recommenders.base import IGNORE_INDEX, Recommender, masked_mean, padded_real_sizes
 
 SASREC_LOSSES = ("ce", "bce")
 
@@ -112,17 +112,12 @@ class SASRec(Recommender):
         every position); the compiled loss gathers that many positions, the padding ones masked out of every
         term, so its value is the exact count's up to float rounding, except that ``bce`` then draws negatives
         for the padding positions too (other draws than the eager loss's)."""
-        count = self.host_sizes(batch)["real"]
-        return {"real": None} if count is None else {"padded_real": rounded_up(count, REAL_BUCKET, batch.mask.numel())}
+        return padded_real_sizes(batch, batch.mask.shape[1])
 
     def loss(self, batch: HistoryBatch) -> torch.Tensor:
         """Cross-entropy over all items (``ce``), or binary cross-entropy with one uniformly drawn negative other
         than the target (``bce``), at every non-padded position."""
-        width, sizes = batch.mask.shape[1], self.sizes_of(batch)
-        if "padded_real" in sizes:
-            real, kept = batch.padded_positions(width, sizes["padded_real"])
-        else:
-            real, kept = batch.real_positions(width, sizes["real"]), None  # rows boolean indexing takes
+        real, kept = batch.loss_positions(batch.mask.shape[1], self.sizes_of(batch))  # rows boolean indexing takes
         hidden = self.encode_sequence(batch.items, batch.mask).flatten(0, 1).index_select(0, real)
         targets = torch.cat([batch.items[:, 1:], batch.targets[:, None]], dim=1).flatten().index_select(0, real)
         if self.params.loss == "ce":

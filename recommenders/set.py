@@ -46,7 +46,7 @@ from torch import nn
 from benchmark.batches import HistoryBatch
 from benchmark.evaluate import EvaluationResult
 from recommenders.backbones import BackboneSpec, build_backbone, causal_positions, is_decoder_only, padding_mask_4d
-from recommenders.base import REAL_BUCKET, Recommender, masked_mean, rounded_up, select_on_grid
+from recommenders.base import Recommender, masked_mean, padded_real_sizes, select_on_grid
 from recommenders.contracts import ItemTokenSets
 
 TRAINING_BETA = 1.0
@@ -305,9 +305,7 @@ class SetRecommender(Recommender):
         """``padded_real``: the history's real items counted and rounded up to a multiple of :data:`REAL_BUCKET`
         (at most every position); the compiled loss reconstructs that many items, the padding ones masked out of
         the mean, so its value is the exact count's up to float rounding."""
-        count = self.host_sizes(batch)["real"]
-        most = len(batch.mask) * min(self.max_history, batch.mask.shape[1])
-        return {"real": None} if count is None else {"padded_real": rounded_up(count, REAL_BUCKET, most)}
+        return padded_real_sizes(batch, self.max_history)
 
     def loss(self, batch: HistoryBatch) -> torch.Tensor:
         """Mean over dimensions of the all-item cross-entropy (Eq. 6) + alpha * reconstruction MSE (Eq. 8)."""
@@ -316,11 +314,8 @@ class SetRecommender(Recommender):
         loss = F.cross_entropy(scores.float().flatten(0, 1), targets)
         if reconstruction is None:
             return loss
-        sizes = self.sizes_of(batch)  # the history's real items, in the order boolean indexing would take them
-        if "padded_real" in sizes:
-            real_items, kept = batch.padded_positions(self.max_history, sizes["padded_real"])
-        else:
-            real_items, kept = batch.real_positions(self.max_history, sizes["real"]), None
+        # the history's real items, in the order boolean indexing would take them
+        real_items, kept = batch.loss_positions(self.max_history, self.sizes_of(batch))
         seen = batch.items[:, -self.max_history:].flatten()[real_items]
         rebuilt, wanted = gather_rows(reconstruction, seen).float(), gather_rows(self.semantic_inputs, seen)
         if kept is None:
