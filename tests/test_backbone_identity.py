@@ -14,7 +14,7 @@ from benchmark.config import Environment, RunConfig, backbone_identity, resolve
 from benchmark.hashing import BLOCK_BYTES, SAMPLE_BLOCKS, checkpoint_fingerprint
 from benchmark.records import hardware, read_record, record_path, write_json_atomic
 from benchmark.reports.costs import cost_frame
-from benchmark.reports.figures import hardware_label
+from benchmark.reports.hardware import machines
 from benchmark.runner import checkpoint_path
 from identifiers.registry import get_scheme
 from recommenders.backbones import BackboneError, check_backbone
@@ -120,8 +120,9 @@ def test_the_record_counts_its_processes_and_old_records_read_as_one(tmp_path: P
         record = json.loads(path.read_text())
         write_json_atomic(path, record | {"hardware": {"cpu_count": 2, "processes": processes}})
     records = [json.loads(path.read_text()) for path in sorted(results.rglob("*.json"))]
-    assert cost_frame(records)["hardware"].tolist() == ["2-core CPU; 2-core CPU (4 processes)"]
-    assert hardware_label(records) == "2-core CPU (unknown processor), 2-core CPU (unknown processor) x 4 processes"
+    assert cost_frame(records)["hardware"].tolist() == ["2-core CPU: model not recorded; 2-core CPU: model not "
+                                                        "recorded (4 processes)"]
+    assert machines(records) == "2-core CPU: model not recorded, 2-core CPU: model not recorded (4 processes)"
 
 
 def test_a_cached_hugging_face_name_is_fingerprinted_by_the_snapshot_it_loads(tmp_path: Path,

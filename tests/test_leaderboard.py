@@ -11,6 +11,7 @@ import pytest
 from benchmark.cli import main
 from benchmark.records import SCHEMA_VERSION, scan_records, write_json_atomic
 from benchmark.reports.costs import build_cost_report, cost_frame
+from benchmark.reports.hardware import machine, machines
 from benchmark.reports.identifiers import build_identifier_report, identifier_frame
 from benchmark.reports.leaderboard import build_leaderboard
 
@@ -221,7 +222,8 @@ def test_cost_report_averages_seeds_and_sums_wall_time(tmp_path: Path) -> None:
                    "finished_at": f"2026-01-01T00:{seconds // 60:02d}:00+00:00",
                    "timings": {"identifier_fit_s": 10.0, "train_s": seconds - 20.0, "inference_ms_per_user": 2.0},
                    "training": {"epochs_run": epochs, "best_epoch": epochs - 1},
-                   "memory": {"process_peak_rss_mb": 1000.0}, "hardware": {"cpu_count": 2, "device": "cpu"}}
+                   "memory": {"process_peak_rss_mb": 1000.0},
+                   "hardware": {"cpu_count": 2, "cpu_model": "Xeon", "device": "cpu"}}
         write_json_atomic(path, record)
     write_record(results, "semid", reason="no categories")
     frame = cost_frame(scan_records(results).finished())
@@ -229,9 +231,9 @@ def test_cost_report_averages_seeds_and_sums_wall_time(tmp_path: Path) -> None:
     assert (cid["runs"], cid["total_run_s"], cid["run_s"], cid["epochs_run"], cid["best_epoch"]) == (2, 180, 90, 5, 4)
     md, csv = build_cost_report(scan_records(results), tmp_path / "reports")
     text = md.read_text()
-    assert "| cid | 90 | 10 | 70 | 5 | 4 | 2 | 1000 |  | 2-core CPU | 2 |" in text
+    assert "| cid | 90 | 10 | 70 | 5 | 4 | 2 | 1000 |  | 2-core CPU: Xeon | 2 |" in text
     assert "Total wall time of these 2 runs: 180 s (3.0 min)." in text
-    assert "| toy_data | loo | quick | 2-core CPU | 2 | 180 | 3.0 |" in text and len(pd.read_csv(csv)) == 1
+    assert "| toy_data | loo | quick | 2-core CPU: Xeon | 2 | 180 | 3.0 |" in text and len(pd.read_csv(csv)) == 1
 
 
 def test_cost_report_names_the_jobs_that_shared_the_machine(tmp_path: Path) -> None:
@@ -243,11 +245,29 @@ def test_cost_report_names_the_jobs_that_shared_the_machine(tmp_path: Path) -> N
         write_json_atomic(path, record)
     frame = cost_frame(scan_records(results).finished()).set_index("scheme")
     # seeds on different hardware: each distinct label once, not "2-core CPU, 2-core CPU, 2 jobs"
-    assert frame["hardware"].to_dict() == {"cid": "2-core CPU (2 jobs)", "semid": "2-core CPU",
-                                           "pop": "2-core CPU; 2-core CPU (2 jobs)"}
+    assert frame["hardware"].to_dict() == {"cid": "2-core CPU: model not recorded (2 jobs)",
+                                           "semid": "2-core CPU: model not recorded",
+                                           "pop": "2-core CPU: model not recorded; 2-core CPU: model not recorded "
+                                                  "(2 jobs)"}
     text = build_cost_report(scan_records(results), tmp_path / "reports")[0].read_text()
     assert "Hardware '(N jobs)': the run was one of N worker processes" in text
     assert "different hardware lists each, separated by ';'" in text
+
+
+def test_cpus_with_as_many_cores_are_told_apart_by_model(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    for seed, model in ((1, "Intel(R) Xeon(R) Processor"), (2, "AMD EPYC 7B13"), (3, None)):
+        path = write_record(results, "cid", backbone="t5-tiny", seed=seed)
+        record = json.loads(path.read_text())
+        hardware = {"cpu_count": 2, "device": "cpu"} | ({"cpu_model": model} if model else {})
+        write_json_atomic(path, record | {"hardware": hardware})
+    records = scan_records(results).finished()
+    assert [machine(record) for record in records] == [
+        "2-core CPU: Intel(R) Xeon(R) Processor", "2-core CPU: AMD EPYC 7B13", "2-core CPU: model not recorded"]
+    assert cost_frame(records)["hardware"].tolist() == [
+        "2-core CPU: AMD EPYC 7B13; 2-core CPU: Intel(R) Xeon(R) Processor; 2-core CPU: model not recorded"]
+    assert machines(records) == ("2-core CPU: AMD EPYC 7B13, 2-core CPU: Intel(R) Xeon(R) Processor, "
+                                 "2-core CPU: model not recorded")
 
 
 def test_configs_that_differ_beyond_the_seed_are_separate_labelled_rows(tmp_path: Path) -> None:

@@ -11,8 +11,9 @@ run's wall time by more than :data:`RESUME_MARGIN_S`, the rounding of the run's 
 wall time, and fit time where a component came from the cache, count only the last process, while the
 training time counts every epoch. Rows of one scheme with different configs are named with the keys where
 they differ (:mod:`benchmark.reports.configs`).
-Caveats: times are only comparable between rows run on the same hardware (the column says which, over how many
-data-parallel processes it trained, and how many ``run --jobs`` workers shared it; seeds of one row on different
+Caveats: times are only comparable between rows run on the same hardware (the column says which, by GPU or CPU
+model, :mod:`benchmark.reports.hardware`, over how many data-parallel processes it trained, and how many ``run
+--jobs`` workers shared it; seeds of one row on different
 hardware list each distinct label, separated by "; "; a total over such overlapping runs exceeds the command's
 wall time); the process's peak resident memory is a running maximum, so when one command runs several schemes it is an
 upper bound for all but the first.
@@ -28,6 +29,7 @@ import pandas as pd
 
 from benchmark.records import RecordScan, now
 from benchmark.reports.configs import LEGEND, config_id, flat_configs, row_label, variant_labels
+from benchmark.reports.hardware import NO_MODEL, machine
 from benchmark.reports.markdown import SECTION_KEYS, markdown_sections
 from benchmark.safeio import write_text
 
@@ -74,12 +76,9 @@ def cost_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
 
 def _row(record: dict[str, Any]) -> dict[str, Any]:
     config, timings, training = record["config"], record.get("timings", {}), record.get("training") or {}
-    hardware, memory = record.get("hardware", {}), record.get("memory", {})
+    memory = record.get("memory", {})
     row: dict[str, Any] = {**{key: config[key] for key in KEYS}, "config_id": config_id(config)}
-    jobs, processes = (record.get("environment") or {}).get("jobs", 1), hardware.get("processes", 1)
-    notes = [f"{processes} processes"] * (processes > 1) + [f"{jobs} jobs"] * (jobs > 1)
-    row["hardware"] = (hardware.get("gpu") or f"{hardware.get('cpu_count', '?')}-core CPU") + (
-        f" ({', '.join(notes)})" if notes else "")
+    row["hardware"] = machine(record)
     row["run_s"] = (datetime.fromisoformat(record["finished_at"]) - datetime.fromisoformat(record["started_at"])
                     ).total_seconds() if "finished_at" in record and "started_at" in record else np.nan
     for key in ("identifier_fit_s", "train_s", "inference_ms_per_user"):
@@ -114,7 +113,9 @@ def build_cost_report(scan: RecordScan, reports_dir: Path) -> list[Path]:
              "run resumed from the epoch checkpoint of an earlier, killed process, so Run s (and Fit s, for "
              "components loaded from the cache) counts only the last process while Train s counts every epoch "
              "(the csv's resumed_runs counts those seeds; a record without training.resumed_from_epoch counts as "
-             f"resumed when its Train s exceeds its Run s by more than {RESUME_MARGIN_S:g} s). Hardware "
+             f"resumed when its Train s exceeds its Run s by more than {RESUME_MARGIN_S:g} s). Hardware: the "
+             f"GPU, or the CPU's cores and model as the record gives it ('{NO_MODEL}' for records made before it "
+             "was recorded: such a row may have run on any CPU with as many cores). Hardware "
              "'(P processes)': the run trained data-parallel over P processes (`accelerate launch --num_processes "
              "P`; records without the count read as one). Hardware '(N jobs)': "
              "the run was one of N worker processes of `run --jobs N` sharing the machine, so its times include the "

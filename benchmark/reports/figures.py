@@ -5,7 +5,6 @@ Every figure carries a caption line at its bottom saying what data, hardware and
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -48,19 +47,6 @@ def save(fig: Figure, reports_dir: Path, stem: str, caption: str) -> list[Path]:
 def slug(*parts: str) -> str:
     """A file-name-safe stem from ``parts`` (``amazon2014:Beauty`` -> ``amazon2014_Beauty``)."""
     return "_".join(re.sub(r"[^A-Za-z0-9.-]+", "_", part) for part in parts)
-
-
-def hardware_label(records: Iterable[dict[str, Any]]) -> str:
-    """The distinct machines of ``records``: GPU name, else ``N-core CPU (processor)``, followed by ``x P processes``
-    for a run trained data-parallel over P > 1 processes."""
-    names = set()
-    for record in records:
-        hardware = record.get("hardware") or {}
-        processes = hardware.get("processes", 1)
-        names.add((hardware.get("gpu") or f"{hardware.get('cpu_count', '?')}-core CPU "
-                   f"({hardware.get('processor') or 'unknown processor'})")
-                  + (f" x {processes} processes" if processes > 1 else ""))
-    return ", ".join(sorted(names)) or "unknown hardware"
 
 
 def caption_of(png: Path) -> str:

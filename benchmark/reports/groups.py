@@ -40,7 +40,8 @@ from benchmark.reports.configs import (
     row_label,
     variant_labels,
 )
-from benchmark.reports.figures import hardware_label, new_figure, save, slug
+from benchmark.reports.figures import new_figure, save, slug
+from benchmark.reports.hardware import machines
 from benchmark.reports.sections import records_by_section
 from benchmark.reports.stats import per_example
 from benchmark.safeio import write_text
@@ -272,5 +273,5 @@ def _figure(table: pd.DataFrame, groups: Groups, key: tuple, scheme: str, report
                  f"backbone {key[3]}")
     seeds = sorted({r["config"].get("seed") for r in records}, key=str)
     caption = (f"Data: {key[0]} ({key[1]} split), profile {key[2]}; mean over seeds {seeds}; "
-               f"hardware: {hardware_label(records)}. Drawn from run records by python -m benchmark leaderboard.")
+               f"hardware: {machines(records)}. Drawn from run records by python -m benchmark leaderboard.")
     return save(fig, reports_dir, slug("groups", *key), caption)

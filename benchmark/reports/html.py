@@ -16,7 +16,8 @@ import pandas as pd
 
 from benchmark.records import RecordScan, now
 from benchmark.reports.configs import LEGEND, row_label
-from benchmark.reports.figures import caption_of, hardware_label
+from benchmark.reports.figures import caption_of
+from benchmark.reports.hardware import machines
 from benchmark.reports.leaderboard import (
     COLUMNS,
     PARTIAL_NOTE,
@@ -128,7 +129,7 @@ def _how(key: tuple, records: list[dict[str, Any]]) -> str:
     items = [f"Data: {dataset} ({stats.get('users', '?')} users, {stats.get('items', '?')} items, "
              f"{stats.get('interactions', '?')} interactions); split: {split}; profile: {profile}; "
              f"backbone: {backbone}",
-             f"Hardware: {hardware_label(records)}",
+             f"Hardware: {machines(records)}",
              f"Seeds: {', '.join(map(str, seeds)) or 'none'} ({len(records)} records)",
              f"Date: {started[0] if started else '?'} to {finished[-1] if finished else '?'}",
              f"Commit: {', '.join(commits)}",

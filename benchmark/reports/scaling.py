@@ -22,7 +22,8 @@ from matplotlib.ticker import NullFormatter
 
 from benchmark.records import RecordScan, now
 from benchmark.reports.configs import LEGEND, config_id, flat_configs, row_label, variant_labels
-from benchmark.reports.figures import hardware_label, new_figure, save, slug
+from benchmark.reports.figures import new_figure, save, slug
+from benchmark.reports.hardware import machines
 from benchmark.safeio import write_text
 
 SEGMENTS = ("all", "warm", "cold")
@@ -128,7 +129,7 @@ def build_scaling_report(scan: RecordScan, reports_dir: Path) -> list[Path]:
 def _caption(key: tuple, records: list[dict[str, Any]]) -> str:
     seeds = sorted({r["config"].get("seed") for r in records}, key=str)
     return (f"Data: {key[0]} ({key[1]} split), profile {key[2]}; mean over seeds {seeds}; hardware: "
-            f"{hardware_label(records)}. Drawn from run records by python -m benchmark leaderboard.")
+            f"{machines(records)}. Drawn from run records by python -m benchmark leaderboard.")
 
 
 def _scaling_figure(table: pd.DataFrame, key: tuple, records: list[dict[str, Any]], reports_dir: Path) -> list[Path]:
