@@ -268,6 +268,10 @@ def test_cpus_with_as_many_cores_are_told_apart_by_model(tmp_path: Path) -> None
         "2-core CPU: AMD EPYC 7B13; 2-core CPU: Intel(R) Xeon(R) Processor; 2-core CPU: model not recorded"]
     assert machines(records) == ("2-core CPU: AMD EPYC 7B13, 2-core CPU: Intel(R) Xeon(R) Processor, "
                                  "2-core CPU: model not recorded")
+    text = build_cost_report(scan_records(results), tmp_path / "reports")[0].read_text()
+    totals = [line for line in text.split("## Totals")[1].splitlines() if "core CPU" in line]
+    assert [line.split(" | ")[3:5] for line in totals] == [["2-core CPU: AMD EPYC 7B13", "1"], [  # per machine
+        "2-core CPU: Intel(R) Xeon(R) Processor", "1"], ["2-core CPU: model not recorded", "1"]]
 
 
 def test_configs_that_differ_beyond_the_seed_are_separate_labelled_rows(tmp_path: Path) -> None:

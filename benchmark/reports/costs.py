@@ -61,8 +61,7 @@ def cost_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     summed run time, the run count, ``capped_runs``, the runs whose best epoch is the epoch cap (early
     stopping never fired), and ``resumed_runs``, the runs that resumed from an earlier process's checkpoint."""
     configs = flat_configs(records)
-    frame = pd.DataFrame([_row(record) for record in records], columns=[*GROUP, "hardware", "capped", "resumed",
-                                                                          *COSTS])
+    frame = _record_frame(records)
     if frame.empty:
         return frame
     grouped = frame.groupby(list(GROUP), sort=True)
@@ -72,6 +71,12 @@ def cost_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     frame = summary.join(grouped[list(COSTS)].mean()).reset_index()
     frame.insert(len(KEYS), "variant", variant_labels(frame, KEYS, configs))
     return frame
+
+
+def _record_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """One row per record: its section and scheme keys, config id, hardware, marks and costs."""
+    return pd.DataFrame([_row(record) for record in records],
+                        columns=[*GROUP, "hardware", "capped", "resumed", *COSTS])
 
 
 def _row(record: dict[str, Any]) -> dict[str, Any]:
@@ -96,7 +101,8 @@ def _row(record: dict[str, Any]) -> dict[str, Any]:
 
 def build_cost_report(scan: RecordScan, reports_dir: Path) -> list[Path]:
     """Write ``costs.md`` and ``costs.csv`` under ``reports_dir`` ([] without finished runs)."""
-    frame = cost_frame(scan.finished())
+    records = scan.finished()
+    frame = cost_frame(records)
     if frame.empty:
         return []
     reports_dir.mkdir(parents=True, exist_ok=True)
@@ -127,7 +133,7 @@ def build_cost_report(scan: RecordScan, reports_dir: Path) -> list[Path]:
         row_label(row["scheme"], row["variant"]),
         *(_cell(key, row[key]) + _mark(key, row) for key in COSTS),
         row["hardware"], str(row["runs"])], _total)
-    lines += _totals(frame)
+    lines += _totals(_record_frame(records))
     write_text(md, "\n".join(lines))
     return [md, csv]
 
@@ -144,10 +150,11 @@ def _total(table: pd.DataFrame) -> list[str]:
             f"({seconds / 60:.1f} min).\n"]
 
 
-def _totals(frame: pd.DataFrame) -> list[str]:
-    """Summed wall time per dataset, split, profile and hardware, all backbones and baselines together."""
+def _totals(records: pd.DataFrame) -> list[str]:
+    """Summed wall time per dataset, split, profile and machine, all backbones and baselines together, over the
+    records of each machine (a row whose seeds ran on several machines counts in each)."""
     keys = ["dataset", "split", "profile", "hardware"]
-    totals = frame.groupby(keys, sort=False).agg(runs=("runs", "sum"), seconds=("total_run_s", "sum"))
+    totals = records.groupby(keys, sort=True).agg(runs=("run_s", "size"), seconds=("run_s", "sum"))
     lines = ["## Totals\n", "| Dataset | Split | Profile | Hardware | Runs | Wall time s | Wall time min |",
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {row.dataset} | {row.split} | {row.profile} | {row.hardware} | {row.runs} | {row.seconds:.0f} | "
