@@ -2,7 +2,8 @@
 
 Caveat: a CPU is named by the model its record gives (``hardware.cpu_model``); records written before the model
 was recorded say so ("model not recorded") rather than being taken for any other CPU with as many cores, since
-two 2-core machines can differ twofold in speed.
+two 2-core machines can differ twofold in speed. The model is what ``/proc/cpuinfo`` says, and a virtual machine
+may report a generic one (``Intel(R) Xeon(R) Processor``), so one label can still cover machines of different speed.
 """
 from __future__ import annotations
 
