@@ -116,9 +116,10 @@ def test_a_bidirectional_encoder_is_refused_naming_its_model_type(tmp_path: Path
 
 def test_an_mt5_checkpoint_is_refused_not_built_as_a_t5(tmp_path: Path, tokenizer: PreTrainedTokenizerFast,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    """T5's classes load an mT5 checkpoint (with a warning only) into a model whose logits are not the MT5 classes',
-    so an mT5 built as a T5 would be a silently different model: it is refused until it is built with its own
-    classes. (Should the two ever agree, the second assertion says so, and ``mt5`` could join the T5 family.)"""
+    """T5's classes load an mT5 checkpoint (with a warning only) into a model whose logits are not the MT5 classes'
+    where the LM head is tied to the embeddings (T5 scales the head's input by d_model ** -0.5 then, transformers'
+    MT5 does not), so an mT5 built as a T5 could be a silently different model: it is refused until it is built with
+    its own classes. (Should the two ever agree, the second assertion says so, and ``mt5`` could join the family.)"""
     path = checkpoint(tmp_path / "mt5", "mt5", tokenizer)
     error = refused(tmp_path, capsys, path)
     assert "model_type 'mt5', an encoder-decoder other than T5" in error
