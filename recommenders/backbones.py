@@ -1,11 +1,12 @@
 """Backbone families and presets: language models built from a config (random init), or loaded with
 ``from_pretrained`` from what is already on disk.
 
-Two families, one table (:data:`FAMILIES`): ``t5`` (encoder-decoder, ``T5ForConditionalGeneration``) and
-``qwen2`` (decoder-only, ``Qwen2ForCausalLM``); a checkpoint of any other causal LM (a model type registered
-with ``AutoModelForCausalLM`` that attends causally: not an encoder-decoder, and an encoder such as BERT only
-with ``is_decoder: true``) is built with ``AutoModelForCausalLM`` and treated as family ``causal`` the same
-way. Recommenders ask :func:`is_decoder_only` once and otherwise use the model's own ``config.hidden_size``.
+Two families, one table (:data:`FAMILIES`): ``t5`` (encoder-decoder, ``T5ForConditionalGeneration``; an mT5
+checkpoint with its own ``MT5ForConditionalGeneration``, :data:`T5_TYPES`) and ``qwen2`` (decoder-only,
+``Qwen2ForCausalLM``); a checkpoint of any other causal LM (a model type registered with ``AutoModelForCausalLM``
+that attends causally: not an encoder-decoder, and an encoder such as BERT only with ``is_decoder: true``) is built
+with ``AutoModelForCausalLM`` and treated as family ``causal`` the same way. Recommenders ask
+:func:`is_decoder_only` once and otherwise use the model's own ``config.hidden_size``.
 
 A checkpoint is a folder of a model and its tokenizer, both written by ``save_pretrained`` (or a name in the
 Hugging Face cache); :func:`check_backbone` reads its config, weights headers and tokenizer before any work.
@@ -15,7 +16,7 @@ Vocabulary, the same for every family: a preset is randomly initialised with ``t
 vocabulary of :mod:`recommenders.text` for text identifiers), followed by ``new_tokens`` new tokens; a
 checkpoint keeps its own text vocabulary and gets ``new_tokens`` rows appended (:func:`add_tokens`). New
 token ``t`` is id :func:`new_token_offset` ``+ t`` either way. Presets use pad 0 and end of sequence 1;
-a T5 checkpoint is set to those too, a decoder-only checkpoint keeps its own (:func:`special_ids`).
+a T5 (or mT5) checkpoint is set to those too, a decoder-only checkpoint keeps its own (:func:`special_ids`).
 
 Fine-tuning (:class:`BackboneSpec`): ``full`` trains every weight; ``lora`` injects LoRA adapters through
 ``peft`` (``inject_adapter_in_model``, in place) into the ``lora.target_modules`` linear layers and freezes
@@ -41,13 +42,13 @@ from safetensors import SafetensorError, safe_open
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
     AutoTokenizer,
     PretrainedConfig,
     PreTrainedModel,
     Qwen2Config,
     Qwen2ForCausalLM,
     T5Config,
-    T5ForConditionalGeneration,
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 from transformers.pytorch_utils import Conv1D
@@ -75,16 +76,16 @@ class Family:
         return self.from_config(config)
 
     def from_config(self, config: PretrainedConfig) -> PreTrainedModel:
-        """A randomly initialised model of ``config`` (family ``causal``: the class AutoModelForCausalLM maps it to)."""
-        if self.model_class is AutoModelForCausalLM:
-            return AutoModelForCausalLM.from_config(config)
+        """A randomly initialised model of ``config`` (an ``Auto`` model class: the class it maps ``config`` to)."""
+        if self.model_class in (AutoModelForCausalLM, AutoModelForSeq2SeqLM):
+            return self.model_class.from_config(config)
         return self.model_class(config)
 
 
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
-        Family("t5", T5Config, T5ForConditionalGeneration, True, ("q", "v"),
+        Family("t5", T5Config, AutoModelForSeq2SeqLM, True, ("q", "v"),
                dict(decoder_start_token_id=PAD_ID, feed_forward_proj="relu")),
         Family("qwen2", Qwen2Config, Qwen2ForCausalLM, False,
                ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
@@ -139,8 +140,13 @@ FINETUNE_MODES = ("auto", "full", "lora")
 ENCODER_TYPES = frozenset(MODEL_FOR_MASKED_LM_MAPPING_NAMES) | {"bert-generation"}
 """Model types whose causal-LM class is a bidirectional encoder unless the config sets ``is_decoder: true``."""
 
-SUPPORTED = ("T5 encoder-decoders (model_type 't5') and causal LMs that AutoModelForCausalLM loads (gpt2, llama, "
-             "qwen2, ...; an encoder such as bert only with is_decoder: true in its config)")
+T5_TYPES = ("t5", "mt5")
+"""Model types of family ``t5``, each built with its own class (``AutoModelForSeq2SeqLM``): mT5 has T5 v1.1's layers
+and weight names, but T5's class would not compute its logits (T5 scales a tied LM head's input by
+``d_model ** -0.5``, transformers' MT5 does not). UMT5, with a relative position bias in every layer, is not one."""
+
+SUPPORTED = ("T5 encoder-decoders (model_type 't5' or 'mt5') and causal LMs that AutoModelForCausalLM loads (gpt2, "
+             "llama, qwen2, ...; an encoder such as bert only with is_decoder: true in its config)")
 
 WEIGHT_FILES = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME)
 """A checkpoint's weights, in the order ``from_pretrained`` prefers them."""
@@ -182,7 +188,7 @@ def family_of(name: str) -> str:
         return PRESETS[name].family
     config = _local_config(name)
     kind = config.model_type
-    if kind == "t5":
+    if kind in T5_TYPES:
         return "t5"
     if getattr(config, "is_encoder_decoder", False):
         problem = "an encoder-decoder other than T5"
@@ -242,8 +248,9 @@ def build_backbone(backbone: str | BackboneSpec, new_tokens: int = 0, text_vocab
     return model
 
 
-def build_t5(backbone: str | BackboneSpec, new_tokens: int = 0, text_vocab_size: int = 2) -> T5ForConditionalGeneration:
-    """:func:`build_backbone` for schemes that need an encoder-decoder."""
+def build_t5(backbone: str | BackboneSpec, new_tokens: int = 0, text_vocab_size: int = 2) -> PreTrainedModel:
+    """:func:`build_backbone` for schemes that need an encoder-decoder: a ``T5ForConditionalGeneration`` (or, for an
+    mT5 checkpoint, an ``MT5ForConditionalGeneration``, which has its interface)."""
     return build_backbone(backbone, new_tokens, text_vocab_size, encoder_decoder=True)
 
 

@@ -36,6 +36,7 @@ from recommenders.backbones import (
     BackboneError,
     BackboneSpec,
     build_backbone,
+    build_t5,
     check_backbone,
     check_lora_targets,
     family_of,
@@ -99,7 +100,7 @@ def refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], backbone: str, i
 
 
 def test_good_checkpoints_of_every_kind_pass_the_check(tmp_path: Path, tokenizer: PreTrainedTokenizerFast) -> None:
-    for kind, family in (("t5", "t5"), ("gpt2", "causal"), ("llama", "causal")):
+    for kind, family in (("t5", "t5"), ("mt5", "t5"), ("gpt2", "causal"), ("llama", "causal")):
         path = checkpoint(tmp_path / kind, kind, tokenizer)
         check_backbone(path)
         assert family_of(path) == family
@@ -111,22 +112,29 @@ def test_good_checkpoints_of_every_kind_pass_the_check(tmp_path: Path, tokenizer
 def test_a_bidirectional_encoder_is_refused_naming_its_model_type(tmp_path: Path, tokenizer: PreTrainedTokenizerFast,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     error = refused(tmp_path, capsys, checkpoint(tmp_path / "bert", "bert", tokenizer))
-    assert "model_type 'bert', a bidirectional encoder" in error and "T5 encoder-decoders (model_type 't5')" in error
+    assert "model_type 'bert', a bidirectional encoder" in error
+    assert "T5 encoder-decoders (model_type 't5' or 'mt5')" in error
 
 
-def test_an_mt5_checkpoint_is_refused_not_built_as_a_t5(tmp_path: Path, tokenizer: PreTrainedTokenizerFast,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    """T5's classes load an mT5 checkpoint (with a warning only) into a model whose logits are not the MT5 classes'
-    where the LM head is tied to the embeddings (T5 scales the head's input by d_model ** -0.5 then, transformers'
-    MT5 does not), so an mT5 built as a T5 could be a silently different model: it is refused until it is built with
-    its own classes. (Should the two ever agree, the second assertion says so, and ``mt5`` could join the family.)"""
+def test_an_mt5_checkpoint_is_built_with_its_own_classes_and_trains(tmp_path: Path, tokenizer: PreTrainedTokenizerFast,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """An mT5 is family t5 but built as MT5ForConditionalGeneration: T5's class loads its weights without a missing
+    key yet computes other logits where the LM head is tied (T5 scales the head's input by d_model ** -0.5, MT5 does
+    not), so it must not stand in for it. A LoRA run of TIGER (the checkpoint's default) trains on it."""
     path = checkpoint(tmp_path / "mt5", "mt5", tokenizer)
-    error = refused(tmp_path, capsys, path)
-    assert "model_type 'mt5', an encoder-decoder other than T5" in error
+    check_backbone(path)
+    assert family_of(path) == "t5"
+    model = build_t5(BackboneSpec(path, finetune="full")).eval()
     ids, start = torch.tensor([[3, 4, 5, 1]]), torch.tensor([[0]])
     own, as_t5 = (cls.from_pretrained(path).eval()(input_ids=ids, decoder_input_ids=start).logits
                   for cls in (MT5ForConditionalGeneration, T5ForConditionalGeneration))
-    assert not torch.allclose(own, as_t5, atol=1e-3), "T5's classes now compute mT5's logits"
+    assert isinstance(model, MT5ForConditionalGeneration) and not torch.allclose(own, as_t5, atol=1e-3)
+    assert torch.equal(model(input_ids=ids, decoder_input_ids=start).logits, own)
+    code, _, err = cli(run_argv(tmp_path, "tiger", "--backbone", path, "--config", str(one_epoch_config(tmp_path))),
+                       capsys)
+    assert code == 0, err
+    [record] = [json.loads(p.read_text()) for p in (tmp_path / "results").rglob("*.json")]
+    assert (record["model"]["finetune"], record["model"]["backbone_family"]) == ("lora", "mt5")
 
 
 def test_a_checkpoint_without_tokenizer_files_is_refused_before_bigrec_fits(
