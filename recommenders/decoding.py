@@ -6,7 +6,7 @@ step to the prefixes of valid codes guarantees that each beam names an existing 
 
 * :class:`CodeTrie` holds the valid codes as a prefix tree in device tensors, so that the allowed next
   tokens and the child nodes of a whole batch of beams come from a few tensor operations.
-* :func:`beam_search` is a vectorised beam search for a T5 (one decoder forward per step for all
+* :func:`beam_search` is a vectorised beam search for a T5 or mT5 (one decoder forward per step for all
   ``B * beam`` hypotheses, decoder KV cache), constrained to the trie or not; :func:`causal_beam_search` is
   the same search for a decoder-only model continuing a left-padded prompt (KV cache over the prompt). It
   follows the semantics of transformers' ``generate(num_beams=...)`` with ``length_penalty=0`` (hypotheses
@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AttentionInterface, T5ForConditionalGeneration
+from transformers import AttentionInterface, PreTrainedModel
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -216,7 +216,7 @@ def shared_beams_implementation(original: str) -> str:
 
 
 @contextmanager
-def shared_encoder_states(model: T5ForConditionalGeneration) -> Iterator[None]:
+def shared_encoder_states(model: PreTrainedModel) -> Iterator[None]:
     """Within the block, ``model``'s decoder attends with :func:`shared_beams_implementation` of its own
     implementation (restored afterwards, also on an error)."""
     config = model.get_decoder().config
@@ -234,7 +234,7 @@ class T5Steps:
     (never repeated per beam): the decoder runs inside :func:`shared_encoder_states`, which attends each user's
     ``beam`` hypotheses to its one copy of the encoder states."""
 
-    def __init__(self, model: T5ForConditionalGeneration, encoder_hidden: torch.Tensor,
+    def __init__(self, model: PreTrainedModel, encoder_hidden: torch.Tensor,
                  attention_mask: torch.Tensor) -> None:
         self.model, self.hidden, self.mask = model, encoder_hidden, attention_mask
         self.cache_name = decoder_cache_name(model)
@@ -297,7 +297,7 @@ class CausalSteps:
 
 
 @torch.no_grad()
-def beam_search(model: T5ForConditionalGeneration, encoder_hidden: torch.Tensor, attention_mask: torch.Tensor,
+def beam_search(model: PreTrainedModel, encoder_hidden: torch.Tensor, attention_mask: torch.Tensor,
                 trie: CodeTrie, beam_size: int, k: int, constrained: bool = True) -> BeamResult:
     """Vectorised beam search over item codes for a T5, optionally constrained to ``trie``.
 
@@ -396,13 +396,13 @@ def decoder_cache_name(model: nn.Module) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
-def constrained_beam_search(model: T5ForConditionalGeneration, encoder_hidden: torch.Tensor,
+def constrained_beam_search(model: PreTrainedModel, encoder_hidden: torch.Tensor,
                             attention_mask: torch.Tensor, trie: CodeTrie, beam_size: int, k: int) -> BeamResult:
     """:func:`beam_search` restricted to valid codes: every returned item exists, none twice."""
     return beam_search(model, encoder_hidden, attention_mask, trie, beam_size, k, constrained=True)
 
 
-def unconstrained_beam_search(model: T5ForConditionalGeneration, encoder_hidden: torch.Tensor,
+def unconstrained_beam_search(model: PreTrainedModel, encoder_hidden: torch.Tensor,
                               attention_mask: torch.Tensor, trie: CodeTrie, beam_size: int, k: int) -> BeamResult:
     """:func:`beam_search` over the whole vocabulary (the speed ceiling); invalid codes come back as -1."""
     return beam_search(model, encoder_hidden, attention_mask, trie, beam_size, k, constrained=False)
@@ -419,7 +419,7 @@ def prefix_table(trie: CodeTrie) -> dict[tuple[int, ...], list[int]]:
 
 
 @torch.no_grad()
-def reference_generate(model: T5ForConditionalGeneration, encoder_hidden: torch.Tensor,
+def reference_generate(model: PreTrainedModel, encoder_hidden: torch.Tensor,
                        attention_mask: torch.Tensor, trie: CodeTrie, beam_size: int, k: int) -> BeamResult:
     """The slow reference: ``model.generate`` beam search with ``prefix_allowed_tokens_fn`` on a Python trie.
 
