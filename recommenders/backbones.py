@@ -31,7 +31,7 @@ No weights are downloaded at run time.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -382,11 +382,23 @@ OPT (``embed_positions``, whose first ``offset`` rows no position uses), BERT-st
 
 def position_table(model: torch.nn.Module) -> tuple[str, int] | None:
     """The name of ``model``'s learned position table and the most positions it holds (its rows less its
-    ``offset``), or None when positions are not a table (rotary: Qwen2, Llama; relative: T5; ALiBi)."""
-    for name, module in model.named_modules():
+    ``offset``), or None when positions are not a table (rotary: Qwen2, Llama; relative: T5; ALiBi). Looked for
+    outside the stacks of layers (:func:`modules_outside_layers`), where every such table lies, so that a call
+    per training step costs a few modules, not the whole model's (with LoRA, thousands)."""
+    for name, module in modules_outside_layers(model):
         if isinstance(module, torch.nn.Embedding) and name.rsplit(".", 1)[-1] in POSITION_TABLES:
             return name, module.num_embeddings - int(getattr(module, "offset", 0))
     return None
+
+
+def modules_outside_layers(module: torch.nn.Module, prefix: str = "") -> Iterator[tuple[str, torch.nn.Module]]:
+    """``module``'s submodules with their dotted names, in :meth:`~torch.nn.Module.named_modules` order, except
+    what lies inside a ``ModuleList`` (a stack of layers, which is listed but not entered)."""
+    for name, child in module.named_children():
+        path = f"{prefix}.{name}" if prefix else name
+        yield path, child
+        if not isinstance(child, torch.nn.ModuleList):
+            yield from modules_outside_layers(child, path)
 
 
 def check_positions(model: PreTrainedModel, length: int) -> None:
