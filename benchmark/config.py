@@ -33,7 +33,7 @@ TRAIN_MINIMUM = {"epochs": 0, "batch_size": 1, "weight_decay": 0, "grad_clip": 0
 """Smallest valid value of each numeric run / train key (``defaults.yaml`` documents them)."""
 LATER_KEYS = {"max_eval_users": (0,), "candidates": ("all",), "finetune": ("auto", "none"),
               "lora": (None, "default"), "gradient_checkpointing": (False,), "compile": (False,),
-              "max_fit_steps": (0,), "backbone_fingerprint": (None,)}
+              "max_fit_steps": (0,), "backbone_fingerprint": (None,), "backbone_dropout": (None,)}
 LATER_TRAIN_KEYS = {"max_batches": 0, "eval_every": 1, "valid_users": 0, "bucketing": False}
 """Run and train keys added after the first records, with their off values (``"default"``: the defaults.yaml value;
 see :class:`RunConfig`)."""
@@ -117,6 +117,7 @@ class RunConfig:
     lora: LoraSettings | None = None
     gradient_checkpointing: bool = False
     compile: bool = False
+    backbone_dropout: float | None = None
     params: dict[str, Any] = field(default_factory=dict)
     max_eval_users: int = 0
     max_fit_steps: int = 0
@@ -263,7 +264,8 @@ def resolve(dataset: str, scheme_cls: type, seed: int | None, profile: str, user
                      max_eval_users=run["max_eval_users"], max_fit_steps=run["max_fit_steps"],
                      candidates=run["candidates"],
                      finetune=run["finetune"] if uses else "none", lora=lora if uses else None,
-                     gradient_checkpointing=run["gradient_checkpointing"] and uses, compile=run["compile"])
+                     gradient_checkpointing=run["gradient_checkpointing"] and uses, compile=run["compile"],
+                     backbone_dropout=run["backbone_dropout"] if uses else None)
 
 
 def backbone_identity(name: str) -> tuple[str, str | None]:
@@ -328,6 +330,8 @@ def _check_run(run: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"run.candidates: unknown value '{run['candidates']}'; choose from {', '.join(CANDIDATES)}")
     if run["finetune"] not in FINETUNE:
         raise ConfigError(f"run.finetune: '{run['finetune']}' is not a valid choice; choose from {', '.join(FINETUNE)}")
+    if run["backbone_dropout"] is not None and not 0 <= run["backbone_dropout"] < 1:
+        raise ConfigError(f"run.backbone_dropout: expected null or a number in [0, 1), got {run['backbone_dropout']}")
     if not run["ks"] or min(run["ks"]) < 1 or len(set(run["ks"])) < len(run["ks"]):
         raise ConfigError(f"run.ks: expected a non-empty list of distinct positive integers, got {list(run['ks'])}")
     return run

@@ -38,7 +38,7 @@ def backbone_spec(config: RunConfig) -> BackboneSpec:
     """``config``'s backbone and how it is fine-tuned (``run.backbone``, ``finetune``, ``lora``, ...)."""
     lora = dataclasses.asdict(config.lora) if config.lora is not None else {}
     return BackboneSpec(config.backbone, config.finetune, {**BackboneSpec(config.backbone).lora, **lora},
-                        config.gradient_checkpointing)
+                        config.gradient_checkpointing, config.backbone_dropout)
 
 
 def canonical(config: RunConfig) -> RunConfig:

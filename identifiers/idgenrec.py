@@ -177,9 +177,10 @@ class IDGenRecParams:
 class IDGenerator(nn.Module):
     """A T5 writing a textual ID for an item's text; ``texts`` ``[n_items, T]`` are the items' token ids."""
 
-    def __init__(self, backbone: str, vocab: TextVocabulary, texts: list[list[int]]) -> None:
+    def __init__(self, backbone: str, vocab: TextVocabulary, texts: list[list[int]], dropout: float | None = None
+                 ) -> None:
         super().__init__()
-        self.t5 = build_t5(BackboneSpec(backbone, finetune="full"), text_vocab_size=vocab.size)
+        self.t5 = build_t5(BackboneSpec(backbone, finetune="full", dropout=dropout), text_vocab_size=vocab.size)
         table = code_table([ids or [EOS_ID] for ids in texts])
         self.register_buffer("texts", table.clamp_min(PAD_ID), persistent=False)
         self.register_buffer("text_mask", (table >= 0).long(), persistent=False)
@@ -320,7 +321,8 @@ class IDGenRec(SequenceScheme):
         vocab = ctx.text_vocabulary()
         texts = ctx.dataset.item_texts()
         torch.manual_seed(ctx.seed)
-        generator = IDGenerator(p.generator_backbone, vocab, vocab.encode(texts, p.text_max_tokens)).to(ctx.device)
+        generator = IDGenerator(p.generator_backbone, vocab, vocab.encode(texts, p.text_max_tokens),
+                                ctx.backbone.dropout).to(ctx.device)
         log: dict[str, Any] = {"tag_losses": self.pretrain_generator(generator, vocab, texts), "rounds": []}
         codes = self.generate_ids(generator, vocab)
         model = GenerativeRecommender(codes, ctx.backbone, ctx.config.max_history, self.sequence_options())

@@ -70,9 +70,11 @@ class Family:
     lora_targets: tuple[str, ...] | str
     preset_config: dict[str, Any] = field(default_factory=dict)
 
-    def from_preset(self, preset: BackbonePreset, vocab_size: int) -> PreTrainedModel:
+    def from_preset(self, preset: BackbonePreset, vocab_size: int, dropout: float | None = None) -> PreTrainedModel:
         config = self.config_class(vocab_size=vocab_size, pad_token_id=PAD_ID, eos_token_id=EOS_ID,
                                    tie_word_embeddings=False, **self.preset_config, **preset.config)
+        for name in dropout_fields(config) if dropout is not None else ():
+            setattr(config, name, dropout)
         return self.from_config(config)
 
     def from_config(self, config: PretrainedConfig) -> PreTrainedModel:
@@ -168,12 +170,14 @@ class BackboneSpec:
     finetune: ``full``, ``lora``, or ``auto`` (:func:`finetune_mode`).
     lora: LoRA settings ``{r, alpha, dropout, target_modules}`` (target_modules None = the family's default).
     gradient_checkpointing: recompute activations in the backward pass (memory for time).
+    dropout: every dropout probability of the model's config (:func:`dropout_fields`); None = the config's own.
     """
 
     name: str
     finetune: str = "auto"
     lora: dict[str, Any] = field(default_factory=lambda: dict(r=8, alpha=16.0, dropout=0.05, target_modules=None))
     gradient_checkpointing: bool = False
+    dropout: float | None = None
 
 
 class BackboneError(ValueError):
@@ -230,10 +234,12 @@ def build_backbone(backbone: str | BackboneSpec, new_tokens: int = 0, text_vocab
         kind = "an encoder-decoder (T5)" if encoder_decoder else "a decoder-only"
         raise BackboneError(f"backbone '{spec.name}' is a {family.name} model; this needs {kind} backbone")
     if spec.name in PRESETS:
-        model = family.from_preset(PRESETS[spec.name], text_vocab_size + new_tokens)
+        model = family.from_preset(PRESETS[spec.name], text_vocab_size + new_tokens, spec.dropout)
     else:
+        overrides = dict.fromkeys(dropout_fields(_local_config(spec.name)), spec.dropout) if spec.dropout is not None \
+            else {}
         try:
-            model = family.model_class.from_pretrained(spec.name, local_files_only=True)
+            model = family.model_class.from_pretrained(spec.name, local_files_only=True, **overrides)
         except Exception as error:  # any failure of reading user files (safetensors, torch, json, ...)
             raise BackboneError(f"backbone '{spec.name}': not loadable with from_pretrained from local files "
                                 f"(no weights are downloaded here): {one_line(error)}") from error
@@ -246,6 +252,16 @@ def build_backbone(backbone: str | BackboneSpec, new_tokens: int = 0, text_vocab
     if finetune_mode(spec) == "lora":
         apply_lora(model, family, spec.lora, new_tokens)
     return model
+
+
+def dropout_fields(config: PretrainedConfig) -> list[str]:
+    """The dropout probabilities of ``config`` (what ``run.backbone_dropout`` sets): its number-valued fields whose
+    name contains ``dropout`` or ends in ``pdrop`` (T5 ``dropout_rate``; Qwen2 ``attention_dropout``; GPT-2
+    ``resid_pdrop``, ``embd_pdrop``, ``attn_pdrop``; BERT ``hidden_dropout_prob``, ...). Fields left unset (None,
+    e.g. ``classifier_dropout``) are not numbers and are kept."""
+    return sorted(name for name, value in config.to_dict().items()
+                  if ("dropout" in name or name.endswith("pdrop"))
+                  and isinstance(value, (int, float)) and not isinstance(value, bool))
 
 
 def build_t5(backbone: str | BackboneSpec, new_tokens: int = 0, text_vocab_size: int = 2) -> PreTrainedModel:

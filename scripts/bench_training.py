@@ -50,7 +50,7 @@ warm-up steps (a minute or more per shape on a CPU), and operators and syncs are
 kernels are not dispatcher calls). With CUDA graphs, a step of a batch shape not seen before records a graph
 first: at the proxy shape (batch 4) TIGER's input width changes from batch to batch, so its timed steps include
 recordings; at batch 256 nearly every batch has the widest history.
-With ``--dropout P`` every measured model trains at dropout rate P (the T5 backbones' ``dropout_rate``, SASRec's
+With ``--dropout P`` every measured model trains at dropout rate P (the backbones' ``run.backbone_dropout``, SASRec's
 ``dropout``; SETRec's semantic encoder and E4SRec's adapter have none by default): ``--dropout 0`` times the step
 without dropout's random numbers, its arithmetic alone, against a run without the option right before it.
 The last line prints harness / bare per scheme. Example (CPU, a few minutes):
@@ -89,7 +89,7 @@ from benchmark.data.registry import load_dataset  # noqa: E402
 from benchmark.records import code_version, cpu_model  # noqa: E402
 from benchmark.splits import Split, make_split  # noqa: E402
 from recommenders import trainer  # noqa: E402
-from recommenders.backbones import PRESETS, BackbonePreset  # noqa: E402
+from recommenders.backbones import PRESETS, BackbonePreset, BackboneSpec  # noqa: E402
 from recommenders.base import Recommender  # noqa: E402
 from recommenders.contracts import ItemTokenSets, ItemVectors  # noqa: E402
 from recommenders.embedding import EmbeddingRecommender  # noqa: E402
@@ -108,7 +108,7 @@ class Shape:
     """One measured shape: the backbone, SASRec's width and the batch size."""
 
     name: str
-    backbone: str
+    backbone: BackboneSpec
     sasrec_hidden: int
     batch: int
 
@@ -142,7 +142,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="run the training loss under torch.compile in both "
                         "loops (run.compile: true); operators and syncs are then not counted")
     parser.add_argument("--dropout", type=_options.fraction, default=None, help="dropout rate of every measured "
-                        "model (T5 backbones' dropout_rate, SASRec's dropout; default: their own)")
+                        "model (the backbones' run.backbone_dropout, SASRec's dropout; default: their own)")
     parser.add_argument("--seed", type=_options.seed, default=0)
     parser.add_argument("--title", default="", help="heading of this measurement in the Markdown output")
     parser.add_argument("--output", type=_options.output_file, default=None,
@@ -151,20 +151,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.append and args.output is None:
         parser.error("--append: only with --output (the file to append to)")
-    if args.dropout is not None and (args.real_backbone not in PRESETS or PRESETS[args.real_backbone].family != "t5"):
-        parser.error(f"--dropout: sets a T5 preset's dropout_rate; --real-backbone {args.real_backbone} is not one")
     return args
 
 
-def with_dropout(backbone: str, rate: float | None) -> str:
-    """The preset ``backbone``, or with ``rate`` a registered copy of it at dropout rate ``rate``."""
-    if rate is None:
-        return backbone
-    preset = PRESETS[backbone]
-    name = f"{backbone}-dropout-{rate:g}"
-    PRESETS[name] = BackbonePreset(name, preset.family, f"{preset.description}, dropout {rate:g}",
-                                   {**preset.config, "dropout_rate": rate})
-    return name
+def with_dropout(backbone: str, rate: float | None) -> BackboneSpec:
+    """The backbone ``backbone``, at dropout rate ``rate`` (``run.backbone_dropout``; None: its own)."""
+    return BackboneSpec(backbone, dropout=rate)
 
 
 def build(scheme: str, shape: Shape, n_items: int, args: argparse.Namespace) -> Recommender:

@@ -10,9 +10,12 @@ from recommenders.backbones import (
     EOS_ID,
     PAD_ID,
     BackboneError,
+    BackboneSpec,
     add_tokens,
+    build_backbone,
     build_t5,
     check_backbone,
+    dropout_fields,
     new_token_offset,
 )
 from recommenders.contracts import ItemCodes, code_table
@@ -68,3 +71,38 @@ def test_check_backbone_accepts_presets_and_folders_and_names_the_choices(tmp_pa
     check_backbone(str(tmp_path / "local-t5"))
     with pytest.raises(BackboneError, match="t5-tiny, t5-tiger, t5-small"):
         check_backbone("no-such-org/no-such-t5")
+
+
+def dropout_rates(model: torch.nn.Module) -> set[float]:
+    """The probabilities of every dropout module of ``model`` and of the attention layers' functional dropout (T5's
+    ``dropout``, Qwen2's ``attention_dropout`` attribute)."""
+    rates = {module.p for module in model.modules() if isinstance(module, torch.nn.Dropout)}
+    return rates | {getattr(module, name) for module in model.modules() for name in ("dropout", "attention_dropout")
+                    if isinstance(getattr(module, name, None), float)}
+
+
+@pytest.mark.parametrize("name", ["t5-tiny", "qwen-tiny"])
+def test_backbone_dropout_sets_every_dropout_of_a_preset(name: str) -> None:
+    """``run.backbone_dropout`` reaches each dropout the model applies (modules and T5's attention dropout)."""
+    default = build_backbone(name)
+    assert dropout_rates(build_backbone(BackboneSpec(name, dropout=0.25))) == {0.25}
+    assert dropout_rates(build_backbone(BackboneSpec(name, dropout=0.0))) == {0.0}
+    assert dropout_rates(default) == ({0.1} if name == "t5-tiny" else {0.0})
+
+
+def test_backbone_dropout_overrides_a_checkpoint_s_config(tmp_path: Path) -> None:
+    saved = build_t5("t5-tiny")
+    saved.save_pretrained(tmp_path / "t5")
+    model = build_t5(BackboneSpec(str(tmp_path / "t5"), finetune="full", dropout=0.0))
+    assert model.config.dropout_rate == 0.0 and dropout_rates(model) == {0.0}
+    assert torch.equal(model.shared.weight, saved.shared.weight)
+    assert build_t5(BackboneSpec(str(tmp_path / "t5"), finetune="full")).config.dropout_rate == 0.1
+
+
+def test_dropout_fields_are_the_configs_probabilities() -> None:
+    from transformers import GPT2Config, OPTConfig, Qwen2Config, T5Config
+
+    assert dropout_fields(T5Config()) == ["classifier_dropout", "dropout_rate"]
+    assert dropout_fields(Qwen2Config()) == ["attention_dropout"]
+    assert set(dropout_fields(GPT2Config())) >= {"attn_pdrop", "embd_pdrop", "resid_pdrop"}
+    assert "layerdrop" not in dropout_fields(OPTConfig())

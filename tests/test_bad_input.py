@@ -254,6 +254,8 @@ YAML_CASES = [
     ("run: {ks: [5, 5, 10]}", "run.ks: expected a non-empty list of distinct positive integers"),
     ("schemes: {setrec: {beta_grid: []}}", "beta_grid: expected at least one value"),
     ("run: {backbone: gpt-17}", "run.backbone: unknown backbone 'gpt-17'"),
+    ("run: {backbone_dropout: 1.0}", "run.backbone_dropout: expected null or a number in [0, 1), got 1.0"),
+    ("run: {backbone_dropout: high}", "run.backbone_dropout: expected"),
     ("run: {ks: [10, 100000]}", "run.ks: cut-off 100000 exceeds the 457 items of dataset 'synthetic'"),
     ("train: {valid_metric: ndcg@458}", "train.valid_metric: cut-off 458 exceeds the 457 items"),
 ]
