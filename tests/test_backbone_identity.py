@@ -30,8 +30,9 @@ PRESET_HASHES = [
 ]
 """Config hashes of preset runs on ``synthetic``, seed 1, as the code before backbone fingerprints wrote them (the
 quick one with the quick profile's settings of then, :data:`FORMER_QUICK`)."""
-FORMER_QUICK = {"run": {"backbone_dropout": None}, "train": {"bucketing": False}}
-"""The quick profile before it set the backbone's dropout to 0 and bucketed batches by length."""
+FORMER_QUICK = {"run": {"backbone_dropout": None}, "train": {"bucketing": False, "eval_every": 1}}
+"""The quick profile before it set the backbone's dropout to 0, bucketed batches by length and validated every
+second epoch."""
 
 
 def config(backbone: str | None, scheme: str = "tiger", profile: str = "smoke", user: dict | None = None) -> RunConfig:
