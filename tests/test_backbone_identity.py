@@ -28,11 +28,7 @@ PRESET_HASHES = [
     ("e4srec", "qwen-tiny", "smoke", "51400db193aa"),
     ("sasrec", "t5-tiny", "smoke", "14854fd87a26"),
 ]
-"""Config hashes of preset runs on ``synthetic``, seed 1, as the code before backbone fingerprints wrote them (the
-quick one with the quick profile's settings of then, :data:`FORMER_QUICK`)."""
-FORMER_QUICK = {"run": {"backbone_dropout": None}, "train": {"bucketing": False, "eval_every": 1}}
-"""The quick profile before it set the backbone's dropout to 0, bucketed batches by length and validated every
-second epoch."""
+"""Config hashes of preset runs on ``synthetic``, seed 1, as the code before backbone fingerprints wrote them."""
 
 
 def config(backbone: str | None, scheme: str = "tiger", profile: str = "smoke", user: dict | None = None) -> RunConfig:
@@ -51,7 +47,7 @@ def save_gpt2(folder: Path, seed: int) -> None:
 @pytest.mark.parametrize("scheme, backbone, profile, expected", PRESET_HASHES)
 def test_a_preset_keeps_its_config_hash_and_record_name(scheme: str, backbone: str, profile: str,
                                                         expected: str) -> None:
-    resolved = config(backbone, scheme, profile, FORMER_QUICK if profile == "quick" else None)
+    resolved = config(backbone, scheme, profile)
     assert resolved.hash() == expected and resolved.backbone_fingerprint is None
     assert "backbone_fingerprint" not in resolved.to_dict()
     name = backbone if get_scheme(scheme).uses_backbone else "none"
