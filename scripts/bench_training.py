@@ -154,11 +154,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def with_dropout(backbone: str, rate: float | None) -> BackboneSpec:
-    """The backbone ``backbone``, at dropout rate ``rate`` (``run.backbone_dropout``; None: its own)."""
-    return BackboneSpec(backbone, dropout=rate)
-
-
 def build(scheme: str, shape: Shape, n_items: int, args: argparse.Namespace) -> Recommender:
     """A randomly initialised model of ``scheme`` at ``shape`` over random identifiers (same seed every call)."""
     torch.manual_seed(args.seed)
@@ -342,8 +337,8 @@ def counts(device: torch.device) -> Callable[[Callable[[], None]], tuple[int, in
 def measure_scheme(scheme: str, split: Split, args: argparse.Namespace) -> dict[str, Any]:
     """Per-step milliseconds (proxy and real, harness and bare), operator calls and syncs (proxy)."""
     device = torch.device(args.device)
-    proxy = Shape("proxy", with_dropout(PROXY, args.dropout), 12, args.proxy_batch)
-    real = Shape("real", with_dropout(args.real_backbone, args.dropout), SASRecParams().hidden, args.real_batch)
+    proxy = Shape("proxy", BackboneSpec(PROXY, dropout=args.dropout), 12, args.proxy_batch)
+    real = Shape("real", BackboneSpec(args.real_backbone, dropout=args.dropout), SASRecParams().hidden, args.real_batch)
     row: dict[str, Any] = {"scheme": scheme}
     for shape, steps in ((proxy, args.steps), (real, args.real_steps)):
         harness, bare = [], []
