@@ -73,9 +73,7 @@ class Family:
     def from_preset(self, preset: BackbonePreset, vocab_size: int, dropout: float | None = None) -> PreTrainedModel:
         config = self.config_class(vocab_size=vocab_size, pad_token_id=PAD_ID, eos_token_id=EOS_ID,
                                    tie_word_embeddings=False, **self.preset_config, **preset.config)
-        for name in dropout_fields(config) if dropout is not None else ():
-            setattr(config, name, dropout)
-        return self.from_config(config)
+        return self.from_config(with_dropout(config, dropout))
 
     def from_config(self, config: PretrainedConfig) -> PreTrainedModel:
         """A randomly initialised model of ``config`` (an ``Auto`` model class: the class it maps ``config`` to)."""
@@ -236,10 +234,9 @@ def build_backbone(backbone: str | BackboneSpec, new_tokens: int = 0, text_vocab
     if spec.name in PRESETS:
         model = family.from_preset(PRESETS[spec.name], text_vocab_size + new_tokens, spec.dropout)
     else:
-        overrides = dict.fromkeys(dropout_fields(_local_config(spec.name)), spec.dropout) if spec.dropout is not None \
-            else {}
+        config = {} if spec.dropout is None else {"config": with_dropout(_local_config(spec.name), spec.dropout)}
         try:
-            model = family.model_class.from_pretrained(spec.name, local_files_only=True, **overrides)
+            model = family.model_class.from_pretrained(spec.name, local_files_only=True, **config)
         except Exception as error:  # any failure of reading user files (safetensors, torch, json, ...)
             raise BackboneError(f"backbone '{spec.name}': not loadable with from_pretrained from local files "
                                 f"(no weights are downloaded here): {one_line(error)}") from error
@@ -262,6 +259,13 @@ def dropout_fields(config: PretrainedConfig) -> list[str]:
     return sorted(name for name, value in config.to_dict().items()
                   if ("dropout" in name or name.endswith("pdrop"))
                   and isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def with_dropout(config: PretrainedConfig, dropout: float | None) -> PretrainedConfig:
+    """``config`` with each of its :func:`dropout_fields` set to ``dropout`` (in place; None: unchanged)."""
+    for name in dropout_fields(config) if dropout is not None else ():
+        setattr(config, name, dropout)
+    return config
 
 
 def build_t5(backbone: str | BackboneSpec, new_tokens: int = 0, text_vocab_size: int = 2) -> PreTrainedModel:
