@@ -115,6 +115,16 @@ def _at_least_one(text: str) -> int:
     return _positive(text)
 
 
+def _jobs_option(text: str) -> int | str:
+    """argparse type of ``--jobs``: an integer >= 1 or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return _positive(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 or auto, got '{text}'") from None
+
+
 def _history(text: str) -> int:
     """argparse type of ``--max-history``: an integer from 1 to :data:`~benchmark.config.MAX_HISTORY`."""
     return _positive(text, MAX_HISTORY)
@@ -150,6 +160,24 @@ def _threads(args: argparse.Namespace, jobs: int = 1) -> int:
     threads = args.threads or max(1, default_threads() // jobs)
     set_threads(threads)
     return threads
+
+
+def _jobs(args: argparse.Namespace, configs: list[RunConfig]) -> int:
+    """``run --jobs``: the number given, or for ``auto`` one worker process per physical core available to this
+    process (:func:`benchmark.threads.default_threads`; per ``--threads`` cores when it is given), at most one
+    per config without a record and one per 3 GiB of available memory (:func:`benchmark.workers.auto_count`);
+    1 with ``--force``, under ``accelerate launch`` and on a CUDA device (the runs would share its one GPU).
+    ``configs`` are the command's resolved configs, ``--device`` already checked."""
+    if args.jobs != "auto":
+        return args.jobs
+    from benchmark.records import record_path
+    from benchmark.runner import resolve_device
+    from recommenders import parallel
+
+    if args.force or parallel.launched() or resolve_device(args.device).type != "cpu":
+        return 1
+    pending = sum(not record_path(args.results_dir, config).is_file() for config in configs)
+    return workers.auto_count(default_threads(), args.threads or 1, pending)
 
 
 def _backbones(text: str | None) -> list[str | None]:
@@ -302,32 +330,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     from recommenders.backbones import BackboneError
     from recommenders.trainer import DivergenceError
 
-    if args.jobs > 1 and parallel.launched():
+    if args.jobs != "auto" and args.jobs > 1 and parallel.launched():
         raise UsageError("--jobs: use 1 under accelerate launch (its processes already share every run)")
-    if args.jobs > 1 and args.force:
+    if args.jobs != "auto" and args.jobs > 1 and args.force:
         raise UsageError("--force: not with --jobs above 1 (each worker would run every config again); remove the "
                          "records to redo and run without --force")
-    threads = _threads(args, args.jobs)
     datasets, names, seeds = _datasets(args.datasets, args.data_dir), _schemes(args.identifiers), _seeds(args.seed)
     check_output_dir(args.results_dir, "--results-dir")
     _check_cache_dir(args.cache_dir)
     user = _user_config(args, datasets[0])
-    env = Environment(device=args.device, data_dir=args.data_dir, results_dir=args.results_dir,
-                      reports_dir=args.reports_dir, cache_dir=args.cache_dir, progress=not args.no_progress,
-                      threads=threads, jobs=args.jobs)
     grid = _backbones(args.backbone)
     cli = {"split": args.split, "max_history": args.max_history, "k_core": args.k_core, "finetune": args.finetune}
     resolved = [canonical(resolve(d, get_scheme(s), seed, args.profile, user, {**cli, "backbone": b})) for b in grid
                 for d in datasets for seed in seeds for s in names]
     configs = list({c.hash(): c for c in resolved}.values())
     _check_models(args, configs, grid, user)
+    jobs = _jobs(args, configs)
+    threads = _threads(args, jobs)
+    if args.jobs == "auto" and not args.worker:
+        print(f"--jobs auto: {jobs} process(es) of {threads} torch thread(s) each")
+    env = Environment(device=args.device, data_dir=args.data_dir, results_dir=args.results_dir,
+                      reports_dir=args.reports_dir, cache_dir=args.cache_dir, progress=not args.no_progress,
+                      threads=threads, jobs=jobs)
     loaded = _check_data(configs, env.data_dir, report=not args.worker)  # a worker's starter has reported the data
     stale = [] if args.force else records_on_other_data(configs, env, loaded)
     if stale:
         raise UsageError("records that this run would skip were made on other data (the dataset's files changed, "
                          "or another --data-dir): " + "; ".join(stale) + ". Pass another --results-dir for the new "
                          "data, or --force to run them again")
-    started = [] if args.worker else workers.start(args.argv, args.jobs - 1, threads)
+    started = [] if args.worker else workers.start(args.argv, jobs, threads)
     try:
         paths = run_all(configs, env, force=args.force)
     except BackboneError as error:
@@ -501,10 +532,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="backbone fine-tuning (default run.finetune: auto = lora for checkpoints, full for presets)")
     run_options(p)
     p.add_argument("--force", action="store_true", help="re-run configs whose record exists")
-    p.add_argument("--jobs", type=_at_least_one, default=1,
-                   help="worker processes sharing the runs through their lock files (default 1); --threads is then "
-                        "per worker (default: the physical cores divided among the workers). Pays off for small "
-                        "models on a CPU; times in the records include the other workers' contention")
+    p.add_argument("--jobs", type=_jobs_option, default=1,
+                   help="worker processes sharing the runs through their lock files (default 1), or auto: on a CPU "
+                        "one per physical core (per --threads cores when given), at most one per config without a "
+                        "record and one per 3 GiB of available memory; 1 on CUDA and with --force. --threads is "
+                        "then per worker (default: the physical cores divided among the workers). Pays off for "
+                        "small models on a CPU; times in the records include the other workers' contention")
     p.add_argument(workers.WORKER_FLAG, action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_run)
 

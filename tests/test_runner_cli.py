@@ -1,6 +1,7 @@
 """Runs, records and resume; the CLI's subcommands and its errors."""
 from __future__ import annotations
 
+import argparse
 import json
 import random
 from pathlib import Path
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark import records, runner
+from benchmark import cli, records, runner, workers
 from benchmark.cli import EXIT_DIVERGED, main
 from benchmark.config import LATER_TRAIN_KEYS, ConfigError, check_value, resolve
 from benchmark.splits import make_split
@@ -45,14 +46,69 @@ def test_run_writes_a_complete_record_and_resumes(tmp_path: Path) -> None:
     assert path.stat().st_mtime_ns != stamp
 
 
-def test_jobs_share_the_runs_and_do_each_once(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    assert _run(tmp_path, "--identifiers", "pop,sasrec", "--seed", "1,2", "--jobs", "2", "--threads", "1") == 0
+def test_jobs_share_the_runs_and_do_each_once(tmp_path: Path, capfd: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "default_threads", lambda: 2)  # a 2-core machine: auto gives two one-thread jobs
+    monkeypatch.setattr(workers, "available_memory", lambda: 8 * 2**30)
+    assert _run(tmp_path, "--identifiers", "pop,sasrec", "--seed", "1,2", "--jobs", "auto", "--device", "cpu") == 0
     out = capfd.readouterr().out
     found = [record for _, record in records.iter_records(tmp_path / "results")]
     assert len(found) == 4 and "4 record(s) under" in out
+    assert "--jobs auto: 2 process(es) of 1 torch thread(s) each" in out
     assert all(r["environment"]["jobs"] == 2 and r["hardware"]["torch_threads"] == 1 for r in found)
     for record in found:
         assert out.count(f"done {record['run_name']}:") == 1, out
+
+
+def _jobs_args(tmp_path: Path, **options: object) -> argparse.Namespace:
+    return argparse.Namespace(**{"jobs": "auto", "force": False, "device": "cpu", "threads": None,
+                                 "results_dir": str(tmp_path / "results"), **options})
+
+
+def test_auto_jobs_are_one_per_core_for_the_configs_without_a_record(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    configs = [resolve("synthetic", get_scheme("pop"), seed, "smoke") for seed in (1, 2, 3)]
+    monkeypatch.setattr(cli, "default_threads", lambda: 4)
+    monkeypatch.setattr(workers, "available_memory", lambda: 64 * 2**30)
+    assert cli._jobs(_jobs_args(tmp_path), configs) == 3  # at most one per config
+    assert cli._jobs(_jobs_args(tmp_path, threads=2), configs) == 2  # 4 cores of 2 threads each
+    assert cli._jobs(_jobs_args(tmp_path, threads=8), configs) == 1
+    assert cli._jobs(_jobs_args(tmp_path, force=True), configs) == 1  # --force re-runs all: no workers
+    assert cli._jobs(_jobs_args(tmp_path, jobs=5), configs) == 5  # a number is taken as given
+    path = records.record_path(tmp_path / "results", configs[0])
+    path.parent.mkdir(parents=True)
+    path.write_text("{}")
+    assert cli._jobs(_jobs_args(tmp_path), configs) == 2  # one config has its record
+    monkeypatch.setattr(workers, "available_memory", lambda: 4 * 2**30)
+    assert cli._jobs(_jobs_args(tmp_path), configs) == 1  # 3 GiB of memory per worker
+    monkeypatch.setattr(workers, "available_memory", lambda: None)
+    assert cli._jobs(_jobs_args(tmp_path), configs) == 2  # memory unknown: not capped
+    monkeypatch.setattr(runner, "resolve_device", lambda name: torch.device("cuda"))
+    assert cli._jobs(_jobs_args(tmp_path, device="auto"), configs) == 1  # the runs would share one GPU
+
+
+def test_available_memory_is_meminfo_within_the_cgroup_limit(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "meminfo").write_text("MemTotal:       32000000 kB\nMemAvailable:   8000000 kB\n")
+    monkeypatch.setattr(workers, "MEMINFO", tmp_path / "meminfo")
+    monkeypatch.setattr(workers, "CGROUP_MEMORY", tmp_path / "cgroup")
+    assert workers.available_memory() == 8_000_000 * 1024  # no cgroup files: MemAvailable alone
+    (tmp_path / "cgroup").mkdir()
+    (tmp_path / "cgroup" / "memory.max").write_text("max\n")
+    assert workers.available_memory() == 8_000_000 * 1024
+    (tmp_path / "cgroup" / "memory.max").write_text(f"{4 * 2**30}\n")
+    (tmp_path / "cgroup" / "memory.current").write_text(f"{2**30}\n")
+    assert workers.available_memory() == 3 * 2**30
+    monkeypatch.setattr(workers, "MEMINFO", tmp_path / "absent")
+    (tmp_path / "cgroup" / "memory.max").unlink()
+    assert workers.available_memory() is None
+
+
+def test_bad_jobs_exit_2_naming_the_choices(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--identifiers", "pop", "--jobs", "many"])
+    assert exit_info.value.code == 2
+    assert "argument --jobs: expected an integer >= 1 or auto, got 'many'" in capsys.readouterr().err
 
 
 def test_jobs_refuse_force(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
