@@ -60,8 +60,12 @@ def cost_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """The costs of finished runs (:meth:`RecordScan.finished`), averaged over the seeds of each config, with the
     summed run time, the run count, ``capped_runs``, the runs whose best epoch is the epoch cap (early
     stopping never fired), and ``resumed_runs``, the runs that resumed from an earlier process's checkpoint."""
-    configs = flat_configs(records)
-    frame = _record_frame(records)
+    return _per_config(_record_frame(records), flat_configs(records))
+
+
+def _per_config(frame: pd.DataFrame, configs: dict[str, dict[str, str]]) -> pd.DataFrame:
+    """:func:`cost_frame` of the per-record ``frame`` (:func:`_record_frame`); ``configs``: the records'
+    :func:`~benchmark.reports.configs.flat_configs`."""
     if frame.empty:
         return frame
     grouped = frame.groupby(list(GROUP), sort=True)
@@ -102,7 +106,8 @@ def _row(record: dict[str, Any]) -> dict[str, Any]:
 def build_cost_report(scan: RecordScan, reports_dir: Path) -> list[Path]:
     """Write ``costs.md`` and ``costs.csv`` under ``reports_dir`` ([] without finished runs)."""
     records = scan.finished()
-    frame = cost_frame(records)
+    per_record = _record_frame(records)
+    frame = _per_config(per_record, flat_configs(records))
     if frame.empty:
         return []
     reports_dir.mkdir(parents=True, exist_ok=True)
@@ -134,7 +139,7 @@ def build_cost_report(scan: RecordScan, reports_dir: Path) -> list[Path]:
         row_label(row["scheme"], row["variant"]),
         *(_cell(key, row[key]) + _mark(key, row) for key in COSTS),
         row["hardware"], str(row["runs"])], _total)
-    lines += _totals(_record_frame(records))
+    lines += _totals(per_record)
     write_text(md, "\n".join(lines))
     return [md, csv]
 
