@@ -83,6 +83,9 @@ def test_auto_jobs_are_one_per_core_for_the_configs_without_a_record(tmp_path: P
     assert cli._jobs(_jobs_args(tmp_path), configs) == 1  # 3 GiB of memory per worker
     monkeypatch.setattr(workers, "available_memory", lambda: None)
     assert cli._jobs(_jobs_args(tmp_path), configs) == 2  # memory unknown: not capped
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cli._jobs(_jobs_args(tmp_path), configs) == 1  # under accelerate launch its processes share the runs
+    monkeypatch.delenv("WORLD_SIZE")
     monkeypatch.setattr(runner, "resolve_device", lambda name: torch.device("cuda"))
     assert cli._jobs(_jobs_args(tmp_path, device="auto"), configs) == 1  # the runs would share one GPU
 
