@@ -330,9 +330,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from recommenders.backbones import BackboneError
     from recommenders.trainer import DivergenceError
 
-    if args.jobs != "auto" and args.jobs > 1 and parallel.launched():
+    given = 1 if args.jobs == "auto" else args.jobs  # auto comes to 1 under a launcher and with --force (_jobs)
+    if given > 1 and parallel.launched():
         raise UsageError("--jobs: use 1 under accelerate launch (its processes already share every run)")
-    if args.jobs != "auto" and args.jobs > 1 and args.force:
+    if given > 1 and args.force:
         raise UsageError("--force: not with --jobs above 1 (each worker would run every config again); remove the "
                          "records to redo and run without --force")
     datasets, names, seeds = _datasets(args.datasets, args.data_dir), _schemes(args.identifiers), _seeds(args.seed)
